@@ -1,0 +1,256 @@
+//! `claudedl get`: download URLs to files.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use reqwest::header::{HeaderMap, HeaderValue};
+use url::Url;
+
+use super::args::GetArgs;
+use super::progress::Bars;
+use super::{ExitStatus, GlobalArgs};
+use crate::engine::{
+    Engine, EngineConfig, TransferError, TransferReport, TransferSpec, TransferStatus,
+};
+use crate::http::retry::RetryPolicy;
+use crate::http::{ClientConfig, HttpClient, parse_header_line};
+use crate::store::names::safe_file_name;
+
+const DEFAULT_API_BASE: &str = "https://api.anthropic.com";
+
+pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
+    let urls = collect_urls(&args)?;
+    let headers = parse_headers(&args.headers)?;
+    let specs = plan_outputs(&args, &urls, &headers)?;
+    let engine = build_engine(&args)?;
+    let cancel = engine.cancel_token();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.cancel();
+        }
+    });
+    let visible = !global.quiet && !args.json && std::io::stderr().is_terminal();
+    let names = specs.iter().map(|s| display_name(&s.output)).collect();
+    let bars = Arc::new(Bars::new(names, visible));
+    let results = engine
+        .download_all(specs, args.jobs.into(), bars.clone())
+        .await;
+    Ok(print_results(&results, args.json, &bars))
+}
+
+fn collect_urls(args: &GetArgs) -> anyhow::Result<Vec<Url>> {
+    let mut lines = args.urls.clone();
+    if let Some(file) = &args.input_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the URL list {}", file.display()))?;
+        lines.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    if lines.is_empty() {
+        bail!(usage("no URL given: pass URLs or -i FILE"));
+    }
+    lines
+        .iter()
+        .map(|line| {
+            let url = Url::parse(line).map_err(|e| usage(&format!("invalid URL {line:?}: {e}")))?;
+            match url.scheme() {
+                "http" | "https" => Ok(url),
+                other => Err(usage(&format!("unsupported scheme {other:?} in {line:?}")).into()),
+            }
+        })
+        .collect()
+}
+
+fn parse_headers(lines: &[String]) -> anyhow::Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (name, value) = parse_header_line(line)
+            .ok_or_else(|| usage("a header must look like 'Name: value'"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// Where each URL goes: `-o` for a single URL, else `-d` (or the current directory) plus a safe
+/// name from the URL's last path segment, made unique within this run.
+fn plan_outputs(
+    args: &GetArgs,
+    urls: &[Url],
+    headers: &HeaderMap,
+) -> anyhow::Result<Vec<TransferSpec>> {
+    if args.output.is_some() && urls.len() > 1 {
+        bail!(usage("-o names one file; use -d DIR for several URLs"));
+    }
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let mut taken = HashSet::new();
+    let specs = urls.iter().map(|url| {
+        let output = match &args.output {
+            Some(output) => output.clone(),
+            None => dir.join(unique_name(&name_from_url(url), &mut taken)),
+        };
+        let mut headers = headers.clone();
+        add_api_credentials(url, &mut headers);
+        TransferSpec {
+            url: url.clone(),
+            headers,
+            output,
+            overwrite: args.force,
+        }
+    });
+    Ok(specs.collect())
+}
+
+fn name_from_url(url: &Url) -> String {
+    let last = url
+        .path_segments()
+        .and_then(|mut segments| segments.next_back())
+        .unwrap_or("");
+    let decoded = percent_encoding::percent_decode_str(last).decode_utf8_lossy();
+    safe_file_name(&decoded, "download")
+}
+
+fn unique_name(name: &str, taken: &mut HashSet<String>) -> String {
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
+        _ => (name, ""),
+    };
+    let mut candidate = name.to_owned();
+    let mut n = 1;
+    while !taken.insert(candidate.clone()) {
+        candidate = format!("{stem}.{n}{ext}");
+        n += 1;
+    }
+    candidate
+}
+
+/// Requests to the Claude API's origin carry the key from `ANTHROPIC_API_KEY` (never from the
+/// command line, where other users could read it) and the API version header.
+fn add_api_credentials(url: &Url, headers: &mut HeaderMap) {
+    let base = std::env::var("ANTHROPIC_BASE_URL").unwrap_or_else(|_| DEFAULT_API_BASE.to_owned());
+    let Ok(base) = Url::parse(&base) else { return };
+    let Ok(key) = std::env::var("ANTHROPIC_API_KEY") else {
+        return;
+    };
+    if base.origin() != url.origin() || headers.contains_key("x-api-key") {
+        return;
+    }
+    if let Ok(mut value) = HeaderValue::from_str(&key) {
+        value.set_sensitive(true);
+        headers.insert("x-api-key", value);
+        headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+    }
+}
+
+fn build_engine(args: &GetArgs) -> anyhow::Result<Engine> {
+    let seconds = |value: f64, flag: &str| {
+        Duration::try_from_secs_f64(value)
+            .map_err(|_| usage(&format!("{flag} must be a positive number of seconds")))
+    };
+    let connections = usize::from(args.connections);
+    let max_connections = args
+        .max_connections
+        .map_or(connections.max(16), usize::from);
+    let client = HttpClient::new(&ClientConfig {
+        connect_timeout: seconds(args.connect_timeout, "--connect-timeout")?,
+        pool_per_host: max_connections,
+        ..ClientConfig::default()
+    })?;
+    let config = EngineConfig {
+        connections,
+        max_connections,
+        chunk_size: args.chunk_size.as_u64().max(1),
+        min_split: args.min_split_size.as_u64().max(1),
+        retry: RetryPolicy {
+            max_retries: args.max_retries,
+            ..RetryPolicy::default()
+        },
+        read_timeout: seconds(args.read_timeout, "--read-timeout")?,
+        checkpoint_interval: Duration::from_millis(args.checkpoint_ms.max(1)),
+        ..EngineConfig::default()
+    };
+    Ok(Engine::new(client, config))
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn print_results(
+    results: &[Result<TransferReport, TransferError>],
+    json: bool,
+    bars: &Bars,
+) -> ExitStatus {
+    let mut status = ExitStatus::Success;
+    for result in results {
+        match result {
+            Ok(report) => {
+                if json {
+                    println!("{}", report_json(report));
+                } else {
+                    bars.println(&report_line(report));
+                }
+            }
+            Err(error) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"status": "failed", "error": error.to_string()})
+                    );
+                }
+                eprintln!("error: {error}");
+                status = status.max(if error.is_cancelled() {
+                    ExitStatus::Interrupted
+                } else {
+                    ExitStatus::Failure
+                });
+            }
+        }
+    }
+    status
+}
+
+fn report_json(report: &TransferReport) -> serde_json::Value {
+    serde_json::json!({
+        "url": report.url,
+        "path": report.path,
+        "status": match report.status {
+            TransferStatus::Downloaded => "downloaded",
+            TransferStatus::AlreadyPresent => "exists",
+        },
+        "size": report.size,
+        "bytes": report.fetched,
+        "resumed_from": report.resumed_from,
+        "sha256": report.sha256,
+        "duration_ms": report.duration.as_millis() as u64,
+        "retries": report.retries,
+    })
+}
+
+fn report_line(report: &TransferReport) -> String {
+    let path = report.path.display();
+    match report.status {
+        TransferStatus::AlreadyPresent => {
+            format!("{path}: exists, left alone (use --force to replace)")
+        }
+        TransferStatus::Downloaded => format!(
+            "{path}: {} in {:.1?}, sha256 {}",
+            bytesize::ByteSize(report.size).display().iec(),
+            report.duration,
+            report.sha256.as_deref().unwrap_or("-"),
+        ),
+    }
+}
+
+fn usage(message: &str) -> super::UsageError {
+    super::UsageError(message.to_owned())
+}

@@ -1,0 +1,43 @@
+//! Many files at once: up to `files_at_once` transfers run together, all drawing connections
+//! from the engine's one cap and reusing the one client's pooled connections.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::{Engine, Reporter, TransferError, TransferReport, TransferSpec};
+
+impl Engine {
+    /// Download every spec; results come back in the order of `specs`.
+    pub async fn download_all(
+        &self,
+        specs: Vec<TransferSpec>,
+        files_at_once: usize,
+        reporter: Arc<dyn Reporter>,
+    ) -> Vec<Result<TransferReport, TransferError>> {
+        let slots = Arc::new(Semaphore::new(files_at_once.max(1)));
+        let mut set = JoinSet::new();
+        for (id, spec) in specs.into_iter().enumerate() {
+            let (engine, slots, reporter) =
+                (self.clone(), Arc::clone(&slots), Arc::clone(&reporter));
+            set.spawn(async move {
+                let _slot = slots
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
+                (id, engine.download(id, &spec, reporter).await)
+            });
+        }
+        let mut results: Vec<Option<Result<TransferReport, TransferError>>> =
+            std::iter::repeat_with(|| None).take(set.len()).collect();
+        while let Some(joined) = set.join_next().await {
+            let (id, result) = joined.expect("a transfer task panicked");
+            results[id] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every transfer reports"))
+            .collect()
+    }
+}

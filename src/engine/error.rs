@@ -1,0 +1,84 @@
+use std::path::PathBuf;
+
+use crate::http::HttpError;
+
+/// Why a transfer failed. Every variant names the (redacted) URL or the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("{url} answered HTTP {status}{}{}", request_id_note(.request_id), hint(*.status))]
+    Status {
+        url: String,
+        status: u16,
+        request_id: Option<String>,
+    },
+    #[error(
+        "giving up on {url} (bytes {range}) after {attempts} attempts; the partial download is kept, rerun to resume. Last error: {last}"
+    )]
+    RetriesExhausted {
+        url: String,
+        range: String,
+        attempts: u32,
+        last: Box<TransferError>,
+    },
+    #[error("{url}: connection closed after {received} of {expected} bytes")]
+    ShortBody {
+        url: String,
+        received: u64,
+        expected: u64,
+    },
+    #[error("{url}: the server misbehaved ({reason})")]
+    Protocol { url: String, reason: String },
+    #[error("{url}: expected {expected} bytes, have {actual}; the partial download is kept")]
+    LengthMismatch {
+        url: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{url} changed on the server {restarts} times during the download; try again later")]
+    KeepsChanging { url: String, restarts: u32 },
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interrupted; progress saved in {}, rerun the same command to resume", state.display())]
+    Cancelled { state: PathBuf },
+}
+
+impl TransferError {
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> TransferError {
+        let path = path.into();
+        move |source| TransferError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, TransferError::Cancelled { .. })
+    }
+}
+
+fn request_id_note(request_id: &Option<String>) -> String {
+    request_id
+        .as_ref()
+        .map(|id| format!(" (request-id {id})"))
+        .unwrap_or_default()
+}
+
+fn hint(status: u16) -> &'static str {
+    match status {
+        401 => ": check the credentials sent with -H or ANTHROPIC_API_KEY",
+        403 => ": access denied",
+        404 | 410 => ": not found (wrong URL, or the file expired)",
+        _ => "",
+    }
+}

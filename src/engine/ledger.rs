@@ -1,0 +1,201 @@
+//! The ledger of written bytes for one transfer, and the two followers that read it: the
+//! checkpointer (which makes the resume state durable) and the hasher (which computes SHA-256
+//! over the growing done prefix while the download runs, so finishing costs no extra pass).
+
+use std::ops::Range;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{PartFile, RangeSet, ResumeState};
+
+/// Where the done prefix stands, and whether it will grow further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Prefix {
+    pub len: u64,
+    pub last: bool,
+}
+
+/// Byte ranges written to the `.part` (in the page cache, not necessarily on disk yet).
+#[derive(Debug)]
+pub struct Ledger {
+    written: Mutex<RangeSet>,
+    changes: AtomicU64,
+    prefix: watch::Sender<Prefix>,
+}
+
+impl Ledger {
+    pub fn new(done: RangeSet) -> Ledger {
+        let prefix = Prefix {
+            len: done.prefix(),
+            last: false,
+        };
+        Ledger {
+            written: Mutex::new(done),
+            changes: AtomicU64::new(0),
+            prefix: watch::channel(prefix).0,
+        }
+    }
+
+    pub fn record(&self, range: Range<u64>) {
+        let prefix = {
+            let mut written = self.written.lock().unwrap();
+            written.insert(range);
+            written.prefix()
+        };
+        self.changes.fetch_add(1, Ordering::Release);
+        self.prefix.send_if_modified(|current| {
+            let grew = prefix > current.len;
+            current.len = current.len.max(prefix);
+            grew
+        });
+    }
+
+    /// No more bytes will be written: lets the hasher finish.
+    pub fn seal(&self) {
+        self.prefix.send_modify(|current| current.last = true);
+    }
+
+    pub fn snapshot(&self) -> RangeSet {
+        self.written.lock().unwrap().clone()
+    }
+
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    pub fn follow_prefix(&self) -> watch::Receiver<Prefix> {
+        self.prefix.subscribe()
+    }
+}
+
+/// Sync the `.part`, then record what was written before the sync: the state never claims a
+/// byte that is not on disk.
+pub async fn checkpoint(
+    part: &PartFile,
+    ledger: &Ledger,
+    state: &mut ResumeState,
+    state_path: &std::path::Path,
+) -> std::io::Result<()> {
+    state.done = ledger.snapshot();
+    let part = part.clone();
+    tokio::task::spawn_blocking(move || part.sync_data())
+        .await
+        .map_err(std::io::Error::other)??;
+    let (snapshot, path) = (state.clone(), state_path.to_path_buf());
+    tokio::task::spawn_blocking(move || snapshot.save(&path))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Checkpoint every `interval` while bytes keep arriving, until `stop` fires.
+pub async fn checkpoint_loop(
+    part: PartFile,
+    ledger: std::sync::Arc<Ledger>,
+    mut state: ResumeState,
+    state_path: std::path::PathBuf,
+    interval: Duration,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let mut seen = ledger.changes();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(interval) => {}
+        }
+        let now = ledger.changes();
+        if now != seen {
+            seen = now;
+            checkpoint(&part, &ledger, &mut state, &state_path).await?;
+        }
+    }
+}
+
+/// SHA-256 of the `.part`, read back as its done prefix grows, until the ledger is sealed.
+/// Returns the digest and the number of bytes hashed.
+pub async fn hash_prefix(
+    part: PartFile,
+    mut prefix: watch::Receiver<Prefix>,
+) -> std::io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut hashed = 0u64;
+    loop {
+        let target = match prefix.wait_for(|p| p.len > hashed || p.last).await {
+            Ok(p) => *p,
+            Err(_) => {
+                return Err(std::io::Error::other(
+                    "transfer ended before the hash was complete",
+                ));
+            }
+        };
+        if target.len > hashed {
+            let part = part.clone();
+            (hasher, buffer) = tokio::task::spawn_blocking(move || {
+                hash_range(&part, hasher, buffer, hashed..target.len)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            hashed = target.len;
+        }
+        if target.last && target.len == hashed {
+            return Ok((hex::encode(hasher.finalize()), hashed));
+        }
+    }
+}
+
+fn hash_range(
+    part: &PartFile,
+    mut hasher: Sha256,
+    mut buffer: Vec<u8>,
+    range: Range<u64>,
+) -> std::io::Result<(Sha256, Vec<u8>)> {
+    let mut at = range.start;
+    while at < range.end {
+        let n = (range.end - at).min(buffer.len() as u64) as usize;
+        part.read_at(&mut buffer[..n], at)?;
+        hasher.update(&buffer[..n]);
+        at += n as u64;
+    }
+    Ok((hasher, buffer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_the_prefix_as_it_grows_out_of_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = PartFile::open(&dir.path().join("p"), Some(6)).unwrap();
+        let ledger = std::sync::Arc::new(Ledger::new(RangeSet::new()));
+        let hasher = tokio::spawn(hash_prefix(part.clone(), ledger.follow_prefix()));
+        part.write_at(b"def", 3).unwrap();
+        ledger.record(3..6);
+        part.write_at(b"abc", 0).unwrap();
+        ledger.record(0..3);
+        ledger.seal();
+        let (digest, len) = hasher.await.unwrap().unwrap();
+        assert_eq!(len, 6);
+        assert_eq!(digest, hex::encode(Sha256::digest(b"abcdef")));
+    }
+
+    #[tokio::test]
+    async fn checkpoint_records_exactly_the_written_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = PartFile::open(&dir.path().join("p"), Some(10)).unwrap();
+        let ledger = Ledger::new(RangeSet::new());
+        ledger.record(4..8);
+        let mut state = ResumeState::new("u".into());
+        let path = dir.path().join("p.json");
+        checkpoint(&part, &ledger, &mut state, &path).await.unwrap();
+        assert_eq!(
+            ResumeState::load(&path).unwrap().done.missing(10),
+            vec![0..4, 8..10]
+        );
+    }
+}

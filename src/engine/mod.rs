@@ -1,0 +1,162 @@
+//! The transfer engine: parallel byte ranges written in place into one preallocated `.part`,
+//! durable resume state, retries that continue from the last byte written, and a final,
+//! verified, atomic rename.
+//!
+//! - [`plan`]: which connection fetches which bytes (with work stealing at the tail);
+//! - [`response`]: judging a response before writing any of it;
+//! - [`stream`]: one body into the file at its offsets, in bounded memory;
+//! - [`ledger`]: what is written, checkpointed and hashed;
+//! - [`transfer`]: one file from probe to rename; [`batch`]: many files at once.
+//!
+//! The engine never prints: it tells a [`Reporter`].
+
+mod batch;
+mod error;
+pub mod ledger;
+pub mod plan;
+pub mod response;
+mod stream;
+mod transfer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+pub use error::TransferError;
+
+use crate::http::HttpClient;
+use crate::http::retry::RetryPolicy;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Tunables of the engine (the CLI maps its flags onto these).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Parallel ranges per file (`-c`).
+    pub connections: usize,
+    /// Connections across all files of the process.
+    pub max_connections: usize,
+    /// The largest range one request asks for (`--chunk-size`).
+    pub chunk_size: u64,
+    /// Ranges smaller than twice this are never split.
+    pub min_split: u64,
+    pub retry: RetryPolicy,
+    /// Longest silence tolerated while reading a body (`--read-timeout`).
+    pub read_timeout: Duration,
+    /// How often written bytes are synced and recorded in the resume state.
+    pub checkpoint_interval: Duration,
+    /// How many times a file that changed on the server is started over.
+    pub max_restarts: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            connections: 8,
+            max_connections: 16,
+            chunk_size: 64 * MIB,
+            min_split: MIB,
+            retry: RetryPolicy::default(),
+            read_timeout: Duration::from_secs(60),
+            checkpoint_interval: Duration::from_millis(100),
+            max_restarts: 2,
+        }
+    }
+}
+
+/// One file to fetch.
+#[derive(Debug, Clone)]
+pub struct TransferSpec {
+    pub url: Url,
+    /// Extra request headers (credentials among them stay on the URL's origin).
+    pub headers: HeaderMap,
+    pub output: PathBuf,
+    /// Replace an existing output instead of leaving it alone.
+    pub overwrite: bool,
+}
+
+/// How a transfer ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferStatus {
+    Downloaded,
+    /// The output existed already and was left alone.
+    AlreadyPresent,
+}
+
+/// The record of a finished transfer.
+#[derive(Debug, Clone)]
+pub struct TransferReport {
+    /// Redacted source URL.
+    pub url: String,
+    pub path: PathBuf,
+    pub status: TransferStatus,
+    pub size: u64,
+    /// Bytes fetched by this run (less than `size` after a resume).
+    pub fetched: u64,
+    /// Bytes already on disk when this run started.
+    pub resumed_from: u64,
+    pub sha256: Option<String>,
+    pub duration: Duration,
+    pub retries: u32,
+}
+
+/// Hears about progress. Every method has a do-nothing default.
+pub trait Reporter: Send + Sync {
+    fn started(&self, _id: usize, _url: &str, _total: Option<u64>, _already: u64) {}
+    fn progress(&self, _id: usize, _bytes: u64) {}
+    fn connections(&self, _id: usize, _live: usize) {}
+    fn notice(&self, _id: usize, _message: &str) {}
+    fn retrying(&self, _id: usize, _failures: u32, _delay: Duration, _reason: &str) {}
+    fn finished(&self, _id: usize, _result: &Result<TransferReport, TransferError>) {}
+}
+
+/// A reporter that ignores everything.
+pub struct Silent;
+impl Reporter for Silent {}
+
+/// The engine: one client, one connection cap, one cancellation for the whole process.
+#[derive(Clone)]
+pub struct Engine {
+    client: HttpClient,
+    config: Arc<EngineConfig>,
+    connections: Arc<Semaphore>,
+    cancel: CancellationToken,
+}
+
+impl Engine {
+    pub fn new(client: HttpClient, config: EngineConfig) -> Engine {
+        let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        Engine {
+            client,
+            config: Arc::new(config),
+            connections,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Cancelling this token stops every transfer, saving its resume state.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Download one file; `id` identifies it to the reporter.
+    pub async fn download(
+        &self,
+        id: usize,
+        spec: &TransferSpec,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<TransferReport, TransferError> {
+        let result = transfer::download(self, id, spec, Arc::clone(&reporter)).await;
+        reporter.finished(id, &result);
+        result
+    }
+}

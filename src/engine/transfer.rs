@@ -1,0 +1,713 @@
+//! One file, from the first request to the final rename.
+//!
+//! 1. Probe: `GET` with `Range: bytes=S-` (S = first missing byte; `If-Range` when resuming).
+//!    A 206 teaches size, range support and validators, and its body feeds the first segment.
+//! 2. Ranged mode: up to `connections` workers fetch the planned pieces, each request carrying
+//!    `If-Range`; a checkpointer syncs and records progress; a hasher follows the done prefix.
+//! 3. Single mode, when the server ignores or mangles ranges: one plain stream from byte 0.
+//! 4. Finish: every byte accounted for, length checked, synced, renamed over the output.
+//!
+//! A file that changed on the server is started over (a bounded number of times); a server
+//! that lied about ranges once is not asked for ranges again during this transfer.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use reqwest::Response;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinSet;
+
+use super::ledger::{Ledger, checkpoint, checkpoint_loop, hash_prefix};
+use super::plan::{Plan, Segment};
+use super::response::{
+    Failure, RangedReply, Validators, content_length, judge_ranged, status_failure,
+};
+use super::stream::{Sink, copy_body};
+use super::{Engine, Reporter, TransferError, TransferReport, TransferSpec, TransferStatus};
+use crate::http::range::range_header;
+use crate::http::redact::redact_url;
+use crate::http::retry::{RetryDecision, full_jitter};
+use crate::store::atomic::{rename_durable, write_atomic};
+use crate::store::{PartFile, ResumeState, StatePaths};
+
+/// A response together with the connection permit it holds.
+type Held = (Response, OwnedSemaphorePermit);
+
+pub async fn download(
+    engine: &Engine,
+    id: usize,
+    spec: &TransferSpec,
+    reporter: Arc<dyn Reporter>,
+) -> Result<TransferReport, TransferError> {
+    let job = Arc::new(Job::new(engine, id, spec, reporter));
+    let started = Instant::now();
+    if spec.output.exists() && !spec.overwrite && !job.paths.state.exists() {
+        return Ok(job.report(TransferStatus::AlreadyPresent, None, started));
+    }
+    if let Some(parent) = spec.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(TransferError::io("creating", parent))?;
+    }
+    let finished = job.run_to_completion().await?;
+    job.install(&finished)?;
+    Ok(job.report(TransferStatus::Downloaded, Some(finished), started))
+}
+
+/// The bytes of a complete `.part`.
+#[derive(Debug)]
+struct Finished {
+    size: u64,
+    sha256: String,
+    resumed_from: u64,
+}
+
+/// Everything the workers of one transfer share.
+struct Job {
+    engine: Engine,
+    id: usize,
+    spec: TransferSpec,
+    url: String,
+    paths: StatePaths,
+    reporter: Arc<dyn Reporter>,
+    retries: AtomicU32,
+    fetched: AtomicU64,
+    live: AtomicUsize,
+}
+
+impl Job {
+    fn new(engine: &Engine, id: usize, spec: &TransferSpec, reporter: Arc<dyn Reporter>) -> Job {
+        Job {
+            engine: engine.clone(),
+            id,
+            spec: spec.clone(),
+            url: redact_url(&spec.url),
+            paths: StatePaths::beside(&spec.output),
+            reporter,
+            retries: AtomicU32::new(0),
+            fetched: AtomicU64::new(0),
+            live: AtomicUsize::new(0),
+        }
+    }
+
+    /// Ranged mode first; start over when the file changes, fall back to one plain stream when
+    /// the server cannot be trusted with ranges.
+    async fn run_to_completion(self: &Arc<Self>) -> Result<Finished, TransferError> {
+        let mut ranges_trusted = true;
+        let mut restarts = 0;
+        loop {
+            let attempt = if ranges_trusted {
+                self.ranged().await
+            } else {
+                self.single(None).await
+            };
+            match attempt {
+                Ok(finished) => return Ok(finished),
+                Err(Failure::Changed) => {
+                    restarts += 1;
+                    if restarts > self.engine.config.max_restarts {
+                        return Err(TransferError::KeepsChanging {
+                            url: self.url.clone(),
+                            restarts,
+                        });
+                    }
+                    self.notice("the file changed on the server; discarding the partial data and starting over");
+                    self.discard()?;
+                }
+                Err(Failure::Untrustworthy(reason)) if ranges_trusted => {
+                    self.notice(&format!("{reason}; falling back to a single stream"));
+                    self.discard()?;
+                    ranges_trusted = false;
+                }
+                Err(Failure::Untrustworthy(reason)) => {
+                    return Err(TransferError::Protocol {
+                        url: self.url.clone(),
+                        reason,
+                    });
+                }
+                Err(Failure::Retry { error, .. } | Failure::Fatal(error)) => return Err(error),
+            }
+        }
+    }
+
+    // ---- ranged mode ----
+
+    async fn ranged(self: &Arc<Self>) -> Result<Finished, Failure> {
+        let resume = self.load_resume();
+        let expected = resume.as_ref().map(validators_of).unwrap_or_default();
+        let start = match &resume {
+            Some(state) => state
+                .done
+                .missing(state.total.unwrap_or(0))
+                .first()
+                .map_or(0, |r| r.start),
+            None => 0,
+        };
+        let if_range = resume.as_ref().and(expected.if_range());
+        let (response, permit) = self.probe(start, if_range).await?;
+        let found = Validators::from_headers(response.headers());
+        let total = match judge_ranged(&self.url, &response, start, None)? {
+            RangedReply::Partial { total, .. } => total,
+            RangedReply::Whole
+                if resume.is_some()
+                    && (expected.differ(&found) || found == Validators::default()) =>
+            {
+                return Err(Failure::Changed);
+            }
+            RangedReply::Whole => return self.single(Some((response, permit))).await,
+            RangedReply::Unsatisfiable { total: Some(0) } if start == 0 => {
+                return self.empty_file();
+            }
+            RangedReply::Unsatisfiable { .. } if resume.is_some() => return Err(Failure::Changed),
+            RangedReply::Unsatisfiable { .. } => {
+                return Err(Failure::Untrustworthy(
+                    "416 for a range starting at 0".into(),
+                ));
+            }
+            RangedReply::Untrustworthy(reason) => return Err(Failure::Untrustworthy(reason)),
+        };
+        let state = match resume {
+            Some(state) if state.total == Some(total) && !expected.differ(&found) => state,
+            Some(_) => return Err(Failure::Changed),
+            None => self.fresh_state(Some(total), &found, true),
+        };
+        let writing = Writing::start(self, state, Some(total))?;
+        let outcome = self
+            .run_workers(&writing, total, found, (response, permit))
+            .await;
+        writing.finish(self, outcome, total).await
+    }
+
+    async fn run_workers(
+        self: &Arc<Self>,
+        writing: &Writing,
+        total: u64,
+        validators: Validators,
+        probe: Held,
+    ) -> Result<(), Failure> {
+        let config = &self.engine.config;
+        let missing = writing.ledger.snapshot().missing(total);
+        let piece = Plan::piece_size(
+            total,
+            config.connections,
+            config.min_split,
+            config.chunk_size,
+        );
+        let mut plan = Plan::new(&missing, piece, config.min_split);
+        // The probe's body starts at the first missing byte: it must feed the first piece.
+        let probe_segment = plan.assign().expect("a ranged transfer has missing bytes");
+        let shared = Arc::new(Workers {
+            job: Arc::clone(self),
+            plan: Mutex::new(plan),
+            part: writing.part.clone(),
+            ledger: Arc::clone(&writing.ledger),
+            validators,
+            total,
+        });
+        let remaining: u64 = missing.iter().map(|r| r.end - r.start).sum();
+        let workers = (remaining.div_ceil(config.min_split.max(1)) as usize)
+            .clamp(1, config.connections.max(1));
+        let mut set = JoinSet::new();
+        set.spawn(Arc::clone(&shared).work(Some((probe_segment, probe))));
+        for _ in 1..workers {
+            set.spawn(Arc::clone(&shared).work(None));
+        }
+        while let Some(joined) = set.join_next().await {
+            let result = joined.unwrap_or_else(|e| {
+                Err(Failure::Fatal(TransferError::Protocol {
+                    url: self.url.clone(),
+                    reason: format!("a worker task failed: {e}"),
+                }))
+            });
+            if let Err(failure) = result {
+                set.abort_all();
+                return Err(failure);
+            }
+        }
+        Ok(())
+    }
+
+    /// The first request, retried like any other.
+    async fn probe(&self, start: u64, if_range: Option<&str>) -> Result<Held, Failure> {
+        let mut failures = 0;
+        loop {
+            let permit = self.permit().await?;
+            let headers = self.range_headers(start, None, if_range);
+            let failure = match self.engine.client.get(&self.spec.url, &headers).await {
+                Ok(response)
+                    if response.status().is_success() || response.status().as_u16() == 416 =>
+                {
+                    return Ok((response, permit));
+                }
+                Ok(response) => status_failure(&self.url, &response),
+                Err(error) => transient(error),
+            };
+            failures += 1;
+            self.pause(failures, failure, &format!("{start}-")).await?;
+        }
+    }
+
+    // ---- single-stream mode ----
+
+    /// One plain `GET` from byte 0 (or the 200 the probe already received). A failure mid-body
+    /// starts the stream over: a server without ranges cannot continue it.
+    async fn single(self: &Arc<Self>, mut first: Option<Held>) -> Result<Finished, Failure> {
+        let mut failures = 0;
+        loop {
+            let held = match first.take() {
+                Some(held) => Ok(held),
+                None => self.plain_get().await,
+            };
+            let failure = match held {
+                Ok((response, _permit)) => match self.single_attempt(response).await {
+                    Ok(finished) => return Ok(finished),
+                    Err(failure) => failure,
+                },
+                Err(failure) => failure,
+            };
+            failures += 1;
+            self.pause(failures, failure, "0-").await?;
+        }
+    }
+
+    async fn plain_get(&self) -> Result<Held, Failure> {
+        let permit = self.permit().await?;
+        let mut headers = self.spec.headers.clone();
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        match self.engine.client.get(&self.spec.url, &headers).await {
+            Ok(response) if response.status().is_success() => Ok((response, permit)),
+            Ok(response) => Err(status_failure(&self.url, &response)),
+            Err(error) => Err(transient(error)),
+        }
+    }
+
+    async fn single_attempt(self: &Arc<Self>, response: Response) -> Result<Finished, Failure> {
+        let total = content_length(response.headers());
+        let found = Validators::from_headers(response.headers());
+        self.discard().map_err(Failure::Fatal)?;
+        let writing = Writing::start(self, self.fresh_state(total, &found, false), total)?;
+        let segment = Segment::new(0..total.unwrap_or(u64::MAX));
+        let sink = writing.sink(self);
+        self.live.fetch_add(1, Ordering::Relaxed);
+        let outcome = self
+            .cancellable(copy_body(response, &segment, total, &sink))
+            .await;
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        let size = total.unwrap_or(segment.remaining().start);
+        writing.finish(self, outcome, size).await
+    }
+
+    fn empty_file(&self) -> Result<Finished, Failure> {
+        let part = &self.paths.part;
+        write_atomic(part, b"")
+            .map_err(|e| Failure::Fatal(TransferError::io("creating", part)(e)))?;
+        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b""));
+        Ok(Finished {
+            size: 0,
+            sha256,
+            resumed_from: 0,
+        })
+    }
+
+    // ---- shared steps ----
+
+    fn load_resume(&self) -> Option<ResumeState> {
+        let state = ResumeState::load(&self.paths.state)?;
+        let usable = state.url == self.url
+            && state.ranges_supported
+            && state.total.is_some_and(|total| state.done.fits(total))
+            && self.paths.part.exists();
+        if !usable {
+            self.notice("ignoring resume state that does not match this download");
+            return None;
+        }
+        Some(state)
+    }
+
+    fn fresh_state(&self, total: Option<u64>, found: &Validators, ranges: bool) -> ResumeState {
+        let mut state = ResumeState::new(self.url.clone());
+        state.total = total;
+        state.etag = found.etag.clone();
+        state.last_modified = found.last_modified.clone();
+        state.ranges_supported = ranges;
+        state
+    }
+
+    fn range_headers(&self, start: u64, end: Option<u64>, if_range: Option<&str>) -> HeaderMap {
+        let mut headers = self.spec.headers.clone();
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        let range = HeaderValue::from_str(&range_header(start, end)).expect("digits are valid");
+        headers.insert(header::RANGE, range);
+        if let Some(value) = if_range.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(header::IF_RANGE, value);
+        }
+        headers
+    }
+
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, Failure> {
+        let acquire = Arc::clone(&self.engine.connections).acquire_owned();
+        let permit =
+            self.cancellable(async { Ok(acquire.await.expect("the semaphore is never closed")) });
+        permit.await
+    }
+
+    /// Run `work` unless the engine is cancelled first.
+    async fn cancellable<T>(
+        &self,
+        work: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        tokio::select! {
+            biased;
+            () = self.engine.cancel.cancelled() => Err(Failure::Fatal(self.cancelled())),
+            result = work => result,
+        }
+    }
+
+    fn cancelled(&self) -> TransferError {
+        TransferError::Cancelled {
+            state: self.paths.state.clone(),
+        }
+    }
+
+    /// Wait before another attempt, or turn the failure into the transfer's final error.
+    async fn pause(&self, failures: u32, failure: Failure, range: &str) -> Result<(), Failure> {
+        let (error, server_wait) = match failure {
+            Failure::Retry { error, server_wait } => (error, server_wait),
+            other => return Err(other),
+        };
+        match self
+            .engine
+            .config
+            .retry
+            .decide(failures, server_wait, full_jitter)
+        {
+            RetryDecision::GiveUp => Err(Failure::Fatal(TransferError::RetriesExhausted {
+                url: self.url.clone(),
+                range: range.to_owned(),
+                attempts: failures,
+                last: Box::new(error),
+            })),
+            RetryDecision::RetryAfter(delay) => {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                let reason = error.to_string();
+                tracing::debug!(url = %self.url, range, failures, ?delay, %reason, "retrying");
+                self.reporter.retrying(self.id, failures, delay, &reason);
+                self.cancellable(async {
+                    tokio::time::sleep(delay).await;
+                    Ok(())
+                })
+                .await
+            }
+        }
+    }
+
+    fn notice(&self, message: &str) {
+        tracing::info!(url = %self.url, "{message}");
+        self.reporter.notice(self.id, message);
+    }
+
+    /// Remove the `.part` and its state.
+    fn discard(&self) -> Result<(), TransferError> {
+        for path in [&self.paths.state, &self.paths.part] {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(TransferError::io("removing", path.clone())(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Move the complete `.part` to the output name and drop the state.
+    fn install(&self, finished: &Finished) -> Result<(), TransferError> {
+        let part = &self.paths.part;
+        let actual = std::fs::metadata(part)
+            .map_err(TransferError::io("checking", part))?
+            .len();
+        if actual != finished.size {
+            return Err(TransferError::LengthMismatch {
+                url: self.url.clone(),
+                expected: finished.size,
+                actual,
+            });
+        }
+        rename_durable(part, &self.spec.output).map_err(TransferError::io("renaming", part))?;
+        std::fs::remove_file(&self.paths.state).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(TransferError::io("removing", self.paths.state.clone())(e)),
+        })
+    }
+
+    fn report(
+        &self,
+        status: TransferStatus,
+        finished: Option<Finished>,
+        started: Instant,
+    ) -> TransferReport {
+        let size = match &finished {
+            Some(f) => f.size,
+            None => std::fs::metadata(&self.spec.output)
+                .map(|m| m.len())
+                .unwrap_or(0),
+        };
+        TransferReport {
+            url: self.url.clone(),
+            path: self.spec.output.clone(),
+            status,
+            size,
+            fetched: self.fetched.load(Ordering::Relaxed),
+            resumed_from: finished.as_ref().map_or(0, |f| f.resumed_from),
+            sha256: finished.map(|f| f.sha256),
+            duration: started.elapsed(),
+            retries: self.retries.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn transient(error: crate::http::HttpError) -> Failure {
+    if error.is_transient() {
+        Failure::Retry {
+            error: error.into(),
+            server_wait: None,
+        }
+    } else {
+        Failure::Fatal(error.into())
+    }
+}
+
+fn validators_of(state: &ResumeState) -> Validators {
+    Validators {
+        etag: state.etag.clone(),
+        last_modified: state.last_modified.clone(),
+    }
+}
+
+/// The workers of one ranged transfer.
+struct Workers {
+    job: Arc<Job>,
+    plan: Mutex<Plan>,
+    part: PartFile,
+    ledger: Arc<Ledger>,
+    validators: Validators,
+    total: u64,
+}
+
+impl Workers {
+    /// Take assignments until none are left. The first worker starts with the probe's body.
+    async fn work(self: Arc<Self>, mut first: Option<(Arc<Segment>, Held)>) -> Result<(), Failure> {
+        loop {
+            let (segment, held) = match first.take() {
+                Some((segment, held)) => (segment, Some(held)),
+                None => match self.plan.lock().unwrap().assign() {
+                    Some(segment) => (segment, None),
+                    None => return Ok(()),
+                },
+            };
+            let result = self.fetch_segment(&segment, held).await;
+            self.plan.lock().unwrap().finish(&segment);
+            result?;
+        }
+    }
+
+    /// Fetch a segment, retrying from the last byte written.
+    async fn fetch_segment(
+        &self,
+        segment: &Segment,
+        mut first: Option<Held>,
+    ) -> Result<(), Failure> {
+        let job = &self.job;
+        let mut failures = 0;
+        loop {
+            let range = segment.remaining();
+            if range.is_empty() {
+                return Ok(());
+            }
+            let result = match first.take() {
+                Some((response, _permit)) => {
+                    self.copy(response, segment, Some(self.total - range.start))
+                        .await
+                }
+                None => self.request_and_copy(segment, range.clone()).await,
+            };
+            match result {
+                Ok(()) => continue,
+                Err(failure @ Failure::Retry { .. }) => {
+                    if segment.remaining().start > range.start {
+                        failures = 0;
+                    }
+                    failures += 1;
+                    let described = format!("{}-{}", segment.remaining().start, range.end - 1);
+                    job.pause(failures, failure, &described).await?;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    async fn request_and_copy(
+        &self,
+        segment: &Segment,
+        range: std::ops::Range<u64>,
+    ) -> Result<(), Failure> {
+        let job = &self.job;
+        let _permit = job.permit().await?;
+        let headers = job.range_headers(range.start, Some(range.end), self.validators.if_range());
+        let response = job.cancellable(async {
+            job.engine
+                .client
+                .get(&job.spec.url, &headers)
+                .await
+                .map_err(transient)
+        });
+        let response = response.await?;
+        let found = Validators::from_headers(response.headers());
+        match judge_ranged(&job.url, &response, range.start, Some(range.end))? {
+            RangedReply::Partial { total, .. }
+                if total != self.total || self.validators.differ(&found) =>
+            {
+                Err(Failure::Changed)
+            }
+            RangedReply::Partial { range: got, .. } => {
+                self.copy(response, segment, Some(got.end - got.start))
+                    .await
+            }
+            RangedReply::Whole if self.validators.differ(&found) => Err(Failure::Changed),
+            RangedReply::Whole => Err(Failure::Untrustworthy("the server ignored Range".into())),
+            RangedReply::Unsatisfiable { .. } => Err(Failure::Changed),
+            RangedReply::Untrustworthy(reason) => Err(Failure::Untrustworthy(reason)),
+        }
+    }
+
+    async fn copy(
+        &self,
+        response: Response,
+        segment: &Segment,
+        body_len: Option<u64>,
+    ) -> Result<(), Failure> {
+        let job = &self.job;
+        let sink = Sink {
+            part: &self.part,
+            ledger: &self.ledger,
+            reporter: &job.reporter,
+            id: job.id,
+            url: &job.url,
+            read_timeout: job.engine.config.read_timeout,
+            fetched: &job.fetched,
+        };
+        let live = job.live.fetch_add(1, Ordering::Relaxed) + 1;
+        job.reporter.connections(job.id, live);
+        let result = job
+            .cancellable(copy_body(response, segment, body_len, &sink))
+            .await;
+        let live = job.live.fetch_sub(1, Ordering::Relaxed) - 1;
+        job.reporter.connections(job.id, live);
+        result
+    }
+}
+
+/// The `.part` being written, with its checkpointer and hasher running.
+struct Writing {
+    part: PartFile,
+    ledger: Arc<Ledger>,
+    state: ResumeState,
+    resumed_from: u64,
+    stop: tokio_util::sync::CancellationToken,
+    checkpointer: tokio::task::JoinHandle<std::io::Result<()>>,
+    hasher: tokio::task::JoinHandle<std::io::Result<(String, u64)>>,
+}
+
+impl Writing {
+    fn start(job: &Job, state: ResumeState, total: Option<u64>) -> Result<Writing, Failure> {
+        let paths = &job.paths;
+        let fatal =
+            |action| move |e| Failure::Fatal(TransferError::io(action, paths.part.clone())(e));
+        let part = PartFile::open(&paths.part, total).map_err(fatal("opening"))?;
+        state
+            .save(&paths.state)
+            .map_err(fatal("saving the state of"))?;
+        let resumed_from = state.done.covered();
+        let ledger = Arc::new(Ledger::new(state.done.clone()));
+        job.reporter.started(job.id, &job.url, total, resumed_from);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let checkpointer = tokio::spawn(checkpoint_loop(
+            part.clone(),
+            Arc::clone(&ledger),
+            state.clone(),
+            paths.state.clone(),
+            job.engine.config.checkpoint_interval,
+            stop.clone(),
+        ));
+        let hasher = tokio::spawn(hash_prefix(part.clone(), ledger.follow_prefix()));
+        Ok(Writing {
+            part,
+            ledger,
+            state,
+            resumed_from,
+            stop,
+            checkpointer,
+            hasher,
+        })
+    }
+
+    fn sink<'a>(&'a self, job: &'a Job) -> Sink<'a> {
+        Sink {
+            part: &self.part,
+            ledger: &self.ledger,
+            reporter: &job.reporter,
+            id: job.id,
+            url: &job.url,
+            read_timeout: job.engine.config.read_timeout,
+            fetched: &job.fetched,
+        }
+    }
+
+    /// Stop the followers, make progress durable, and if all went well check completeness
+    /// and collect the hash.
+    async fn finish(
+        mut self,
+        job: &Job,
+        outcome: Result<(), Failure>,
+        size: u64,
+    ) -> Result<Finished, Failure> {
+        self.stop.cancel();
+        let fatal = |e| Failure::Fatal(TransferError::io("syncing", job.paths.part.clone())(e));
+        if let Ok(Err(e)) = (&mut self.checkpointer).await {
+            tracing::warn!(path = %job.paths.state.display(), "checkpoint failed: {e}");
+        }
+        let saved = checkpoint(&self.part, &self.ledger, &mut self.state, &job.paths.state).await;
+        if let Err(failure) = outcome {
+            self.hasher.abort();
+            return Err(failure);
+        }
+        saved.map_err(fatal)?;
+        let done = self.ledger.snapshot();
+        if !done.is_complete(size) {
+            self.hasher.abort();
+            let error = TransferError::LengthMismatch {
+                url: job.url.clone(),
+                expected: size,
+                actual: done.covered(),
+            };
+            return Err(Failure::Fatal(error));
+        }
+        self.ledger.seal();
+        let (sha256, hashed) = self
+            .hasher
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(fatal)?;
+        debug_assert_eq!(hashed, size);
+        Ok(Finished {
+            size,
+            sha256,
+            resumed_from: self.resumed_from,
+        })
+    }
+}

@@ -1,0 +1,70 @@
+use std::time::Duration;
+
+/// A failed HTTP exchange. URLs are always redacted (see [`super::redact`]).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("could not build the HTTP client: {0}")]
+    Build(#[source] reqwest::Error),
+    #[error("request to {url} failed: {}", describe(source))]
+    Send {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("reading the body from {url} failed: {}", describe(source))]
+    Body {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("no data from {url} for {idle:?} (read timeout); the connection stalled")]
+    Stalled { url: String, idle: Duration },
+    #[error("{url} redirected without a Location header (status {status})")]
+    RedirectWithoutLocation { url: String, status: u16 },
+    #[error("{url} redirected to an invalid location")]
+    BadRedirect { url: String },
+    #[error("too many redirects starting at {url} (more than {limit})")]
+    TooManyRedirects { url: String, limit: usize },
+}
+
+impl HttpError {
+    /// Whether a new attempt may succeed (network trouble, as opposed to a broken request).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HttpError::Send { source, .. } | HttpError::Body { source, .. } => {
+                !source.is_builder() && !source.is_redirect()
+            }
+            HttpError::Stalled { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// reqwest's Display stops at "error sending request"; the cause is further down the chain.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.without_url_ref().to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    /// The error's own text without the URL it may embed (which could carry a signed query).
+    fn without_url_ref(&self) -> String {
+        let mut text = self.to_string();
+        if let Some(url) = self.url() {
+            text = text
+                .replace(&format!(" ({url})"), "")
+                .replace(url.as_str(), "<url>");
+        }
+        text
+    }
+}

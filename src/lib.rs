@@ -1,0 +1,14 @@
+//! claudedl: a fast, resumable, polite downloader for the Claude API and any HTTP(S) URL.
+//!
+//! # Layout
+//! - [`engine`]: the transfer engine (plan, stream, ledger, transfer, batch). Never prints;
+//!   reports through [`engine::Reporter`].
+//! - [`http`]: the one HTTP client, the retry policy, Range parsing and secret redaction.
+//! - [`store`]: atomic writes, the `.part` file, byte-range sets and resume state.
+//! - [`cli`]: argument parsing, progress display and the subcommands; the binary's
+//!   `main` only calls [`cli::main`].
+
+pub mod cli;
+pub mod engine;
+pub mod http;
+pub mod store;
