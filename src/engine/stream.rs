@@ -1,12 +1,14 @@
 //! Streaming one response body into the `.part` at its segment's offsets, through a bounded
 //! buffer: memory stays constant whatever the file size.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::Response;
+use tokio_util::sync::CancellationToken;
 
 use super::ledger::Ledger;
 use super::plan::Segment;
@@ -17,6 +19,8 @@ use crate::store::PartFile;
 
 /// Bytes gathered before one positional write.
 const WRITE_BUFFER: usize = 512 * 1024;
+/// On slow links, write what arrived at least this often, so checkpoints keep up.
+const FLUSH_AFTER: Duration = Duration::from_millis(50);
 
 /// Where a body's bytes go and who hears about them.
 pub struct Sink<'a> {
@@ -28,6 +32,10 @@ pub struct Sink<'a> {
     pub read_timeout: Duration,
     /// Bytes written by this run (for the summary).
     pub fetched: &'a AtomicU64,
+    /// Stops the copy (after writing what was received).
+    pub cancel: &'a CancellationToken,
+    /// The resume state, named in the error when cancelled.
+    pub state: &'a Path,
 }
 
 /// Copy `response`'s body into `segment` until the segment ends or the body does.
@@ -43,8 +51,20 @@ pub async fn copy_body(
 ) -> Result<(), Failure> {
     let mut buffer = BytesMut::with_capacity(WRITE_BUFFER);
     let mut received = 0u64;
+    let mut flushed_at = Instant::now();
     loop {
-        let chunk = match next_chunk(&mut response, sink).await {
+        let next = tokio::select! {
+            biased;
+            () = sink.cancel.cancelled() => None,
+            next = next_chunk(&mut response, sink) => Some(next),
+        };
+        let Some(next) = next else {
+            flush(&mut buffer, segment, sink).await?;
+            return Err(Failure::Fatal(TransferError::Cancelled {
+                state: sink.state.to_path_buf(),
+            }));
+        };
+        let chunk = match next {
             Ok(chunk) => chunk,
             Err(error) => {
                 flush(&mut buffer, segment, sink).await?;
@@ -78,7 +98,12 @@ pub async fn copy_body(
             ));
         }
         buffer.extend_from_slice(&chunk);
-        if buffer.len() >= WRITE_BUFFER && flush(&mut buffer, segment, sink).await? {
+        let due = buffer.len() >= WRITE_BUFFER || flushed_at.elapsed() >= FLUSH_AFTER;
+        if !due {
+            continue;
+        }
+        flushed_at = Instant::now();
+        if flush(&mut buffer, segment, sink).await? {
             // The segment is complete. A bounded response must end here too: read on to
             // confirm it (and to hand the connection back to the pool); an open one is dropped.
             if body_len == Some(received) {

@@ -290,11 +290,9 @@ impl Job {
         self.discard().map_err(Failure::Fatal)?;
         let writing = Writing::start(self, self.fresh_state(total, &found, false), total)?;
         let segment = Segment::new(0..total.unwrap_or(u64::MAX));
-        let sink = writing.sink(self);
+        let sink = self.sink(&writing.part, &writing.ledger);
         self.live.fetch_add(1, Ordering::Relaxed);
-        let outcome = self
-            .cancellable(copy_body(response, &segment, total, &sink))
-            .await;
+        let outcome = copy_body(response, &segment, total, &sink).await;
         self.live.fetch_sub(1, Ordering::Relaxed);
         let size = total.unwrap_or(segment.remaining().start);
         writing.finish(self, outcome, size).await
@@ -404,6 +402,21 @@ impl Job {
                 })
                 .await
             }
+        }
+    }
+
+    /// Where a body's bytes go, for this job.
+    fn sink<'a>(&'a self, part: &'a PartFile, ledger: &'a Ledger) -> Sink<'a> {
+        Sink {
+            part,
+            ledger,
+            reporter: &self.reporter,
+            id: self.id,
+            url: &self.url,
+            read_timeout: self.engine.config.read_timeout,
+            fetched: &self.fetched,
+            cancel: &self.engine.cancel,
+            state: &self.paths.state,
         }
     }
 
@@ -591,20 +604,10 @@ impl Workers {
         body_len: Option<u64>,
     ) -> Result<(), Failure> {
         let job = &self.job;
-        let sink = Sink {
-            part: &self.part,
-            ledger: &self.ledger,
-            reporter: &job.reporter,
-            id: job.id,
-            url: &job.url,
-            read_timeout: job.engine.config.read_timeout,
-            fetched: &job.fetched,
-        };
+        let sink = job.sink(&self.part, &self.ledger);
         let live = job.live.fetch_add(1, Ordering::Relaxed) + 1;
         job.reporter.connections(job.id, live);
-        let result = job
-            .cancellable(copy_body(response, segment, body_len, &sink))
-            .await;
+        let result = copy_body(response, segment, body_len, &sink).await;
         let live = job.live.fetch_sub(1, Ordering::Relaxed) - 1;
         job.reporter.connections(job.id, live);
         result
@@ -653,18 +656,6 @@ impl Writing {
             checkpointer,
             hasher,
         })
-    }
-
-    fn sink<'a>(&'a self, job: &'a Job) -> Sink<'a> {
-        Sink {
-            part: &self.part,
-            ledger: &self.ledger,
-            reporter: &job.reporter,
-            id: job.id,
-            url: &job.url,
-            read_timeout: job.engine.config.read_timeout,
-            fetched: &job.fetched,
-        }
     }
 
     /// Stop the followers, make progress durable, and if all went well check completeness

@@ -1,0 +1,191 @@
+//! Downloads from a real nginx: parallel ranges, resume with If-Range, a file that changed.
+
+use claudedl::engine::TransferStatus;
+use claudedl::store::{ResumeState, StatePaths};
+
+use crate::support::nginx::Nginx;
+use crate::support::{MIB, Recorder, data, engine, sha256, sha256_file, spec, test_config};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_ranges_reassemble_the_exact_file() {
+    let nginx = Nginx::start();
+    let content = data(20 * MIB + 12_345, 1);
+    nginx.put("big.bin", &content);
+    let out = tempfile::tempdir().unwrap();
+    let output = out.path().join("big.bin");
+
+    let report = engine(test_config(8))
+        .download(0, &spec(&nginx.url("big.bin"), &output), Recorder::new())
+        .await
+        .unwrap();
+
+    assert_eq!(report.status, TransferStatus::Downloaded);
+    assert_eq!(sha256_file(&output), sha256(&content));
+    assert_eq!(report.sha256.as_deref(), Some(sha256(&content).as_str()));
+    let log = nginx.log();
+    assert!(log.iter().all(|l| l.status == 206), "{log:?}");
+    assert!(
+        log.len() >= 8,
+        "expected at least one request per connection: {log:?}"
+    );
+    // Every byte came over the wire once, except what the probe's open range sent past its piece.
+    let served: u64 = log.iter().map(|l| l.body_bytes).sum();
+    assert!(served >= content.len() as u64);
+    let leftovers = std::fs::read_dir(out.path()).unwrap().count();
+    assert_eq!(leftovers, 1, "no .part or state file may remain");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_download_resumes_with_if_range_and_fetches_only_what_is_missing() {
+    let nginx = Nginx::start();
+    let content = data(16 * MIB, 2);
+    nginx.put("f.bin", &content);
+    let out = tempfile::tempdir().unwrap();
+    let output = out.path().join("f.bin");
+    let first = engine(test_config(4));
+    let recorder = crate::support::Recorder::cancelling_after(6 * MIB as u64, &first);
+
+    let error = first
+        .download(0, &spec(&nginx.url("f.bin"), &output), recorder)
+        .await
+        .unwrap_err();
+    assert!(error.is_cancelled(), "{error}");
+    let state = ResumeState::load(&StatePaths::beside(&output).state).expect("state is saved");
+    let done = state.done.covered();
+    assert!(done > 0 && done < content.len() as u64, "done {done}");
+    assert!(
+        !output.exists(),
+        "the output name never holds a partial file"
+    );
+    let before = nginx.log().len();
+
+    let report = engine(test_config(4))
+        .download(0, &spec(&nginx.url("f.bin"), &output), Recorder::new())
+        .await
+        .unwrap();
+
+    assert_eq!(sha256_file(&output), sha256(&content));
+    assert_eq!(report.resumed_from, done);
+    assert_eq!(report.fetched, content.len() as u64 - done);
+    let rerun = &nginx.log()[before..];
+    assert!(
+        rerun
+            .iter()
+            .all(|l| l.status == 206 && !l.if_range.is_empty()),
+        "{rerun:?}"
+    );
+    assert!(
+        rerun
+            .iter()
+            .all(|l| l.if_range == state.etag.clone().unwrap()),
+        "{rerun:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_changed_between_runs_is_started_over() {
+    let nginx = Nginx::start();
+    let old = data(8 * MIB, 3);
+    nginx.put("c.bin", &old);
+    let out = tempfile::tempdir().unwrap();
+    let output = out.path().join("c.bin");
+    let first = engine(test_config(4));
+    let recorder = Recorder::cancelling_after(2 * MIB as u64, &first);
+    let error = first
+        .download(0, &spec(&nginx.url("c.bin"), &output), recorder)
+        .await
+        .unwrap_err();
+    assert!(error.is_cancelled());
+
+    let new = data(9 * MIB, 4);
+    nginx.put("c.bin", &new);
+    let before = nginx.log().len();
+    let recorder = Recorder::new();
+    engine(test_config(4))
+        .download(0, &spec(&nginx.url("c.bin"), &output), recorder.clone())
+        .await
+        .unwrap();
+
+    assert_eq!(sha256_file(&output), sha256(&new));
+    assert!(
+        recorder
+            .notices()
+            .iter()
+            .any(|n| n.contains("changed on the server")),
+        "{:?}",
+        recorder.notices()
+    );
+    // The resumed request was refused by If-Range: nginx answered 200 with the new file.
+    let rerun = &nginx.log()[before..];
+    assert_eq!(rerun[0].status, 200, "{rerun:?}");
+    assert!(!rerun[0].if_range.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_existing_output_is_left_alone_unless_forced() {
+    let nginx = Nginx::start();
+    nginx.put("e.bin", &data(1000, 5));
+    let out = tempfile::tempdir().unwrap();
+    let output = out.path().join("e.bin");
+    std::fs::write(&output, b"mine").unwrap();
+
+    let report = engine(test_config(2))
+        .download(0, &spec(&nginx.url("e.bin"), &output), Recorder::new())
+        .await
+        .unwrap();
+    assert_eq!(report.status, TransferStatus::AlreadyPresent);
+    assert_eq!(std::fs::read(&output).unwrap(), b"mine");
+    assert!(nginx.log().is_empty(), "no request for an existing file");
+
+    let mut forced = spec(&nginx.url("e.bin"), &output);
+    forced.overwrite = true;
+    engine(test_config(2))
+        .download(0, &forced, Recorder::new())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&output).unwrap(), data(1000, 5));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_small_files_take_one_request_each() {
+    let nginx = Nginx::start();
+    let files: Vec<Vec<u8>> = (0..12)
+        .map(|i| data(4096 + i * 100, 10 + i as u64))
+        .collect();
+    let out = tempfile::tempdir().unwrap();
+    let specs = files
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            nginx.put(&format!("s{i}.bin"), bytes);
+            spec(
+                &nginx.url(&format!("s{i}.bin")),
+                &out.path().join(format!("s{i}.bin")),
+            )
+        })
+        .collect();
+
+    let results = engine(test_config(8))
+        .download_all(specs, 4, Recorder::new())
+        .await;
+
+    for (i, result) in results.iter().enumerate() {
+        let report = result.as_ref().unwrap();
+        assert_eq!(report.sha256.as_deref(), Some(sha256(&files[i]).as_str()));
+    }
+    assert_eq!(nginx.log().len(), files.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_file_downloads_as_empty() {
+    let nginx = Nginx::start();
+    nginx.put("empty", b"");
+    let out = tempfile::tempdir().unwrap();
+    let output = out.path().join("empty");
+    let report = engine(test_config(4))
+        .download(0, &spec(&nginx.url("empty"), &output), Recorder::new())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&output).unwrap(), b"");
+    assert_eq!(report.sha256.as_deref(), Some(sha256(b"").as_str()));
+}

@@ -1,0 +1,113 @@
+//! Shared helpers: test data, hashing, a fast-retrying engine, a recording reporter, nginx.
+
+#![allow(dead_code)]
+
+pub mod nginx;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use claudedl::engine::{
+    Engine, EngineConfig, Reporter, TransferError, TransferReport, TransferSpec,
+};
+use claudedl::http::retry::RetryPolicy;
+use claudedl::http::{ClientConfig, HttpClient};
+use sha2::{Digest, Sha256};
+
+pub const MIB: usize = 1024 * 1024;
+
+/// Deterministic pseudo-random bytes (xorshift), different for each seed.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    sha256(&std::fs::read(path).unwrap())
+}
+
+/// Engine settings for tests: real defaults, but retries spaced in milliseconds.
+pub fn test_config(connections: usize) -> EngineConfig {
+    EngineConfig {
+        connections,
+        retry: RetryPolicy {
+            max_retries: 5,
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(50),
+            ..RetryPolicy::default()
+        },
+        read_timeout: Duration::from_secs(5),
+        ..EngineConfig::default()
+    }
+}
+
+pub fn engine(config: EngineConfig) -> Engine {
+    Engine::new(HttpClient::new(&ClientConfig::default()).unwrap(), config)
+}
+
+pub fn spec(url: &str, output: &Path) -> TransferSpec {
+    TransferSpec {
+        url: url.parse().unwrap(),
+        headers: Default::default(),
+        output: output.to_path_buf(),
+        overwrite: false,
+    }
+}
+
+/// Remembers what the engine reported; can cancel the engine once enough bytes are written.
+#[derive(Default)]
+pub struct Recorder {
+    pub notices: Mutex<Vec<String>>,
+    pub retry_delays: Mutex<Vec<Duration>>,
+    pub written: std::sync::atomic::AtomicU64,
+    pub cancel_after: Mutex<Option<(u64, tokio_util::sync::CancellationToken)>>,
+}
+
+impl Recorder {
+    pub fn new() -> Arc<Recorder> {
+        Arc::new(Recorder::default())
+    }
+
+    pub fn cancelling_after(bytes: u64, engine: &Engine) -> Arc<Recorder> {
+        let recorder = Recorder::default();
+        *recorder.cancel_after.lock().unwrap() = Some((bytes, engine.cancel_token()));
+        Arc::new(recorder)
+    }
+
+    pub fn notices(&self) -> Vec<String> {
+        self.notices.lock().unwrap().clone()
+    }
+}
+
+impl Reporter for Recorder {
+    fn progress(&self, _id: usize, bytes: u64) {
+        let total = self
+            .written
+            .fetch_add(bytes, std::sync::atomic::Ordering::SeqCst)
+            + bytes;
+        if let Some((limit, token)) = &*self.cancel_after.lock().unwrap() {
+            if total >= *limit {
+                token.cancel();
+            }
+        }
+    }
+    fn notice(&self, _id: usize, message: &str) {
+        self.notices.lock().unwrap().push(message.to_owned());
+    }
+    fn retrying(&self, _id: usize, _failures: u32, delay: Duration, _reason: &str) {
+        self.retry_delays.lock().unwrap().push(delay);
+    }
+    fn finished(&self, _id: usize, _result: &Result<TransferReport, TransferError>) {}
+}
