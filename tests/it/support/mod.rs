@@ -97,10 +97,10 @@ impl Reporter for Recorder {
             .written
             .fetch_add(bytes, std::sync::atomic::Ordering::SeqCst)
             + bytes;
-        if let Some((limit, token)) = &*self.cancel_after.lock().unwrap() {
-            if total >= *limit {
-                token.cancel();
-            }
+        if let Some((limit, token)) = &*self.cancel_after.lock().unwrap()
+            && total >= *limit
+        {
+            token.cancel();
         }
     }
     fn notice(&self, _id: usize, message: &str) {
