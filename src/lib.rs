@@ -8,7 +8,9 @@
 //! - [`cli`]: argument parsing, progress display and the subcommands; the binary's
 //!   `main` only calls [`cli::main`].
 
+pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod http;
 pub mod store;
+pub mod sync;

@@ -99,10 +99,9 @@ fn plan_outputs(
         let mut headers = headers.clone();
         add_api_credentials(url, &mut headers);
         TransferSpec {
-            url: url.clone(),
             headers,
-            output,
             overwrite: args.force,
+            ..TransferSpec::new(url.clone(), output)
         }
     });
     Ok(specs.collect())
@@ -185,7 +184,7 @@ fn display_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn print_results(
+pub(super) fn print_results(
     results: &[Result<TransferReport, TransferError>],
     json: bool,
     bars: &Bars,

@@ -2,9 +2,11 @@
 //!
 //! Exit codes: 0 all succeeded, 1 some failed, 2 usage error, 130 interrupted (state saved).
 
+mod api;
 mod args;
 mod get;
 mod progress;
+mod sync;
 
 use std::process::ExitCode;
 
@@ -69,6 +71,11 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Get(args) => get::run(args, &global).await,
+            Command::Files(command) => api::files(command, &global).await,
+            Command::Batches(command) => api::batches(command, &global).await,
+            Command::Sync(args) => sync::sync(args, &global).await,
+            Command::Ls(args) => sync::ls(args),
+            Command::Demo(args) => sync::demo(args, &global).await,
         }
     });
     match result {

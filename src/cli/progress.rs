@@ -1,5 +1,6 @@
-//! Progress for people: a bar per active file on a terminal, nothing otherwise.
+//! Progress for people: a bar per active transfer on a terminal, nothing otherwise.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -10,38 +11,52 @@ use crate::engine::{Reporter, TransferError, TransferReport};
 /// Draws bars on stderr when it is a terminal; otherwise stays silent.
 pub struct Bars {
     multi: MultiProgress,
-    bars: Mutex<Vec<Option<ProgressBar>>>,
+    /// Active bars by transfer id, with their labels.
+    bars: Mutex<HashMap<usize, (String, ProgressBar)>>,
     names: Vec<String>,
     visible: bool,
 }
 
 impl Bars {
-    /// `names` labels each transfer by id; `visible` false hides everything.
+    /// `names` labels transfers by id (others are named after their URL); `visible` false
+    /// hides everything.
     pub fn new(names: Vec<String>, visible: bool) -> Bars {
         let target = if visible {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
         };
-        let bars = Mutex::new(vec![None; names.len()]);
         Bars {
             multi: MultiProgress::with_draw_target(target),
-            bars,
+            bars: Mutex::default(),
             names,
             visible,
         }
     }
 
-    /// Print a line above the bars (or plainly when there are none).
+    /// Print a line above the bars (nothing when hidden).
     pub fn println(&self, line: &str) {
         if self.visible {
             let _ = self.multi.println(line);
         }
     }
 
-    fn with_bar(&self, id: usize, f: impl FnOnce(&ProgressBar)) {
-        if let Some(Some(bar)) = self.bars.lock().unwrap().get(id) {
-            f(bar);
+    fn label(&self, id: usize, url: &str) -> String {
+        let from_url = || url.rsplit('/').next().unwrap_or(url).to_owned();
+        self.names.get(id).cloned().unwrap_or_else(from_url)
+    }
+
+    fn name(&self, id: usize) -> String {
+        let bars = self.bars.lock().unwrap();
+        let active = bars.get(&id).map(|(name, _)| name.clone());
+        active
+            .or_else(|| self.names.get(id).cloned())
+            .unwrap_or_default()
+    }
+
+    fn with_bar(&self, id: usize, f: impl FnOnce(&str, &ProgressBar)) {
+        if let Some((name, bar)) = self.bars.lock().unwrap().get(&id) {
+            f(name, bar);
         }
     }
 }
@@ -55,7 +70,7 @@ fn style() -> ProgressStyle {
 }
 
 impl Reporter for Bars {
-    fn started(&self, id: usize, _url: &str, total: Option<u64>, already: u64) {
+    fn started(&self, id: usize, url: &str, total: Option<u64>, already: u64) {
         if !self.visible {
             return;
         }
@@ -63,36 +78,35 @@ impl Reporter for Bars {
         bar.set_style(style());
         bar.set_position(already);
         bar.reset_eta();
-        bar.set_message(self.names[id].clone());
+        let name = self.label(id, url);
+        bar.set_message(name.clone());
         bar.enable_steady_tick(Duration::from_millis(200));
-        if let Some(old) = self.bars.lock().unwrap()[id].replace(bar) {
+        if let Some((_, old)) = self.bars.lock().unwrap().insert(id, (name, bar)) {
             old.finish_and_clear();
         }
     }
 
     fn progress(&self, id: usize, bytes: u64) {
-        self.with_bar(id, |bar| bar.inc(bytes));
+        self.with_bar(id, |_, bar| bar.inc(bytes));
     }
 
     fn connections(&self, id: usize, live: usize) {
-        self.with_bar(id, |bar| {
-            bar.set_message(format!("{} ×{live}", self.names[id]))
-        });
+        self.with_bar(id, |name, bar| bar.set_message(format!("{name} ×{live}")));
     }
 
     fn notice(&self, id: usize, message: &str) {
-        self.println(&format!("{}: {message}", self.names[id]));
+        self.println(&format!("{}: {message}", self.name(id)));
     }
 
     fn retrying(&self, id: usize, failures: u32, delay: Duration, reason: &str) {
         self.println(&format!(
             "{}: retry {failures} in {delay:.1?}: {reason}",
-            self.names[id]
+            self.name(id)
         ));
     }
 
     fn finished(&self, id: usize, _result: &Result<TransferReport, TransferError>) {
-        if let Some(bar) = self.bars.lock().unwrap()[id].take() {
+        if let Some((_, bar)) = self.bars.lock().unwrap().remove(&id) {
             bar.finish_and_clear();
         }
     }

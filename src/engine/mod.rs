@@ -78,6 +78,23 @@ pub struct TransferSpec {
     pub output: PathBuf,
     /// Replace an existing output instead of leaving it alone.
     pub overwrite: bool,
+    /// Where the `.part` and its state live, as a base name (default: beside the output).
+    pub staging: Option<PathBuf>,
+    /// The size the file must have (e.g. the API's `size_bytes`); checked before writing.
+    pub expected_size: Option<u64>,
+}
+
+impl TransferSpec {
+    pub fn new(url: Url, output: impl Into<PathBuf>) -> TransferSpec {
+        TransferSpec {
+            url,
+            headers: HeaderMap::new(),
+            output: output.into(),
+            overwrite: false,
+            staging: None,
+            expected_size: None,
+        }
+    }
 }
 
 /// How a transfer ended well.

@@ -46,8 +46,10 @@ pub async fn download(
     if spec.output.exists() && !spec.overwrite && !job.paths.state.exists() {
         return Ok(job.report(TransferStatus::AlreadyPresent, None, started));
     }
-    if let Some(parent) = spec.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(TransferError::io("creating", parent))?;
+    for path in [&spec.output, &job.paths.part] {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(TransferError::io("creating", parent))?;
+        }
     }
     let finished = job.run_to_completion().await?;
     job.install(&finished)?;
@@ -82,7 +84,10 @@ impl Job {
             id,
             spec: spec.clone(),
             url: redact_url(&spec.url),
-            paths: StatePaths::beside(&spec.output),
+            paths: StatePaths::staged(
+                &spec.output,
+                spec.staging.as_deref().unwrap_or(&spec.output),
+            ),
             reporter,
             retries: AtomicU32::new(0),
             fetched: AtomicU64::new(0),
@@ -314,7 +319,7 @@ impl Job {
 
     fn load_resume(&self) -> Option<ResumeState> {
         let state = ResumeState::load(&self.paths.state)?;
-        let usable = state.url == self.url
+        let usable = same_resource(&state.url, &self.url)
             && state.ranges_supported
             && state.total.is_some_and(|total| state.done.fits(total))
             && self.paths.part.exists();
@@ -437,8 +442,26 @@ impl Job {
         Ok(())
     }
 
+    /// A size the server announces must be the size the caller expects.
+    fn check_size(&self, announced: Option<u64>) -> Result<(), Failure> {
+        match (self.spec.expected_size, announced) {
+            (Some(expected), Some(actual)) if expected != actual => {
+                let url = self.url.clone();
+                Err(Failure::Fatal(TransferError::LengthMismatch {
+                    url,
+                    expected,
+                    actual,
+                }))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Move the complete `.part` to the output name and drop the state.
     fn install(&self, finished: &Finished) -> Result<(), TransferError> {
+        if let Err(Failure::Fatal(error)) = self.check_size(Some(finished.size)) {
+            return Err(error);
+        }
         let part = &self.paths.part;
         let actual = std::fs::metadata(part)
             .map_err(TransferError::io("checking", part))?
@@ -492,6 +515,17 @@ fn transient(error: crate::http::HttpError) -> Failure {
     } else {
         Failure::Fatal(error.into())
     }
+}
+
+/// Whether two redacted URLs name the same resource: same path and query, on any origin (a
+/// backup endpoint serves the same files; `If-Range` and the size still guard the bytes).
+fn same_resource(a: &str, b: &str) -> bool {
+    let tail = |url: &str| {
+        url::Url::parse(url)
+            .ok()
+            .map(|u| (u.path().to_owned(), u.query().map(str::to_owned)))
+    };
+    a == b || tail(a).is_some_and(|tail_a| Some(tail_a) == tail(b))
 }
 
 fn validators_of(state: &ResumeState) -> Validators {
@@ -627,6 +661,7 @@ struct Writing {
 
 impl Writing {
     fn start(job: &Job, state: ResumeState, total: Option<u64>) -> Result<Writing, Failure> {
+        job.check_size(total)?;
         let paths = &job.paths;
         let fatal =
             |action| move |e| Failure::Fatal(TransferError::io(action, paths.part.clone())(e));

@@ -2,6 +2,9 @@
 //! finished byte ranges and the resume state kept beside each `.part`.
 
 pub mod atomic;
+pub mod index;
+pub mod layout;
+pub mod meta;
 pub mod names;
 mod part;
 pub mod ranges;

@@ -73,14 +73,19 @@ pub struct StatePaths {
 impl StatePaths {
     /// `big.bin` → `big.bin.part` and `big.bin.part.json` beside it.
     pub fn beside(output: &Path) -> StatePaths {
-        let name = output
+        StatePaths::staged(output, output)
+    }
+
+    /// The output, with its `.part` and state at `staging.part` and `staging.part.json`.
+    pub fn staged(output: &Path, staging: &Path) -> StatePaths {
+        let name = staging
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         StatePaths {
             output: output.to_path_buf(),
-            part: output.with_file_name(format!("{name}.part")),
-            state: output.with_file_name(format!("{name}.part.json")),
+            part: staging.with_file_name(format!("{name}.part")),
+            state: staging.with_file_name(format!("{name}.part.json")),
         }
     }
 }

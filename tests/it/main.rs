@@ -4,6 +4,7 @@
 //! - `faults`: the in-repo fault origin, one named fault per test, exact request counts.
 //! - `cli`: the `claudedl` binary as a user runs it: exit codes, JSON, kill -9 and resume.
 
+mod api;
 mod cli;
 mod faults;
 mod nginx;

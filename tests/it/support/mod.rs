@@ -58,12 +58,7 @@ pub fn engine(config: EngineConfig) -> Engine {
 }
 
 pub fn spec(url: &str, output: &Path) -> TransferSpec {
-    TransferSpec {
-        url: url.parse().unwrap(),
-        headers: Default::default(),
-        output: output.to_path_buf(),
-        overwrite: false,
-    }
+    TransferSpec::new(url.parse().unwrap(), output)
 }
 
 /// Remembers what the engine reported; can cancel the engine once enough bytes are written.

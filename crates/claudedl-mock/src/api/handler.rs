@@ -1,0 +1,660 @@
+//! Request handling: routing, authentication, the rate limit, faults, and the replies.
+//!
+//! Every decision about a response is taken under the state lock, in request order; the body is
+//! streamed after the lock is released.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::batches::{BatchStore, StoredBatch};
+use super::body::{BodySource, CountedBody, Ending, Flushes};
+use super::files::{FileStore, FileView};
+use super::listing::{
+    IdPageBody, Keyed as _, Query, decode_cursor, encode_cursor, id_page, older_page, parse_limit,
+    percent_decode,
+};
+use super::range::{ByteRange, Validators, requested_range};
+use super::rate_limit::TokenBucket;
+use super::{ApiFault, ApiRequest, MockApiConfig, Route, Shared, lock};
+
+/// The beta that switches `GET /v1/files` to the id-based page shape.
+const FILES_BETA: &str = "files-api-2025-04-14";
+/// Most ids one `ids[]` request may name.
+const MAX_IDS: usize = 100;
+const JSON: &str = "application/json";
+const JSONL: &str = "application/x-jsonl";
+const OCTET_STREAM: &str = "application/octet-stream";
+
+/// The one handler: sees every request, on every path, with every method.
+pub(super) async fn serve_request(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(flushes): ConnectInfo<Flushes>,
+    request: Request,
+) -> Response {
+    let (parts, _body) = request.into_parts();
+    let reply = lock(&shared.state).answer(&parts, &shared.base_url);
+    reply.into_response(&shared, flushes)
+}
+
+/// Mutable API state; also the request log, so the log order is the decision order.
+#[derive(Debug)]
+pub(super) struct ApiState {
+    api_key: String,
+    pub(super) files: FileStore,
+    pub(super) batches: BatchStore,
+    faults: Vec<ApiFault>,
+    bucket: Option<TokenBucket>,
+    ranges: bool,
+    absolute_results_url: bool,
+    requests_seen: u64,
+    pub(super) log: Vec<ApiRequest>,
+}
+
+/// What a request path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    ListFiles,
+    File(String),
+    FileContent(String),
+    ListBatches,
+    Batch(String),
+    BatchResults(String),
+    Other,
+}
+
+impl Target {
+    fn parse(path: &str) -> Target {
+        let Some(rest) = path.strip_prefix("/v1/") else {
+            return Target::Other;
+        };
+        let segments: Vec<&str> = rest.split('/').collect();
+        let id = |segment: &str| percent_decode(segment);
+        match segments.as_slice() {
+            ["files"] => Target::ListFiles,
+            ["files", file] if !file.is_empty() => Target::File(id(file)),
+            ["files", file, "content"] if !file.is_empty() => Target::FileContent(id(file)),
+            ["messages", "batches"] => Target::ListBatches,
+            ["messages", "batches", batch] if !batch.is_empty() => Target::Batch(id(batch)),
+            ["messages", "batches", batch, "results"] if !batch.is_empty() => {
+                Target::BatchResults(id(batch))
+            }
+            _ => Target::Other,
+        }
+    }
+
+    fn route(&self) -> Route {
+        match self {
+            Target::ListFiles => Route::ListFiles,
+            Target::File(_) => Route::FileMeta,
+            Target::FileContent(_) => Route::FileContent,
+            Target::ListBatches => Route::ListBatches,
+            Target::Batch(_) => Route::BatchMeta,
+            Target::BatchResults(_) => Route::BatchResults,
+            Target::Other => Route::Other,
+        }
+    }
+}
+
+/// An error answered with the API's error envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ApiError {
+    status: StatusCode,
+    message: String,
+    retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// The envelope's `error.type` for this status.
+    fn error_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 => "invalid_request_error",
+            401 => "authentication_error",
+            402 => "billing_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            409 => "conflict_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            504 => "timeout_error",
+            529 => "overloaded_error",
+            500.. => "api_error",
+            _ => "invalid_request_error",
+        }
+    }
+}
+
+impl ApiState {
+    pub(super) fn new(config: MockApiConfig) -> Self {
+        ApiState {
+            api_key: config.api_key,
+            files: FileStore::new(config.files),
+            batches: BatchStore::new(config.batches),
+            faults: config.faults,
+            bucket: config.rate_limit.map(TokenBucket::new),
+            ranges: config.ranges,
+            absolute_results_url: config.absolute_results_url,
+            requests_seen: 0,
+            log: Vec::new(),
+        }
+    }
+
+    pub(super) fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    fn answer(&mut self, parts: &Parts, base_url: &str) -> Reply {
+        self.requests_seen += 1;
+        let request_id = format!("req_mock_{}", self.requests_seen);
+        let target = Target::parse(parts.uri.path());
+        let mut reply = self
+            .decide(parts, &target, base_url)
+            .unwrap_or_else(|error| Reply::error(&error, &request_id));
+        reply.set_str(HeaderName::from_static("request-id"), &request_id);
+        if let Some(bucket) = &mut self.bucket {
+            for (name, value) in bucket.headers() {
+                reply.set_str(HeaderName::from_static(name), &value);
+            }
+        }
+        self.record(parts, target.route(), reply.status);
+        reply
+    }
+
+    /// Authentication, the rate limit and faults first, then the request itself.
+    fn decide(
+        &mut self,
+        parts: &Parts,
+        target: &Target,
+        base_url: &str,
+    ) -> Result<Reply, ApiError> {
+        self.authenticate(&parts.headers)?;
+        self.take_token()?;
+        self.status_fault(target.route())?;
+        let mut reply = self.handle(parts, target, base_url)?;
+        if let ReplyBody::Counted(body) = &mut reply.body {
+            self.body_fault(body);
+        }
+        Ok(reply)
+    }
+
+    fn authenticate(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let unauthorized = |message| ApiError::new(StatusCode::UNAUTHORIZED, message);
+        match headers.get("x-api-key") {
+            None => return Err(unauthorized("x-api-key header is required")),
+            Some(key) if key.as_bytes() != self.api_key.as_bytes() => {
+                return Err(unauthorized("invalid x-api-key"));
+            }
+            Some(_) => {}
+        }
+        if !headers.contains_key("anthropic-version") {
+            return Err(ApiError::invalid("anthropic-version: header is required"));
+        }
+        Ok(())
+    }
+
+    fn take_token(&mut self) -> Result<(), ApiError> {
+        let Some(bucket) = &mut self.bucket else {
+            return Ok(());
+        };
+        bucket.try_take().map_err(|wait_secs| ApiError {
+            retry_after_secs: Some(wait_secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate limit exceeded: requests per minute",
+            )
+        })
+    }
+
+    /// The first [`ApiFault::Status`] for `route` with `times` left.
+    fn status_fault(&mut self, route: Route) -> Result<(), ApiError> {
+        for fault in &mut self.faults {
+            if let ApiFault::Status {
+                route: faulty,
+                status,
+                times,
+                retry_after_secs,
+            } = fault
+                && *faulty == route
+                && *times > 0
+            {
+                *times -= 1;
+                let status =
+                    StatusCode::from_u16(*status).expect("ApiFault::Status needs a valid status");
+                return Err(ApiError {
+                    retry_after_secs: *retry_after_secs,
+                    ..ApiError::new(status, format!("injected fault: {}", status.as_u16()))
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts or stalls `body` as the first matching body fault with `times` left says.
+    fn body_fault(&mut self, body: &mut CountedBody) {
+        if body.source.len() == 0 {
+            return;
+        }
+        for fault in &mut self.faults {
+            let (limit, ending) = match fault {
+                ApiFault::ResetAfter {
+                    route,
+                    bytes,
+                    times,
+                } if *route == body.route && *times > 0 => {
+                    *times -= 1;
+                    (*bytes, Ending::Abort)
+                }
+                ApiFault::Stall {
+                    route,
+                    after_bytes,
+                    times,
+                } if *route == body.route && *times > 0 => {
+                    *times -= 1;
+                    (*after_bytes, Ending::Stall)
+                }
+                _ => continue,
+            };
+            if body.source.len() > limit {
+                body.cut(limit, ending);
+            }
+            return;
+        }
+    }
+
+    fn handle(
+        &mut self,
+        parts: &Parts,
+        target: &Target,
+        base_url: &str,
+    ) -> Result<Reply, ApiError> {
+        let is_get = parts.method == Method::GET;
+        if !is_get && parts.method != Method::HEAD {
+            let message = format!("{} is not supported by the mock on this path", parts.method);
+            return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, message));
+        }
+        let query = Query::parse(parts.uri.query().unwrap_or(""));
+        let route = target.route();
+        match target {
+            Target::ListFiles => {
+                let body = if files_beta(&parts.headers) {
+                    self.list_files_beta(&query)?
+                } else {
+                    self.list_files_ga(&query)?
+                };
+                Ok(Reply::json(route, body, is_get))
+            }
+            Target::File(id) => {
+                let file = self.file(id)?;
+                Ok(Reply::json(
+                    route,
+                    to_json(&file.object(!files_beta(&parts.headers))),
+                    is_get,
+                ))
+            }
+            Target::FileContent(id) => self.file_content(id, &parts.headers, is_get),
+            Target::ListBatches => {
+                let body = self.list_batches(&query, base_url)?;
+                Ok(Reply::json(route, body, is_get))
+            }
+            Target::Batch(id) => {
+                let batch = self.batch(id)?;
+                let base = self.results_base(base_url);
+                Ok(Reply::json(route, to_json(&batch.object(base)), is_get))
+            }
+            Target::BatchResults(id) => self.batch_results(id, &parts.headers, is_get),
+            Target::Other => Err(ApiError::not_found(format!(
+                "{}: no such endpoint in the mock",
+                parts.uri.path()
+            ))),
+        }
+    }
+
+    fn file(&self, id: &str) -> Result<FileView, ApiError> {
+        self.files
+            .get(id)
+            .ok_or_else(|| ApiError::not_found(format!("file {id} not found")))
+    }
+
+    fn batch(&self, id: &str) -> Result<Arc<StoredBatch>, ApiError> {
+        self.batches
+            .get(id)
+            .ok_or_else(|| ApiError::not_found(format!("message batch {id} not found")))
+    }
+
+    fn results_base<'a>(&self, base_url: &'a str) -> &'a str {
+        if self.absolute_results_url {
+            base_url
+        } else {
+            ""
+        }
+    }
+
+    /// The GA shape: `page`/`limit` or `ids[]`; `{data, next_page}`.
+    fn list_files_ga(&self, query: &Query) -> Result<Bytes, ApiError> {
+        if query.has("before_id") || query.has("after_id") {
+            return Err(ApiError::invalid(format!(
+                "before_id and after_id need the anthropic-beta: {FILES_BETA} header; use page"
+            )));
+        }
+        let ids: Vec<&str> = query.all("ids[]").chain(query.all("ids")).collect();
+        if !ids.is_empty() {
+            return self.files_by_id(&ids);
+        }
+        let limit = parse_limit(query)?;
+        let cursor = match query.first("page") {
+            None => None,
+            Some(page) => Some(
+                decode_cursor(page)
+                    .ok_or_else(|| ApiError::invalid(format!("page: invalid cursor {page:?}")))?,
+            ),
+        };
+        let page = older_page(&self.files, cursor.as_ref(), limit);
+        let next_page = page
+            .has_more
+            .then(|| page.items.last().map(|file| encode_cursor(file.key())))
+            .flatten();
+        let data = page.items.iter().map(|file| file.object(true)).collect();
+        Ok(to_json(&GaPageBody { data, next_page }))
+    }
+
+    /// `ids[]`: the named files that exist, in the order named, as one page.
+    fn files_by_id(&self, ids: &[&str]) -> Result<Bytes, ApiError> {
+        if ids.len() > MAX_IDS {
+            return Err(ApiError::invalid(format!(
+                "ids[]: at most {MAX_IDS} ids, got {}",
+                ids.len()
+            )));
+        }
+        let files: Vec<FileView> = ids.iter().filter_map(|id| self.files.get(id)).collect();
+        let data = files.iter().map(|file| file.object(true)).collect();
+        Ok(to_json(&GaPageBody {
+            data,
+            next_page: None,
+        }))
+    }
+
+    /// The beta shape: `before_id`/`after_id`/`limit`; `{data, has_more, first_id, last_id}`.
+    fn list_files_beta(&self, query: &Query) -> Result<Bytes, ApiError> {
+        let page = id_page(&self.files, query)?;
+        Ok(to_json(&IdPageBody {
+            first_id: page.first_id(),
+            last_id: page.last_id(),
+            has_more: page.has_more,
+            data: page.items.iter().map(|file| file.object(false)).collect(),
+        }))
+    }
+
+    fn list_batches(&self, query: &Query, base_url: &str) -> Result<Bytes, ApiError> {
+        let page = id_page(&self.batches, query)?;
+        let base = self.results_base(base_url);
+        Ok(to_json(&IdPageBody {
+            first_id: page.first_id(),
+            last_id: page.last_id(),
+            has_more: page.has_more,
+            data: page.items.iter().map(|batch| batch.object(base)).collect(),
+        }))
+    }
+
+    fn file_content(&self, id: &str, headers: &HeaderMap, is_get: bool) -> Result<Reply, ApiError> {
+        let file = self.file(id)?;
+        if file.expired {
+            return Err(ApiError::not_found(format!("file {id} has expired")));
+        }
+        if !file.downloadable {
+            return Err(ApiError::invalid(format!(
+                "file {id} is not downloadable: only files created by skills or the code \
+                 execution tool can be downloaded"
+            )));
+        }
+        let representation = Representation {
+            validators: Validators {
+                etag: format!("\"{id}-{}\"", file.content.len()),
+                last_modified: file.created(),
+            },
+            source: file.content,
+            content_type: OCTET_STREAM,
+            route: Route::FileContent,
+        };
+        Ok(self.representation_reply(representation, headers, is_get))
+    }
+
+    fn batch_results(
+        &self,
+        id: &str,
+        headers: &HeaderMap,
+        is_get: bool,
+    ) -> Result<Reply, ApiError> {
+        let batch = self.batch(id)?;
+        if !batch.batch.ended {
+            return Err(ApiError::invalid(format!(
+                "message batch {id} has not ended: results are not available yet"
+            )));
+        }
+        let body = batch.results_body();
+        let representation = Representation {
+            validators: Validators {
+                etag: format!("\"{id}-{}\"", body.len()),
+                last_modified: batch.ended_at(),
+            },
+            source: BodySource::Bytes(body),
+            content_type: JSONL,
+            route: Route::BatchResults,
+        };
+        Ok(self.representation_reply(representation, headers, is_get))
+    }
+
+    /// `200`, `206` or `416` for a byte representation, honouring `Range` when enabled.
+    fn representation_reply(
+        &self,
+        representation: Representation,
+        headers: &HeaderMap,
+        is_get: bool,
+    ) -> Reply {
+        let len = representation.source.len();
+        let range = self
+            .ranges
+            .then(|| requested_range(headers, &representation.validators, len))
+            .flatten();
+        let status = match range {
+            None => StatusCode::OK,
+            Some(ByteRange::Unsatisfiable) => StatusCode::RANGE_NOT_SATISFIABLE,
+            Some(ByteRange::Satisfiable(_)) => StatusCode::PARTIAL_CONTENT,
+        };
+        let mut reply = Reply::new(status);
+        reply.set_str(header::CONTENT_TYPE, representation.content_type);
+        if self.ranges {
+            representation.describe(&mut reply);
+        }
+        let body = match range {
+            None => representation.source,
+            Some(ByteRange::Unsatisfiable) => {
+                reply.set_str(header::CONTENT_RANGE, &format!("bytes */{len}"));
+                reply.set_str(header::CONTENT_LENGTH, "0");
+                return reply;
+            }
+            Some(ByteRange::Satisfiable(range)) => {
+                let content_range = format!("bytes {}-{}/{len}", range.start, range.end - 1);
+                reply.set_str(header::CONTENT_RANGE, &content_range);
+                representation.source.slice(range)
+            }
+        };
+        reply.set_body(body, representation.route, is_get);
+        reply
+    }
+
+    fn record(&mut self, parts: &Parts, route: Route, status: StatusCode) {
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                (name.as_str().to_owned(), value)
+            })
+            .collect();
+        self.log.push(ApiRequest {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().unwrap_or("").to_owned(),
+            headers,
+            status: status.as_u16(),
+            route,
+        });
+    }
+}
+
+/// Whether `anthropic-beta` (comma-joined, possibly repeated) names the Files API beta.
+fn files_beta(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("anthropic-beta")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|beta| beta.trim() == FILES_BETA)
+}
+
+/// A page in the GA shape.
+#[derive(Serialize)]
+struct GaPageBody<T> {
+    data: Vec<T>,
+    next_page: Option<String>,
+}
+
+/// `{"type":"error","error":{"type":..,"message":..},"request_id":..}`
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    #[serde(rename = "type")]
+    envelope_type: &'static str,
+    error: ErrorObject<'a>,
+    request_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    #[serde(rename = "type")]
+    error_type: &'static str,
+    message: &'a str,
+}
+
+fn to_json(value: &impl Serialize) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).expect("mock objects serialise"))
+}
+
+/// Bytes served with range support: file content or batch results.
+struct Representation {
+    source: BodySource,
+    content_type: &'static str,
+    validators: Validators,
+    route: Route,
+}
+
+impl Representation {
+    /// `ETag`, `Last-Modified` and `Accept-Ranges`.
+    fn describe(&self, reply: &mut Reply) {
+        reply.set_str(header::ETAG, &self.validators.etag);
+        let modified = httpdate::fmt_http_date(self.validators.last_modified.to_system_time());
+        reply.set_str(header::LAST_MODIFIED, &modified);
+        reply.set_str(header::ACCEPT_RANGES, "bytes");
+    }
+}
+
+/// A response decided under the state lock, turned into an HTTP response after it is released.
+#[derive(Debug)]
+pub(super) struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: ReplyBody,
+}
+
+#[derive(Debug)]
+enum ReplyBody {
+    Empty,
+    /// An error envelope: not counted, never cut.
+    Plain(Bytes),
+    /// A successful body: counted, and subject to body faults.
+    Counted(CountedBody),
+}
+
+impl Reply {
+    fn new(status: StatusCode) -> Self {
+        Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: ReplyBody::Empty,
+        }
+    }
+
+    /// `200` with a JSON body.
+    fn json(route: Route, body: Bytes, is_get: bool) -> Self {
+        let mut reply = Reply::new(StatusCode::OK);
+        reply.set_str(header::CONTENT_TYPE, JSON);
+        reply.set_body(BodySource::Bytes(body), route, is_get);
+        reply
+    }
+
+    /// The error envelope, with `retry-after` when the error has one.
+    fn error(error: &ApiError, request_id: &str) -> Self {
+        let body = to_json(&ErrorEnvelope {
+            envelope_type: "error",
+            error: ErrorObject {
+                error_type: error.error_type(),
+                message: &error.message,
+            },
+            request_id,
+        });
+        let mut reply = Reply::new(error.status);
+        reply.set_str(header::CONTENT_TYPE, JSON);
+        reply.set_str(header::CONTENT_LENGTH, &body.len().to_string());
+        if let Some(secs) = error.retry_after_secs {
+            reply.set_str(header::RETRY_AFTER, &secs.to_string());
+        }
+        reply.body = ReplyBody::Plain(body);
+        reply
+    }
+
+    /// `Content-Length` and, for `GET`, the counted body.
+    fn set_body(&mut self, source: BodySource, route: Route, is_get: bool) {
+        self.set_str(header::CONTENT_LENGTH, &source.len().to_string());
+        if is_get {
+            self.body = ReplyBody::Counted(CountedBody::complete(source, route));
+        }
+    }
+
+    fn set_str(&mut self, name: HeaderName, value: &str) {
+        let value = HeaderValue::from_str(value).expect("a valid header value");
+        self.headers.insert(name, value);
+    }
+
+    fn into_response(self, shared: &Arc<Shared>, flushes: Flushes) -> Response {
+        let body = match self.body {
+            ReplyBody::Empty => Body::empty(),
+            ReplyBody::Plain(bytes) => Body::from(bytes),
+            ReplyBody::Counted(body) => Body::from_stream(body.into_stream(shared, flushes)),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response
+    }
+}

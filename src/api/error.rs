@@ -1,0 +1,66 @@
+use crate::http::HttpError;
+
+/// A failed API call. Messages carry the error type, the request-id and a hint; never the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(
+        "no API key: set ANTHROPIC_API_KEY (or run `claudedl demo` to try claudedl against a bundled mock API)"
+    )]
+    MissingKey,
+    #[error("invalid base URL {0:?}: it must be an http(s) URL such as https://api.anthropic.com")]
+    BadBaseUrl(String),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("{error_type} (HTTP {status}) from {url}: {message}{}{}", request_id_note(.request_id), hint_note(*.status))]
+    Api {
+        status: u16,
+        error_type: String,
+        message: String,
+        request_id: Option<String>,
+        url: String,
+    },
+    #[error("unexpected response from {url}{}: {source}", request_id_note(.request_id))]
+    Decode {
+        url: String,
+        request_id: Option<String>,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("giving up on {url} after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        url: String,
+        attempts: u32,
+        last: Box<ApiError>,
+    },
+    #[error(
+        "the spend limit of this organization is reached (request-id {request_id}); raise it in the console, then rerun"
+    )]
+    SpendLimit { request_id: String },
+}
+
+impl ApiError {
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Api { status, .. } => Some(*status),
+            ApiError::RetriesExhausted { last, .. } => last.status(),
+            _ => None,
+        }
+    }
+}
+
+fn request_id_note(request_id: &Option<String>) -> String {
+    request_id
+        .as_ref()
+        .map(|id| format!(" [request-id {id}]"))
+        .unwrap_or_default()
+}
+
+fn hint_note(status: u16) -> &'static str {
+    match status {
+        401 => "; check ANTHROPIC_API_KEY",
+        403 => "; the key lacks permission for this resource",
+        404 => "; it does not exist or has expired",
+        _ => "",
+    }
+}

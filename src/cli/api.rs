@@ -1,0 +1,227 @@
+//! `claudedl files …` and `claudedl batches …`: the API from the command line.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+use super::args::{ApiArgs, BatchesCommand, FilesCommand};
+use super::get::print_results;
+use super::progress::Bars;
+use super::{ExitStatus, GlobalArgs};
+use crate::api::{ApiClient, ApiConfig, Cursor, Pagination};
+use crate::engine::{Engine, EngineConfig, TransferSpec};
+use crate::http::{ClientConfig, HttpClient};
+use crate::store::index::{Index, SqliteIndex};
+use crate::store::layout::DataDir;
+use crate::store::names::safe_file_name;
+use crate::sync::read_result;
+
+/// One HTTP client for the API and the engine.
+pub fn connect(api: &ApiArgs, connections: usize) -> anyhow::Result<(ApiClient, Engine)> {
+    let pagination = if api.beta_pagination {
+        Pagination::Beta
+    } else {
+        Pagination::Ga
+    };
+    let config = ApiConfig::from_env(api.base_url.as_deref(), pagination)?;
+    clients(config, connections)
+}
+
+pub fn clients(config: ApiConfig, connections: usize) -> anyhow::Result<(ApiClient, Engine)> {
+    let max_connections = connections.max(16);
+    let http = HttpClient::new(&ClientConfig {
+        pool_per_host: max_connections,
+        ..ClientConfig::default()
+    })?;
+    let engine_config = EngineConfig {
+        connections,
+        max_connections,
+        ..EngineConfig::default()
+    };
+    Ok((
+        ApiClient::new(http.clone(), config),
+        Engine::new(http, engine_config),
+    ))
+}
+
+pub async fn files(command: FilesCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
+    match command {
+        FilesCommand::Ls { api, json, limit } => list_files(&api, json, limit).await,
+        FilesCommand::Get {
+            api,
+            ids,
+            dir,
+            json,
+        } => get_files(&api, &ids, dir, json, global).await,
+    }
+}
+
+pub async fn batches(command: BatchesCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
+    match command {
+        BatchesCommand::Ls { api, json } => list_batches(&api, json).await,
+        BatchesCommand::Results { api, id, output } => {
+            batch_results(&api, &id, output, global).await
+        }
+        BatchesCommand::Show {
+            id,
+            custom_id,
+            data,
+        } => show_result(&DataDir::new(data.data_dir), &id, &custom_id),
+    }
+}
+
+async fn list_files(api: &ApiArgs, json: bool, limit: Option<u64>) -> anyhow::Result<ExitStatus> {
+    let (client, _) = connect(api, 1)?;
+    let mut cursor: Option<Cursor> = None;
+    let mut shown = 0;
+    loop {
+        let (page, next) = client.list_files(cursor.as_ref(), 1000).await?;
+        for file in page {
+            if limit.is_some_and(|limit| shown >= limit) {
+                return Ok(ExitStatus::Success);
+            }
+            shown += 1;
+            if json {
+                println!("{}", serde_json::to_string(&file)?);
+            } else {
+                let flag = if file.downloadable == Some(false) {
+                    " (not downloadable)"
+                } else {
+                    ""
+                };
+                let name = file.filename.escape_debug();
+                println!(
+                    "{}  {}  {:>12}  {:<24} {name}{flag}",
+                    file.id, file.created_at, file.size_bytes, file.mime_type
+                );
+            }
+        }
+        match next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(ExitStatus::Success),
+        }
+    }
+}
+
+async fn get_files(
+    api: &ApiArgs,
+    ids: &[String],
+    dir: PathBuf,
+    json: bool,
+    global: &GlobalArgs,
+) -> anyhow::Result<ExitStatus> {
+    let (client, engine) = connect(api, 8)?;
+    let mut specs = Vec::new();
+    for id in ids {
+        let file = client.file(id).await?;
+        if file.downloadable == Some(false) {
+            bail!(
+                "{id} is not downloadable: only files created by code execution or skills can be downloaded"
+            );
+        }
+        let name = format!(
+            "{}_{}",
+            safe_file_name(&file.id, "file"),
+            safe_file_name(&file.filename, "download")
+        );
+        specs.push(TransferSpec {
+            headers: client.headers(),
+            expected_size: Some(file.size_bytes),
+            ..TransferSpec::new(client.file_content_url(id), dir.join(name))
+        });
+    }
+    let visible = !global.quiet && !json && std::io::stderr().is_terminal();
+    let bars = Arc::new(Bars::new(
+        specs
+            .iter()
+            .map(|s| s.output.display().to_string())
+            .collect(),
+        visible,
+    ));
+    let results = engine.download_all(specs, 4, bars.clone()).await;
+    Ok(print_results(&results, json, &bars))
+}
+
+async fn list_batches(api: &ApiArgs, json: bool) -> anyhow::Result<ExitStatus> {
+    let (client, _) = connect(api, 1)?;
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        let (page, next) = client.list_batches(cursor.as_ref(), 100).await?;
+        for batch in page {
+            if json {
+                println!("{}", serde_json::to_string(&batch)?);
+            } else {
+                let counts = batch.request_counts;
+                println!(
+                    "{}  {}  {:<11}  succeeded {} errored {} canceled {} expired {} processing {}",
+                    batch.id,
+                    batch.created_at,
+                    batch.processing_status,
+                    counts.succeeded,
+                    counts.errored,
+                    counts.canceled,
+                    counts.expired,
+                    counts.processing
+                );
+            }
+        }
+        match next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(ExitStatus::Success),
+        }
+    }
+}
+
+async fn batch_results(
+    api: &ApiArgs,
+    id: &str,
+    output: Option<PathBuf>,
+    global: &GlobalArgs,
+) -> anyhow::Result<ExitStatus> {
+    let (client, engine) = connect(api, 8)?;
+    let batch = client.batch(id).await?;
+    let Some(url) = client.results_url(&batch).filter(|_| batch.is_ended()) else {
+        bail!(
+            "batch {id} is {}: results are available once it has ended",
+            batch.processing_status
+        );
+    };
+    let output =
+        output.unwrap_or_else(|| PathBuf::from(format!("{}.jsonl", safe_file_name(id, "batch"))));
+    let mut spec = TransferSpec {
+        overwrite: true,
+        ..TransferSpec::new(url.clone(), output)
+    };
+    if url.origin() == client.base_url().origin() {
+        spec.headers = client.headers();
+    }
+    let visible = !global.quiet && std::io::stderr().is_terminal();
+    let bars = Arc::new(Bars::new(vec![id.to_owned()], visible));
+    let result = engine.download(0, &spec, bars.clone()).await;
+    Ok(print_results(std::slice::from_ref(&result), false, &bars))
+}
+
+fn show_result(data: &DataDir, id: &str, custom_id: &str) -> anyhow::Result<ExitStatus> {
+    let index_path = data.index_path();
+    if !index_path.exists() {
+        bail!(
+            "no index at {}: run `claudedl sync` first (or pass --data-dir)",
+            index_path.display()
+        );
+    }
+    let index = SqliteIndex::open(&index_path)?;
+    let not_synced = || {
+        format!(
+            "batch {id} has no result {custom_id:?} in the index at {}",
+            index_path.display()
+        )
+    };
+    let row = index.result(id, custom_id)?.with_context(not_synced)?;
+    let batch = index.batch(id)?.with_context(not_synced)?;
+    let path = data.root().join(batch.path.with_context(not_synced)?);
+    let line = read_result(&path, &row).with_context(|| format!("reading {}", path.display()))?;
+    println!("{}", String::from_utf8_lossy(&line));
+    Ok(ExitStatus::Success)
+}

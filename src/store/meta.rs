@@ -1,0 +1,244 @@
+//! The per-month metadata `DATA/meta/YYYY-MM.json`: a readable copy of what the index knows
+//! about one month, rewritten atomically from the index after each sync.
+//!
+//! ```json
+//! {"month": "2026-08",
+//!  "files": [{"id", "filename", "mime_type", "size_bytes", "created_at", "path", "sha256",
+//!             "downloaded_at", "state"}],
+//!  "batches": [{"id", "created_at", "path", "results", "sha256", "downloaded_at", "state"}]}
+//! ```
+//!
+//! Entries are sorted by `created_at`, then `id`; paths are relative to the data directory.
+//! The index stays the authoritative record: these files are for people and other tools.
+
+use std::io;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::atomic::write_atomic;
+use super::index::{BatchEntry, FileEntry, FileQuery, FileState, Index, IndexError};
+use super::layout::{DataDir, month_of};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("reading month {month} from the index: {source}")]
+    Index {
+        month: String,
+        #[source]
+        source: IndexError,
+    },
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+#[derive(Serialize)]
+struct MonthMeta<'a> {
+    month: &'a str,
+    files: Vec<FileRecord<'a>>,
+    batches: Vec<BatchRecord<'a>>,
+}
+
+#[derive(Serialize)]
+struct FileRecord<'a> {
+    id: &'a str,
+    filename: &'a str,
+    mime_type: &'a str,
+    size_bytes: u64,
+    created_at: &'a str,
+    path: Option<&'a str>,
+    sha256: Option<&'a str>,
+    downloaded_at: Option<&'a str>,
+    state: FileState,
+}
+
+#[derive(Serialize)]
+struct BatchRecord<'a> {
+    id: &'a str,
+    created_at: &'a str,
+    path: Option<&'a str>,
+    /// Result rows indexed.
+    results: u64,
+    sha256: Option<&'a str>,
+    downloaded_at: Option<&'a str>,
+    state: FileState,
+}
+
+/// Rewrite `DATA/meta/<month>.json` from the index.
+pub fn write_month(dir: &DataDir, index: &dyn Index, month: &str) -> Result<(), MetaError> {
+    let index_error = |source| MetaError::Index {
+        month: month.to_owned(),
+        source,
+    };
+    let query = FileQuery {
+        month: Some(month.to_owned()),
+        ..FileQuery::default()
+    };
+    let mut files = index.query_files(&query).map_err(index_error)?;
+    files.sort_by(|a, b| (&a.meta.created_at, &a.meta.id).cmp(&(&b.meta.created_at, &b.meta.id)));
+    let mut batches: Vec<BatchEntry> = index.query_batches().map_err(index_error)?;
+    batches.retain(|batch| month_of(&batch.meta.created_at).as_deref() == Some(month));
+    batches.sort_by(|a, b| (&a.meta.created_at, &a.meta.id).cmp(&(&b.meta.created_at, &b.meta.id)));
+
+    let meta = MonthMeta {
+        month,
+        files: files.iter().map(file_record).collect(),
+        batches: batches.iter().map(batch_record).collect(),
+    };
+    let path = dir.meta_month(month);
+    let write_error = |source| MetaError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut bytes = serde_json::to_vec_pretty(&meta).map_err(|e| write_error(e.into()))?;
+    bytes.push(b'\n');
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(write_error)?;
+    }
+    write_atomic(&path, &bytes).map_err(write_error)
+}
+
+fn file_record(entry: &FileEntry) -> FileRecord<'_> {
+    FileRecord {
+        id: &entry.meta.id,
+        filename: &entry.meta.filename,
+        mime_type: &entry.meta.mime_type,
+        size_bytes: entry.meta.size_bytes,
+        created_at: &entry.meta.created_at,
+        path: entry.path.as_deref(),
+        sha256: entry.sha256.as_deref(),
+        downloaded_at: entry.downloaded_at.as_deref(),
+        state: entry.state,
+    }
+}
+
+fn batch_record(entry: &BatchEntry) -> BatchRecord<'_> {
+    BatchRecord {
+        id: &entry.meta.id,
+        created_at: &entry.meta.created_at,
+        path: entry.path.as_deref(),
+        results: entry.results_indexed,
+        sha256: entry.sha256.as_deref(),
+        downloaded_at: entry.downloaded_at.as_deref(),
+        state: entry.state,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::store::index::{
+        BatchMeta, BatchOutcome, FileMeta, FileOutcome, ResultRow, SqliteIndex,
+    };
+
+    fn file(id: &str, created_at: &str) -> FileMeta {
+        FileMeta {
+            id: id.into(),
+            filename: format!("{id}.csv"),
+            mime_type: "text/csv".into(),
+            size_bytes: 10,
+            created_at: created_at.into(),
+            downloadable: Some(true),
+            expires_at: None,
+        }
+    }
+
+    fn batch(id: &str, created_at: &str) -> BatchMeta {
+        BatchMeta {
+            id: id.into(),
+            created_at: created_at.into(),
+            processing_status: "ended".into(),
+            ended_at: Some(created_at.into()),
+            results_url: None,
+            expected_results: 1,
+        }
+    }
+
+    #[test]
+    fn writes_one_month_sorted_and_parses_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        data.create().unwrap();
+        let mut index = SqliteIndex::open_in_memory().unwrap();
+        index
+            .upsert_files(&[
+                file("file_b", "2026-08-03T10:00:00Z"),
+                file("file_a", "2026-08-03T10:00:00Z"),
+                file("file_c", "2026-08-01T00:00:00Z"),
+                file("file_july", "2026-07-31T23:59:59Z"),
+            ])
+            .unwrap();
+        let complete = FileOutcome::Complete {
+            path: "raw/2026-08/file_a_file_a.csv".into(),
+            sha256: "ab".repeat(32),
+            etag: None,
+            retries: 0,
+        };
+        index.record_file("file_a", &complete).unwrap();
+        index
+            .upsert_batches(&[
+                batch("msgbatch_1", "2026-08-02T00:00:00Z"),
+                batch("msgbatch_0", "2026-07-02T00:00:00Z"),
+            ])
+            .unwrap();
+        let row = ResultRow {
+            custom_id: "r1".into(),
+            result_type: "succeeded".into(),
+            offset: 0,
+            length: 5,
+        };
+        index.add_results("msgbatch_1", &[row]).unwrap();
+        let done = BatchOutcome::Complete {
+            path: "raw/2026-08/batches/msgbatch_1.jsonl".into(),
+            sha256: "cd".repeat(32),
+        };
+        index.record_batch("msgbatch_1", &done).unwrap();
+
+        write_month(&data, &index, "2026-08").unwrap();
+        let text = std::fs::read_to_string(data.meta_month("2026-08")).unwrap();
+        let meta: Value = serde_json::from_str(&text).unwrap();
+
+        assert_eq!(meta["month"], "2026-08");
+        let ids: Vec<&str> = meta["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["file_c", "file_a", "file_b"]);
+        let a = &meta["files"][1];
+        assert_eq!(a["state"], "complete");
+        assert_eq!(a["path"], "raw/2026-08/file_a_file_a.csv");
+        assert_eq!(a["size_bytes"], 10);
+        assert_eq!(a["mime_type"], "text/csv");
+        assert!(a["downloaded_at"].is_string());
+        assert_eq!(meta["files"][0]["state"], "pending");
+        assert!(meta["files"][0]["path"].is_null());
+
+        let batches = meta["batches"].as_array().unwrap();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0]["id"], "msgbatch_1");
+        assert_eq!(batches[0]["results"], 1);
+        assert_eq!(batches[0]["path"], "raw/2026-08/batches/msgbatch_1.jsonl");
+    }
+
+    #[test]
+    fn an_empty_month_is_written_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let index = SqliteIndex::open_in_memory().unwrap();
+        write_month(&data, &index, "2026-01").unwrap();
+        let meta: Value =
+            serde_json::from_slice(&std::fs::read(data.meta_month("2026-01")).unwrap()).unwrap();
+        assert_eq!(
+            meta,
+            serde_json::json!({"month": "2026-01", "files": [], "batches": []})
+        );
+    }
+}

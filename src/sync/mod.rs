@@ -1,0 +1,132 @@
+//! `claudedl sync`: mirror an account's downloadable files and ended batch results into the
+//! data directory, incrementally, recording everything in the index.
+//!
+//! 1. [`listing`]: list newest first into the index; stop at the first page that is wholly
+//!    known and settled (unless `full`).
+//! 2. [`files`]: download what is pending through the engine (`DATA/tmp` → `DATA/raw/YYYY-MM`),
+//!    skipping and recording permanent outcomes (not downloadable, expired).
+//! 3. [`batches`]: fetch ended batches' results, index every line, check the count.
+//! 4. Rewrite the per-month metadata JSON of every month touched.
+
+mod batches;
+mod files;
+mod listing;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::api::{ApiClient, ApiError};
+use crate::engine::{Engine, Reporter, TransferError};
+use crate::store::index::{Index, IndexError};
+use crate::store::layout::{DataDir, LayoutError};
+use crate::store::meta::MetaError;
+
+pub use batches::{read_result, scan_results};
+
+/// What a sync does.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub files: bool,
+    pub batches: bool,
+    /// List everything instead of stopping at the first settled page.
+    pub full: bool,
+    /// List and print the plan; no downloads, no index writes.
+    pub dry_run: bool,
+    /// List into the index; no downloads.
+    pub metadata_only: bool,
+    /// Items per list request (1–1000).
+    pub page_size: u32,
+    /// Files downloaded at once.
+    pub jobs: usize,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            files: true,
+            batches: true,
+            full: false,
+            dry_run: false,
+            metadata_only: false,
+            page_size: 1000,
+            jobs: 8,
+        }
+    }
+}
+
+/// What a sync did.
+#[derive(Debug, Default)]
+pub struct SyncSummary {
+    pub files_listed: u64,
+    pub files_new: u64,
+    pub list_requests: u64,
+    pub downloaded: u64,
+    pub bytes: u64,
+    pub batches_listed: u64,
+    pub batches_downloaded: u64,
+    pub results_indexed: u64,
+    /// (id, reason) of items skipped for good.
+    pub skipped: Vec<(String, String)>,
+    /// (id, reason) of items that failed this time and will be retried by the next sync.
+    pub failed: Vec<(String, String)>,
+    /// Dry run: ids that would be downloaded.
+    pub planned: Vec<String>,
+    pub interrupted: bool,
+    pub duration: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    #[error("reading batch results {}: {source}", path.display())]
+    Results {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything one sync run works with.
+pub struct Sync<'a> {
+    pub api: &'a ApiClient,
+    pub engine: &'a Engine,
+    pub data: &'a DataDir,
+    pub index: &'a mut dyn Index,
+    pub reporter: Arc<dyn Reporter>,
+}
+
+impl Sync<'_> {
+    /// Run a sync. The caller holds the data directory's lock.
+    pub async fn run(&mut self, options: &SyncOptions) -> Result<SyncSummary, SyncError> {
+        let started = Instant::now();
+        let mut summary = SyncSummary::default();
+        let mut months = BTreeSet::new();
+        if options.files {
+            listing::list_files(self, options, &mut summary).await?;
+            if !options.dry_run && !options.metadata_only {
+                files::download_files(self, options, &mut summary, &mut months).await?;
+            }
+        }
+        if options.batches && !summary.interrupted {
+            listing::list_batches(self, options, &mut summary).await?;
+            if !options.dry_run && !options.metadata_only {
+                batches::download_batches(self, &mut summary, &mut months).await?;
+            }
+        }
+        for month in &months {
+            crate::store::meta::write_month(self.data, &*self.index, month)?;
+        }
+        summary.duration = started.elapsed();
+        Ok(summary)
+    }
+}
