@@ -479,3 +479,64 @@ fn has_progress(tmp: &Path) -> bool {
         .filter(|p| p.to_string_lossy().ends_with(".part.json"))
         .any(|p| claudedl::store::ResumeState::load(p).is_some_and(|s| s.done.covered() > 0))
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_ls_lists_every_batch_newest_first() {
+    let mut older = batch("msgbatch_old", 3);
+    older.created_at = "2026-07-01T00:00:00Z".into();
+    let api = MockApi::start(
+        MockApiConfig::new(FileSet::Explicit(vec![]))
+            .with_batches(vec![older, batch("msgbatch_new", 5)]),
+    )
+    .await;
+    let out = run(&api, &["batches", "ls", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let ids: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, vec!["msgbatch_new", "msgbatch_old"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_prints_the_plan_and_fetches_no_content() {
+    let api = MockApi::start(
+        MockApiConfig::new(FileSet::Explicit(small_account()))
+            .with_batches(vec![batch("msgbatch_1", 4)]),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &api,
+        &[
+            "sync",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--dry-run",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let planned: Vec<&str> = summary["planned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        planned,
+        vec!["file_e", "file_c", "file_b", "file_a", "msgbatch_1"]
+    );
+    assert_eq!(
+        api.count(Route::FileContent) + api.count(Route::BatchResults),
+        0
+    );
+    assert!(!dir.path().join("raw").join("2026-06").exists());
+}
