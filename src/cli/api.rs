@@ -13,7 +13,7 @@ use super::{ExitStatus, GlobalArgs};
 use crate::api::{ApiClient, ApiConfig, Cursor, Pagination};
 use crate::engine::{Engine, EngineConfig, TransferSpec};
 use crate::http::{ClientConfig, HttpClient};
-use crate::store::index::{Index, SqliteIndex};
+use crate::store::index::Index;
 use crate::store::layout::DataDir;
 use crate::store::names::safe_file_name;
 use crate::sync::read_result;
@@ -204,14 +204,8 @@ async fn batch_results(
 }
 
 fn show_result(data: &DataDir, id: &str, custom_id: &str) -> anyhow::Result<ExitStatus> {
+    let index = super::sync::open_index(data)?;
     let index_path = data.index_path();
-    if !index_path.exists() {
-        bail!(
-            "no index at {}: run `claudedl sync` first (or pass --data-dir)",
-            index_path.display()
-        );
-    }
-    let index = SqliteIndex::open(&index_path)?;
     let not_synced = || {
         format!(
             "batch {id} has no result {custom_id:?} in the index at {}",

@@ -139,14 +139,7 @@ fn print_reasons(what: &str, items: &[(String, String)]) {
 
 pub fn ls(args: LsArgs) -> anyhow::Result<ExitStatus> {
     let data = DataDir::new(&args.data.data_dir);
-    let index_path = data.index_path();
-    if !index_path.exists() {
-        bail!(
-            "no index at {}: run `claudedl sync` first (or pass --data-dir)",
-            index_path.display()
-        );
-    }
-    let index = SqliteIndex::open(&index_path)?;
+    let index = open_index(&data)?;
     let state = args.state.as_deref().map(parse_state).transpose()?;
     let query = FileQuery {
         month: args.month,
@@ -174,6 +167,18 @@ pub fn ls(args: LsArgs) -> anyhow::Result<ExitStatus> {
         }
     }
     Ok(ExitStatus::Success)
+}
+
+/// The index of an existing data directory (for commands that only read it).
+pub(super) fn open_index(data: &DataDir) -> anyhow::Result<SqliteIndex> {
+    let index_path = data.index_path();
+    if !index_path.exists() {
+        bail!(
+            "no index at {}: run `claudedl sync` first (or pass --data-dir)",
+            index_path.display()
+        );
+    }
+    Ok(SqliteIndex::open(&index_path)?)
 }
 
 fn parse_state(text: &str) -> anyhow::Result<FileState> {

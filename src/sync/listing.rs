@@ -1,7 +1,7 @@
 //! Listing newest first into the index, with the incremental stop.
 
-use crate::api::{Batch, Cursor, FileObject};
-use crate::store::index::{BatchMeta, FileMeta};
+use crate::api::{ApiClient, ApiError, Batch, Cursor, FileObject};
+use crate::store::index::{BatchMeta, FileMeta, Index};
 
 use super::{Sync, SyncError, SyncOptions, SyncSummary};
 
@@ -10,31 +10,26 @@ pub async fn list_files(
     options: &SyncOptions,
     summary: &mut SyncSummary,
 ) -> Result<(), SyncError> {
-    let mut cursor: Option<Cursor> = None;
-    loop {
-        let (page, next) = sync
-            .api
-            .list_files(cursor.as_ref(), options.page_size)
-            .await?;
-        summary.list_requests += 1;
+    let api = sync.api;
+    let index = &mut *sync.index;
+    let fetch =
+        async |cursor: Option<Cursor>| api.list_files(cursor.as_ref(), options.page_size).await;
+    walk_pages(options, summary, fetch, |page: &[FileObject], summary| {
         summary.files_listed += page.len() as u64;
         let ids: Vec<&str> = page.iter().map(|f| f.id.as_str()).collect();
         if options.dry_run {
-            let settled = sync.index.settled_ids(&ids)?;
+            let settled = index.settled_ids(&ids)?;
             let fetchable = page
                 .iter()
                 .filter(|f| !settled.contains(&f.id) && f.downloadable != Some(false));
             summary.planned.extend(fetchable.map(|f| f.id.clone()));
         } else {
             let metas: Vec<FileMeta> = page.iter().map(file_meta).collect();
-            summary.files_new += sync.index.upsert_files(&metas)? as u64;
+            summary.files_new += index.upsert_files(&metas)? as u64;
         }
-        let page_settled = !page.is_empty() && sync.index.settled_ids(&ids)?.len() == page.len();
-        match next {
-            Some(next) if options.full || !page_settled => cursor = Some(next),
-            _ => return Ok(()),
-        }
-    }
+        Ok(index.settled_ids(&ids)?.len() == page.len())
+    })
+    .await
 }
 
 pub async fn list_batches(
@@ -42,35 +37,51 @@ pub async fn list_batches(
     options: &SyncOptions,
     summary: &mut SyncSummary,
 ) -> Result<(), SyncError> {
-    let mut cursor: Option<Cursor> = None;
-    loop {
-        let (page, next) = sync
-            .api
-            .list_batches(cursor.as_ref(), options.page_size.min(1000))
-            .await?;
-        summary.list_requests += 1;
+    let api = sync.api;
+    let index = &mut *sync.index;
+    let fetch =
+        async |cursor: Option<Cursor>| api.list_batches(cursor.as_ref(), options.page_size).await;
+    walk_pages(options, summary, fetch, |page: &[Batch], summary| {
         summary.batches_listed += page.len() as u64;
-        let metas: Vec<BatchMeta> = page.iter().map(|b| batch_meta(sync, b)).collect();
-        let settled = metas.iter().filter(|m| is_settled(sync, &m.id)).count();
+        let metas: Vec<BatchMeta> = page.iter().map(|b| batch_meta(api, b)).collect();
+        let unsettled: Vec<&BatchMeta> = metas
+            .iter()
+            .filter(|m| !is_settled(&*index, &m.id))
+            .collect();
         if options.dry_run {
-            let to_fetch = metas
-                .iter()
-                .filter(|m| m.processing_status == "ended" && !is_settled(sync, &m.id));
+            let to_fetch = unsettled.iter().filter(|m| m.processing_status == "ended");
             summary.planned.extend(to_fetch.map(|m| m.id.clone()));
         } else {
-            sync.index.upsert_batches(&metas)?;
+            index.upsert_batches(&metas)?;
         }
-        let page_settled = !page.is_empty() && settled == page.len();
+        Ok(unsettled.is_empty())
+    })
+    .await
+}
+
+/// Fetch pages newest first until the last one, or (unless `--full`) until a page that `take`
+/// reports as wholly known and settled: everything older was settled by an earlier sync.
+async fn walk_pages<T>(
+    options: &SyncOptions,
+    summary: &mut SyncSummary,
+    mut fetch: impl AsyncFnMut(Option<Cursor>) -> Result<(Vec<T>, Option<Cursor>), ApiError>,
+    mut take: impl FnMut(&[T], &mut SyncSummary) -> Result<bool, SyncError>,
+) -> Result<(), SyncError> {
+    let mut cursor = None;
+    loop {
+        let (page, next) = fetch(cursor.take()).await?;
+        summary.list_requests += 1;
+        let settled = take(&page, summary)?;
         match next {
-            Some(next) if options.full || !page_settled => cursor = Some(next),
+            Some(next) if options.full || page.is_empty() || !settled => cursor = Some(next),
             _ => return Ok(()),
         }
     }
 }
 
-fn is_settled(sync: &Sync<'_>, id: &str) -> bool {
+fn is_settled(index: &dyn Index, id: &str) -> bool {
     use crate::store::index::FileState;
-    let entry = sync.index.batch(id).ok().flatten();
+    let entry = index.batch(id).ok().flatten();
     entry.is_some_and(|e| matches!(e.state, FileState::Complete | FileState::Skipped))
 }
 
@@ -86,15 +97,14 @@ fn file_meta(file: &FileObject) -> FileMeta {
     }
 }
 
-fn batch_meta(sync: &Sync<'_>, batch: &Batch) -> BatchMeta {
+fn batch_meta(api: &ApiClient, batch: &Batch) -> BatchMeta {
     BatchMeta {
         id: batch.id.clone(),
         created_at: batch.created_at.clone(),
         processing_status: batch.processing_status.clone(),
         ended_at: batch.ended_at.clone(),
         // Redacted: a signed results URL must not rest in the index; a fresh one is fetched later.
-        results_url: sync
-            .api
+        results_url: api
             .results_url(batch)
             .map(|u| crate::http::redact::redact_url(&u)),
         expected_results: batch.request_counts.total(),
