@@ -51,7 +51,6 @@ need nginx nginx
 need aria2c aria2
 need curl curl
 need python3 python3
-need sha256sum coreutils
 need cmp diffutils
 need timeout coreutils
 [[ -x /usr/bin/time ]] || missing+=("/usr/bin/time (apt-get install time)")
@@ -115,7 +114,7 @@ head -c $((CAPPED_MIB * MIB)) "$WWW/f1g.bin" >"$WWW/f64.bin"
 head -c $((KILL_MIB * MIB)) "$WWW/f1g.bin" >"$WWW/fkill.bin"
 declare -A SHA
 for f in f1g f64 fkill; do
-    SHA[$f]=$(sha256sum "$WWW/$f.bin" | cut -d' ' -f1)
+    SHA[$f]=$(python3 "$LIB" sha256 "$WWW/$f.bin")
 done
 
 # ---- nginx: HTTP server + per-connection capped stream proxy -------------------------------
@@ -258,6 +257,10 @@ run_tool() {
     "claudedl -c 16")
         run_one uncapped "$name" "$round" "$OUT/f1g.bin" "$WWW/f1g.bin" "${SHA[f1g]}" -- \
             "$BIN" get "$DIRECT/f1g.bin" -o "$OUT/f1g.bin" -c 16 --json -q ;;
+    "claudedl -c 8 --checkpoint-ms 100000")
+        # Diagnostic (hidden flag): no periodic checkpoint, i.e. no fdatasync every 100 ms.
+        run_one uncapped "$name" "$round" "$OUT/f1g.bin" "$WWW/f1g.bin" "${SHA[f1g]}" -- \
+            "$BIN" get "$DIRECT/f1g.bin" -o "$OUT/f1g.bin" -c 8 --json -q --checkpoint-ms 100000 ;;
     "curl -o")
         run_one uncapped "$name" "$round" "$OUT/f1g.bin" "$WWW/f1g.bin" - -- \
             curl -sSf -o "$OUT/f1g.bin" "$DIRECT/f1g.bin" ;;
@@ -287,7 +290,8 @@ rounds() {
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 CAPPED_TOOLS=("claudedl -c 10" "aria2c -x10 -s10 -k1M" "curl (1 connection, first $CURL_CAPPED_MIB MiB)")
-BIG_TOOLS=("claudedl -c 8" "curl -o" "aria2c -x8 -s8" "claudedl -c 16" "curl -o, then sync FILE")
+BIG_TOOLS=("claudedl -c 8" "curl -o" "aria2c -x8 -s8" "claudedl -c 16" "curl -o, then sync FILE"
+    "claudedl -c 8 --checkpoint-ms 100000")
 
 # ---- scenario 1: capped --------------------------------------------------------------------
 
@@ -329,7 +333,7 @@ if has 4; then
         read -r served reqs < <(python3 "$LIB" logsum "$HTTP_LOG" "$h0" 2)
         read -r sent conns < <(python3 "$LIB" logsum "$STREAM_LOG" "$p0" 2)
         sha_ok=no
-        if [[ -f $out ]] && [[ $(sha256sum "$out" | cut -d' ' -f1) == "${SHA[fkill]}" ]]; then
+        if [[ -f $out ]] && [[ $(python3 "$LIB" sha256 "$out") == "${SHA[fkill]}" ]]; then
             sha_ok=yes
         fi
         resumed_from=$(python3 "$LIB" json-field "$W/run2.json" resumed_from)

@@ -7,6 +7,8 @@ Subcommands:
   logsum FILE OFFSET FIELD             sum field FIELD (0-based, whitespace split) of the lines
                                        after byte OFFSET; prints "SUM LINES"
   json-field FILE KEY                  print KEY of the first JSON object in FILE (or "")
+  sha256 FILE                          hex SHA-256 (hashlib: OpenSSL, SHA-NI where available;
+                                       coreutils sha256sum is ~4x slower here)
   done-bytes STATE                     bytes listed as done in a claudedl .part.json
   kill-at STATE PID TARGET TIMEOUT     poll STATE every 5 ms; once the done bytes reach TARGET, wait
                                        a random 0..KILL_JITTER s (default 0.3) and SIGKILL PID;
@@ -14,6 +16,7 @@ Subcommands:
   report RESULTS KILLS PARAMS          print the markdown tables
 """
 
+import hashlib
 import json
 import os
 import random
@@ -72,6 +75,14 @@ def json_field(path, key):
     except (OSError, ValueError):
         pass
     print("")
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(4 * MIB):
+            h.update(chunk)
+    print(h.hexdigest())
 
 
 def done_bytes(path):
@@ -191,9 +202,11 @@ def report(results_path, kills_path, params_path):
         print(f"### 2. and 3. Uncapped, {params['big_mib']} MiB file to disk (direct nginx)\n")
         print("Median over rounds; CPU = user + sys of the client process (and its children) "
               "from /usr/bin/time; peak RSS = %M (max over rounds).\n")
+        print("'over-served' = body bytes nginx logged for the run minus the file size "
+              "(bytes sent on connections the client dropped early; median).\n")
         print("| tool | wall s (median) | MiB/s | CPU s (median) | user s | sys s | peak RSS MiB "
-              "(max) | walls s (all rounds) | failed runs |")
-        print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
+              "(max) | over-served MiB | requests | walls s (all rounds) | failed runs |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     walls, cpus, rss = {}, {}, {}
     for tool in params["big_tools"]:
         runs = group("uncapped", tool)
@@ -208,8 +221,11 @@ def report(results_path, kills_path, params_path):
         walls[tool], cpus[tool], rss[tool] = wall, cpu, peak
         rate = params["big_mib"] / wall if wall else None
         all_walls = " ".join(r["wall"] for r in runs)
+        over = med([(num(r["served_http"]) - num(r["size"])) / MIB for r in good])
+        reqs = med([num(r["reqs_http"]) for r in good])
         print(f"| {tool} | {fmt(wall)} | {fmt(rate, 0)} | {fmt(cpu)} | {fmt(user)} | "
-              f"{fmt(sys_)} | {fmt(peak, 1)} | {all_walls} | {failures(runs)} |")
+              f"{fmt(sys_)} | {fmt(peak, 1)} | {fmt(over, 1)} | {fmt(reqs, 0)} | {all_walls} | "
+              f"{failures(runs)} |")
     print()
     cw, uw = walls.get("claudedl -c 8"), walls.get("curl -o")
     cc, ac = cpus.get("claudedl -c 8"), cpus.get("aria2c -x8 -s8")
@@ -274,6 +290,8 @@ def main():
         logsum(*args)
     elif cmd == "json-field":
         json_field(*args)
+    elif cmd == "sha256":
+        sha256(*args)
     elif cmd == "done-bytes":
         print(done_bytes(args[0]) or 0)
     elif cmd == "kill-at":

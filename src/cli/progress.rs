@@ -36,7 +36,13 @@ impl Bars {
 
     /// Print a line above the bars (nothing when hidden).
     pub fn println(&self, line: &str) {
-        if self.visible {
+        if !self.visible {
+            return;
+        }
+        // indicatif prints above bars only while some are drawn.
+        if self.bars.lock().unwrap().is_empty() {
+            eprintln!("{line}");
+        } else {
             let _ = self.multi.println(line);
         }
     }
