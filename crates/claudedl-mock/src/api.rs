@@ -32,18 +32,18 @@ mod rate_limit;
 mod tests;
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use bytes::Bytes;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use demo::demo_config;
 
-use body::{ApiListener, Flushes};
+use crate::http::lock;
+use crate::http::serve::{bind_loopback, find_header, spawn_server};
 use handler::ApiState;
 
 /// The default API key of a [`MockApiConfig`].
@@ -371,10 +371,7 @@ pub struct ApiRequest {
 impl ApiRequest {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+        find_header(&self.headers, name)
     }
 }
 
@@ -405,19 +402,12 @@ impl MockApi {
     ///
     /// If a `created_at` is not RFC 3339.
     pub async fn bind(config: MockApiConfig, port: u16) -> io::Result<MockApi> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
-        let addr = listener.local_addr()?;
+        let (listener, addr) = bind_loopback(port).await?;
         let shared = Arc::new(Shared::new(config, format!("http://{addr}")));
         let app = Router::new()
             .fallback(handler::serve_request)
-            .with_state(Arc::clone(&shared))
-            .into_make_service_with_connect_info::<Flushes>();
-        let shutdown = shared.shutdown_signal();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(ApiListener(listener), app)
-                .with_graceful_shutdown(shutdown)
-                .await;
-        });
+            .with_state(Arc::clone(&shared));
+        let server = spawn_server(listener, app, &shared.shutdown);
         Ok(MockApi {
             addr,
             shared,
@@ -516,21 +506,8 @@ impl Shared {
         }
     }
 
-    /// Completes once the API is dropped.
-    fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut shutdown = self.shutdown.subscribe();
-        async move {
-            let _ = shutdown.wait_for(|down| *down).await;
-        }
-    }
-
     fn count_sent(&self, route: Route, bytes: usize) {
         self.sent
             .send_modify(|totals| totals[route.index()] += bytes as u64);
     }
-}
-
-/// Locks `mutex`, ignoring poisoning (a panicking test must not hide its own message).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

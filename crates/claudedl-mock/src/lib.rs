@@ -1,2 +1,5 @@
 pub mod api;
+mod http;
 pub mod origin;
+#[cfg(test)]
+mod testing;

@@ -11,40 +11,32 @@
 //! for it) before its body is streamed, and every content body byte handed to the connection is
 //! counted, so tests can assert exactly what the client did and wait for progress without sleeping.
 
-use std::future::Future;
 use std::io::{self, Write as _};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Range;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use axum::response::Response;
-use axum::serve::{IncomingStream, Listener};
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use futures_util::Stream;
-use httpdate::HttpDate;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-/// Default body write granularity.
-const DEFAULT_CHUNK_SIZE: usize = 16 * 1024;
+use crate::http::body::{BodySender, DEFAULT_CHUNK_SIZE, Ending, Pacer};
+use crate::http::lock;
+use crate::http::range::{self, ByteRange};
+use crate::http::serve::{Flushes, bind_loopback, find_header, header_pairs, spawn_server};
+
 /// Default `Last-Modified`: 2023-11-14T22:13:20Z.
 const DEFAULT_LAST_MODIFIED_SECS: u64 = 1_700_000_000;
-/// How long a [`Fault::Stall`] keeps the connection silent before aborting it.
-const STALL_LIMIT: Duration = Duration::from_secs(120);
 /// How many bytes a [`Fault::LongBody`] response sends beyond the requested range.
 const LONG_BODY_EXTRA: usize = 100;
 /// Padding used by [`Fault::LongBody`] when the range ends too close to the end of the content.
@@ -234,10 +226,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+        find_header(&self.headers, name)
     }
 }
 
@@ -257,21 +246,12 @@ impl Origin {
     ///
     /// If no loopback port can be bound.
     pub async fn start(config: OriginConfig) -> Origin {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind a loopback port");
-        let addr = listener.local_addr().expect("read the bound address");
+        let (listener, addr) = bind_loopback(0).await.expect("bind a loopback port");
         let shared = Arc::new(Shared::new(config));
         let app = Router::new()
             .fallback(serve_request)
-            .with_state(Arc::clone(&shared))
-            .into_make_service_with_connect_info::<Flushes>();
-        let shutdown = shared.shutdown_signal();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(OriginListener(listener), app)
-                .with_graceful_shutdown(shutdown)
-                .await;
-        });
+            .with_state(Arc::clone(&shared));
+        let server = spawn_server(listener, app, &shared.shutdown);
         Origin {
             addr,
             shared,
@@ -369,14 +349,6 @@ impl Shared {
         }
     }
 
-    /// Completes once the origin is dropped.
-    fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut shutdown = self.shutdown.subscribe();
-        async move {
-            let _ = shutdown.wait_for(|down| *down).await;
-        }
-    }
-
     fn record(&self, parts: &Parts, status: StatusCode) {
         let request = RecordedRequest {
             method: parts.method.to_string(),
@@ -385,14 +357,7 @@ impl Shared {
                 .path_and_query()
                 .map_or_else(|| parts.uri.path(), |target| target.as_str())
                 .to_owned(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(name, value)| {
-                    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-                    (name.as_str().to_owned(), value)
-                })
-                .collect(),
+            headers: header_pairs(&parts.headers),
             status: status.as_u16(),
         };
         lock(&self.log).push(request);
@@ -401,12 +366,6 @@ impl Shared {
     fn count_sent(&self, bytes: usize) {
         self.sent.send_modify(|total| *total += bytes as u64);
     }
-}
-
-/// Locks `mutex`, ignoring poisoning (a panicking test must not hide its own message behind
-/// ours).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The one handler: sees every request, on every path, with every method.
@@ -447,14 +406,7 @@ impl Resource {
     /// Whether an `If-Range` validator still names this representation: a strong, exact `ETag`
     /// match, or exactly the `Last-Modified` date.
     fn if_range_matches(&self, validator: &str) -> bool {
-        let validator = validator.trim();
-        if validator.starts_with('"') || validator.starts_with("W/") {
-            return !validator.starts_with("W/") && self.etag.as_deref() == Some(validator);
-        }
-        match (self.last_modified, httpdate::parse_http_date(validator)) {
-            (Some(modified), Ok(date)) => HttpDate::from(modified) == HttpDate::from(date),
-            _ => false,
-        }
+        range::if_range_matches(validator, self.etag.as_deref(), self.last_modified)
     }
 
     /// `ETag`, `Last-Modified` and `Content-Type`.
@@ -514,7 +466,10 @@ impl ServerState {
         match self.requested_range(headers) {
             None => self.full_reply(is_get),
             Some(ByteRange::Unsatisfiable) => self.unsatisfiable_reply(),
-            Some(ByteRange::Satisfiable(range)) => self.partial_reply(range, is_get),
+            // Both bounds are at most the content length, a `usize`.
+            Some(ByteRange::Satisfiable(range)) => {
+                self.partial_reply(range.start as usize..range.end as usize, is_get)
+            }
         }
     }
 
@@ -539,16 +494,10 @@ impl ServerState {
         if !self.accept_ranges || self.fault == Fault::IgnoreRange {
             return None;
         }
-        let spec = parse_range(headers.get(header::RANGE)?.to_str().ok()?)?;
-        if let Some(validator) = headers.get(header::IF_RANGE) {
-            let still_valid = validator
-                .to_str()
-                .is_ok_and(|validator| self.resource.if_range_matches(validator));
-            if !still_valid {
-                return None;
-            }
-        }
-        Some(spec.resolve(self.resource.content.len()))
+        let len = self.resource.content.len() as u64;
+        range::requested_range(headers, len, |validator| {
+            self.resource.if_range_matches(validator)
+        })
     }
 
     fn full_reply(&mut self, is_get: bool) -> Reply {
@@ -656,87 +605,17 @@ fn gzip(data: &[u8]) -> Bytes {
     Bytes::from(encoder.finish().expect("writing to a Vec cannot fail"))
 }
 
-/// A parsed single-range `Range: bytes=...` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RangeSpec {
-    /// `bytes=a-b`
-    FromTo(u64, u64),
-    /// `bytes=a-`
-    From(u64),
-    /// `bytes=-n`
-    Suffix(u64),
-}
-
-/// A [`RangeSpec`] resolved against the content length.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ByteRange {
-    Satisfiable(Range<usize>),
-    Unsatisfiable,
-}
-
-/// Parses a single byte range; multiple ranges, other units and malformed values give `None`
-/// (such a `Range` header is ignored).
-fn parse_range(value: &str) -> Option<RangeSpec> {
-    let (unit, spec) = value.trim().split_once('=')?;
-    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
-        return None;
-    }
-    let (first, last) = spec.trim().split_once('-')?;
-    match (first.trim(), last.trim()) {
-        ("", "") => None,
-        ("", last) => Some(RangeSpec::Suffix(parse_position(last)?)),
-        (first, "") => Some(RangeSpec::From(parse_position(first)?)),
-        (first, last) => {
-            let (first, last) = (parse_position(first)?, parse_position(last)?);
-            (first <= last).then_some(RangeSpec::FromTo(first, last))
-        }
-    }
-}
-
-/// Digits only (`u64::from_str` would also accept a leading `+`).
-fn parse_position(digits: &str) -> Option<u64> {
-    if digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        digits.parse().ok()
-    } else {
-        None
-    }
-}
-
-impl RangeSpec {
-    fn resolve(self, total: usize) -> ByteRange {
-        let total = total as u64;
-        let (start, end) = match self {
-            RangeSpec::FromTo(first, last) => (first, last.saturating_add(1).min(total)),
-            RangeSpec::From(first) => (first, total),
-            RangeSpec::Suffix(len) => (total.saturating_sub(len), total),
-        };
-        if start >= end {
-            // Covers `first >= total`, `bytes=-0` and any range of empty content.
-            return ByteRange::Unsatisfiable;
-        }
-        // Both bounds are at most `total`, which came from a `usize`.
-        ByteRange::Satisfiable(start as usize..end as usize)
-    }
-}
-
 /// A response decided under the state lock, turned into an HTTP response after it is released.
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: ReplyBody,
-}
+type Reply = crate::http::reply::Reply<ReplyBody>;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 enum ReplyBody {
+    #[default]
     Empty,
     /// A small error body; not paced, not counted.
     Text(&'static str),
     /// Content bytes: paced, counted, and ended as `ending` says once `data` is sent.
-    Content {
-        data: Bytes,
-        ending: Ending,
-    },
+    Content { data: Bytes, ending: Ending },
 }
 
 impl ReplyBody {
@@ -747,26 +626,7 @@ impl ReplyBody {
     }
 }
 
-/// What happens once a body's bytes are sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    /// The body ends normally.
-    Complete,
-    /// The connection is aborted.
-    Abort,
-    /// Nothing more is sent for [`STALL_LIMIT`], then the connection is aborted.
-    Stall,
-}
-
 impl Reply {
-    fn new(status: StatusCode) -> Self {
-        Reply {
-            status,
-            headers: HeaderMap::new(),
-            body: ReplyBody::Empty,
-        }
-    }
-
     fn redirect(location: &str) -> Self {
         let mut reply = Reply::new(StatusCode::FOUND);
         reply.set(header::LOCATION, location);
@@ -803,279 +663,52 @@ impl Reply {
         reply
     }
 
-    fn set(&mut self, name: HeaderName, value: impl ToString) {
-        let value = HeaderValue::from_str(&value.to_string()).expect("a valid header value");
-        self.headers.insert(name, value);
-    }
-
     fn into_response(self, shared: &Arc<Shared>, flushes: Flushes) -> Response {
-        let body = match self.body {
+        self.respond(|body| match body {
             ReplyBody::Empty => Body::empty(),
             ReplyBody::Text(text) => Body::from(text),
             ReplyBody::Content { data, ending } => {
-                Body::from_stream(BodySender::new(data, ending, shared, flushes).into_stream())
+                Body::from_stream(content_stream(data, ending, shared, flushes))
             }
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers;
-        response
-    }
-}
-
-/// Streams one content body: in chunks, paced, counted, and ended as its [`Ending`] says.
-/// Aborts the connection when the origin is dropped.
-struct BodySender {
-    remaining: Bytes,
-    ending: Ending,
-    chunk_size: usize,
-    pacer: Option<Pacer>,
-    shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
-    flushes: Flushes,
-    finished: bool,
-}
-
-impl BodySender {
-    fn new(data: Bytes, ending: Ending, shared: &Arc<Shared>, flushes: Flushes) -> Self {
-        BodySender {
-            remaining: data,
-            ending,
-            chunk_size: shared.chunk_size,
-            pacer: shared.throttle.map(Pacer::new),
-            shared: Arc::clone(shared),
-            shutdown: shared.shutdown.subscribe(),
-            flushes,
-            finished: false,
-        }
-    }
-
-    fn into_stream(self) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-        futures_util::stream::unfold(self, |mut sender| async move {
-            let item = sender.next_item().await?;
-            Some((item, sender))
         })
     }
-
-    /// The next chunk; an error aborts the connection; `None` ends the body.
-    async fn next_item(&mut self) -> Option<io::Result<Bytes>> {
-        if self.finished {
-            return None;
-        }
-        if self.remaining.is_empty() {
-            self.finished = true;
-            return self.finish().await.err().map(Err);
-        }
-        let chunk = self.next_chunk().await;
-        self.finished = chunk.is_err();
-        Some(chunk)
-    }
-
-    async fn next_chunk(&mut self) -> io::Result<Bytes> {
-        let mut len = self.chunk_size.min(self.remaining.len());
-        if let Some(pacer) = &mut self.pacer {
-            len = len.min(until_shutdown(&mut self.shutdown, pacer.allowance()).await?);
-            pacer.consume(len);
-        }
-        let chunk = self.remaining.split_to(len);
-        self.shared.count_sent(chunk.len());
-        Ok(chunk)
-    }
-
-    async fn finish(&mut self) -> io::Result<()> {
-        match self.ending {
-            Ending::Complete => Ok(()),
-            Ending::Abort => {
-                // hyper drops what it still buffers when a body fails: let the sent bytes reach
-                // the socket first, so the client sees exactly them before the connection drops.
-                until_shutdown(&mut self.shutdown, self.flushes.next()).await?;
-                Err(aborted("injected fault: connection cut"))
-            }
-            Ending::Stall => {
-                until_shutdown(&mut self.shutdown, tokio::time::sleep(STALL_LIMIT)).await?;
-                Err(aborted("injected fault: stalled connection given up"))
-            }
-        }
-    }
 }
 
-/// Runs `work` unless the origin is dropped first.
-async fn until_shutdown<T>(
-    shutdown: &mut watch::Receiver<bool>,
-    work: impl Future<Output = T>,
-) -> io::Result<T> {
-    tokio::select! {
-        output = work => Ok(output),
-        _ = shutdown.wait_for(|down| *down) => Err(aborted("origin shut down")),
-    }
-}
-
-fn aborted(reason: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, reason)
-}
-
-/// Accepts loopback connections wrapped in [`FlushTrackingStream`].
-struct OriginListener(TcpListener);
-
-impl Listener for OriginListener {
-    type Io = FlushTrackingStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        // axum's own implementation retries failed accepts.
-        let (stream, peer) = Listener::accept(&mut self.0).await;
-        let stream = FlushTrackingStream {
-            stream,
-            flushes: Flushes::default(),
-        };
-        (stream, peer)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
-/// Tells when a connection is flushed. hyper flushes the socket only once its write buffer is
-/// empty, so a flush that follows a body chunk means the chunk reached the socket.
-#[derive(Debug, Clone, Default)]
-struct Flushes(Arc<watch::Sender<()>>);
-
-impl Flushes {
-    /// Completes at the first flush after the call.
-    async fn next(&self) {
-        // The sender lives in `self`, so `changed` cannot fail.
-        let _ = self.0.subscribe().changed().await;
-    }
-
-    fn notify(&self) {
-        self.0.send_replace(());
-    }
-}
-
-impl Connected<IncomingStream<'_, OriginListener>> for Flushes {
-    fn connect_info(stream: IncomingStream<'_, OriginListener>) -> Self {
-        stream.io().flushes.clone()
-    }
-}
-
-/// A TCP connection that reports its flushes.
-struct FlushTrackingStream {
-    stream: TcpStream,
+/// Streams one content body: in chunks, paced, counted, and ended as `ending` says. Aborts the
+/// connection when the origin is dropped.
+fn content_stream(
+    data: Bytes,
+    ending: Ending,
+    shared: &Arc<Shared>,
     flushes: Flushes,
-}
-
-impl AsyncRead for FlushTrackingStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for FlushTrackingStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let flushed = Pin::new(&mut this.stream).poll_flush(cx);
-        if flushed.is_ready() {
-            this.flushes.notify();
-        }
-        flushed
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
-
-/// Enforces a [`Throttle`]: at most `bytes` per window of `every`.
-struct Pacer {
-    bytes_per_window: usize,
-    every: Duration,
-    budget: usize,
-    refill_at: Instant,
-}
-
-impl Pacer {
-    fn new(throttle: Throttle) -> Self {
-        let bytes_per_window = throttle.bytes.max(1);
-        Pacer {
-            bytes_per_window,
-            every: throttle.every,
-            budget: bytes_per_window,
-            refill_at: Instant::now() + throttle.every,
-        }
-    }
-
-    /// How many bytes may be sent now, waiting for the next window if the budget is spent.
-    async fn allowance(&mut self) -> usize {
-        if self.budget == 0 {
-            tokio::time::sleep_until(self.refill_at).await;
-            self.budget = self.bytes_per_window;
-            self.refill_at = Instant::now() + self.every;
-        }
-        self.budget
-    }
-
-    fn consume(&mut self, bytes: usize) {
-        self.budget -= bytes;
-    }
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let counter = Arc::clone(shared);
+    let count = move |bytes| counter.count_sent(bytes);
+    let pacer = shared
+        .throttle
+        .map(|throttle| Pacer::new(throttle.bytes, throttle.every));
+    BodySender::new(data, ending, count, shared.shutdown.subscribe(), flushes)
+        .with_chunk_size(shared.chunk_size)
+        .with_pacer(pacer)
+        .into_stream()
 }
 
 #[cfg(test)]
 mod tests {
-    use std::fmt::Write as _;
     use std::io::Read as _;
 
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncReadExt as _;
     use tokio::net::TcpStream;
-    use tokio::time::timeout;
+    use tokio::time::{Instant, timeout};
 
     use super::*;
-
-    const PATIENCE: Duration = Duration::from_secs(10);
+    use crate::testing::{self, PATIENCE, RawResponse, parse_response, read_until_closed};
 
     fn sample(len: usize) -> Bytes {
         (0..len).map(|i| (i % 251) as u8).collect()
     }
 
-    /// A response as read off the wire, until the connection closed.
-    struct RawResponse {
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-    }
-
     impl RawResponse {
-        fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
-                .map(|(_, value)| value.as_str())
-        }
-
         fn content_length(&self) -> usize {
             self.header("content-length").unwrap().parse().unwrap()
         }
@@ -1086,32 +719,12 @@ mod tests {
         method: &str,
         headers: &[(&str, &str)],
     ) -> TcpStream {
-        let mut request = format!("{method} /file.bin HTTP/1.1\r\nhost: {}\r\n", origin.addr());
-        for (name, value) in headers {
-            write!(request, "{name}: {value}\r\n").unwrap();
-        }
-        request.push_str("connection: close\r\n\r\n");
-        let mut stream = TcpStream::connect(origin.addr()).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        stream
+        testing::connect_and_send(origin.addr(), method, "/file.bin", headers).await
     }
 
     /// Sends one request and reads until the server closes (or aborts) the connection.
     async fn send(origin: &Origin, method: &str, headers: &[(&str, &str)]) -> RawResponse {
-        let mut stream = connect_and_send(origin, method, headers).await;
-        let raw = timeout(PATIENCE, read_until_closed(&mut stream))
-            .await
-            .unwrap();
-        parse_response(&raw)
-    }
-
-    async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
-        let mut raw = Vec::new();
-        let mut buf = [0; 8192];
-        while let Ok(read @ 1..) = stream.read(&mut buf).await {
-            raw.extend_from_slice(&buf[..read]);
-        }
-        raw
+        testing::send(origin.addr(), method, "/file.bin", headers).await
     }
 
     fn has_body_bytes(raw: &[u8], len: usize) -> bool {
@@ -1132,32 +745,6 @@ mod tests {
             let start = line_end + 2;
             body.extend_from_slice(&raw[start..start + size]);
             raw = &raw[start + size + 2..];
-        }
-    }
-
-    fn parse_response(raw: &[u8]) -> RawResponse {
-        let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        let head = std::str::from_utf8(&raw[..head_end]).unwrap();
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let headers = lines
-            .map(|line| {
-                let (name, value) = line.split_once(':').unwrap();
-                (name.to_ascii_lowercase(), value.trim().to_owned())
-            })
-            .collect();
-        let body = raw[head_end + 4..].to_vec();
-        RawResponse {
-            status,
-            headers,
-            body,
         }
     }
 
@@ -1490,22 +1077,5 @@ mod tests {
             .read_to_end(&mut decoded)
             .unwrap();
         assert_eq!(decoded, content[..500]);
-    }
-
-    #[test]
-    fn range_parsing() {
-        assert_eq!(parse_range("bytes=0-9"), Some(RangeSpec::FromTo(0, 9)));
-        assert_eq!(parse_range("bytes=5-"), Some(RangeSpec::From(5)));
-        assert_eq!(parse_range("bytes=-5"), Some(RangeSpec::Suffix(5)));
-        assert_eq!(parse_range("bytes=9-0"), None);
-        assert_eq!(parse_range("bytes=+1-2"), None);
-        assert_eq!(parse_range("items=0-9"), None);
-        assert_eq!(parse_range("bytes=-"), None);
-        let total = 10;
-        let resolve = |value| parse_range(value).unwrap().resolve(total);
-        assert_eq!(resolve("bytes=0-99"), ByteRange::Satisfiable(0..10));
-        assert_eq!(resolve("bytes=-99"), ByteRange::Satisfiable(0..10));
-        assert_eq!(resolve("bytes=-0"), ByteRange::Unsatisfiable);
-        assert_eq!(resolve("bytes=10-"), ByteRange::Unsatisfiable);
     }
 }

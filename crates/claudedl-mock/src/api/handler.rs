@@ -8,21 +8,25 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use serde::Serialize;
 
 use super::batches::{BatchStore, StoredBatch};
-use super::body::{BodySource, CountedBody, Ending, Flushes};
+use super::body::{BodySource, CountedBody};
 use super::files::{FileStore, FileView};
 use super::listing::{
     IdPageBody, Keyed as _, Query, decode_cursor, encode_cursor, id_page, older_page, parse_limit,
     percent_decode,
 };
-use super::range::{ByteRange, Validators, requested_range};
+use super::range::{Validators, requested_range};
 use super::rate_limit::TokenBucket;
-use super::{ApiFault, ApiRequest, MockApiConfig, Route, Shared, lock};
+use super::{ApiFault, ApiRequest, MockApiConfig, Route, Shared};
+use crate::http::body::Ending;
+use crate::http::lock;
+use crate::http::range::ByteRange;
+use crate::http::serve::{Flushes, header_pairs};
 
 /// The beta that switches `GET /v1/files` to the id-based page shape.
 const FILES_BETA: &str = "files-api-2025-04-14";
@@ -172,10 +176,10 @@ impl ApiState {
         let mut reply = self
             .decide(parts, &target, base_url)
             .unwrap_or_else(|error| Reply::error(&error, &request_id));
-        reply.set_str(HeaderName::from_static("request-id"), &request_id);
+        reply.set(HeaderName::from_static("request-id"), request_id);
         if let Some(bucket) = &mut self.bucket {
             for (name, value) in bucket.headers() {
-                reply.set_str(HeaderName::from_static(name), &value);
+                reply.set(HeaderName::from_static(name), value);
             }
         }
         self.record(parts, target.route(), reply.status);
@@ -483,20 +487,20 @@ impl ApiState {
             Some(ByteRange::Satisfiable(_)) => StatusCode::PARTIAL_CONTENT,
         };
         let mut reply = Reply::new(status);
-        reply.set_str(header::CONTENT_TYPE, representation.content_type);
+        reply.set(header::CONTENT_TYPE, representation.content_type);
         if self.ranges {
             representation.describe(&mut reply);
         }
         let body = match range {
             None => representation.source,
             Some(ByteRange::Unsatisfiable) => {
-                reply.set_str(header::CONTENT_RANGE, &format!("bytes */{len}"));
-                reply.set_str(header::CONTENT_LENGTH, "0");
+                reply.set(header::CONTENT_RANGE, format!("bytes */{len}"));
+                reply.set(header::CONTENT_LENGTH, 0);
                 return reply;
             }
             Some(ByteRange::Satisfiable(range)) => {
                 let content_range = format!("bytes {}-{}/{len}", range.start, range.end - 1);
-                reply.set_str(header::CONTENT_RANGE, &content_range);
+                reply.set(header::CONTENT_RANGE, content_range);
                 representation.source.slice(range)
             }
         };
@@ -505,19 +509,11 @@ impl ApiState {
     }
 
     fn record(&mut self, parts: &Parts, route: Route, status: StatusCode) {
-        let headers = parts
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-                (name.as_str().to_owned(), value)
-            })
-            .collect();
         self.log.push(ApiRequest {
             method: parts.method.to_string(),
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().unwrap_or("").to_owned(),
-            headers,
+            headers: header_pairs(&parts.headers),
             status: status.as_u16(),
             route,
         });
@@ -572,23 +568,19 @@ struct Representation {
 impl Representation {
     /// `ETag`, `Last-Modified` and `Accept-Ranges`.
     fn describe(&self, reply: &mut Reply) {
-        reply.set_str(header::ETAG, &self.validators.etag);
+        reply.set(header::ETAG, &self.validators.etag);
         let modified = httpdate::fmt_http_date(self.validators.last_modified.to_system_time());
-        reply.set_str(header::LAST_MODIFIED, &modified);
-        reply.set_str(header::ACCEPT_RANGES, "bytes");
+        reply.set(header::LAST_MODIFIED, modified);
+        reply.set(header::ACCEPT_RANGES, "bytes");
     }
 }
 
 /// A response decided under the state lock, turned into an HTTP response after it is released.
-#[derive(Debug)]
-pub(super) struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: ReplyBody,
-}
+type Reply = crate::http::reply::Reply<ReplyBody>;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 enum ReplyBody {
+    #[default]
     Empty,
     /// An error envelope: not counted, never cut.
     Plain(Bytes),
@@ -597,18 +589,10 @@ enum ReplyBody {
 }
 
 impl Reply {
-    fn new(status: StatusCode) -> Self {
-        Reply {
-            status,
-            headers: HeaderMap::new(),
-            body: ReplyBody::Empty,
-        }
-    }
-
     /// `200` with a JSON body.
     fn json(route: Route, body: Bytes, is_get: bool) -> Self {
         let mut reply = Reply::new(StatusCode::OK);
-        reply.set_str(header::CONTENT_TYPE, JSON);
+        reply.set(header::CONTENT_TYPE, JSON);
         reply.set_body(BodySource::Bytes(body), route, is_get);
         reply
     }
@@ -624,10 +608,10 @@ impl Reply {
             request_id,
         });
         let mut reply = Reply::new(error.status);
-        reply.set_str(header::CONTENT_TYPE, JSON);
-        reply.set_str(header::CONTENT_LENGTH, &body.len().to_string());
+        reply.set(header::CONTENT_TYPE, JSON);
+        reply.set(header::CONTENT_LENGTH, body.len());
         if let Some(secs) = error.retry_after_secs {
-            reply.set_str(header::RETRY_AFTER, &secs.to_string());
+            reply.set(header::RETRY_AFTER, secs);
         }
         reply.body = ReplyBody::Plain(body);
         reply
@@ -635,26 +619,17 @@ impl Reply {
 
     /// `Content-Length` and, for `GET`, the counted body.
     fn set_body(&mut self, source: BodySource, route: Route, is_get: bool) {
-        self.set_str(header::CONTENT_LENGTH, &source.len().to_string());
+        self.set(header::CONTENT_LENGTH, source.len());
         if is_get {
             self.body = ReplyBody::Counted(CountedBody::complete(source, route));
         }
     }
 
-    fn set_str(&mut self, name: HeaderName, value: &str) {
-        let value = HeaderValue::from_str(value).expect("a valid header value");
-        self.headers.insert(name, value);
-    }
-
     fn into_response(self, shared: &Arc<Shared>, flushes: Flushes) -> Response {
-        let body = match self.body {
+        self.respond(|body| match body {
             ReplyBody::Empty => Body::empty(),
             ReplyBody::Plain(bytes) => Body::from(bytes),
             ReplyBody::Counted(body) => Body::from_stream(body.into_stream(shared, flushes)),
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers;
-        response
+        })
     }
 }

@@ -1,50 +1,16 @@
-//! Single byte ranges and `If-Range`, with the semantics of [`crate::origin`] (its helpers are
-//! private to that module, so the small parser is repeated here, over `u64` lengths).
+//! `If-Range` validators of the API's byte representations (file content, batch results); the
+//! range handling itself is [`crate::http::range`]'s.
 
-use std::ops::Range;
-
-use axum::http::{HeaderMap, header};
-use httpdate::HttpDate;
+use axum::http::HeaderMap;
 
 use super::clock::Timestamp;
-
-/// A parsed single-range `Range: bytes=...` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RangeSpec {
-    /// `bytes=a-b`
-    FromTo(u64, u64),
-    /// `bytes=a-`
-    From(u64),
-    /// `bytes=-n`
-    Suffix(u64),
-}
-
-/// A requested range resolved against the representation length.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum ByteRange {
-    Satisfiable(Range<u64>),
-    Unsatisfiable,
-}
+use crate::http::range::{self, ByteRange};
 
 /// The validators of a representation, for `If-Range`.
 #[derive(Debug, Clone)]
 pub(super) struct Validators {
     pub(super) etag: String,
     pub(super) last_modified: Timestamp,
-}
-
-impl Validators {
-    /// Whether an `If-Range` value still names this representation: a strong, exact `ETag`
-    /// match, or exactly the `Last-Modified` date.
-    fn if_range_matches(&self, validator: &str) -> bool {
-        let validator = validator.trim();
-        if validator.starts_with('"') || validator.starts_with("W/") {
-            return validator == self.etag;
-        }
-        httpdate::parse_http_date(validator).is_ok_and(|date| {
-            HttpDate::from(date) == HttpDate::from(self.last_modified.to_system_time())
-        })
-    }
 }
 
 /// The range to honour for a representation of `len` bytes: `None` means "send it all"
@@ -54,71 +20,8 @@ pub(super) fn requested_range(
     validators: &Validators,
     len: u64,
 ) -> Option<ByteRange> {
-    let spec = parse_range(headers.get(header::RANGE)?.to_str().ok()?)?;
-    if let Some(validator) = headers.get(header::IF_RANGE) {
-        let still_valid = validator
-            .to_str()
-            .is_ok_and(|validator| validators.if_range_matches(validator));
-        if !still_valid {
-            return None;
-        }
-    }
-    Some(spec.resolve(len))
-}
-
-/// Parses a single byte range; multiple ranges, other units and malformed values give `None`.
-fn parse_range(value: &str) -> Option<RangeSpec> {
-    let (unit, spec) = value.trim().split_once('=')?;
-    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
-        return None;
-    }
-    let (first, last) = spec.trim().split_once('-')?;
-    match (first.trim(), last.trim()) {
-        ("", "") => None,
-        ("", last) => Some(RangeSpec::Suffix(parse_position(last)?)),
-        (first, "") => Some(RangeSpec::From(parse_position(first)?)),
-        (first, last) => {
-            let (first, last) = (parse_position(first)?, parse_position(last)?);
-            (first <= last).then_some(RangeSpec::FromTo(first, last))
-        }
-    }
-}
-
-/// Digits only (`u64::from_str` would also accept a leading `+`).
-fn parse_position(digits: &str) -> Option<u64> {
-    if digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        digits.parse().ok()
-    } else {
-        None
-    }
-}
-
-impl RangeSpec {
-    fn resolve(self, total: u64) -> ByteRange {
-        let (start, end) = match self {
-            RangeSpec::FromTo(first, last) => (first, last.saturating_add(1).min(total)),
-            RangeSpec::From(first) => (first, total),
-            RangeSpec::Suffix(len) => (total.saturating_sub(len), total),
-        };
-        if start >= end {
-            // Covers `first >= total`, `bytes=-0` and any range of an empty representation.
-            return ByteRange::Unsatisfiable;
-        }
-        ByteRange::Satisfiable(start..end)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn range_parsing() {
-        assert_eq!(parse_range("bytes=0-9"), Some(RangeSpec::FromTo(0, 9)));
-        assert_eq!(parse_range("bytes=-5"), Some(RangeSpec::Suffix(5)));
-        assert_eq!(parse_range("bytes=0-1,5-6"), None);
-        let resolve = |value| parse_range(value).unwrap().resolve(10);
-        assert_eq!(resolve("bytes=5-99"), ByteRange::Satisfiable(5..10));
-        assert_eq!(resolve("bytes=10-"), ByteRange::Unsatisfiable);
-    }
+    range::requested_range(headers, len, |validator| {
+        let last_modified = validators.last_modified.to_system_time();
+        range::if_range_matches(validator, Some(&validators.etag), Some(last_modified))
+    })
 }

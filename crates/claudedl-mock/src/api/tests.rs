@@ -1,34 +1,18 @@
 //! The fake API over raw HTTP/1.1, as a client sees it.
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt as _;
 use tokio::time::timeout;
 
 use super::*;
+use crate::testing::{self, PATIENCE, RawResponse, connect_and_send};
 
-const PATIENCE: Duration = Duration::from_secs(10);
 const VERSION: (&str, &str) = ("anthropic-version", "2023-06-01");
 const BETA: (&str, &str) = ("anthropic-beta", "other-2025-01-01, files-api-2025-04-14");
 
-/// A response as read off the wire, until the connection closed.
-struct RawResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
 impl RawResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
-    }
-
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
@@ -55,29 +39,9 @@ fn file(id: &str, created_at: &str) -> MockFile {
     MockFile::new(id, format!("{id}.bin"), content).with_created_at(created_at)
 }
 
-async fn connect_and_send(api: &MockApi, target: &str, headers: &[(&str, &str)]) -> TcpStream {
-    let mut request = format!("GET {target} HTTP/1.1\r\nhost: {}\r\n", api.addr());
-    for (name, value) in headers {
-        write!(request, "{name}: {value}\r\n").unwrap();
-    }
-    request.push_str("connection: close\r\n\r\n");
-    let mut stream = TcpStream::connect(api.addr()).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    stream
-}
-
 /// `GET target` with exactly `headers`; reads until the server closes the connection.
 async fn send_raw(api: &MockApi, target: &str, headers: &[(&str, &str)]) -> RawResponse {
-    let mut stream = connect_and_send(api, target, headers).await;
-    let mut raw = Vec::new();
-    let read = async {
-        let mut buf = [0; 16 * 1024];
-        while let Ok(read @ 1..) = stream.read(&mut buf).await {
-            raw.extend_from_slice(&buf[..read]);
-        }
-    };
-    timeout(PATIENCE, read).await.unwrap();
-    parse_response(&raw)
+    testing::send(api.addr(), "GET", target, headers).await
 }
 
 /// `GET target` with a valid key and version, plus `extra` headers.
@@ -86,24 +50,6 @@ async fn get(api: &MockApi, target: &str, extra: &[(&str, &str)]) -> RawResponse
     let mut headers = vec![("x-api-key", key.as_str()), VERSION];
     headers.extend_from_slice(extra);
     send_raw(api, target, &headers).await
-}
-
-fn parse_response(raw: &[u8]) -> RawResponse {
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = std::str::from_utf8(&raw[..head_end]).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
-    let headers = lines
-        .map(|line| {
-            let (name, value) = line.split_once(':').unwrap();
-            (name.to_ascii_lowercase(), value.trim().to_owned())
-        })
-        .collect();
-    RawResponse {
-        status: status.parse().unwrap(),
-        headers,
-        body: raw[head_end + 4..].to_vec(),
-    }
 }
 
 fn assert_error(response: &RawResponse, status: u16, error_type: &str) {
@@ -501,7 +447,7 @@ async fn stall_goes_silent_after_some_bytes() {
     let key = api.api_key();
     let headers = [("x-api-key", key.as_str()), VERSION];
     let target = "/v1/files/file_000000000000000000000000/content";
-    let mut stream = connect_and_send(&api, target, &headers).await;
+    let mut stream = connect_and_send(api.addr(), "GET", target, &headers).await;
 
     timeout(PATIENCE, api.wait_for_body_bytes(Route::FileContent, 100))
         .await
