@@ -200,7 +200,11 @@ impl Job {
         );
         let mut plan = Plan::new(&missing, piece, config.min_split);
         // The probe's body starts at the first missing byte: it must feed the first piece.
-        let probe_segment = plan.assign().expect("a ranged transfer has missing bytes");
+        // Nothing missing (killed after the last checkpoint, before the rename): the probe's
+        // 206 has confirmed the file is unchanged, and the `.part` is complete.
+        let Some(probe_segment) = plan.assign() else {
+            return Ok(());
+        };
         let shared = Arc::new(Workers {
             job: Arc::clone(self),
             plan: Mutex::new(plan),

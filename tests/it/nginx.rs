@@ -189,3 +189,53 @@ async fn an_empty_file_downloads_as_empty() {
     assert_eq!(std::fs::read(&output).unwrap(), b"");
     assert_eq!(report.sha256.as_deref(), Some(sha256(b"").as_str()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_complete_part_left_by_a_kill_before_the_rename_is_finished_without_refetching() {
+    let nginx = Nginx::start();
+    let content = data(3 * MIB, 6);
+    nginx.put("done.bin", &content);
+    let out = tempfile::tempdir().unwrap();
+    let output = out.path().join("done.bin");
+    engine(test_config(4))
+        .download(0, &spec(&nginx.url("done.bin"), &output), Recorder::new())
+        .await
+        .unwrap();
+    // Recreate the moment between the last checkpoint and the rename.
+    let paths = StatePaths::beside(&output);
+    std::fs::rename(&output, &paths.part).unwrap();
+    let before = nginx.log().len();
+    let mut state = ResumeState::new(nginx.url("done.bin"));
+    state.total = Some(content.len() as u64);
+    state.ranges_supported = true;
+    state.done.insert(0..content.len() as u64);
+    state.etag = Some(format!(
+        "\"{:x}-{:x}\"",
+        std::fs::metadata(nginx.root().join("done.bin"))
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        content.len()
+    ));
+    state.save(&paths.state).unwrap();
+
+    let report = engine(test_config(4))
+        .download(0, &spec(&nginx.url("done.bin"), &output), Recorder::new())
+        .await
+        .unwrap();
+
+    assert_eq!(sha256_file(&output), sha256(&content));
+    assert_eq!(report.fetched, 0);
+    assert_eq!(report.resumed_from, content.len() as u64);
+    let rerun = &nginx.log()[before..];
+    assert_eq!(
+        rerun.len(),
+        1,
+        "one probe confirms the file is unchanged: {rerun:?}"
+    );
+    assert_eq!(rerun[0].status, 206);
+    assert!(!paths.part.exists() && !paths.state.exists());
+}
