@@ -13,6 +13,9 @@
 #   SCENARIOS="1 2 4" which scenarios to run (3 runs along with 2)
 #   REPORT=           also write the markdown report to this file
 #   KEEP=1            keep the work directory (nginx logs, outputs) for inspection
+#   RUN_TIMEOUT=300   seconds before a client run is killed (counted as a failure)
+#   STREAM_MODULE=/usr/lib/nginx/modules/ngx_stream_module.so
+#   KILL_JITTER=0.3   scenario 4: random extra delay (s) before the kill, see bench/lib.py
 #
 # Everything listens on 127.0.0.1 only. nginx runs as the current user, single process, with
 # every path in the work directory; it and any client still running are stopped on exit.
@@ -100,6 +103,12 @@ if [[ -z ${CLAUDEDL:-} ]]; then
     (cd "$REPO" && cargo build --release >&2) ||
         die "cargo build --release failed; set CLAUDEDL=/path/to/claudedl to test a built binary"
     CLAUDEDL=$REPO/target/release/claudedl
+    BUILT_FROM="built from $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    if [[ -n $(git --no-optional-locks -C "$REPO" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
+        BUILT_FROM+=" + uncommitted changes in src/"
+    fi
+else
+    BUILT_FROM="CLAUDEDL=$CLAUDEDL"
 fi
 [[ -x $CLAUDEDL ]] || die "CLAUDEDL=$CLAUDEDL is not an executable"
 # A private copy: a rebuild in the repository during the run cannot swap the binary.
@@ -182,6 +191,7 @@ log "nginx: direct $DIRECT, capped proxy $CAPPED (pid $NGINX_PID)"
 
 # ---- running one client --------------------------------------------------------------------
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 RESULTS=$W/results.tsv
 KILLS=$W/kills.tsv
 printf 'scenario\ttool\tround\texit\twall\tuser\tsys\trss_kb\tsize\tok\tserved_http\treqs_http\tsent_proxy\tconns_proxy\n' >"$RESULTS"
@@ -307,7 +317,7 @@ fi
 
 # ---- scenario 4: kill -9 at ~50 %, then resume ---------------------------------------------
 
-printf 'round\tsize\tdone_at_kill\tkill_after\trun1_exit\trun2_exit\tresumed_from\trun2_bytes\tserved_http\treqs_http\tsent_proxy\tconns_proxy\tsha_ok\n' >"$KILLS"
+printf 'round\tsize\tdone_at_kill\tkill_after\trun1_exit\trun2_exit\tresumed_from\trun2_bytes\tserved_http\treqs_http\tsent_proxy\tconns_proxy\tsha_ok\tsent_proxy_run1\n' >"$KILLS"
 if has 4; then
     size=$((KILL_MIB * MIB))
     out=$OUT/fkill.bin
@@ -323,11 +333,12 @@ if has 4; then
         CLIENT_PID=$!
         read -r killed_at kill_after < <(python3 "$LIB" kill-at "$out.part.json" "$CLIENT_PID" \
             $((size / 2)) "$RUN_TIMEOUT")
-        wait "$CLIENT_PID" || rc1=$?
+        { wait "$CLIENT_PID"; } 2>/dev/null || rc1=$? # (no "Killed" job notice)
         CLIENT_PID=
         sleep 1
         done_at_kill=$(python3 "$LIB" done-bytes "$out.part.json")
-        log "  killed (exit $rc1) after ${kill_after}s with $done_at_kill bytes done (watcher saw $killed_at)"
+        read -r sent1 _ < <(python3 "$LIB" logsum "$STREAM_LOG" "$p0" 2)
+        log "  killed (exit $rc1) after ${kill_after}s with $done_at_kill bytes done (watcher saw $killed_at); the proxy had sent $sent1 B"
         timeout --signal=KILL "$RUN_TIMEOUT" "${cmd[@]}" >"$W/run2.json" 2>"$W/run2.err" || rc2=$?
         sleep 1
         read -r served reqs < <(python3 "$LIB" logsum "$HTTP_LOG" "$h0" 2)
@@ -338,9 +349,9 @@ if has 4; then
         fi
         resumed_from=$(python3 "$LIB" json-field "$W/run2.json" resumed_from)
         run2_bytes=$(python3 "$LIB" json-field "$W/run2.json" bytes)
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$size" \
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$size" \
             "$done_at_kill" "$kill_after" "$rc1" "$rc2" "$resumed_from" "$run2_bytes" "$served" \
-            "$reqs" "$sent" "$conns" "$sha_ok" >>"$KILLS"
+            "$reqs" "$sent" "$conns" "$sha_ok" "$sent1" >>"$KILLS"
         log "  resumed (exit $rc2): resumed_from=$resumed_from bytes=$run2_bytes; served $served B in $reqs requests, proxy sent $sent B in $conns connections; sha256 match=$sha_ok; refetched $((served - size)) B"
         if [[ $rc2 != 0 || $sha_ok != yes ]]; then
             sed 's/^/    /' "$W/run2.err" | tail -n 20 >&2
@@ -360,7 +371,9 @@ EOF
 {
     echo "## claudedl vs curl vs aria2c ($(date -u +%Y-%m-%dT%H:%MZ), ROUNDS=$ROUNDS, $(nproc) cores)"
     echo
-    echo "claudedl: \`$("$BIN" --version 2>/dev/null || echo claudedl)\`; $(aria2c --version | head -n 1); $(curl --version | head -n 1 | cut -d' ' -f1-2); $(nginx -v 2>&1 | sed 's/^nginx version: //')"
+    echo "Load average before the runs: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running on the machine shows up in the timings)."
+    echo
+    echo "claudedl: \`$("$BIN" --version 2>/dev/null || echo claudedl)\` ($BUILT_FROM); $(aria2c --version | head -n 1); $(curl --version | head -n 1 | cut -d' ' -f1-2); $(nginx -v 2>&1 | sed 's/^nginx version: //')"
     echo
     python3 "$LIB" report "$RESULTS" "$KILLS" "$W/params.json"
 } >"$W/report.md"

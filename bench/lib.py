@@ -168,7 +168,9 @@ def report(results_path, kills_path, params_path):
         print("MiB/s = 2^20 bytes/s; MB/s = 10^6 bytes/s. Rate = bytes of the output / wall "
               "time of the process (median over rounds). 'served' = response body bytes the "
               "origin nginx logged ($body_bytes_sent) for the run; 'conns' = TCP connections "
-              "through the proxy.\n")
+              "through the proxy. The cap is nginx's: each connection may have received "
+              "rate x (whole seconds since it opened + 1) bytes, i.e. a 1 s credit at the start "
+              "of every connection, so a 3 s transfer can beat 2 MiB/s per connection.\n")
         print("| tool | bytes | wall s (median) | MiB/s (median) | MB/s | % of "
               f"{cap:g} MiB/s | served MiB (median) | conns (median) | failed runs |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -242,12 +244,15 @@ def report(results_path, kills_path, params_path):
     if kills:
         print(f"### 4. kill -9 at ~50 % then resume ({params['kill_mib']} MiB through the capped "
               f"proxy, -c {params['kill_connections']})\n")
-        print("served = response body bytes logged by the HTTP nginx ($body_bytes_sent) over "
+        print("served = response body bytes logged by the origin nginx ($body_bytes_sent) over "
               "both runs; proxied = bytes the stream proxy sent to the client ($bytes_sent) over "
-              "both runs. refetched = that total - file size.\n")
+              "both runs. refetched = that total - file size. Where the proxied excess arises: "
+              "'lost at kill' = proxied in run 1 - bytes the state file holds as done; 'run 2 "
+              "overshoot' = proxied in run 2 - bytes run 2 wrote.\n")
         print("| round | done at kill | killed after s | run 2 resumed_from | run 2 bytes | "
-              "served | refetched (HTTP log) | % | proxied | refetched (proxy) | % | sha256 |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+              "served | refetched (HTTP log) | % | proxied | refetched (proxy) | % | "
+              "lost at kill | run 2 overshoot | sha256 |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         pcts = []
         for k in kills:
             size = int(k["size"])
@@ -258,9 +263,15 @@ def report(results_path, kills_path, params_path):
                 pcts.append((pct, ref, ppct, pref))
             done_pct = f"{int(k['done_at_kill']) / size * 100:.1f} %" \
                 if k["done_at_kill"].isdigit() else k["done_at_kill"]
+            lost = over = "n/a"
+            if k.get("sent_proxy_run1", "").isdigit() and k["done_at_kill"].isdigit():
+                sent1 = int(k["sent_proxy_run1"])
+                lost = sent1 - int(k["done_at_kill"])
+                if k["run2_bytes"].isdigit():
+                    over = proxied - sent1 - int(k["run2_bytes"])
             print(f"| {k['round']} | {done_pct} | {k['kill_after']} | {k['resumed_from']} | "
                   f"{k['run2_bytes']} | {served} | {ref} | {pct:.2f} % | {proxied} | {pref} | "
-                  f"{ppct:.2f} % | {k['sha_ok']} |")
+                  f"{ppct:.2f} % | {lost} | {over} | {k['sha_ok']} |")
         print()
         all_ok = all(k["sha_ok"] == "yes" for k in kills)
         goals.append(("4. resume: sha256 of the result = source", "all rounds",
