@@ -88,10 +88,13 @@ impl Plan {
                 start = end;
             }
         }
+        // Taking over a range cuts its connection, which wastes what the server already sent
+        // (up to a socket buffer): split only ranges worth that, relative to the piece size.
+        let min_split = min_split.max(piece / 8).max(ALIGN);
         Plan {
             pending,
             active: Vec::new(),
-            min_split: min_split.max(ALIGN),
+            min_split,
         }
     }
 
@@ -99,6 +102,13 @@ impl Plan {
     pub fn piece_size(total: u64, connections: usize, min_split: u64, chunk_size: u64) -> u64 {
         let even = total.div_ceil(connections.max(1) as u64);
         align_up(even.max(min_split).min(chunk_size.max(min_split)))
+    }
+
+    /// Track `range`, already being fetched outside the plan (the probe), as an active segment.
+    pub fn track(&mut self, range: Range<u64>) -> Arc<Segment> {
+        let segment = Segment::new(range);
+        self.active.push(Arc::clone(&segment));
+        segment
     }
 
     /// The next assignment: a pending piece, else half of the largest active segment.

@@ -140,19 +140,23 @@ impl Job {
     async fn ranged(self: &Arc<Self>) -> Result<Finished, Failure> {
         let resume = self.load_resume();
         let expected = resume.as_ref().map(validators_of).unwrap_or_default();
-        let start = match &resume {
-            Some(state) => state
+        // The probe asks for exactly its first piece (bounded, so its connection is reused and
+        // never cut): the first missing range, at most `min_split` bytes of it.
+        let first_gap = resume.as_ref().and_then(|state| {
+            state
                 .done
                 .missing(state.total.unwrap_or(0))
                 .first()
-                .map_or(0, |r| r.start),
-            None => 0,
-        };
+                .cloned()
+        });
+        let start = first_gap.as_ref().map_or(0, |gap| gap.start);
+        let probe_end = start + self.engine.config.min_split.max(1);
+        let probe_end = first_gap.map_or(probe_end, |gap| probe_end.min(gap.end));
         let if_range = resume.as_ref().and(expected.if_range());
-        let (response, permit) = self.probe(start, if_range).await?;
+        let (response, permit) = self.probe(start, probe_end, if_range).await?;
         let found = Validators::from_headers(response.headers());
-        let total = match judge_ranged(&self.url, &response, start, None)? {
-            RangedReply::Partial { total, .. } => total,
+        let (total, probed) = match judge_ranged(&self.url, &response, start, Some(probe_end))? {
+            RangedReply::Partial { total, range } => (total, range),
             RangedReply::Whole
                 if resume.is_some()
                     && (expected.differ(&found) || found == Validators::default()) =>
@@ -178,7 +182,7 @@ impl Job {
         };
         let writing = Writing::start(self, state, Some(total))?;
         let outcome = self
-            .run_workers(&writing, total, found, (response, permit))
+            .run_workers(&writing, total, found, probed, (response, permit))
             .await;
         writing.finish(self, outcome, total).await
     }
@@ -188,6 +192,7 @@ impl Job {
         writing: &Writing,
         total: u64,
         validators: Validators,
+        probed: std::ops::Range<u64>,
         probe: Held,
     ) -> Result<(), Failure> {
         let config = &self.engine.config;
@@ -198,13 +203,19 @@ impl Job {
             config.min_split,
             config.chunk_size,
         );
-        let mut plan = Plan::new(&missing, piece, config.min_split);
-        // The probe's body starts at the first missing byte: it must feed the first piece.
         // Nothing missing (killed after the last checkpoint, before the rename): the probe's
         // 206 has confirmed the file is unchanged, and the `.part` is complete.
-        let Some(probe_segment) = plan.assign() else {
+        if missing.is_empty() {
             return Ok(());
-        };
+        }
+        // The probe's range is the start of the first missing range; plan the rest.
+        let rest: Vec<std::ops::Range<u64>> = missing
+            .iter()
+            .map(|range| range.start.max(probed.end).min(range.end)..range.end)
+            .filter(|range| !range.is_empty())
+            .collect();
+        let mut plan = Plan::new(&rest, piece, config.min_split);
+        let probe_segment = plan.track(probed);
         let shared = Arc::new(Workers {
             job: Arc::clone(self),
             plan: Mutex::new(plan),
@@ -237,11 +248,11 @@ impl Job {
     }
 
     /// The first request, retried like any other.
-    async fn probe(&self, start: u64, if_range: Option<&str>) -> Result<Held, Failure> {
+    async fn probe(&self, start: u64, end: u64, if_range: Option<&str>) -> Result<Held, Failure> {
         let mut failures = 0;
         loop {
             let permit = self.permit().await?;
-            let headers = self.range_headers(start, None, if_range);
+            let headers = self.range_headers(start, Some(end), if_range);
             let failure = match self.engine.client.get(&self.spec.url, &headers).await {
                 Ok(response)
                     if response.status().is_success() || response.status().as_u16() == 416 =>
@@ -252,7 +263,8 @@ impl Job {
                 Err(error) => transient(error),
             };
             failures += 1;
-            self.pause(failures, failure, &format!("{start}-")).await?;
+            self.pause(failures, failure, &format!("{start}-{}", end - 1))
+                .await?;
         }
     }
 
@@ -581,7 +593,7 @@ impl Workers {
             }
             let result = match first.take() {
                 Some((response, _permit)) => {
-                    self.copy(response, segment, Some(self.total - range.start))
+                    self.copy(response, segment, Some(range.end - range.start))
                         .await
                 }
                 None => self.request_and_copy(segment, range.clone()).await,
