@@ -74,6 +74,32 @@ impl ApiConfig {
     }
 }
 
+impl ApiConfig {
+    /// The headers every API request carries (the key marked sensitive).
+    pub fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Ok(mut key) = HeaderValue::from_str(&self.key.0) {
+            key.set_sensitive(true);
+            headers.insert("x-api-key", key);
+        }
+        headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
+        if self.pagination == Pagination::Beta {
+            headers.insert("anthropic-beta", HeaderValue::from_static(FILES_BETA));
+        }
+        headers
+    }
+
+    /// The API headers for `url` when it is on the API's origin; none elsewhere, so the key
+    /// never reaches another host (e.g. a results URL or a plain `get` URL).
+    pub fn headers_for(&self, url: &Url) -> HeaderMap {
+        if url.origin() == self.base_url.origin() {
+            self.headers()
+        } else {
+            HeaderMap::new()
+        }
+    }
+}
+
 /// A page position: GA's opaque `page` cursor or beta's `after_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cursor {
@@ -99,16 +125,12 @@ impl ApiClient {
 
     /// The headers every API request carries (the key marked sensitive).
     pub fn headers(&self) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        if let Ok(mut key) = HeaderValue::from_str(&self.config.key.0) {
-            key.set_sensitive(true);
-            headers.insert("x-api-key", key);
-        }
-        headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
-        if self.config.pagination == Pagination::Beta {
-            headers.insert("anthropic-beta", HeaderValue::from_static(FILES_BETA));
-        }
-        headers
+        self.config.headers()
+    }
+
+    /// [`Self::headers`] for a request to `url` on the API's origin; none for another origin.
+    pub fn headers_for(&self, url: &Url) -> HeaderMap {
+        self.config.headers_for(url)
     }
 
     /// `base/segments…`, each segment percent-encoded (ids may come from the command line).

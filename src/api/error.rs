@@ -38,17 +38,6 @@ pub enum ApiError {
     SpendLimit { request_id: String },
 }
 
-impl ApiError {
-    /// The HTTP status, when the server answered.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ApiError::Api { status, .. } => Some(*status),
-            ApiError::RetriesExhausted { last, .. } => last.status(),
-            _ => None,
-        }
-    }
-}
-
 fn request_id_note(request_id: &Option<String>) -> String {
     request_id
         .as_ref()

@@ -190,13 +190,11 @@ async fn batch_results(
     };
     let output =
         output.unwrap_or_else(|| PathBuf::from(format!("{}.jsonl", safe_file_name(id, "batch"))));
-    let mut spec = TransferSpec {
+    let spec = TransferSpec {
+        headers: client.headers_for(&url),
         overwrite: true,
         ..TransferSpec::new(url.clone(), output)
     };
-    if url.origin() == client.base_url().origin() {
-        spec.headers = client.headers();
-    }
     let visible = !global.quiet && std::io::stderr().is_terminal();
     let bars = Arc::new(Bars::new(vec![id.to_owned()], visible));
     let result = engine.download(0, &spec, bars.clone()).await;

@@ -7,20 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use url::Url;
 
 use super::args::GetArgs;
 use super::progress::Bars;
 use super::{ExitStatus, GlobalArgs};
+use crate::api::{ApiConfig, Pagination};
 use crate::engine::{
     Engine, EngineConfig, TransferError, TransferReport, TransferSpec, TransferStatus,
 };
 use crate::http::retry::RetryPolicy;
 use crate::http::{ClientConfig, HttpClient, parse_header_line};
 use crate::store::names::safe_file_name;
-
-const DEFAULT_API_BASE: &str = "https://api.anthropic.com";
 
 pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let urls = collect_urls(&args)?;
@@ -91,15 +90,21 @@ fn plan_outputs(
     }
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let mut taken = HashSet::new();
+    // Requests to the Claude API's origin carry the key from ANTHROPIC_API_KEY (never from the
+    // command line, where other users could read it); `-H` headers take precedence.
+    let api = ApiConfig::from_env(None, Pagination::Ga).ok();
     let specs = urls.iter().map(|url| {
         let output = match &args.output {
             Some(output) => output.clone(),
             None => dir.join(unique_name(&name_from_url(url), &mut taken)),
         };
-        let mut headers = headers.clone();
-        add_api_credentials(url, &mut headers);
+        let mut headers_for_url = api
+            .as_ref()
+            .map(|api| api.headers_for(url))
+            .unwrap_or_default();
+        headers_for_url.extend(headers.clone());
         TransferSpec {
-            headers,
+            headers: headers_for_url,
             overwrite: args.force,
             ..TransferSpec::new(url.clone(), output)
         }
@@ -128,24 +133,6 @@ fn unique_name(name: &str, taken: &mut HashSet<String>) -> String {
         n += 1;
     }
     candidate
-}
-
-/// Requests to the Claude API's origin carry the key from `ANTHROPIC_API_KEY` (never from the
-/// command line, where other users could read it) and the API version header.
-fn add_api_credentials(url: &Url, headers: &mut HeaderMap) {
-    let base = std::env::var("ANTHROPIC_BASE_URL").unwrap_or_else(|_| DEFAULT_API_BASE.to_owned());
-    let Ok(base) = Url::parse(&base) else { return };
-    let Ok(key) = std::env::var("ANTHROPIC_API_KEY") else {
-        return;
-    };
-    if base.origin() != url.origin() || headers.contains_key("x-api-key") {
-        return;
-    }
-    if let Ok(mut value) = HeaderValue::from_str(&key) {
-        value.set_sensitive(true);
-        headers.insert("x-api-key", value);
-        headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
-    }
 }
 
 fn build_engine(args: &GetArgs) -> anyhow::Result<Engine> {

@@ -161,10 +161,6 @@ impl Engine {
         self.cancel.clone()
     }
 
-    pub fn config(&self) -> &EngineConfig {
-        &self.config
-    }
-
     /// Download one file; `id` identifies it to the reporter.
     pub async fn download(
         &self,

@@ -127,6 +127,7 @@ impl Plan {
         self.active.retain(|active| !Arc::ptr_eq(active, segment));
     }
 
+    #[cfg(test)]
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }

@@ -57,15 +57,12 @@ async fn fetch_batch(
         });
     };
     let output = sync.data.batch_results_path(&entry.meta.created_at, id);
-    let mut spec = TransferSpec {
+    let spec = TransferSpec {
+        headers: sync.api.headers_for(&url),
         overwrite: true,
         staging: Some(sync.data.tmp_path_for(&output)),
         ..TransferSpec::new(url.clone(), output.clone())
     };
-    // The key goes only to the API's own origin; a results URL elsewhere gets no credentials.
-    if url.origin() == sync.api.base_url().origin() {
-        spec.headers = sync.api.headers();
-    }
     sync.index.record_batch(id, &BatchOutcome::Downloading)?;
     let report = sync
         .engine
