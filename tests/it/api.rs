@@ -26,6 +26,13 @@ async fn run(api: &MockApi, args: &[&str]) -> Output {
     claudedl(api).args(args).output().await.unwrap()
 }
 
+/// Run, require exit 0 (showing stderr otherwise) and parse stdout as one JSON document.
+async fn run_json(api: &MockApi, args: &[&str]) -> serde_json::Value {
+    let out = run(api, args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON document")
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -104,10 +111,7 @@ async fn sync_mirrors_the_account_into_the_layout_and_a_rerun_fetches_nothing() 
     let data_dir = dir.path().join("data");
     let d = data_dir.to_str().unwrap();
 
-    let first = run(&api, &["sync", "--data-dir", d, "--json"]).await;
-
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
-    let summary: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let summary = run_json(&api, &["sync", "--data-dir", d, "--json"]).await;
     assert_eq!(summary["downloaded"], 3);
     assert_eq!(summary["batches_downloaded"], 1);
     assert_eq!(summary["results_indexed"], 40);
@@ -187,7 +191,7 @@ async fn incremental_sync_stops_at_the_first_known_page_and_fetches_only_the_new
     assert_eq!(api.count(Route::ListFiles), 3);
 
     api.add_file(file("file_new", "new.bin", "2026-09", data(100, 99)));
-    let second = run(
+    let summary = run_json(
         &api,
         &[
             "sync",
@@ -200,8 +204,6 @@ async fn incremental_sync_stops_at_the_first_known_page_and_fetches_only_the_new
         ],
     )
     .await;
-    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
-    let summary: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
     assert_eq!(summary["downloaded"], 1);
     assert_eq!(
         summary["list_requests"], 2,
@@ -338,7 +340,7 @@ async fn batch_results_are_indexed_and_one_is_shown_without_a_scan() {
     let synced = run(&api, &["sync", "--data-dir", d, "--batches-only"]).await;
     assert_eq!(synced.status.code(), Some(0), "{}", text(&synced.stderr));
 
-    let shown = run(
+    let line = run_json(
         &api,
         &[
             "batches",
@@ -350,8 +352,6 @@ async fn batch_results_are_indexed_and_one_is_shown_without_a_scan() {
         ],
     )
     .await;
-    assert_eq!(shown.status.code(), Some(0), "{}", text(&shown.stderr));
-    let line: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(line["custom_id"], "req-00042");
     assert_eq!(line["result"]["type"], "canceled");
 
@@ -511,7 +511,7 @@ async fn a_dry_run_prints_the_plan_and_fetches_no_content() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let out = run(
+    let summary = run_json(
         &api,
         &[
             "sync",
@@ -522,8 +522,6 @@ async fn a_dry_run_prints_the_plan_and_fetches_no_content() {
         ],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let planned: Vec<&str> = summary["planned"]
         .as_array()
         .unwrap()
