@@ -5,6 +5,8 @@
 //!   reports through [`engine::Reporter`].
 //! - [`http`]: the one HTTP client, the retry policy, Range parsing and secret redaction.
 //! - [`store`]: atomic writes, the `.part` file, byte-range sets and resume state.
+//! - [`sync`]: mirror an account into the data directory, recorded in the index.
+//! - [`verify`]: re-hash the data directory against the index; find orphans.
 //! - [`cli`]: argument parsing, progress display and the subcommands; the binary's
 //!   `main` only calls [`cli::main`].
 
@@ -14,3 +16,4 @@ pub mod engine;
 pub mod http;
 pub mod store;
 pub mod sync;
+pub mod verify;

@@ -36,6 +36,8 @@ pub enum Command {
     Sync(SyncArgs),
     /// Query the index offline.
     Ls(LsArgs),
+    /// Re-hash downloaded files against the index; report missing, changed and orphaned files.
+    Verify(super::verify::VerifyArgs),
     /// Try claudedl without a key: sync a bundled mock API into ./claudedl-demo.
     Demo(DemoArgs),
 }

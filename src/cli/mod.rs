@@ -7,6 +7,7 @@ mod args;
 mod get;
 mod progress;
 mod sync;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -76,6 +77,7 @@ pub fn main() -> ExitCode {
             Command::Sync(args) => sync::sync(args, &global).await,
             Command::Ls(args) => sync::ls(args),
             Command::Demo(args) => sync::demo(args, &global).await,
+            Command::Verify(args) => verify::run(args, &global).await,
         }
     });
     match result {

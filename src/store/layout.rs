@@ -151,7 +151,8 @@ impl DataDir {
         }
     }
 
-    fn raw(&self) -> PathBuf {
+    /// `DATA/raw`.
+    pub fn raw(&self) -> PathBuf {
         self.root.join("raw")
     }
 
@@ -159,7 +160,8 @@ impl DataDir {
         self.root.join("meta")
     }
 
-    fn tmp(&self) -> PathBuf {
+    /// `DATA/tmp`.
+    pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
     }
 }

@@ -23,6 +23,7 @@ use crate::store::layout::{DataDir, LayoutError};
 use crate::store::meta::MetaError;
 
 pub use batches::{read_result, scan_results};
+pub use files::relative;
 
 /// What a sync does.
 #[derive(Debug, Clone)]
@@ -123,7 +124,34 @@ impl Sync<'_> {
                 batches::download_batches(self, &mut summary, &mut months).await?;
             }
         }
-        for month in &months {
+        self.finish(&months, started, summary)
+    }
+
+    /// Download what the index marks as wanted (Pending, Downloading or Failed files when
+    /// `options.files`; ended, unsettled batches when `options.batches`) without listing:
+    /// how `claudedl verify --repair` fetches again the entries it marked. The caller holds
+    /// the data directory's lock.
+    pub async fn fetch_wanted(&mut self, options: &SyncOptions) -> Result<SyncSummary, SyncError> {
+        let started = Instant::now();
+        let mut summary = SyncSummary::default();
+        let mut months = BTreeSet::new();
+        if options.files {
+            files::download_files(self, options, &mut summary, &mut months).await?;
+        }
+        if options.batches && !summary.interrupted {
+            batches::download_batches(self, &mut summary, &mut months).await?;
+        }
+        self.finish(&months, started, summary)
+    }
+
+    /// Rewrite the metadata of the months touched and time the run.
+    fn finish(
+        &self,
+        months: &BTreeSet<String>,
+        started: Instant,
+        mut summary: SyncSummary,
+    ) -> Result<SyncSummary, SyncError> {
+        for month in months {
             crate::store::meta::write_month(self.data, &*self.index, month)?;
         }
         summary.duration = started.elapsed();

@@ -1,0 +1,379 @@
+//! `claudedl verify`: lock the data directory, check it against the index with a progress bar,
+//! print the findings (text or JSON lines), and with `--repair` fetch the bad entries again
+//! through the sync download path. The logic is in [`crate::verify`].
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::num::NonZero;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::api::connect;
+use super::args::{ApiArgs, DataArgs};
+use super::progress::Bars;
+use super::sync::open_index;
+use super::{ExitStatus, GlobalArgs};
+use crate::api::ApiClient;
+use crate::engine::Engine;
+use crate::store::index::SqliteIndex;
+use crate::store::layout::DataDir;
+use crate::sync::{Sync, SyncOptions, SyncSummary};
+use crate::verify::{
+    Finding, ItemKind, Progress, Repair, VerifyReport, mark_for_repair, plain_files,
+    repair_outcomes, verify,
+};
+
+/// Connections per file while repairing (as `sync` by default).
+const REPAIR_CONNECTIONS: usize = 8;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Download missing, changed and unreadable files again (with the API settings and
+    /// ANTHROPIC_API_KEY, as `sync`). Orphaned files are reported, never deleted.
+    #[arg(long)]
+    pub repair: bool,
+    /// Files hashed at once (default: the number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: Option<u16>,
+    /// One JSON object per finding on stdout, then a summary object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
+    let data = DataDir::new(&args.data.data_dir);
+    let mut index = open_index(&data)?;
+    let _lock = data.lock()?;
+    // Before hashing, so a missing key fails at once rather than after a long check.
+    let clients = args
+        .repair
+        .then(|| connect(&args.api, REPAIR_CONNECTIONS))
+        .transpose()?;
+    let visible = !global.quiet && std::io::stderr().is_terminal();
+    let jobs = args.jobs.map_or_else(cpus, usize::from);
+    let report = tokio::task::block_in_place(|| {
+        let bar = HashBar::new(visible);
+        verify(&data, &index, &plain_files(data.root()), jobs, &bar)
+    })?;
+    let output = Output { json: args.json };
+    output.findings(&report.findings);
+    let mut repairs = Vec::new();
+    let mut interrupted = false;
+    if let Some((api, engine)) = &clients {
+        let fix = Fixer {
+            api,
+            engine,
+            data: &data,
+            visible,
+        };
+        (repairs, interrupted) = fix.repair(&mut index, &report).await?;
+        output.repairs(&repairs);
+    }
+    output.summary(&report, &repairs);
+    Ok(exit_status(&report, &repairs, args.repair, interrupted))
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZero::get)
+}
+
+/// Exit 0 when nothing is wrong, or when `--repair` repaired everything wrong and nothing
+/// else (orphans) is.
+fn exit_status(
+    report: &VerifyReport,
+    repairs: &[Repair],
+    repair: bool,
+    interrupted: bool,
+) -> ExitStatus {
+    if interrupted {
+        return ExitStatus::Interrupted;
+    }
+    let left = report
+        .problems()
+        .filter(|f| !repair || f.repairable().is_none())
+        .count();
+    let unrepaired = repairs.iter().filter(|r| !r.is_repaired()).count();
+    if left + unrepaired == 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    }
+}
+
+/// What `--repair` works with.
+struct Fixer<'a> {
+    api: &'a ApiClient,
+    engine: &'a Engine,
+    data: &'a DataDir,
+    visible: bool,
+}
+
+impl Fixer<'_> {
+    /// Mark the repairable entries, fetch them through sync's download path, and read back
+    /// how each ended. Also reports whether Ctrl-C interrupted the downloads.
+    async fn repair(
+        &self,
+        index: &mut SqliteIndex,
+        report: &VerifyReport,
+    ) -> anyhow::Result<(Vec<Repair>, bool)> {
+        let marked = mark_for_repair(index, &report.findings)?;
+        if marked.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let wanted = |kind| marked.iter().any(|item| item.kind == kind);
+        let options = SyncOptions {
+            files: wanted(ItemKind::File),
+            batches: wanted(ItemKind::Batch),
+            ..SyncOptions::default()
+        };
+        let summary = self.fetch(index, &options).await?;
+        Ok((repair_outcomes(index, &marked)?, summary.interrupted))
+    }
+
+    async fn fetch(
+        &self,
+        index: &mut SqliteIndex,
+        options: &SyncOptions,
+    ) -> anyhow::Result<SyncSummary> {
+        let cancel = self.engine.cancel_token();
+        let watcher = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.cancel();
+            }
+        });
+        let mut sync = Sync {
+            api: self.api,
+            engine: self.engine,
+            data: self.data,
+            index,
+            reporter: Arc::new(Bars::new(Vec::new(), self.visible)),
+        };
+        let summary = sync.fetch_wanted(options).await;
+        watcher.abort();
+        Ok(summary?)
+    }
+}
+
+/// A byte bar over the hashing on stderr; hidden when not wanted.
+struct HashBar(ProgressBar);
+
+impl HashBar {
+    fn new(visible: bool) -> HashBar {
+        let target = if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(Some(0), target);
+        let template = "verifying [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} \
+                        ETA {eta:>4}";
+        let style = ProgressStyle::with_template(template).expect("the template is valid");
+        bar.set_style(style.progress_chars("=> "));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        HashBar(bar)
+    }
+}
+
+impl Progress for HashBar {
+    fn start(&self, bytes: u64) {
+        self.0.set_length(bytes);
+    }
+
+    fn hashed(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+}
+
+impl Drop for HashBar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// Prints findings, repairs and the summary as text or JSON lines.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn findings(&self, findings: &[Finding]) {
+        for finding in findings {
+            if self.json {
+                println!("{}", to_json(finding));
+            } else {
+                println!("{}", describe(finding));
+            }
+        }
+    }
+
+    fn repairs(&self, repairs: &[Repair]) {
+        for repair in repairs {
+            if self.json {
+                println!("{}", to_json(repair));
+                continue;
+            }
+            match repair {
+                Repair::Repaired { item, .. } => {
+                    println!(
+                        "repaired       {}  {}  {}",
+                        kind(item.kind),
+                        item.id,
+                        item.path
+                    )
+                }
+                Repair::RepairFailed { item, reason, .. } => println!(
+                    "repair failed  {}  {}  {}: {reason}",
+                    kind(item.kind),
+                    item.id,
+                    item.path
+                ),
+            }
+        }
+    }
+
+    fn summary(&self, report: &VerifyReport, repairs: &[Repair]) {
+        let counts = counts(report, repairs);
+        if self.json {
+            let mut summary = serde_json::json!({
+                "kind": "summary",
+                "files_checked": report.files_checked,
+                "batches_checked": report.batches_checked,
+                "bytes": report.bytes,
+                "problems": report.problems().count(),
+                "duration_ms": report.duration.as_millis() as u64,
+            });
+            for (kind, count) in counts {
+                summary[kind] = count.into();
+            }
+            println!("{summary}");
+        } else {
+            println!("{}", summary_line(report, &counts));
+        }
+    }
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("findings serialize")
+}
+
+/// How many of each kind of finding and repair outcome (zeros included).
+fn counts(report: &VerifyReport, repairs: &[Repair]) -> BTreeMap<&'static str, u64> {
+    let kinds = [
+        "missing",
+        "changed",
+        "unreadable",
+        "unhashed",
+        "orphaned",
+        "in_progress",
+        "repaired",
+        "repair_failed",
+    ];
+    let mut counts: BTreeMap<&'static str, u64> = kinds.into_iter().map(|k| (k, 0)).collect();
+    for finding in &report.findings {
+        *counts.entry(finding.kind()).or_default() += 1;
+    }
+    for repair in repairs {
+        let kind = if repair.is_repaired() {
+            "repaired"
+        } else {
+            "repair_failed"
+        };
+        *counts.entry(kind).or_default() += 1;
+    }
+    counts
+}
+
+fn summary_line(report: &VerifyReport, counts: &BTreeMap<&'static str, u64>) -> String {
+    let found: Vec<String> = counts
+        .iter()
+        .filter(|(_, count)| **count > 0)
+        .map(|(kind, count)| format!("{count} {}", kind.replace('_', " ")))
+        .collect();
+    let verdict = if found.is_empty() {
+        "everything matches the index".to_owned()
+    } else {
+        found.join(", ")
+    };
+    format!(
+        "checked {} files and {} batch results ({}) in {:.1?}: {verdict}",
+        report.files_checked,
+        report.batches_checked,
+        ByteSize(report.bytes).display().iec(),
+        report.duration
+    )
+}
+
+fn kind(kind: ItemKind) -> &'static str {
+    match kind {
+        ItemKind::File => "file ",
+        ItemKind::Batch => "batch",
+    }
+}
+
+/// One line per finding: what, which entry, where, and the detail.
+fn describe(finding: &Finding) -> String {
+    let label = format!("{:<11}", finding.kind().replace('_', " "));
+    match finding {
+        Finding::Missing { item } => {
+            format!("{label}{}  {}  {}", kind(item.kind), item.id, item.path)
+        }
+        Finding::Changed { item, sha256, size } => format!(
+            "{label}{}  {}  {}  (sha256 {}, {size} bytes; the index has {}{})",
+            kind(item.kind),
+            item.id,
+            item.path,
+            short(sha256),
+            item.sha256.as_deref().map_or("-", short),
+            item.size
+                .map(|s| format!(", {s} bytes"))
+                .unwrap_or_default()
+        ),
+        Finding::Unreadable { item, error } => {
+            format!(
+                "{label}{}  {}  {}: {error}",
+                kind(item.kind),
+                item.id,
+                item.path
+            )
+        }
+        Finding::Unhashed { item } => format!(
+            "{label}{}  {}  {}: the index records no hash",
+            kind(item.kind),
+            item.id,
+            item.path
+        ),
+        Finding::Orphaned { path, size } => {
+            format!(
+                "{label}{path} ({}): in no index row",
+                ByteSize(*size).display().iec()
+            )
+        }
+        Finding::InProgress {
+            item,
+            id,
+            state,
+            path,
+            bytes,
+        } => format!(
+            "{label}{}  {id}: {state}, {} written{} (the next sync resumes it)",
+            kind(*item),
+            ByteSize(*bytes).display().iec(),
+            path.as_deref()
+                .map(|p| format!(" in {p}"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// The first 12 hex digits of a hash.
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}

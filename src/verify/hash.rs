@@ -1,0 +1,127 @@
+//! Re-hashing: `jobs` threads take items off one shared counter, each reading through its
+//! own large buffer, so many small files keep every thread busy and a big file streams
+//! through in large reads.
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use super::{Finding, Item, Opener, Progress};
+
+/// Bytes per read.
+const BUFFER_BYTES: usize = 1 << 20;
+
+/// The findings of hashing, and how many bytes were read.
+#[derive(Debug, Default)]
+pub struct Hashed {
+    pub findings: Vec<Finding>,
+    pub bytes: u64,
+}
+
+/// Opens `item.path` under `root` as it is: for files stored unencrypted.
+pub fn plain_files(root: &Path) -> impl Fn(&Item) -> io::Result<Box<dyn Read>> + Sync + '_ {
+    move |item| Ok(Box::new(std::fs::File::open(root.join(&item.path))?))
+}
+
+/// Check every item on up to `jobs` threads.
+pub fn check_all(
+    items: &[Item],
+    open: &Opener<'_>,
+    jobs: usize,
+    progress: &dyn Progress,
+) -> Hashed {
+    let next = AtomicUsize::new(0);
+    let threads = jobs.clamp(1, items.len().max(1));
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| scope.spawn(|| worker(items, &next, open, progress)))
+            .collect();
+        let mut all = Hashed::default();
+        for worker in workers {
+            let hashed = worker.join().expect("a hashing thread panicked");
+            all.findings.extend(hashed.findings);
+            all.bytes += hashed.bytes;
+        }
+        all
+    })
+}
+
+fn worker(
+    items: &[Item],
+    next: &AtomicUsize,
+    open: &Opener<'_>,
+    progress: &dyn Progress,
+) -> Hashed {
+    let mut buffer = vec![0; BUFFER_BYTES];
+    let mut hashed = Hashed::default();
+    while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+        let (finding, bytes) = check(item, open, &mut buffer, progress);
+        hashed.findings.extend(finding);
+        hashed.bytes += bytes;
+    }
+    hashed
+}
+
+/// One item: its finding (none when it matches) and the bytes read.
+fn check(
+    item: &Item,
+    open: &Opener<'_>,
+    buffer: &mut [u8],
+    progress: &dyn Progress,
+) -> (Option<Finding>, u64) {
+    let item = item.clone();
+    let mut reader = match open(&item) {
+        Ok(reader) => reader,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            return (Some(Finding::Missing { item }), 0);
+        }
+        Err(error) => return (Some(unreadable(item, &error)), 0),
+    };
+    match hash_reader(&mut reader, buffer, &|bytes| progress.hashed(bytes)) {
+        Err(error) => (Some(unreadable(item, &error)), 0),
+        Ok((sha256, size)) => (judge(item, sha256, size), size),
+    }
+}
+
+fn judge(item: Item, sha256: String, size: u64) -> Option<Finding> {
+    let Some(expected) = &item.sha256 else {
+        return Some(Finding::Unhashed { item });
+    };
+    let same_size = item.size.is_none_or(|expected| expected == size);
+    if same_size && expected.eq_ignore_ascii_case(&sha256) {
+        None
+    } else {
+        Some(Finding::Changed { item, sha256, size })
+    }
+}
+
+fn unreadable(item: Item, error: &io::Error) -> Finding {
+    Finding::Unreadable {
+        item,
+        error: error.to_string(),
+    }
+}
+
+/// The lowercase hex SHA-256 of everything `reader` yields, and its length, reading through
+/// `buffer` and telling `hashed` after each read.
+fn hash_reader(
+    reader: &mut dyn Read,
+    buffer: &mut [u8],
+    hashed: &dyn Fn(u64),
+) -> io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    loop {
+        let read = match reader.read(buffer) {
+            Ok(0) => return Ok((hex::encode(hasher.finalize()), total)),
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        hasher.update(&buffer[..read]);
+        total += read as u64;
+        hashed(read as u64);
+    }
+}

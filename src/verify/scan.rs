@@ -1,0 +1,85 @@
+//! The directories around the index: files under `raw/` no row points to, and what `tmp/`
+//! holds (the `.part` and resume state of unfinished downloads, or leftovers nothing owns).
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::Path;
+
+use crate::store::index::FileState;
+use crate::store::layout::DataDir;
+use crate::store::{ResumeState, StatePaths};
+use crate::sync::relative;
+
+use super::plan::InFlight;
+use super::{Finding, VerifyError};
+
+/// Files under `raw/` whose path is not in `known`.
+pub fn orphans_in_raw(
+    data: &DataDir,
+    known: &HashSet<String>,
+) -> Result<Vec<Finding>, VerifyError> {
+    let files = walk(data.root(), &data.raw())?;
+    let orphans = files
+        .into_iter()
+        .filter(|(path, _)| !known.contains(path))
+        .map(|(path, size)| Finding::Orphaned { path, size });
+    Ok(orphans.collect())
+}
+
+/// The unfinished downloads (Downloading, or with a `.part` in `tmp/`) and the files of
+/// `tmp/` that belong to none of `entries`.
+pub fn in_flight(data: &DataDir, entries: &[InFlight]) -> Result<Vec<Finding>, VerifyError> {
+    let mut unowned: HashMap<String, u64> = walk(data.root(), &data.tmp())?.into_iter().collect();
+    let mut findings = Vec::new();
+    for entry in entries {
+        let paths = StatePaths::staged(&entry.output, &data.tmp_path_for(&entry.output));
+        let part = relative(data.root(), &paths.part);
+        let has_part = unowned.remove(&part).is_some();
+        let has_state = unowned
+            .remove(&relative(data.root(), &paths.state))
+            .is_some();
+        if has_part || has_state || entry.state == FileState::Downloading {
+            let load = || ResumeState::load(&paths.state).map_or(0, |s| s.done.covered());
+            findings.push(Finding::InProgress {
+                item: entry.kind,
+                id: entry.id.clone(),
+                state: entry.state,
+                path: has_part.then_some(part),
+                bytes: if has_state { load() } else { 0 },
+            });
+        }
+    }
+    let orphans = unowned
+        .into_iter()
+        .map(|(path, size)| Finding::Orphaned { path, size });
+    findings.extend(orphans);
+    Ok(findings)
+}
+
+/// Every non-directory under `dir` (none if it does not exist), as paths relative to `root`
+/// with their sizes.
+fn walk(root: &Path, dir: &Path) -> Result<Vec<(String, u64)>, VerifyError> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let scan_error = |source| VerifyError::Scan {
+            path: dir.clone(),
+            source,
+        };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(scan_error(error)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(scan_error)?;
+            let metadata = entry.metadata().map_err(scan_error)?;
+            if metadata.is_dir() {
+                stack.push(entry.path());
+            } else {
+                found.push((relative(root, &entry.path()), metadata.len()));
+            }
+        }
+    }
+    Ok(found)
+}
