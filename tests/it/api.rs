@@ -11,7 +11,7 @@ use tokio::process::Command;
 
 use crate::support::{MIB, data, sha256};
 
-fn claudedl(api: &MockApi) -> Command {
+pub(crate) fn claudedl(api: &MockApi) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_claudedl"));
     command
         .env("ANTHROPIC_BASE_URL", api.base_url())
@@ -22,7 +22,7 @@ fn claudedl(api: &MockApi) -> Command {
     command
 }
 
-async fn run(api: &MockApi, args: &[&str]) -> Output {
+pub(crate) async fn run(api: &MockApi, args: &[&str]) -> Output {
     claudedl(api).args(args).output().await.unwrap()
 }
 
@@ -33,11 +33,11 @@ async fn run_json(api: &MockApi, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("stdout is one JSON document")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn file(id: &str, name: &str, month: &str, content: Vec<u8>) -> MockFile {
+pub(crate) fn file(id: &str, name: &str, month: &str, content: Vec<u8>) -> MockFile {
     MockFile {
         id: id.into(),
         filename: name.into(),
@@ -53,7 +53,7 @@ fn file(id: &str, name: &str, month: &str, content: Vec<u8>) -> MockFile {
     }
 }
 
-fn small_account() -> Vec<MockFile> {
+pub(crate) fn small_account() -> Vec<MockFile> {
     vec![
         file("file_a", "report.csv", "2026-06", data(10_000, 1)),
         file("file_b", "report.csv", "2026-07", data(3 * MIB, 2)),
@@ -69,7 +69,7 @@ fn small_account() -> Vec<MockFile> {
     ]
 }
 
-fn batch(id: &str, results: usize) -> MockBatch {
+pub(crate) fn batch(id: &str, results: usize) -> MockBatch {
     let kinds = ["succeeded", "errored", "canceled", "expired"];
     MockBatch {
         id: id.into(),
