@@ -23,7 +23,7 @@ use crate::store::index::SqliteIndex;
 use crate::store::layout::DataDir;
 use crate::sync::{Sync, SyncOptions, SyncSummary};
 use crate::verify::{
-    Finding, ItemKind, Progress, Repair, VerifyReport, mark_for_repair, plain_files,
+    Finding, Item, ItemKind, Progress, Repair, VerifyReport, mark_for_repair, plain_files,
     repair_outcomes, verify,
 };
 
@@ -220,22 +220,14 @@ impl Output {
                 println!("{}", to_json(repair));
                 continue;
             }
-            match repair {
-                Repair::Repaired { item, .. } => {
-                    println!(
-                        "repaired       {}  {}  {}",
-                        kind(item.kind),
-                        item.id,
-                        item.path
-                    )
+            let (label, item, reason) = match repair {
+                Repair::Repaired { item, .. } => ("repaired", item, String::new()),
+                Repair::RepairFailed { item, reason, .. } => {
+                    ("repair failed", item, format!(": {reason}"))
                 }
-                Repair::RepairFailed { item, reason, .. } => println!(
-                    "repair failed  {}  {}  {}: {reason}",
-                    kind(item.kind),
-                    item.id,
-                    item.path
-                ),
-            }
+            };
+            let (kind, id, path) = (kind(item.kind), &item.id, &item.path);
+            println!("{label:<14}{kind}  {id}  {path}{reason}");
         }
     }
 
@@ -320,41 +312,25 @@ fn kind(kind: ItemKind) -> &'static str {
 
 /// One line per finding: what, which entry, where, and the detail.
 fn describe(finding: &Finding) -> String {
-    let label = format!("{:<11}", finding.kind().replace('_', " "));
+    let label = format!("{:<14}", finding.kind().replace('_', " "));
+    let entry = |item: &Item| format!("{label}{}  {}  {}", kind(item.kind), item.id, item.path);
     match finding {
-        Finding::Missing { item } => {
-            format!("{label}{}  {}  {}", kind(item.kind), item.id, item.path)
-        }
-        Finding::Changed { item, sha256, size } => format!(
-            "{label}{}  {}  {}  (sha256 {}, {size} bytes; the index has {}{})",
-            kind(item.kind),
-            item.id,
-            item.path,
-            short(sha256),
-            item.sha256.as_deref().map_or("-", short),
-            item.size
-                .map(|s| format!(", {s} bytes"))
-                .unwrap_or_default()
-        ),
-        Finding::Unreadable { item, error } => {
+        Finding::Missing { item } => entry(item),
+        Finding::Changed { item, sha256, size } => {
+            let expected = item.sha256.as_deref().map_or("-", short);
+            let expected_size = item.size.map(|s| format!(", {s} bytes"));
             format!(
-                "{label}{}  {}  {}: {error}",
-                kind(item.kind),
-                item.id,
-                item.path
+                "{}  (sha256 {}, {size} bytes; the index has {expected}{})",
+                entry(item),
+                short(sha256),
+                expected_size.unwrap_or_default()
             )
         }
-        Finding::Unhashed { item } => format!(
-            "{label}{}  {}  {}: the index records no hash",
-            kind(item.kind),
-            item.id,
-            item.path
-        ),
+        Finding::Unreadable { item, error } => format!("{}: {error}", entry(item)),
+        Finding::Unhashed { item } => format!("{}: the index records no hash", entry(item)),
         Finding::Orphaned { path, size } => {
-            format!(
-                "{label}{path} ({}): in no index row",
-                ByteSize(*size).display().iec()
-            )
+            let size = ByteSize(*size).display().iec();
+            format!("{label}{path} ({size}): no index entry owns it")
         }
         Finding::InProgress {
             item,
@@ -362,14 +338,15 @@ fn describe(finding: &Finding) -> String {
             state,
             path,
             bytes,
-        } => format!(
-            "{label}{}  {id}: {state}, {} written{} (the next sync resumes it)",
-            kind(*item),
-            ByteSize(*bytes).display().iec(),
-            path.as_deref()
-                .map(|p| format!(" in {p}"))
-                .unwrap_or_default()
-        ),
+        } => {
+            let written = ByteSize(*bytes).display().iec();
+            let place = path.as_deref().map(|p| format!(" in {p}"));
+            format!(
+                "{label}{}  {id}: {state}, {written} written{} (the next sync resumes it)",
+                kind(*item),
+                place.unwrap_or_default()
+            )
+        }
     }
 }
 
