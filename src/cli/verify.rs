@@ -248,6 +248,9 @@ impl Output {
             println!("{summary}");
         } else {
             println!("{}", summary_line(report, &counts));
+            if counts["orphaned"] > 0 {
+                println!("orphaned files are only reported: delete them by hand if unwanted");
+            }
         }
     }
 }
