@@ -1,12 +1,12 @@
 //! `claudedl verify`: check the data directory against the index.
 //!
-//! 1. [`plan`]: from the index, every Complete file and batch results file with the SHA-256 it
+//! 1. `plan`: from the index, every Complete file and batch results file with the SHA-256 it
 //!    recorded (the items to check), every path the index points to, and every entry still in
 //!    flight (Pending, Downloading or Failed).
-//! 2. [`hash`]: re-hash the items on a small pool of threads (`jobs`), each with one large
+//! 2. `hash`: re-hash the items on a small pool of threads (`jobs`), each with one large
 //!    buffer; a file's bytes come through an [`Opener`], so encrypted files can be checked
 //!    through a decrypting reader against their plaintext hash.
-//! 3. [`scan`]: walk `raw/` for files no index row points to, and `tmp/` for in-flight
+//! 3. `scan`: walk `raw/` for files no index row points to, and `tmp/` for in-flight
 //!    downloads (reported, never a problem) and files no in-flight entry owns.
 //! 4. [`mark_for_repair`]: set each missing, changed or unreadable entry back to Failed, so
 //!    the sync download path ([`crate::sync::Sync::fetch_wanted`]) fetches it again through
