@@ -119,6 +119,11 @@ impl ApiClient {
         ApiClient { http, config }
     }
 
+    /// The HTTP client (and through it the process's governor).
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
     pub fn base_url(&self) -> &Url {
         &self.config.base_url
     }
@@ -204,6 +209,8 @@ impl ApiClient {
     async fn get_json<T: DeserializeOwned>(&self, url: Url) -> Result<T, ApiError> {
         let headers = self.headers();
         let mut failures = 0;
+        // The retry-storm guard's place, held until the retried request is answered.
+        let mut _retrying = None;
         loop {
             let (error, wait) = match self.http.get(&url, &headers).await {
                 Ok(response) if response.status().is_success() => {
@@ -217,10 +224,17 @@ impl ApiClient {
                 Err(error) => return Err(ApiError::Http(error)),
             };
             failures += 1;
-            match self.config.retry.decide(failures, wait, full_jitter) {
+            let policy = if error.is_overload() {
+                self.config.retry.for_overload()
+            } else {
+                self.config.retry
+            };
+            match policy.decide(failures, wait, full_jitter) {
                 RetryDecision::RetryAfter(delay) => {
-                    tracing::debug!(url = %redact_url(&url), failures, ?delay, %error, "retrying API call");
+                    let slot = self.http.governor().retry_slot().await;
+                    tracing::debug!(event = "retry", url = %redact_url(&url), failures, delay_ms = delay.as_millis() as u64, %error, "retrying API call");
                     tokio::time::sleep(delay).await;
+                    _retrying = Some(slot);
                 }
                 RetryDecision::GiveUp => {
                     let url = redact_url(&url);
@@ -283,12 +297,6 @@ async fn api_failure(url: &Url, response: Response) -> Attempt {
         .unwrap_or("(no message)")
         .to_owned();
     let request_id = request_id.or_else(|| envelope["request_id"].as_str().map(str::to_owned));
-    let spend_cap = error["details"]["error_code"] == "enforced_spend_limit_reached";
-    if status == 429 && spend_cap && wait.is_none() {
-        return Attempt::Final(ApiError::SpendLimit {
-            request_id: request_id.unwrap_or_default(),
-        });
-    }
     let error = ApiError::Api {
         status,
         error_type,

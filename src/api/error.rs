@@ -32,10 +32,19 @@ pub enum ApiError {
         attempts: u32,
         last: Box<ApiError>,
     },
-    #[error(
-        "the spend limit of this organization is reached (request-id {request_id}); raise it in the console, then rerun"
-    )]
-    SpendLimit { request_id: String },
+}
+
+impl ApiError {
+    /// The server said it is overloaded (503, 529): retried longer, with longer waits.
+    pub fn is_overload(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Api {
+                status: 503 | 529,
+                ..
+            }
+        )
+    }
 }
 
 fn request_id_note(request_id: &Option<String>) -> String {

@@ -6,44 +6,39 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use super::args::{ApiArgs, BatchesCommand, FilesCommand};
-use super::get::print_results;
+use super::args::{ApiArgs, BatchesCommand, FilesCommand, NetworkArgs};
+use super::get::{print_results, report_traffic};
+use super::network::{self, Traffic};
 use super::progress::Bars;
 use super::{ExitStatus, GlobalArgs};
 use crate::api::{ApiClient, ApiConfig, Cursor, Pagination};
-use crate::engine::{Engine, EngineConfig, TransferSpec};
-use crate::http::{ClientConfig, HttpClient};
+use crate::engine::{Engine, TransferSpec};
 use crate::store::index::Index;
 use crate::store::layout::DataDir;
 use crate::store::names::safe_file_name;
 use crate::sync::read_result;
 
-/// One HTTP client for the API and the engine.
-pub fn connect(api: &ApiArgs, connections: usize) -> anyhow::Result<(ApiClient, Engine)> {
+/// One HTTP client (and one request budget) for the API and the engine.
+pub fn connect(api: &ApiArgs) -> anyhow::Result<(ApiClient, Engine)> {
     let pagination = if api.beta_pagination {
         Pagination::Beta
     } else {
         Pagination::Ga
     };
     let config = ApiConfig::from_env(api.base_url.as_deref(), pagination)?;
-    clients(config, connections)
+    clients(config, &api.network)
 }
 
-pub fn clients(config: ApiConfig, connections: usize) -> anyhow::Result<(ApiClient, Engine)> {
-    let max_connections = connections.max(16);
-    let http = HttpClient::new(&ClientConfig {
-        pool_per_host: max_connections,
-        ..ClientConfig::default()
-    })?;
-    let engine_config = EngineConfig {
-        connections,
-        max_connections,
-        ..EngineConfig::default()
+pub fn clients(
+    mut config: ApiConfig,
+    network: &NetworkArgs,
+) -> anyhow::Result<(ApiClient, Engine)> {
+    config.retry = network::retry_policy(network)?;
+    let traffic = Traffic::Api {
+        base_url: config.base_url.clone(),
     };
-    Ok((
-        ApiClient::new(http.clone(), config),
-        Engine::new(http, engine_config),
-    ))
+    let (http, engine) = network::engine(network, &traffic)?;
+    Ok((ApiClient::new(http, config), engine))
 }
 
 pub async fn files(command: FilesCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
@@ -73,7 +68,7 @@ pub async fn batches(command: BatchesCommand, global: &GlobalArgs) -> anyhow::Re
 }
 
 async fn list_files(api: &ApiArgs, json: bool, limit: Option<u64>) -> anyhow::Result<ExitStatus> {
-    let (client, _) = connect(api, 1)?;
+    let (client, _) = connect(api)?;
     let mut cursor: Option<Cursor> = None;
     let mut shown = 0;
     loop {
@@ -112,7 +107,7 @@ async fn get_files(
     json: bool,
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
-    let (client, engine) = connect(api, 8)?;
+    let (client, engine) = connect(api)?;
     let mut specs = Vec::new();
     for id in ids {
         let file = client.file(id).await?;
@@ -141,11 +136,13 @@ async fn get_files(
         visible,
     ));
     let results = engine.download_all(specs, 4, bars.clone()).await;
-    Ok(print_results(&results, json, &bars))
+    let status = print_results(&results, json, &bars);
+    report_traffic(client.http(), global);
+    Ok(status)
 }
 
 async fn list_batches(api: &ApiArgs, json: bool) -> anyhow::Result<ExitStatus> {
-    let (client, _) = connect(api, 1)?;
+    let (client, _) = connect(api)?;
     let mut cursor: Option<Cursor> = None;
     loop {
         let (page, next) = client.list_batches(cursor.as_ref(), 100).await?;
@@ -180,7 +177,7 @@ async fn batch_results(
     output: Option<PathBuf>,
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
-    let (client, engine) = connect(api, 8)?;
+    let (client, engine) = connect(api)?;
     let batch = client.batch(id).await?;
     let Some(url) = client.results_url(&batch).filter(|_| batch.is_ended()) else {
         bail!(
@@ -198,7 +195,9 @@ async fn batch_results(
     let visible = !global.quiet && std::io::stderr().is_terminal();
     let bars = Arc::new(Bars::new(vec![id.to_owned()], visible));
     let result = engine.download(0, &spec, bars.clone()).await;
-    Ok(print_results(std::slice::from_ref(&result), false, &bars))
+    let status = print_results(std::slice::from_ref(&result), false, &bars);
+    report_traffic(client.http(), global);
+    Ok(status)
 }
 
 fn show_result(data: &DataDir, id: &str, custom_id: &str) -> anyhow::Result<ExitStatus> {

@@ -52,6 +52,54 @@ pub struct ApiArgs {
     /// Page the Files API with the beta shape (after_id / has_more) instead of GA's page cursor.
     #[arg(long)]
     pub beta_pagination: bool,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+/// How requests are made and paced: connections, timeouts, retries, the request budget, backup
+/// endpoints and the bandwidth cap. Every option is optional so that a config file can supply
+/// it; unset ones take the defaults in `cli::network`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct NetworkArgs {
+    /// Parallel connections (byte ranges) per file [default: 8].
+    #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub connections: Option<u16>,
+    /// Connections across all files at once [default: the larger of -c and 16].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_connections: Option<u16>,
+    /// Largest byte range one request asks for [default: 64MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub chunk_size: Option<ByteSize>,
+    /// Ranges smaller than twice this are not split further [default: 1MiB].
+    #[arg(long, value_name = "SIZE", hide = true)]
+    pub min_split_size: Option<ByteSize>,
+    /// Retries per request after the first failure [default: 5].
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
+    /// Seconds to wait for a connection [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<f64>,
+    /// Seconds of silence tolerated while reading a body; there is no total timeout [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub read_timeout: Option<f64>,
+    /// Milliseconds between checkpoints of the resume state [default: 100].
+    #[arg(long, value_name = "MS", hide = true)]
+    pub checkpoint_ms: Option<u64>,
+    /// Request budget for the whole process, requests per minute [default: 50 for API commands;
+    /// `get` is unpaced unless given]. The server's anthropic-ratelimit-* headers then tighten
+    /// or (gradually) relax it.
+    #[arg(long = "rpm", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub requests_per_minute: Option<u32>,
+    /// Backup API endpoint, tried in order after a streak of 503/529 (repeatable). They share
+    /// the budget and receive the API key.
+    #[arg(long = "endpoint", value_name = "URL")]
+    pub endpoints: Vec<String>,
+    /// Seconds an overloaded endpoint is left alone before it is tried again [default: 600].
+    #[arg(long, value_name = "SECS")]
+    pub overload_pause: Option<f64>,
+    /// Cap on total download bandwidth across all connections, e.g. 5MB or 500KiB (per second).
+    #[arg(long, value_name = "SIZE")]
+    pub limit_rate: Option<ByteSize>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -139,9 +187,6 @@ pub struct SyncArgs {
     /// Files downloaded at once.
     #[arg(short = 'j', long = "jobs", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
-    /// Parallel ranges per file.
-    #[arg(short = 'c', long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub connections: u16,
     /// Items per list request (1-1000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
@@ -192,33 +237,11 @@ pub struct GetArgs {
     /// Directory to save into, named after the URL's last path segment.
     #[arg(short, long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Parallel connections (byte ranges) per file.
-    #[arg(short = 'c', long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub connections: u16,
     /// Files downloaded at once.
     #[arg(short = 'j', long = "jobs", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
-    /// Connections across all files at once (default: the larger of -c and 16).
-    #[arg(long, value_name = "N")]
-    pub max_connections: Option<u16>,
-    /// Largest byte range one request asks for.
-    #[arg(long, default_value = "64MiB", value_name = "SIZE")]
-    pub chunk_size: ByteSize,
-    /// Ranges smaller than twice this are not split further.
-    #[arg(long, default_value = "1MiB", value_name = "SIZE", hide = true)]
-    pub min_split_size: ByteSize,
-    /// Retries per range after the first failure.
-    #[arg(long, default_value_t = 5, value_name = "N")]
-    pub max_retries: u32,
-    /// Seconds to wait for a connection.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
-    pub connect_timeout: f64,
-    /// Seconds of silence tolerated while reading a body (there is no total timeout).
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
-    pub read_timeout: f64,
-    /// Milliseconds between checkpoints of the resume state.
-    #[arg(long, default_value_t = 100, value_name = "MS", hide = true)]
-    pub checkpoint_ms: u64,
+    #[command(flatten)]
+    pub network: NetworkArgs,
     /// Extra request header, `Name: value` (repeatable). Credential headers never follow a
     /// redirect to another origin. Prefer ANTHROPIC_API_KEY for the Claude API: command-line
     /// values are visible to other users in the process list.

@@ -4,28 +4,25 @@ use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use reqwest::header::HeaderMap;
 use url::Url;
 
 use super::args::GetArgs;
+use super::network::{self, Traffic};
 use super::progress::Bars;
 use super::{ExitStatus, GlobalArgs};
 use crate::api::{ApiConfig, Pagination};
-use crate::engine::{
-    Engine, EngineConfig, TransferError, TransferReport, TransferSpec, TransferStatus,
-};
-use crate::http::retry::RetryPolicy;
-use crate::http::{ClientConfig, HttpClient, parse_header_line};
+use crate::engine::{TransferError, TransferReport, TransferSpec, TransferStatus};
+use crate::http::{HttpClient, parse_header_line};
 use crate::store::names::safe_file_name;
 
 pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let urls = collect_urls(&args)?;
     let headers = parse_headers(&args.headers)?;
     let specs = plan_outputs(&args, &urls, &headers)?;
-    let engine = build_engine(&args)?;
+    let (client, engine) = network::engine(&args.network, &traffic(&urls))?;
     let cancel = engine.cancel_token();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -38,7 +35,40 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
     let results = engine
         .download_all(specs, args.jobs.into(), bars.clone())
         .await;
-    Ok(print_results(&results, args.json, &bars))
+    let status = print_results(&results, args.json, &bars);
+    report_traffic(&client, global);
+    Ok(status)
+}
+
+/// Requests to the Claude API's origin are paced by its budget; plain URLs are not (unless
+/// `--rpm` is given).
+fn traffic(urls: &[Url]) -> Traffic {
+    let api = ApiConfig::from_env(None, Pagination::Ga).ok();
+    match api {
+        Some(api) if urls.iter().any(|url| url.origin() == api.base_url.origin()) => Traffic::Api {
+            base_url: api.base_url,
+        },
+        _ => Traffic::Urls,
+    }
+}
+
+/// The run summary (requests, pushback, waits), on stderr and in the logs.
+pub(super) fn report_traffic(client: &HttpClient, global: &GlobalArgs) {
+    let summary = client.governor().summary();
+    tracing::info!(
+        event = "run_summary",
+        requests = summary.requests,
+        throttled = summary.throttled,
+        achieved_rpm = summary.achieved_rpm,
+        budget_rpm = summary.budget_rpm,
+        endpoint_switches = summary.endpoint_switches,
+        "{summary}"
+    );
+    let noteworthy =
+        summary.budget_rpm.is_some() || summary.throttled > 0 || !summary.server_errors.is_empty();
+    if !global.quiet && noteworthy && summary.requests > 0 {
+        eprintln!("requests: {summary}");
+    }
 }
 
 fn collect_urls(args: &GetArgs) -> anyhow::Result<Vec<Url>> {
@@ -133,36 +163,6 @@ fn unique_name(name: &str, taken: &mut HashSet<String>) -> String {
         n += 1;
     }
     candidate
-}
-
-fn build_engine(args: &GetArgs) -> anyhow::Result<Engine> {
-    let seconds = |value: f64, flag: &str| {
-        Duration::try_from_secs_f64(value)
-            .map_err(|_| usage(&format!("{flag} must be a positive number of seconds")))
-    };
-    let connections = usize::from(args.connections);
-    let max_connections = args
-        .max_connections
-        .map_or(connections.max(16), usize::from);
-    let client = HttpClient::new(&ClientConfig {
-        connect_timeout: seconds(args.connect_timeout, "--connect-timeout")?,
-        pool_per_host: max_connections,
-        ..ClientConfig::default()
-    })?;
-    let config = EngineConfig {
-        connections,
-        max_connections,
-        chunk_size: args.chunk_size.as_u64().max(1),
-        min_split: args.min_split_size.as_u64().max(1),
-        retry: RetryPolicy {
-            max_retries: args.max_retries,
-            ..RetryPolicy::default()
-        },
-        read_timeout: seconds(args.read_timeout, "--read-timeout")?,
-        checkpoint_interval: Duration::from_millis(args.checkpoint_ms.max(1)),
-        ..EngineConfig::default()
-    };
-    Ok(Engine::new(client, config))
 }
 
 fn display_name(path: &Path) -> String {

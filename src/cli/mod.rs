@@ -5,6 +5,7 @@
 mod api;
 mod args;
 mod get;
+mod network;
 mod progress;
 mod sync;
 mod verify;

@@ -6,17 +6,19 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 
 use super::api::{clients, connect};
-use super::args::{DemoArgs, LsArgs, SyncArgs};
+use super::args::{DemoArgs, LsArgs, NetworkArgs, SyncArgs};
+use super::get::report_traffic;
 use super::progress::Bars;
 use super::{ExitStatus, GlobalArgs};
 use crate::api::{ApiClient, ApiConfig, ApiKey, Pagination};
 use crate::engine::Engine;
+use crate::http::TrafficSummary;
 use crate::store::index::{FileQuery, FileState, Index, SqliteIndex};
 use crate::store::layout::DataDir;
 use crate::sync::{Sync, SyncOptions, SyncSummary};
 
 pub async fn sync(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    let (api, engine) = connect(&args.api, args.connections.into())?;
+    let (api, engine) = connect(&args.api)?;
     let options = SyncOptions {
         files: !args.batches_only,
         batches: !args.files_only,
@@ -28,7 +30,13 @@ pub async fn sync(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitSta
     };
     let data = DataDir::new(&args.data.data_dir);
     let summary = run_sync(&api, &engine, &data, &options, global).await?;
-    print_summary(&summary, &options, args.json);
+    print_summary(
+        &summary,
+        &options,
+        args.json,
+        &api.http().governor().summary(),
+    );
+    report_traffic(api.http(), global);
     Ok(exit_status(&summary))
 }
 
@@ -71,7 +79,12 @@ fn exit_status(summary: &SyncSummary) -> ExitStatus {
     }
 }
 
-fn print_summary(summary: &SyncSummary, options: &SyncOptions, json: bool) {
+fn print_summary(
+    summary: &SyncSummary,
+    options: &SyncOptions,
+    json: bool,
+    traffic: &TrafficSummary,
+) {
     if json {
         let value = serde_json::json!({
             "files_listed": summary.files_listed,
@@ -87,6 +100,7 @@ fn print_summary(summary: &SyncSummary, options: &SyncOptions, json: bool) {
             "planned": summary.planned,
             "interrupted": summary.interrupted,
             "duration_ms": summary.duration.as_millis() as u64,
+            "requests": traffic,
         });
         println!("{value}");
         return;
@@ -194,6 +208,9 @@ fn parse_state(text: &str) -> anyhow::Result<FileState> {
     })
 }
 
+/// The demo's request budget (the bundled mock does not limit it).
+const DEMO_RPM: u32 = 60_000;
+
 pub async fn demo(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let mock = claudedl_mock::api::MockApi::start(claudedl_mock::api::demo_config()).await;
     println!(
@@ -205,13 +222,19 @@ pub async fn demo(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<ExitSta
         ApiKey::new(mock.api_key()),
         Pagination::Ga,
     )?;
-    let (api, engine) = clients(config, 8)?;
+    // The mock is local: a budget of its own size, far above the lowest tier.
+    let network = NetworkArgs {
+        requests_per_minute: Some(DEMO_RPM),
+        ..NetworkArgs::default()
+    };
+    let (api, engine) = clients(config, &network)?;
     let data = DataDir::new(&args.data_dir);
     let options = SyncOptions::default();
     let summary = run_sync(&api, &engine, &data, &options, global)
         .await
         .context("demo sync")?;
-    print_summary(&summary, &options, false);
+    print_summary(&summary, &options, false, &api.http().governor().summary());
+    report_traffic(api.http(), global);
     let root = data.root().display();
     println!("\nwhere things are:");
     println!("  {root}/raw/YYYY-MM/           downloaded files, by month of creation");

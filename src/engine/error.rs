@@ -50,6 +50,17 @@ pub enum TransferError {
 }
 
 impl TransferError {
+    /// The server said it is overloaded (503, 529): retried longer, with longer waits.
+    pub fn is_overload(&self) -> bool {
+        matches!(
+            self,
+            TransferError::Status {
+                status: 503 | 529,
+                ..
+            }
+        )
+    }
+
     pub fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

@@ -14,7 +14,7 @@ use super::ledger::Ledger;
 use super::plan::Segment;
 use super::response::Failure;
 use super::{Reporter, TransferError};
-use crate::http::HttpError;
+use crate::http::{Governor, HttpError};
 use crate::store::PartFile;
 
 /// Bytes gathered before one positional write.
@@ -36,6 +36,8 @@ pub struct Sink<'a> {
     pub cancel: &'a CancellationToken,
     /// The resume state, named in the error when cancelled.
     pub state: &'a Path,
+    /// Holds reading to the bandwidth cap.
+    pub governor: &'a Governor,
 }
 
 /// Copy `response`'s body into `segment` until the segment ends or the body does.
@@ -92,6 +94,7 @@ pub async fn copy_body(
             };
         };
         received += chunk.len() as u64;
+        sink.governor.received(chunk.len() as u64).await;
         if body_len.is_some_and(|expected| received > expected) {
             return Err(Failure::Untrustworthy(
                 "the body is longer than announced".into(),

@@ -17,6 +17,9 @@ use std::time::Instant;
 use reqwest::Response;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio::sync::OwnedSemaphorePermit;
+
+/// A place among the retries in progress (see [`crate::http::Governor::retry_slot`]).
+type RetrySlot = OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
 use super::ledger::{Ledger, checkpoint, checkpoint_loop, hash_prefix};
@@ -250,6 +253,7 @@ impl Job {
     /// The first request, retried like any other.
     async fn probe(&self, start: u64, end: u64, if_range: Option<&str>) -> Result<Held, Failure> {
         let mut failures = 0;
+        let mut _retrying: Option<RetrySlot> = None;
         loop {
             let permit = self.permit().await?;
             let headers = self.range_headers(start, Some(end), if_range);
@@ -263,8 +267,10 @@ impl Job {
                 Err(error) => transient(error),
             };
             failures += 1;
-            self.pause(failures, failure, &format!("{start}-{}", end - 1))
-                .await?;
+            _retrying = Some(
+                self.pause(failures, failure, &format!("{start}-{}", end - 1))
+                    .await?,
+            );
         }
     }
 
@@ -274,6 +280,7 @@ impl Job {
     /// starts the stream over: a server without ranges cannot continue it.
     async fn single(self: &Arc<Self>, mut first: Option<Held>) -> Result<Finished, Failure> {
         let mut failures = 0;
+        let mut _retrying: Option<RetrySlot> = None;
         loop {
             let held = match first.take() {
                 Some(held) => Ok(held),
@@ -287,7 +294,7 @@ impl Job {
                 Err(failure) => failure,
             };
             failures += 1;
-            self.pause(failures, failure, "0-").await?;
+            _retrying = Some(self.pause(failures, failure, "0-").await?);
         }
     }
 
@@ -395,17 +402,24 @@ impl Job {
     }
 
     /// Wait before another attempt, or turn the failure into the transfer's final error.
-    async fn pause(&self, failures: u32, failure: Failure, range: &str) -> Result<(), Failure> {
+    /// The returned place among the retries (the retry-storm guard) is held by the caller
+    /// until the next attempt is over.
+    async fn pause(
+        &self,
+        failures: u32,
+        failure: Failure,
+        range: &str,
+    ) -> Result<RetrySlot, Failure> {
         let (error, server_wait) = match failure {
             Failure::Retry { error, server_wait } => (error, server_wait),
             other => return Err(other),
         };
-        match self
-            .engine
-            .config
-            .retry
-            .decide(failures, server_wait, full_jitter)
-        {
+        let policy = if error.is_overload() {
+            self.engine.config.retry.for_overload()
+        } else {
+            self.engine.config.retry
+        };
+        match policy.decide(failures, server_wait, full_jitter) {
             RetryDecision::GiveUp => Err(Failure::Fatal(TransferError::RetriesExhausted {
                 url: self.url.clone(),
                 range: range.to_owned(),
@@ -413,15 +427,19 @@ impl Job {
                 last: Box::new(error),
             })),
             RetryDecision::RetryAfter(delay) => {
+                let governor = self.engine.client.governor();
+                let slot = self.cancellable(async { Ok(governor.retry_slot().await) });
+                let slot = slot.await?;
                 self.retries.fetch_add(1, Ordering::Relaxed);
                 let reason = error.to_string();
-                tracing::debug!(url = %self.url, range, failures, ?delay, %reason, "retrying");
+                tracing::debug!(event = "retry", url = %self.url, range, failures, delay_ms = delay.as_millis() as u64, %reason, "retrying");
                 self.reporter.retrying(self.id, failures, delay, &reason);
                 self.cancellable(async {
                     tokio::time::sleep(delay).await;
                     Ok(())
                 })
-                .await
+                .await?;
+                Ok(slot)
             }
         }
     }
@@ -438,6 +456,7 @@ impl Job {
             fetched: &self.fetched,
             cancel: &self.engine.cancel,
             state: &self.paths.state,
+            governor: self.engine.client.governor(),
         }
     }
 
@@ -586,6 +605,7 @@ impl Workers {
     ) -> Result<(), Failure> {
         let job = &self.job;
         let mut failures = 0;
+        let mut _retrying: Option<RetrySlot> = None;
         loop {
             let range = segment.remaining();
             if range.is_empty() {
@@ -599,14 +619,14 @@ impl Workers {
                 None => self.request_and_copy(segment, range.clone()).await,
             };
             match result {
-                Ok(()) => continue,
+                Ok(()) => _retrying = None,
                 Err(failure @ Failure::Retry { .. }) => {
                     if segment.remaining().start > range.start {
                         failures = 0;
                     }
                     failures += 1;
                     let described = format!("{}-{}", segment.remaining().start, range.end - 1);
-                    job.pause(failures, failure, &described).await?;
+                    _retrying = Some(job.pause(failures, failure, &described).await?);
                 }
                 Err(other) => return Err(other),
             }

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -5,6 +6,7 @@ use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
 use super::HttpError;
+use super::governor::{Governor, GovernorConfig, Ticket};
 use super::redact::{redact_url, same_origin};
 
 const MAX_REDIRECTS: usize = 10;
@@ -16,6 +18,8 @@ pub struct ClientConfig {
     pub user_agent: String,
     /// Idle connections kept per host (should be at least the connection cap).
     pub pool_per_host: usize,
+    /// Pacing, pushback and failover for every request.
+    pub governor: GovernorConfig,
 }
 
 impl Default for ClientConfig {
@@ -24,16 +28,24 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(30),
             user_agent: concat!("claudedl/", env!("CARGO_PKG_VERSION")).to_string(),
             pool_per_host: 64,
+            governor: GovernorConfig::default(),
         }
     }
 }
 
 /// The process's HTTP client: HTTP/1.1 only (one TCP connection per range, so parallel ranges
-/// really run in parallel), no automatic redirects, no `Referer`, no decompression.
+/// really run in parallel), no automatic redirects, no `Referer`, no decompression. Every
+/// request passes the process's [`Governor`].
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     inner: reqwest::Client,
+    governor: Arc<Governor>,
 }
+
+/// The spend-cap 429's error code.
+const SPEND_LIMIT_CODE: &str = "enforced_spend_limit_reached";
+/// Longest error body read to look for the spend-cap code.
+const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// Headers that carry credentials and must stay with the origin they were meant for.
 pub fn is_credential_header(name: &HeaderName) -> bool {
@@ -60,19 +72,37 @@ impl HttpClient {
             .user_agent(config.user_agent.clone())
             .build()
             .map_err(HttpError::Build)?;
-        Ok(HttpClient { inner })
+        Ok(HttpClient {
+            inner,
+            governor: Governor::new(config.governor.clone()),
+        })
+    }
+
+    /// The process's governor (budget, pauses, bandwidth cap, run summary).
+    pub fn governor(&self) -> &Arc<Governor> {
+        &self.governor
     }
 
     /// Send a GET, following redirects. `headers` go to the first origin and to any redirect
     /// target on the same origin; credential headers are dropped as soon as a redirect leaves it.
+    ///
+    /// A request to the API's origin goes to the endpoint in use (see the governor); the
+    /// response holds its place in flight until it is dropped.
     pub async fn get(&self, url: &Url, headers: &HeaderMap) -> Result<Response, HttpError> {
-        let mut current = url.clone();
+        let (mut current, endpoint) = self.governor.route(url);
         let mut headers = headers.clone();
         for _ in 0..=MAX_REDIRECTS {
+            let halted = |halted: super::Halted| HttpError::Halted {
+                url: redact_url(&current),
+                reason: halted.0,
+            };
+            let ticket = self.governor.admit(endpoint).await.map_err(halted)?;
             let response = self.send_once(&current, &headers).await?;
+            let response = self.observe(ticket, &current, response).await?;
             let Some(next) = redirect_target(&current, &response)? else {
                 return Ok(response);
             };
+            drop(response);
             if !same_origin(&current, &next) {
                 headers.retain_credentials_off();
             }
@@ -99,6 +129,80 @@ impl HttpClient {
                 source,
             })
     }
+}
+
+impl HttpClient {
+    /// Tell the governor about the answer; a spend-cap 429 halts the process.
+    async fn observe(
+        &self,
+        ticket: Ticket,
+        url: &Url,
+        response: Response,
+    ) -> Result<Response, HttpError> {
+        let status = response.status().as_u16();
+        self.governor.observe(&ticket, status, response.headers());
+        let mut response = if status == 429 && !response.headers().contains_key("retry-after") {
+            self.check_spend_limit(url, response).await?
+        } else {
+            response
+        };
+        response
+            .extensions_mut()
+            .insert(Arc::new(ticket.into_slot()));
+        Ok(response)
+    }
+
+    /// Read a 429's body (it has no `retry-after`): the spend cap halts the process, any other
+    /// 429 is handed back as it came.
+    async fn check_spend_limit(
+        &self,
+        url: &Url,
+        response: Response,
+    ) -> Result<Response, HttpError> {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let request_id = headers
+            .get("request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        let body = read_bounded(response, MAX_ERROR_BODY).await;
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if error["error"]["details"]["error_code"] == SPEND_LIMIT_CODE {
+            let message = error["error"]["message"].as_str().unwrap_or("").to_owned();
+            let reason = format!(
+                "the organization's spend limit is reached (request-id {request_id}){}: raise it \
+                 in the Claude Console, then run the same command again; progress is saved",
+                if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                }
+            );
+            self.governor.halt(reason.clone());
+            return Err(HttpError::Halted {
+                url: redact_url(url),
+                reason,
+            });
+        }
+        let mut rebuilt = http::Response::new(body);
+        *rebuilt.status_mut() = status;
+        *rebuilt.headers_mut() = headers;
+        Ok(Response::from(rebuilt))
+    }
+}
+
+/// Up to `limit` bytes of a body (an error body: what could not be read is not needed).
+async fn read_bounded(mut response: Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(limit);
+    body
 }
 
 /// Where a redirect response points, or `None` when the response is not a redirect.

@@ -25,6 +25,9 @@ pub enum HttpError {
     BadRedirect { url: String },
     #[error("too many redirects starting at {url} (more than {limit})")]
     TooManyRedirects { url: String, limit: usize },
+    /// The process stopped sending requests (the spend cap): not retryable.
+    #[error("not sending {url}: {reason}")]
+    Halted { url: String, reason: String },
 }
 
 impl HttpError {

@@ -21,6 +21,10 @@ pub struct RetryPolicy {
     pub cap: Duration,
     /// The longest server-requested wait we accept before giving up instead.
     pub max_server_wait: Duration,
+    /// Retries allowed while the server is overloaded (503/529): overload streaks are long.
+    pub overload_retries: u32,
+    /// The backoff window's cap while the server is overloaded (`--overload-pause`).
+    pub overload_cap: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -30,6 +34,8 @@ impl Default for RetryPolicy {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(60),
             max_server_wait: Duration::from_secs(15 * 60),
+            overload_retries: 12,
+            overload_cap: Duration::from_secs(600),
         }
     }
 }
@@ -59,6 +65,16 @@ impl RetryPolicy {
             Some(wait) if wait > self.max_server_wait => RetryDecision::GiveUp,
             Some(wait) => RetryDecision::RetryAfter(wait),
             None => RetryDecision::RetryAfter(jitter(self.window(failures))),
+        }
+    }
+
+    /// The policy for a server that said it is overloaded (503/529): more retries, growing up
+    /// to the overload pause.
+    pub fn for_overload(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.overload_retries.max(self.max_retries),
+            cap: self.overload_cap.max(self.cap),
+            ..*self
         }
     }
 
@@ -121,6 +137,17 @@ mod tests {
         let windows: Vec<u64> = (1..=10).map(|n| policy.window(n).as_secs()).collect();
         assert_eq!(windows, vec![1, 2, 4, 8, 16, 32, 60, 60, 60, 60]);
         assert_eq!(policy.window(u32::MAX), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn overload_gets_more_retries_growing_to_the_overload_pause() {
+        let policy = RetryPolicy::default().for_overload();
+        let windows: Vec<u64> = (1..=12).map(|n| policy.window(n).as_secs()).collect();
+        assert_eq!(
+            windows,
+            vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600]
+        );
+        assert_eq!(policy.decide(13, None, |w| w), RetryDecision::GiveUp);
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub fn test_config(connections: usize) -> EngineConfig {
             max_retries: 5,
             base: Duration::from_millis(10),
             cap: Duration::from_millis(50),
+            overload_retries: 0,
+            overload_cap: Duration::from_millis(50),
             ..RetryPolicy::default()
         },
         read_timeout: Duration::from_secs(5),

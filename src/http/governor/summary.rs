@@ -1,0 +1,155 @@
+//! What the governor saw: counted while the process runs, reported once at the end.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// Why a request waited before it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WaitReason {
+    /// Its turn in the request budget.
+    Budget,
+    /// A process-wide pause after a 429.
+    Throttled,
+    /// A process-wide pause while the only endpoint is overloaded (503/529).
+    Overloaded,
+    /// A place under the concurrency limit.
+    Concurrency,
+    /// The retry-storm guard: too many retries at once.
+    Retries,
+}
+
+impl WaitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitReason::Budget => "budget",
+            WaitReason::Throttled => "throttled",
+            WaitReason::Overloaded => "overloaded",
+            WaitReason::Concurrency => "concurrency",
+            WaitReason::Retries => "retries",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    requests: AtomicU64,
+    endpoint_switches: AtomicU64,
+    statuses: Mutex<BTreeMap<u16, u64>>,
+    waited: Mutex<BTreeMap<WaitReason, Duration>>,
+}
+
+impl Stats {
+    pub fn new() -> Stats {
+        Stats {
+            started: Instant::now(),
+            requests: AtomicU64::new(0),
+            endpoint_switches: AtomicU64::new(0),
+            statuses: Mutex::new(BTreeMap::new()),
+            waited: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn sent(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn answered(&self, status: u16) {
+        *self.statuses.lock().unwrap().entry(status).or_default() += 1;
+    }
+
+    pub fn switched(&self) {
+        self.endpoint_switches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn waited(&self, reason: WaitReason, wait: Duration) {
+        *self.waited.lock().unwrap().entry(reason).or_default() += wait;
+    }
+
+    pub fn summary(&self, budget_rpm: Option<f64>) -> TrafficSummary {
+        let elapsed = self.started.elapsed();
+        let requests = self.requests.load(Ordering::Relaxed);
+        let statuses = self.statuses.lock().unwrap();
+        let minutes = elapsed.as_secs_f64() / 60.0;
+        TrafficSummary {
+            requests,
+            throttled: statuses.get(&429).copied().unwrap_or(0),
+            server_errors: statuses
+                .iter()
+                .filter(|(status, _)| **status >= 500)
+                .map(|(status, n)| (*status, *n))
+                .collect(),
+            waited_ms: self
+                .waited
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(reason, wait)| (reason.as_str(), wait.as_millis() as u64))
+                .collect(),
+            elapsed_ms: elapsed.as_millis() as u64,
+            achieved_rpm: if minutes > 0.0 {
+                requests as f64 / minutes
+            } else {
+                0.0
+            },
+            budget_rpm,
+            endpoint_switches: self.endpoint_switches.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The run summary: requests, pushback, waiting, pace, failovers.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrafficSummary {
+    pub requests: u64,
+    /// 429 answers.
+    pub throttled: u64,
+    /// 5xx answers by status.
+    pub server_errors: BTreeMap<u16, u64>,
+    /// Time requests spent waiting before they were sent, by reason (summed over requests).
+    pub waited_ms: BTreeMap<&'static str, u64>,
+    pub elapsed_ms: u64,
+    pub achieved_rpm: f64,
+    /// The request budget in force at the end (`None`: unpaced).
+    pub budget_rpm: Option<f64>,
+    pub endpoint_switches: u64,
+}
+
+impl fmt::Display for TrafficSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} requests in {:.1} s ({:.0}/min",
+            self.requests,
+            self.elapsed_ms as f64 / 1000.0,
+            self.achieved_rpm
+        )?;
+        match self.budget_rpm {
+            Some(budget) => write!(f, " of a {budget:.0}/min budget)")?,
+            None => write!(f, ", unpaced)")?,
+        }
+        write!(f, ", {} throttled (429)", self.throttled)?;
+        for (status, n) in &self.server_errors {
+            write!(f, ", {n}×{status}")?;
+        }
+        let waited: u64 = self.waited_ms.values().sum();
+        if waited > 0 {
+            let parts: Vec<String> = self
+                .waited_ms
+                .iter()
+                .map(|(reason, ms)| format!("{reason} {:.1} s", *ms as f64 / 1000.0))
+                .collect();
+            write!(f, ", waited {}", parts.join(", "))?;
+        }
+        if self.endpoint_switches > 0 {
+            write!(f, ", {} endpoint switches", self.endpoint_switches)?;
+        }
+        Ok(())
+    }
+}
