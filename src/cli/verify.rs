@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::api::connect;
 use super::args::{ApiArgs, DataArgs};
+use super::get::report_traffic;
 use super::progress::Bars;
 use super::sync::open_index;
 use super::{ExitStatus, GlobalArgs};
@@ -26,9 +27,6 @@ use crate::verify::{
     Finding, Item, ItemKind, Progress, Repair, VerifyReport, mark_for_repair, plain_files,
     repair_outcomes, verify,
 };
-
-/// Connections per file while repairing (as `sync` by default).
-const REPAIR_CONNECTIONS: usize = 8;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -53,10 +51,7 @@ pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<ExitSt
     let mut index = open_index(&data)?;
     let _lock = data.lock()?;
     // Before hashing, so a missing key fails at once rather than after a long check.
-    let clients = args
-        .repair
-        .then(|| connect(&args.api, REPAIR_CONNECTIONS))
-        .transpose()?;
+    let clients = args.repair.then(|| connect(&args.api)).transpose()?;
     let visible = !global.quiet && std::io::stderr().is_terminal();
     let jobs = args.jobs.map_or_else(cpus, usize::from);
     let report = tokio::task::block_in_place(|| {
@@ -76,6 +71,7 @@ pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<ExitSt
         };
         (repairs, interrupted) = fix.repair(&mut index, &report).await?;
         output.repairs(&repairs);
+        report_traffic(api.http(), global);
     }
     output.summary(&report, &repairs);
     Ok(exit_status(&report, &repairs, args.repair, interrupted))
