@@ -11,18 +11,32 @@ use tokio::process::Command;
 
 use crate::support::{MIB, data, sha256};
 
-fn claudedl(api: &MockApi) -> Command {
+pub(crate) fn claudedl(api: &MockApi) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_claudedl"));
     command
         .env("ANTHROPIC_BASE_URL", api.base_url())
         .env("ANTHROPIC_API_KEY", api.api_key())
+        // Pacing is not what these tests are about (see tests/it/governor.rs).
+        .env("CLAUDEDL_RPM", "60000")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
 }
 
-async fn run(api: &MockApi, args: &[&str]) -> Output {
+/// The binary with no API settings at all (for plain URLs).
+pub(crate) fn command_without_api() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_claudedl"));
+    command
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+pub(crate) async fn run(api: &MockApi, args: &[&str]) -> Output {
     claudedl(api).args(args).output().await.unwrap()
 }
 
@@ -33,11 +47,11 @@ async fn run_json(api: &MockApi, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("stdout is one JSON document")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn file(id: &str, name: &str, month: &str, content: Vec<u8>) -> MockFile {
+pub(crate) fn file(id: &str, name: &str, month: &str, content: Vec<u8>) -> MockFile {
     MockFile {
         id: id.into(),
         filename: name.into(),

@@ -311,6 +311,11 @@ impl Governor {
         }
     }
 
+    /// Why the process stopped sending requests, if it did.
+    pub fn halted(&self) -> Option<&Halted> {
+        self.halted.get()
+    }
+
     fn check_halted(&self) -> Result<(), Halted> {
         match self.halted.get() {
             Some(halted) => Err(halted.clone()),
