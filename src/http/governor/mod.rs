@@ -474,6 +474,6 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!third.is_finished());
         drop(first);
-        third.await.unwrap();
+        let _third = third.await.unwrap();
     }
 }
