@@ -10,6 +10,8 @@ use super::governor::{Governor, GovernorConfig, Ticket};
 use super::redact::{redact_url, same_origin};
 
 const MAX_REDIRECTS: usize = 10;
+/// Immediate retries of one request on another endpoint after an overloaded answer.
+const MAX_FAILOVERS: usize = 2;
 
 /// Connection settings of the one client a process uses.
 #[derive(Debug, Clone)]
@@ -89,7 +91,32 @@ impl HttpClient {
     /// A request to the API's origin goes to the endpoint in use (see the governor); the
     /// response holds its place in flight until it is dropped.
     pub async fn get(&self, url: &Url, headers: &HeaderMap) -> Result<Response, HttpError> {
-        let (mut current, endpoint) = self.governor.route(url);
+        let mut failovers = 0;
+        loop {
+            let (routed, endpoint) = self.governor.route(url);
+            let response = self.follow(&routed, endpoint, headers).await?;
+            // An overloaded answer that moved the process to another endpoint is retried there
+            // at once: the failure belonged to the endpoint, not to the request.
+            let overloaded = matches!(response.status().as_u16(), 503 | 529);
+            if overloaded && endpoint.is_some() && failovers < MAX_FAILOVERS {
+                let (_, now_in_use) = self.governor.route(url);
+                if now_in_use != endpoint {
+                    failovers += 1;
+                    continue;
+                }
+            }
+            return Ok(response);
+        }
+    }
+
+    /// One request and its redirects.
+    async fn follow(
+        &self,
+        url: &Url,
+        endpoint: Option<usize>,
+        headers: &HeaderMap,
+    ) -> Result<Response, HttpError> {
+        let mut current = url.clone();
         let mut headers = headers.clone();
         for _ in 0..=MAX_REDIRECTS {
             let halted = |halted: super::Halted| HttpError::Halted {

@@ -16,6 +16,20 @@ pub(crate) fn claudedl(api: &MockApi) -> Command {
     command
         .env("ANTHROPIC_BASE_URL", api.base_url())
         .env("ANTHROPIC_API_KEY", api.api_key())
+        // Pacing is not what these tests are about (see tests/it/governor.rs).
+        .env("CLAUDEDL_RPM", "60000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// The binary with no API settings at all (for plain URLs).
+pub(crate) fn command_without_api() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_claudedl"));
+    command
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("ANTHROPIC_BASE_URL")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

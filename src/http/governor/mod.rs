@@ -311,6 +311,11 @@ impl Governor {
         }
     }
 
+    /// Why the process stopped sending requests, if it did.
+    pub fn halted(&self) -> Option<&Halted> {
+        self.halted.get()
+    }
+
     fn check_halted(&self) -> Result<(), Halted> {
         match self.halted.get() {
             Some(halted) => Err(halted.clone()),
@@ -357,5 +362,118 @@ impl Governor {
     pub fn summary(&self) -> TrafficSummary {
         let budget = self.budget.as_ref().map(|b| b.lock().unwrap().rate());
         self.stats.summary(budget)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    fn governor(rpm: Option<u32>) -> Arc<Governor> {
+        Governor::new(GovernorConfig {
+            requests_per_minute: rpm,
+            ..GovernorConfig::default()
+        })
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    /// Admit `n` requests from concurrent tasks; the times they were admitted, from `start`.
+    async fn admit_times(governor: &Arc<Governor>, n: usize, start: Instant) -> Vec<Duration> {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let governor = Arc::clone(governor);
+                tokio::spawn(async move {
+                    governor.admit(None).await.unwrap();
+                    Instant::now() - start
+                })
+            })
+            .collect();
+        let mut times = Vec::new();
+        for task in tasks {
+            times.push(task.await.unwrap());
+        }
+        times.sort();
+        times
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_are_paced_by_the_budget() {
+        let governor = governor(Some(600));
+        let start = Instant::now();
+        let times = admit_times(&governor, 15, start).await;
+        assert_eq!(times[4], Duration::ZERO);
+        assert_eq!(times[5], Duration::from_millis(100));
+        assert_eq!(times[14], Duration::from_millis(1000));
+        assert_eq!(governor.summary().requests, 15);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pauses_every_request_for_its_retry_after() {
+        let governor = governor(None);
+        let ticket = governor.admit(None).await.unwrap();
+        let start = Instant::now();
+        governor.observe(&ticket, 429, &headers(&[("retry-after", "2")]));
+        let times = admit_times(&governor, 4, start).await;
+        assert!(
+            times.iter().all(|t| *t >= Duration::from_secs(2)),
+            "{times:?}"
+        );
+        let summary = governor.summary();
+        assert_eq!(summary.throttled, 1);
+        assert!(summary.waited_ms["throttled"] >= 8000, "{summary:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lower_server_limit_and_remaining_slow_it_down() {
+        let governor = governor(Some(600));
+        let ticket = governor.admit(None).await.unwrap();
+        let answer = headers(&[
+            ("anthropic-ratelimit-requests-limit", "60"),
+            ("anthropic-ratelimit-requests-remaining", "0"),
+        ]);
+        governor.observe(&ticket, 200, &answer);
+        let start = Instant::now();
+        let times = admit_times(&governor, 3, start).await;
+        assert_eq!(
+            times,
+            [1, 2, 3].map(Duration::from_secs).to_vec(),
+            "one a second once the server says 60/min with nothing left"
+        );
+        assert_eq!(governor.summary().budget_rpm, Some(60.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_halted_governor_refuses_every_request() {
+        let governor = governor(None);
+        governor.halt("spend limit".into());
+        let refused = governor.admit(None).await.unwrap_err();
+        assert_eq!(refused.0, "spend limit");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_retry_guard_caps_retries_in_progress() {
+        let governor = Governor::new(GovernorConfig {
+            max_concurrent_retries: 2,
+            ..GovernorConfig::default()
+        });
+        let first = governor.retry_slot().await;
+        let _second = governor.retry_slot().await;
+        let third = tokio::spawn({
+            let governor = Arc::clone(&governor);
+            async move { governor.retry_slot().await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!third.is_finished());
+        drop(first);
+        let _third = third.await.unwrap();
     }
 }

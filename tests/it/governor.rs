@@ -1,0 +1,153 @@
+//! The rate governor as a user meets it: the request budget, pushback (429), the spend cap,
+//! failover after a 503/529 streak, and the bandwidth cap — against the mock API and nginx.
+
+use claudedl_mock::api::{ApiFault, FileSet, MockApi, MockApiConfig, MockFile, Route};
+
+use crate::api::{file, run, text};
+use crate::support::nginx::Nginx;
+use crate::support::{MIB, data, sha256};
+
+fn account(n: usize) -> Vec<MockFile> {
+    (0..n)
+        .map(|i| {
+            let id = format!("file_{i:03}");
+            file(&id, &format!("f{i}.bin"), "2026-06", data(2_000, i as u64))
+        })
+        .collect()
+}
+
+/// `sync --json` into a fresh directory; returns the summary and the directory.
+async fn sync_json(api: &MockApi, extra: &[&str]) -> (serde_json::Value, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut args = vec!["sync", "--json", "--data-dir", data_dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = run(api, &args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary = serde_json::from_slice(&out.stdout).expect("one JSON summary");
+    (summary, dir)
+}
+
+fn synced_hashes(dir: &tempfile::TempDir) -> Vec<String> {
+    let mut hashes: Vec<String> = walk(&dir.path().join("data/raw"))
+        .iter()
+        .map(|path| sha256(&std::fs::read(path).unwrap()))
+        .collect();
+    hashes.sort();
+    hashes
+}
+
+fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+fn expected_hashes(files: &[MockFile]) -> Vec<String> {
+    let mut hashes: Vec<String> = files.iter().map(|f| sha256(&f.content)).collect();
+    hashes.sort();
+    hashes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overload_streak_switches_to_the_backup_and_returns_after_the_pause() {
+    let files = account(30);
+    // The first four content requests (one per job) meet 529: a streak of three benches the
+    // primary and the request is retried on the backup at once; the budget (600/min) makes the
+    // run outlast the 1 s pause by far, so the primary is used again.
+    let overloaded = ApiFault::Status {
+        route: Route::FileContent,
+        status: 529,
+        times: 4,
+        retry_after_secs: None,
+    };
+    let primary =
+        MockApi::start(MockApiConfig::new(FileSet::Explicit(files.clone())).with_fault(overloaded))
+            .await;
+    let backup = MockApi::start(
+        MockApiConfig::new(FileSet::Explicit(files.clone())).with_api_key(primary.api_key()),
+    )
+    .await;
+
+    let backup_url = backup.base_url();
+    let (summary, dir) = sync_json(
+        &primary,
+        &[
+            "--rpm",
+            "600",
+            "-j",
+            "4",
+            "--endpoint",
+            &backup_url,
+            "--overload-pause",
+            "1",
+        ],
+    )
+    .await;
+
+    assert_eq!(summary["downloaded"], 30, "{summary}");
+    assert_eq!(synced_hashes(&dir), expected_hashes(&files));
+    let requests = &summary["requests"];
+    assert_eq!(requests["server_errors"]["529"], 4, "{requests}");
+    assert!(
+        requests["endpoint_switches"].as_u64().unwrap() >= 2,
+        "{requests}"
+    );
+    let on_backup = backup.count(Route::FileContent);
+    let on_primary = primary.count(Route::FileContent);
+    assert!(on_backup >= 1, "the backup served nothing");
+    assert!(
+        on_primary > 4,
+        "the primary was never used again after its pause"
+    );
+    assert_eq!(on_primary + on_backup, 34);
+    // The key went to the configured backup, and only there besides the primary.
+    let keys = backup
+        .requests()
+        .iter()
+        .filter(|r| r.header("x-api-key").is_some())
+        .count();
+    assert_eq!(keys, backup.requests().len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_rate_holds_the_download_within_ten_percent() {
+    let nginx = Nginx::start();
+    let content = data(3 * MIB, 7);
+    nginx.put("capped.bin", &content);
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("capped.bin");
+
+    let out = crate::api::command_without_api()
+        .args([
+            "get",
+            &nginx.url("capped.bin"),
+            "-o",
+            output.to_str().unwrap(),
+            "-c",
+            "4",
+            "--limit-rate",
+            "1MiB",
+            "--json",
+        ])
+        .output()
+        .await
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["sha256"], sha256(&content));
+    let seconds = report["duration_ms"].as_f64().unwrap() / 1000.0;
+    let rate = content.len() as f64 / seconds / MIB as f64;
+    assert!(
+        (0.9..=1.1).contains(&rate),
+        "{rate:.3} MiB/s over {seconds:.2} s"
+    );
+}
