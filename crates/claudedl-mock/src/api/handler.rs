@@ -17,8 +17,8 @@ use serde::Serialize;
 
 use super::batches::{BatchStore, StoredBatch};
 use super::body::{BodySource, CountedBody};
-use super::files::{FileStore, FileView};
 use super::control;
+use super::files::{FileStore, FileView};
 use super::listing::{
     IdPageBody, Keyed as _, Query, decode_cursor, encode_cursor, id_page, older_page, parse_limit,
     percent_decode,
@@ -701,7 +701,9 @@ impl Reply {
             error: ErrorObject {
                 error_type: error.error_type(),
                 message: &error.message,
-                details: error.error_code.map(|error_code| ErrorDetails { error_code }),
+                details: error
+                    .error_code
+                    .map(|error_code| ErrorDetails { error_code }),
             },
             request_id,
         });

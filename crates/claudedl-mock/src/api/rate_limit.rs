@@ -175,7 +175,11 @@ mod tests {
 
         assert_eq!(remaining(&mut bucket), "5");
         advance(Duration::from_millis(300)).await;
-        assert_eq!(drain(&mut bucket).0, 8, "then 10/s up to the burst capacity");
+        assert_eq!(
+            drain(&mut bucket).0,
+            8,
+            "then 10/s up to the burst capacity"
+        );
     }
 
     #[tokio::test(start_paused = true)]

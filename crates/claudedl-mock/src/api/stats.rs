@@ -114,7 +114,10 @@ mod tests {
 
         assert_eq!(stats.allowed, Some(10.0 + 300.0 + 150.0));
         assert_eq!(stats.requests, 3);
-        assert_eq!(stats.by_status.into_iter().collect::<Vec<_>>(), [(200, 2), (429, 1)]);
+        assert_eq!(
+            stats.by_status.into_iter().collect::<Vec<_>>(),
+            [(200, 2), (429, 1)]
+        );
         assert_eq!(stats.elapsed_secs, 60.0);
         assert_eq!((stats.limit, stats.capacity), (Some(300), Some(10)));
     }
