@@ -17,6 +17,10 @@
 # and every run is bounded; everything started is killed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+knobs=""
+for knob in DURATION CLIENTS SCENARIOS; do
+  [ -n "${!knob:-}" ] && knobs+="$knob=\"${!knob}\" "
+done
 DURATION=${DURATION:-90}
 CLIENTS=${CLIENTS:-naive claudedl}
 SCENARIOS=${SCENARIOS:-default strict lowered}
@@ -24,8 +28,7 @@ DOC=${DOC:-docs/benchmarks-ratelimit.md}
 BIN=target/release/claudedl
 MOCK=target/release/claudedl-mock
 HALF=$((DURATION / 2))
-COMMAND="$0 $*"
-[ "$DURATION" != 90 ] && COMMAND="DURATION=$DURATION $COMMAND"
+COMMAND="${knobs}bench/ratelimit.sh"
 
 if [ -z "${SKIP_BUILD:-}" ]; then
   cargo build --release --workspace --quiet

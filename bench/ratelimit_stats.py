@@ -68,7 +68,7 @@ def report(results):
         rows = [json.loads(line) for line in f if line.strip()]
     print(
         "| scenario | client | duration | requests | 429s | 429s / 1,000 | accepted "
-        "| achieved req/min | allowed | utilisation | goal met | exit, other statuses |"
+        "| achieved req/min | allowed | utilisation | meets claudedl's goal | exit, other statuses |"
     )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for row in rows:
