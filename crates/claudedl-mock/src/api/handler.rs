@@ -1,4 +1,6 @@
-//! Request handling: routing, authentication, the rate limit, faults, and the replies.
+//! Request handling: routing, authentication, the rate limit, faults, and the replies (the
+//! `/_mock/*` control routes, when enabled, are answered before any of that: see
+//! [`super::control`]).
 //!
 //! Every decision about a response is taken under the state lock, in request order; the body is
 //! streamed after the lock is released.
@@ -221,7 +223,7 @@ impl ApiState {
             (Some(limit), Some(bucket)) => bucket.set_limit(limit),
             (Some(limit), None) => {
                 let bucket = TokenBucket::new(limit, self.burst);
-                self.stats.grant(bucket.capacity());
+                self.stats.grant(f64::from(bucket.capacity()));
                 self.bucket = Some(bucket);
             }
         }
@@ -237,7 +239,7 @@ impl ApiState {
 
     /// The counters of the current window.
     pub(super) fn stats(&mut self) -> MockStats {
-        let capacity = self.bucket.as_ref().map(|bucket| bucket.capacity() as u32);
+        let capacity = self.bucket.as_ref().map(TokenBucket::capacity);
         self.stats.snapshot(self.limit(), capacity)
     }
 

@@ -30,7 +30,7 @@ impl TokenBucket {
             tokens: 0.0,
             updated: Instant::now(),
         };
-        bucket.tokens = bucket.capacity();
+        bucket.tokens = f64::from(bucket.capacity());
         bucket
     }
 
@@ -40,8 +40,8 @@ impl TokenBucket {
     }
 
     /// The most tokens the bucket holds.
-    pub(super) fn capacity(&self) -> f64 {
-        f64::from(self.burst.unwrap_or(self.limit))
+    pub(super) fn capacity(&self) -> u32 {
+        self.burst.unwrap_or(self.limit)
     }
 
     /// The tokens there are now (fractional).
@@ -55,7 +55,7 @@ impl TokenBucket {
     pub(super) fn set_limit(&mut self, limit: u32) {
         self.refill();
         self.limit = limit;
-        self.tokens = self.tokens.min(self.capacity());
+        self.tokens = self.tokens.min(f64::from(self.capacity()));
     }
 
     fn per_second(&self) -> f64 {
@@ -65,7 +65,8 @@ impl TokenBucket {
     fn refill(&mut self) {
         let now = Instant::now();
         let elapsed = now.duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second()).min(self.capacity());
+        let tokens = self.tokens + elapsed * self.per_second();
+        self.tokens = tokens.min(f64::from(self.capacity()));
         self.updated = now;
     }
 
@@ -84,7 +85,7 @@ impl TokenBucket {
     /// tokens left, and when the bucket is full again.
     pub(super) fn headers(&mut self) -> [(&'static str, String); 3] {
         self.refill();
-        let missing = self.capacity() - self.tokens;
+        let missing = f64::from(self.capacity()) - self.tokens;
         let until_full = Duration::from_secs_f64((missing / self.per_second()).max(0.0));
         let reset = format_rfc3339(ceil_unix_secs(SystemTime::now() + until_full));
         [
@@ -143,7 +144,7 @@ mod tests {
         advance(Duration::from_secs(60)).await;
         assert_eq!(drain(&mut bucket).0, 10);
         assert_eq!(bucket.headers()[0].1, "600", "the header stays per minute");
-        assert_eq!(TokenBucket::new(60, Some(0)).capacity(), 1.0);
+        assert_eq!(TokenBucket::new(60, Some(0)).capacity(), 1);
     }
 
     #[tokio::test(start_paused = true)]
