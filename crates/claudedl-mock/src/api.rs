@@ -8,32 +8,39 @@
 //! `has_more`/`first_id`/`last_id`), newest first. File content and batch results support single
 //! byte ranges, `ETag` and `If-Range` (switch off with [`MockApiConfig::without_ranges`]).
 //!
-//! On top of that it misbehaves as told: [`ApiFault`]s inject error statuses, cut bodies after
-//! exactly N bytes or stall them, and [`MockApiConfig::rate_limit`] runs a token bucket that
-//! sends `anthropic-ratelimit-requests-*` headers and `429` with `retry-after`.
+//! On top of that it misbehaves as told: [`ApiFault`]s inject error statuses (the spend-cap
+//! `429` included), cut bodies after exactly N bytes or stall them, and
+//! [`MockApiConfig::rate_limit`] runs a token bucket that sends `anthropic-ratelimit-requests-*`
+//! headers and `429` with `retry-after`. Faults and the limit can change while the API runs
+//! ([`MockApi::push_fault`], [`MockApi::clear_faults`], [`MockApi::set_rate_limit`]).
 //!
 //! Large file sets cost nothing up front: [`FileSet::Generated`] computes file metadata and
 //! content from the file index on demand, so a million files list as fast as ten.
 //!
-//! Everything is observable: every request is logged with the [`Route`] it hit and the status it
-//! got, and body bytes of successful responses are counted per route, so tests can assert what
-//! the client did and await progress without sleeping.
+//! Everything is observable: every request is logged with the [`Route`] it hit, the status it
+//! got and when it was decided ([`ApiRequest::at`], checked with [`max_in_window`]), and body
+//! bytes of successful responses are counted per route, so tests can assert what the client did
+//! and await progress without sleeping. Benchmarks read request counters ([`MockStats`]) through
+//! [`MockApi::stats`] or, with [`MockApiConfig::with_stats_routes`], over HTTP.
 
 mod batches;
 mod body;
 mod clock;
+mod control;
 mod demo;
 mod files;
 mod handler;
 mod listing;
 mod range;
 mod rate_limit;
+mod stats;
 #[cfg(test)]
 mod tests;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use bytes::Bytes;
@@ -41,6 +48,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use demo::demo_config;
+pub use stats::MockStats;
 
 use crate::http::lock;
 use crate::http::serve::{bind_loopback, find_header, spawn_server};
@@ -209,14 +217,21 @@ pub struct MockApiConfig {
     /// `true` (default): `Range`, `ETag`, `Last-Modified`, `If-Range` and `Accept-Ranges` on file
     /// content and batch results. `false`: always `200` with the full body and no validators.
     pub ranges: bool,
-    /// Requests per minute (a token bucket of that capacity, refilled continuously); `None`:
-    /// unlimited and no `anthropic-ratelimit-*` headers.
+    /// Requests per minute (a token bucket of that capacity, refilled continuously at
+    /// `limit / 60` per second); `None`: unlimited and no `anthropic-ratelimit-*` headers.
     pub rate_limit: Option<u32>,
+    /// The bucket's capacity instead of `rate_limit` (at least 1), e.g. `10` at 600/min to
+    /// enforce the limit per second; kept when the limit changes. `None`: the limit.
+    pub rate_limit_burst: Option<u32>,
     /// Checked in order; the first one that matches and has `times` left applies.
     pub faults: Vec<ApiFault>,
     /// `true`: `results_url` is absolute (`http://127.0.0.1:PORT/v1/...`); `false` (default):
     /// relative (`/v1/messages/batches/{id}/results`).
     pub absolute_results_url: bool,
+    /// `true`: `GET /_mock/stats` and `POST /_mock/reset-stats` answer with [`MockStats`] (no
+    /// key, never limited, not logged). `false` (default): those paths are unknown API paths
+    /// (`404`), so tests see the API exactly as before.
+    pub stats_routes: bool,
 }
 
 impl MockApiConfig {
@@ -230,6 +245,8 @@ impl MockApiConfig {
             rate_limit: None,
             faults: Vec::new(),
             absolute_results_url: false,
+            rate_limit_burst: None,
+            stats_routes: false,
         }
     }
 
@@ -258,6 +275,22 @@ impl MockApiConfig {
     #[must_use]
     pub fn with_rate_limit(mut self, per_minute: u32) -> Self {
         self.rate_limit = Some(per_minute);
+        self
+    }
+
+    /// Caps the rate limit's bucket at `capacity` tokens (at least 1) instead of the per-minute
+    /// limit: `with_rate_limit(600).with_rate_limit_burst(10)` allows about one second's worth
+    /// at once. The `-limit` header stays per minute.
+    #[must_use]
+    pub fn with_rate_limit_burst(mut self, capacity: u32) -> Self {
+        self.rate_limit_burst = Some(capacity);
+        self
+    }
+
+    /// Serves `GET /_mock/stats` and `POST /_mock/reset-stats` (see [`MockStats`]).
+    #[must_use]
+    pub fn with_stats_routes(mut self) -> Self {
+        self.stats_routes = true;
         self
     }
 
@@ -351,6 +384,9 @@ pub enum ApiFault {
         after_bytes: u64,
         times: u32,
     },
+    /// The first `times` requests to `route` get the spend-cap `429`: `rate_limit_error` with
+    /// `details.error_code = "enforced_spend_limit_reached"` and no `retry-after`.
+    SpendLimit { route: Route, times: u32 },
 }
 
 /// One request as the API saw it.
@@ -366,6 +402,9 @@ pub struct ApiRequest {
     /// The status chosen for the response.
     pub status: u16,
     pub route: Route,
+    /// When the response was decided, since the API started (tokio's clock: paused time
+    /// applies).
+    pub at: Duration,
 }
 
 impl ApiRequest {
@@ -373,6 +412,30 @@ impl ApiRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
         find_header(&self.headers, name)
     }
+}
+
+/// The most `requests` that `filter` accepts within any half-open window `[t, t + window)`:
+/// e.g. with `window` = 1 s, no second held more. `0` for a zero `window` or no request.
+pub fn max_in_window(
+    requests: &[ApiRequest],
+    window: Duration,
+    filter: impl Fn(&ApiRequest) -> bool,
+) -> usize {
+    let mut times: Vec<Duration> = requests
+        .iter()
+        .filter(|request| filter(request))
+        .map(|request| request.at)
+        .collect();
+    times.sort_unstable();
+    let mut most = 0;
+    let mut start = 0;
+    for (end, at) in times.iter().enumerate() {
+        while start <= end && *at - times[start] >= window {
+            start += 1;
+        }
+        most = most.max(end + 1 - start);
+    }
+    most
 }
 
 /// A running fake API on `127.0.0.1`; stops accepting, and aborts the bodies it is still sending,
@@ -435,6 +498,38 @@ impl MockApi {
         lock(&self.shared.state).log.clone()
     }
 
+    /// [`max_in_window`] over the requests so far.
+    pub fn max_in_window(&self, window: Duration, filter: impl Fn(&ApiRequest) -> bool) -> usize {
+        max_in_window(&lock(&self.shared.state).log, window, filter)
+    }
+
+    /// Changes the requests-per-minute limit at once; the next response's headers show it.
+    /// Lowering keeps at most the new capacity of tokens, raising keeps the tokens there are;
+    /// from unlimited, the bucket starts full; `None`: unlimited (and no headers).
+    pub fn set_rate_limit(&self, per_minute: Option<u32>) {
+        lock(&self.shared.state).set_rate_limit(per_minute);
+    }
+
+    /// Adds a fault after those configured (and those left over).
+    pub fn push_fault(&self, fault: ApiFault) {
+        lock(&self.shared.state).push_fault(fault);
+    }
+
+    /// Removes every fault, used up or not.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.state).clear_faults();
+    }
+
+    /// The request counters since the start or the last [`MockApi::reset_stats`].
+    pub fn stats(&self) -> MockStats {
+        lock(&self.shared.state).stats()
+    }
+
+    /// Zeroes the counters and starts a new window; returns the window it closed.
+    pub fn reset_stats(&self) -> MockStats {
+        lock(&self.shared.state).reset_stats()
+    }
+
     /// How many requests hit `route` so far (whatever their status).
     pub fn count(&self, route: Route) -> usize {
         lock(&self.shared.state)
@@ -491,6 +586,8 @@ impl Drop for MockApi {
 struct Shared {
     state: Mutex<ApiState>,
     base_url: String,
+    /// Whether `/_mock/*` control routes are served.
+    stats_routes: bool,
     /// Successful body bytes sent, per [`Route::index`].
     sent: watch::Sender<[u64; Route::ALL.len()]>,
     shutdown: watch::Sender<bool>,
@@ -499,6 +596,7 @@ struct Shared {
 impl Shared {
     fn new(config: MockApiConfig, base_url: String) -> Self {
         Shared {
+            stats_routes: config.stats_routes,
             state: Mutex::new(ApiState::new(config)),
             base_url,
             sent: watch::Sender::new([0; Route::ALL.len()]),

@@ -1,9 +1,13 @@
-//! Request handling: routing, authentication, the rate limit, faults, and the replies.
+//! Request handling: routing, authentication, the rate limit, faults, and the replies (the
+//! `/_mock/*` control routes, when enabled, are answered before any of that: see
+//! [`super::control`]).
 //!
 //! Every decision about a response is taken under the state lock, in request order; the body is
 //! streamed after the lock is released.
 
 use std::sync::Arc;
+
+use tokio::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -15,6 +19,7 @@ use serde::Serialize;
 
 use super::batches::{BatchStore, StoredBatch};
 use super::body::{BodySource, CountedBody};
+use super::control;
 use super::files::{FileStore, FileView};
 use super::listing::{
     IdPageBody, Keyed as _, Query, decode_cursor, encode_cursor, id_page, older_page, parse_limit,
@@ -22,6 +27,7 @@ use super::listing::{
 };
 use super::range::{Validators, requested_range};
 use super::rate_limit::TokenBucket;
+use super::stats::{MockStats, StatsWindow};
 use super::{ApiFault, ApiRequest, MockApiConfig, Route, Shared};
 use crate::http::body::Ending;
 use crate::http::lock;
@@ -35,6 +41,8 @@ const MAX_IDS: usize = 100;
 const JSON: &str = "application/json";
 const JSONL: &str = "application/x-jsonl";
 const OCTET_STREAM: &str = "application/octet-stream";
+/// `error.details.error_code` of the spend-cap `429`.
+const SPEND_LIMIT_CODE: &str = "enforced_spend_limit_reached";
 
 /// The one handler: sees every request, on every path, with every method.
 pub(super) async fn serve_request(
@@ -43,6 +51,11 @@ pub(super) async fn serve_request(
     request: Request,
 ) -> Response {
     let (parts, _body) = request.into_parts();
+    if shared.stats_routes
+        && let Some(response) = control::answer(&parts, &shared)
+    {
+        return response;
+    }
     let reply = lock(&shared.state).answer(&parts, &shared.base_url);
     reply.into_response(&shared, flushes)
 }
@@ -55,9 +68,14 @@ pub(super) struct ApiState {
     pub(super) batches: BatchStore,
     faults: Vec<ApiFault>,
     bucket: Option<TokenBucket>,
+    /// The burst capacity of every bucket, including those [`ApiState::set_rate_limit`] makes.
+    burst: Option<u32>,
     ranges: bool,
     absolute_results_url: bool,
     requests_seen: u64,
+    /// When the API started: [`ApiRequest::at`] counts from here.
+    started: Instant,
+    stats: StatsWindow,
     pub(super) log: Vec<ApiRequest>,
 }
 
@@ -112,6 +130,8 @@ pub(super) struct ApiError {
     status: StatusCode,
     message: String,
     retry_after_secs: Option<u64>,
+    /// `error.details.error_code`, when the error has one.
+    error_code: Option<&'static str>,
 }
 
 impl ApiError {
@@ -120,6 +140,19 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after_secs: None,
+            error_code: None,
+        }
+    }
+
+    /// The spend-cap `429`: `enforced_spend_limit_reached`, and no `retry-after`.
+    fn spend_limit() -> Self {
+        ApiError {
+            error_code: Some(SPEND_LIMIT_CODE),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "You have reached your specified API usage limits. You will regain access on \
+                 the date set by your spend limit.",
+            )
         }
     }
 
@@ -152,21 +185,70 @@ impl ApiError {
 
 impl ApiState {
     pub(super) fn new(config: MockApiConfig) -> Self {
+        let burst = config.rate_limit_burst;
+        let mut bucket = config
+            .rate_limit
+            .map(|limit| TokenBucket::new(limit, burst));
+        let tokens = bucket.as_mut().map_or(0.0, TokenBucket::tokens);
         ApiState {
             api_key: config.api_key,
             files: FileStore::new(config.files),
             batches: BatchStore::new(config.batches),
             faults: config.faults,
-            bucket: config.rate_limit.map(TokenBucket::new),
+            bucket,
+            burst,
             ranges: config.ranges,
             absolute_results_url: config.absolute_results_url,
             requests_seen: 0,
+            started: Instant::now(),
+            stats: StatsWindow::new(tokens),
             log: Vec::new(),
         }
     }
 
     pub(super) fn api_key(&self) -> &str {
         &self.api_key
+    }
+
+    /// The requests-per-minute limit now; `None`: unlimited.
+    fn limit(&self) -> Option<u32> {
+        self.bucket.as_ref().map(TokenBucket::limit)
+    }
+
+    /// Changes the limit at once (see [`super::MockApi::set_rate_limit`]).
+    pub(super) fn set_rate_limit(&mut self, limit: Option<u32>) {
+        self.stats.accrue(self.limit());
+        match (limit, &mut self.bucket) {
+            (None, _) => self.bucket = None,
+            (Some(limit), Some(bucket)) => bucket.set_limit(limit),
+            (Some(limit), None) => {
+                let bucket = TokenBucket::new(limit, self.burst);
+                self.stats.grant(f64::from(bucket.capacity()));
+                self.bucket = Some(bucket);
+            }
+        }
+    }
+
+    pub(super) fn push_fault(&mut self, fault: ApiFault) {
+        self.faults.push(fault);
+    }
+
+    pub(super) fn clear_faults(&mut self) {
+        self.faults.clear();
+    }
+
+    /// The counters of the current window.
+    pub(super) fn stats(&mut self) -> MockStats {
+        let capacity = self.bucket.as_ref().map(TokenBucket::capacity);
+        self.stats.snapshot(self.limit(), capacity)
+    }
+
+    /// Closes the current window (returned) and starts a new one with zeroed counters.
+    pub(super) fn reset_stats(&mut self) -> MockStats {
+        let closed = self.stats();
+        let tokens = self.bucket.as_mut().map_or(0.0, TokenBucket::tokens);
+        self.stats = StatsWindow::new(tokens);
+        closed
     }
 
     fn answer(&mut self, parts: &Parts, base_url: &str) -> Reply {
@@ -231,25 +313,32 @@ impl ApiState {
         })
     }
 
-    /// The first [`ApiFault::Status`] for `route` with `times` left.
+    /// The first [`ApiFault::Status`] or [`ApiFault::SpendLimit`] for `route` with `times` left.
     fn status_fault(&mut self, route: Route) -> Result<(), ApiError> {
         for fault in &mut self.faults {
-            if let ApiFault::Status {
-                route: faulty,
-                status,
-                times,
-                retry_after_secs,
-            } = fault
-                && *faulty == route
-                && *times > 0
-            {
-                *times -= 1;
-                let status =
-                    StatusCode::from_u16(*status).expect("ApiFault::Status needs a valid status");
-                return Err(ApiError {
-                    retry_after_secs: *retry_after_secs,
-                    ..ApiError::new(status, format!("injected fault: {}", status.as_u16()))
-                });
+            match fault {
+                ApiFault::Status {
+                    route: faulty,
+                    status,
+                    times,
+                    retry_after_secs,
+                } if *faulty == route && *times > 0 => {
+                    *times -= 1;
+                    let status = StatusCode::from_u16(*status)
+                        .expect("ApiFault::Status needs a valid status");
+                    return Err(ApiError {
+                        retry_after_secs: *retry_after_secs,
+                        ..ApiError::new(status, format!("injected fault: {}", status.as_u16()))
+                    });
+                }
+                ApiFault::SpendLimit {
+                    route: faulty,
+                    times,
+                } if *faulty == route && *times > 0 => {
+                    *times -= 1;
+                    return Err(ApiError::spend_limit());
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -509,7 +598,9 @@ impl ApiState {
     }
 
     fn record(&mut self, parts: &Parts, route: Route, status: StatusCode) {
+        self.stats.count(status.as_u16());
         self.log.push(ApiRequest {
+            at: self.started.elapsed(),
             method: parts.method.to_string(),
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().unwrap_or("").to_owned(),
@@ -551,6 +642,14 @@ struct ErrorObject<'a> {
     #[serde(rename = "type")]
     error_type: &'static str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<ErrorDetails>,
+}
+
+/// `{"error_code": ..}`
+#[derive(Serialize)]
+struct ErrorDetails {
+    error_code: &'static str,
 }
 
 fn to_json(value: &impl Serialize) -> Bytes {
@@ -604,6 +703,9 @@ impl Reply {
             error: ErrorObject {
                 error_type: error.error_type(),
                 message: &error.message,
+                details: error
+                    .error_code
+                    .map(|error_code| ErrorDetails { error_code }),
             },
             request_id,
         });

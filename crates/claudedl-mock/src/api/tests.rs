@@ -543,3 +543,316 @@ async fn a_million_files_page_fast() {
         "two pages took {elapsed:?}"
     );
 }
+
+/// A logged request at `at` milliseconds, with `status`.
+fn logged(at_ms: u64, status: u16) -> ApiRequest {
+    ApiRequest {
+        method: "GET".to_owned(),
+        path: "/v1/files".to_owned(),
+        query: String::new(),
+        headers: Vec::new(),
+        status,
+        route: Route::ListFiles,
+        at: Duration::from_millis(at_ms),
+    }
+}
+
+/// `max_in_window` the slow way: every window that starts at a request.
+fn brute_force_max(times_ms: &[u64], window_ms: u64) -> usize {
+    times_ms
+        .iter()
+        .map(|start| {
+            times_ms
+                .iter()
+                .filter(|at| (*start..start + window_ms).contains(at))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn max_in_window_counts_the_busiest_half_open_window() {
+    let second = Duration::from_secs(1);
+    let times = [1050, 0, 100, 900, 1000, 2500];
+    let requests: Vec<ApiRequest> = times.iter().map(|ms| logged(*ms, 200)).collect();
+
+    // [100, 1100) holds 100, 900, 1000 and 1050; [0, 1000) leaves 1000 out.
+    assert_eq!(max_in_window(&requests, second, |_| true), 4);
+    assert_eq!(
+        max_in_window(&requests, Duration::from_millis(1000), |r| r.at < second),
+        3
+    );
+    assert_eq!(
+        max_in_window(&requests, Duration::from_millis(50), |_| true),
+        1
+    );
+    assert_eq!(
+        max_in_window(&requests, Duration::from_millis(51), |_| true),
+        2
+    );
+    assert_eq!(
+        max_in_window(&requests, Duration::from_secs(10), |_| true),
+        6
+    );
+    assert_eq!(max_in_window(&requests, Duration::ZERO, |_| true), 0);
+    assert_eq!(max_in_window(&[], second, |_| true), 0);
+    assert_eq!(max_in_window(&requests, second, |_| false), 0);
+}
+
+#[test]
+fn max_in_window_agrees_with_brute_force() {
+    // Bursts, gaps and duplicates from a small LCG: deterministic.
+    let mut state: u64 = 12_345;
+    let mut times = Vec::new();
+    for _ in 0..300 {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        let step = match (state >> 33) % 4 {
+            0 => 0,
+            1 => (state >> 40) % 20,
+            2 => (state >> 40) % 300,
+            _ => (state >> 40) % 2000,
+        };
+        times.push(times.last().copied().unwrap_or(0) + step);
+    }
+    let statuses = [200, 429];
+    let requests: Vec<ApiRequest> = times
+        .iter()
+        .enumerate()
+        .map(|(i, ms)| logged(*ms, statuses[i % 2]))
+        .collect();
+    let ok: Vec<u64> = times.iter().step_by(2).copied().collect();
+
+    for window_ms in [1, 10, 99, 100, 250, 1000, 5000, 100_000] {
+        let window = Duration::from_millis(window_ms);
+        assert_eq!(
+            max_in_window(&requests, window, |_| true),
+            brute_force_max(&times, window_ms),
+            "window {window_ms} ms"
+        );
+        assert_eq!(
+            max_in_window(&requests, window, |r| r.status == 200),
+            brute_force_max(&ok, window_ms),
+            "window {window_ms} ms, 200s only"
+        );
+    }
+}
+
+#[tokio::test]
+async fn requests_are_timed_since_the_start() {
+    let before = tokio::time::Instant::now();
+    let api = MockApi::start(generated(3).with_rate_limit(2)).await;
+
+    for _ in 0..3 {
+        get(&api, "/v1/files", &[]).await;
+    }
+    let bound = before.elapsed();
+
+    let times: Vec<Duration> = api.requests().iter().map(|r| r.at).collect();
+    assert_eq!(times.len(), 3);
+    assert!(times.is_sorted(), "{times:?}");
+    assert!(times[2] <= bound, "{times:?} after {bound:?}");
+    assert_eq!(api.max_in_window(Duration::from_secs(3600), |_| true), 3);
+    assert_eq!(
+        api.max_in_window(Duration::from_secs(3600), |r| r.status == 429),
+        1
+    );
+}
+
+fn limit_headers(response: &RawResponse) -> (Option<&str>, Option<&str>) {
+    (
+        response.header("anthropic-ratelimit-requests-limit"),
+        response.header("anthropic-ratelimit-requests-remaining"),
+    )
+}
+
+/// Seconds from now until the `-reset` header of `response`.
+fn secs_until_reset(response: &RawResponse) -> i64 {
+    let reset = response
+        .header("anthropic-ratelimit-requests-reset")
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    clock::parse_rfc3339(reset).unwrap().secs - now.as_secs() as i64
+}
+
+#[tokio::test]
+async fn set_rate_limit_shows_in_the_next_response() {
+    // Slow refills (one token per 10 s or more) keep the counts exact on a busy machine.
+    let api = MockApi::start(generated(3).with_rate_limit(6)).await;
+
+    let first = get(&api, "/v1/files", &[]).await;
+    api.set_rate_limit(Some(2));
+    let lowered = get(&api, "/v1/files", &[]).await;
+    api.set_rate_limit(Some(12));
+    let raised = get(&api, "/v1/files", &[]).await;
+    let empty = get(&api, "/v1/files", &[]).await;
+    api.set_rate_limit(None);
+    let unlimited = get(&api, "/v1/files", &[]).await;
+    api.set_rate_limit(Some(1));
+    let fresh = get(&api, "/v1/files", &[]).await;
+    let refused = get(&api, "/v1/files", &[]).await;
+
+    assert_eq!(limit_headers(&first), (Some("6"), Some("5")));
+    // 5 tokens, at most 2 kept, one taken.
+    assert_eq!(limit_headers(&lowered), (Some("2"), Some("1")));
+    // The token there was is kept, and taken.
+    assert_eq!(limit_headers(&raised), (Some("12"), Some("0")));
+    assert_eq!(raised.status, 200);
+    assert_error(&empty, 429, "rate_limit_error");
+    // Capacity 12 at 12/min, empty: full again in a minute.
+    let until_full = secs_until_reset(&empty);
+    assert!((55..=61).contains(&until_full), "reset in {until_full} s");
+    assert_eq!(unlimited.status, 200);
+    assert_eq!(limit_headers(&unlimited), (None, None));
+    assert_eq!(limit_headers(&fresh), (Some("1"), Some("0")));
+    assert_eq!(fresh.status, 200);
+    assert_error(&refused, 429, "rate_limit_error");
+    assert_eq!(refused.header("retry-after"), Some("60"));
+}
+
+#[tokio::test]
+async fn burst_capacity_caps_the_bucket() {
+    let api = MockApi::start(generated(3).with_rate_limit(6).with_rate_limit_burst(2)).await;
+
+    let mut responses = Vec::new();
+    for _ in 0..3 {
+        responses.push(get(&api, "/v1/files", &[]).await);
+    }
+
+    assert_eq!(limit_headers(&responses[0]), (Some("6"), Some("1")));
+    assert_eq!(limit_headers(&responses[1]), (Some("6"), Some("0")));
+    assert_error(&responses[2], 429, "rate_limit_error");
+    // One token every 10 s; two missing: full in 20 s (a capacity of 6 would take 60 s).
+    let retry_after: u64 = responses[2].header("retry-after").unwrap().parse().unwrap();
+    assert!((9..=10).contains(&retry_after), "retry-after {retry_after}");
+    let until_full = secs_until_reset(&responses[2]);
+    assert!((18..=21).contains(&until_full), "reset in {until_full} s");
+}
+
+#[tokio::test]
+async fn spend_limit_is_a_429_without_retry_after() {
+    let fault = ApiFault::SpendLimit {
+        route: Route::FileContent,
+        times: 1,
+    };
+    let api = MockApi::start(generated(1).with_rate_limit(100).with_fault(fault)).await;
+    let target = "/v1/files/file_000000000000000000000000/content";
+
+    let listed = get(&api, "/v1/files", &[]).await;
+    let capped = get(&api, target, &[]).await;
+    let after = get(&api, target, &[]).await;
+
+    assert_eq!(listed.status, 200);
+    assert_error(&capped, 429, "rate_limit_error");
+    assert_eq!(capped.header("retry-after"), None);
+    let json = capped.json();
+    assert_eq!(
+        json["error"]["details"]["error_code"],
+        "enforced_spend_limit_reached"
+    );
+    assert!(json["request_id"].as_str().unwrap().starts_with("req_"));
+    assert_eq!(after.status, 200);
+    // Ordinary errors carry no details.
+    let missing = get(&api, "/v1/files/file_nope", &[]).await;
+    assert!(missing.json()["error"].get("details").is_none());
+}
+
+#[tokio::test]
+async fn faults_can_be_pushed_and_cleared_while_running() {
+    let api = MockApi::start(generated(1)).await;
+    let overloaded = ApiFault::Status {
+        route: Route::ListFiles,
+        status: 529,
+        times: 1000,
+        retry_after_secs: None,
+    };
+
+    let before = get(&api, "/v1/files", &[]).await;
+    api.push_fault(overloaded);
+    let streak = [
+        get(&api, "/v1/files", &[]).await,
+        get(&api, "/v1/files", &[]).await,
+    ];
+    api.clear_faults();
+    let back = get(&api, "/v1/files", &[]).await;
+    api.push_fault(ApiFault::SpendLimit {
+        route: Route::ListFiles,
+        times: 1,
+    });
+    let capped = get(&api, "/v1/files", &[]).await;
+
+    assert_eq!(before.status, 200);
+    for response in &streak {
+        assert_error(response, 529, "overloaded_error");
+    }
+    assert_eq!(back.status, 200);
+    assert_error(&capped, 429, "rate_limit_error");
+    let statuses: Vec<u16> = api.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 529, 529, 200, 429]);
+}
+
+async fn stats_over_http(api: &MockApi, method: &str, path: &str) -> RawResponse {
+    testing::send(api.addr(), method, path, &[]).await
+}
+
+#[tokio::test]
+async fn stats_routes_count_api_requests_only() {
+    let config = generated(2).with_rate_limit(2).with_stats_routes();
+    let api = MockApi::start(config).await;
+
+    for _ in 0..3 {
+        get(&api, "/v1/files", &[]).await;
+    }
+    send_raw(&api, "/v1/files", &[]).await;
+    let stats = stats_over_http(&api, "GET", "/_mock/stats").await;
+    let closed = stats_over_http(&api, "POST", "/_mock/reset-stats").await;
+    get(&api, "/v1/files/file_000000000000000000000000", &[]).await;
+    let after = stats_over_http(&api, "GET", "/_mock/stats").await;
+    let wrong_method = stats_over_http(&api, "POST", "/_mock/stats").await;
+
+    assert_eq!(stats.status, 200);
+    assert_eq!(stats.header("content-type"), Some("application/json"));
+    assert_eq!(stats.header("anthropic-ratelimit-requests-limit"), None);
+    let json = stats.json();
+    assert_eq!(json["requests"], 4);
+    assert_eq!(
+        json["by_status"],
+        serde_json::json!({"200": 2, "429": 1, "401": 1})
+    );
+    assert_eq!(
+        (json["limit"].as_u64(), json["capacity"].as_u64()),
+        (Some(2), Some(2))
+    );
+    // A full bucket of 2, plus 2/min for the (short) time the test took.
+    let allowed = json["allowed"].as_f64().unwrap();
+    assert!((2.0..2.5).contains(&allowed), "allowed {allowed}");
+    assert!(json["elapsed_secs"].as_f64().unwrap() < PATIENCE.as_secs_f64());
+    assert_eq!(closed.json()["requests"], 4);
+    let after = after.json();
+    assert_eq!(after["requests"], 1);
+    assert_eq!(after["by_status"], serde_json::json!({"429": 1}));
+    assert!(
+        after["allowed"].as_f64().unwrap() < 0.5,
+        "nearly empty at the reset"
+    );
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(api.requests().len(), 5, "control requests are not logged");
+    assert_eq!(api.stats().requests, 1);
+}
+
+#[tokio::test]
+async fn stats_routes_are_off_by_default() {
+    let api = MockApi::start(generated(1)).await;
+
+    let stats = get(&api, "/_mock/stats", &[]).await;
+
+    assert_error(&stats, 404, "not_found_error");
+    assert_eq!(api.count(Route::Other), 1);
+    assert_eq!(api.stats().by_status.get(&404), Some(&1));
+    assert_eq!(api.reset_stats().requests, 1);
+    assert_eq!(api.stats().requests, 0);
+}

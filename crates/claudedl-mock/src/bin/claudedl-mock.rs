@@ -1,18 +1,30 @@
 //! `claudedl-mock`: runs the fake Claude API of [`claudedl_mock::api`] until Ctrl-C.
 //!
 //! ```text
-//! claudedl-mock [--port N] [--files N] [--content-bytes N] [--seed N] [--demo] [--rpm N] [--no-ranges]
+//! claudedl-mock [--port N] [--files N] [--content-bytes N] [--seed N] [--demo] [--no-ranges]
+//!               [--rpm N] [--rpm-burst N] [--rpm-change-after SECS:RPM]
 //! ```
 //!
-//! Prints one line, `base_url=http://127.0.0.1:PORT api_key=KEY`, once it is listening.
+//! - `--rpm N`: a token bucket of `N` requests per minute (capacity `N`, refilled continuously),
+//!   with `anthropic-ratelimit-requests-*` headers and `429` + `retry-after`;
+//! - `--rpm-burst N`: the bucket holds at most `N` tokens (e.g. `--rpm 600 --rpm-burst 10`);
+//! - `--rpm-change-after SECS:RPM`: sets the limit to `RPM` once, `SECS` after start (and says
+//!   so on stderr).
+//!
+//! Prints one line, `base_url=http://127.0.0.1:PORT api_key=KEY`, once it is listening. Also
+//! serves `GET /_mock/stats` and `POST /_mock/reset-stats` (no key needed; see
+//! [`claudedl_mock::api::MockStats`]):
+//! `{"requests":N,"by_status":{"200":n,"429":n},"elapsed_secs":f,"limit":N,"capacity":N,"allowed":f}`.
 
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use claudedl_mock::api::{FileSet, MockApi, MockApiConfig, demo_config};
 
 const USAGE: &str = "usage: claudedl-mock [--port N] [--files N] [--content-bytes N] [--seed N] \
-                     [--demo] [--rpm N] [--no-ranges]";
+                     [--demo] [--no-ranges] [--rpm N] [--rpm-burst N] \
+                     [--rpm-change-after SECS:RPM]";
 
 /// Command-line options.
 #[derive(Debug)]
@@ -23,6 +35,9 @@ struct Options {
     seed: u64,
     demo: bool,
     rpm: Option<u32>,
+    rpm_burst: Option<u32>,
+    /// Seconds after start, and the new limit.
+    rpm_change_after: Option<(u64, u32)>,
     no_ranges: bool,
 }
 
@@ -35,6 +50,8 @@ impl Default for Options {
             seed: 0,
             demo: false,
             rpm: None,
+            rpm_burst: None,
+            rpm_change_after: None,
             no_ranges: false,
         }
     }
@@ -51,6 +68,8 @@ impl Options {
                 "--content-bytes" => options.content_bytes = number(&arg, &value()?)?,
                 "--seed" => options.seed = number(&arg, &value()?)?,
                 "--rpm" => options.rpm = Some(number(&arg, &value()?)?),
+                "--rpm-burst" => options.rpm_burst = Some(number(&arg, &value()?)?),
+                "--rpm-change-after" => options.rpm_change_after = Some(change(&arg, &value()?)?),
                 "--demo" => options.demo = true,
                 "--no-ranges" => options.no_ranges = true,
                 "-h" | "--help" => return Err(USAGE.to_owned()),
@@ -71,11 +90,30 @@ impl Options {
             })
         };
         config.rate_limit = self.rpm;
+        config.rate_limit_burst = self.rpm_burst;
         if self.no_ranges {
             config = config.without_ranges();
         }
-        config
+        config.with_stats_routes()
     }
+}
+
+/// `SECS:RPM`.
+fn change(flag: &str, value: &str) -> Result<(u64, u32), String> {
+    let (secs, rpm) = value
+        .split_once(':')
+        .ok_or_else(|| format!("{flag}: expected SECS:RPM, got {value:?}"))?;
+    Ok((number(flag, secs)?, number(flag, rpm)?))
+}
+
+/// Applies `--rpm-change-after` once, then never completes.
+async fn change_limit(api: &MockApi, change: Option<(u64, u32)>) {
+    if let Some((secs, rpm)) = change {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        api.set_rate_limit(Some(rpm));
+        eprintln!("claudedl-mock: limit changed to {rpm} requests/min after {secs} s");
+    }
+    std::future::pending::<()>().await;
 }
 
 fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
@@ -112,6 +150,52 @@ async fn main() -> ExitCode {
     );
     let _ = stdout.flush();
     drop(stdout);
-    let _ = tokio::signal::ctrl_c().await;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = change_limit(&api, options.rpm_change_after) => {}
+    }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Options;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        Options::parse(args.iter().map(|arg| (*arg).to_owned()))
+    }
+
+    #[test]
+    fn rate_limit_options() {
+        let options = parse(&[
+            "--rpm",
+            "600",
+            "--rpm-burst",
+            "10",
+            "--rpm-change-after",
+            "45:300",
+        ])
+        .unwrap();
+
+        assert_eq!(options.rpm_change_after, Some((45, 300)));
+        let config = options.config();
+        assert_eq!(
+            (config.rate_limit, config.rate_limit_burst),
+            (Some(600), Some(10))
+        );
+        assert!(config.stats_routes);
+    }
+
+    #[test]
+    fn bad_changes_are_refused() {
+        for bad in ["45", "45:", ":300", "x:300", "45:-1"] {
+            let error = parse(&["--rpm-change-after", bad]).unwrap_err();
+            assert!(error.starts_with("--rpm-change-after"), "{bad}: {error}");
+        }
+        assert!(
+            parse(&["--rpm-burst"])
+                .unwrap_err()
+                .contains("needs a value")
+        );
+    }
 }
