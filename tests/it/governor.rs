@@ -1,7 +1,9 @@
 //! The rate governor as a user meets it: the request budget, pushback (429), the spend cap,
 //! failover after a 503/529 streak, and the bandwidth cap — against the mock API and nginx.
 
-use claudedl_mock::api::{ApiFault, FileSet, MockApi, MockApiConfig, MockFile, Route};
+use std::time::Duration;
+
+use claudedl_mock::api::{ApiFault, ApiRequest, FileSet, MockApi, MockApiConfig, MockFile, Route};
 
 use crate::api::{file, run, text};
 use crate::support::nginx::Nginx;
@@ -150,4 +152,134 @@ async fn limit_rate_holds_the_download_within_ten_percent() {
         (0.9..=1.1).contains(&rate),
         "{rate:.3} MiB/s over {seconds:.2} s"
     );
+}
+
+fn is_api_call(request: &ApiRequest) -> bool {
+    request.route != Route::Other
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_second_holds_more_than_the_budget_plus_its_burst() {
+    let files = account(40);
+    let api = MockApi::start(
+        MockApiConfig::new(FileSet::Explicit(files.clone()))
+            .with_rate_limit(600)
+            .with_rate_limit_burst(10),
+    )
+    .await;
+
+    let (summary, dir) = sync_json(&api, &["--rpm", "600", "-j", "8"]).await;
+
+    assert_eq!(summary["downloaded"], 40, "{summary}");
+    assert_eq!(synced_hashes(&dir), expected_hashes(&files));
+    let busiest = api.max_in_window(Duration::from_secs(1), is_api_call);
+    // 600/min is 10 a second; the client's burst is 5.
+    assert!(busiest <= 15, "{busiest} requests within one second");
+    let refused = api.requests().iter().filter(|r| r.status == 429).count();
+    assert_eq!(
+        refused, 0,
+        "the budget was respected, so nothing was refused"
+    );
+    assert_eq!(summary["requests"]["throttled"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lower_limit_from_the_server_is_adopted_mid_run() {
+    let files = account(24);
+    let api = MockApi::start(
+        MockApiConfig::new(FileSet::Explicit(files.clone()))
+            .with_rate_limit(600)
+            .with_rate_limit_burst(10),
+    )
+    .await;
+    let lowered = async {
+        // Once eight files have been served, the server cuts the limit to 120/min.
+        api.wait_for_body_bytes(Route::FileContent, 8 * 2_000).await;
+        api.set_rate_limit(Some(120));
+        api.requests().len()
+    };
+
+    let (sync, changed_after) =
+        tokio::join!(sync_json(&api, &["--rpm", "600", "-j", "8"]), lowered);
+    let (summary, _dir) = sync;
+
+    assert_eq!(summary["downloaded"], 24, "{summary}");
+    assert_eq!(summary["requests"]["budget_rpm"], 120.0, "{summary}");
+    let log = api.requests();
+    let refused = log.iter().filter(|r| r.status == 429).count();
+    assert!(refused <= 1, "{refused} requests refused after the change");
+    // After the change (and the few requests already on their way), two a second at most.
+    let later = &log[(changed_after + 8).min(log.len())..];
+    let first = later.first().expect("requests after the change").at;
+    let last = later.last().unwrap().at;
+    let span = (last - first).as_secs_f64();
+    assert!(
+        later.len() as f64 <= 2.0 * span + 2.0,
+        "{} requests in {span:.2} s at 120/min",
+        later.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_with_retry_after_pauses_every_worker() {
+    let files = account(30);
+    let throttle = ApiFault::Status {
+        route: Route::FileContent,
+        status: 429,
+        times: 1,
+        retry_after_secs: Some(1),
+    };
+    let api =
+        MockApi::start(MockApiConfig::new(FileSet::Explicit(files.clone())).with_fault(throttle))
+            .await;
+
+    // Paced at 10 a second, the run lasts about three seconds: without a process-wide pause the
+    // other workers would go on asking while the refused one waits.
+    let (summary, dir) = sync_json(&api, &["--rpm", "600", "-j", "8"]).await;
+
+    assert_eq!(summary["downloaded"], 30, "{summary}");
+    assert_eq!(synced_hashes(&dir), expected_hashes(&files));
+    assert_eq!(summary["requests"]["throttled"], 1);
+    let log = api.requests();
+    let refused = log.iter().find(|r| r.status == 429).expect("the 429").at;
+    // Requests already on their way when the 429 was answered may still arrive; after that,
+    // nobody asks until the second is over.
+    let early = log
+        .iter()
+        .filter(|r| r.at > refused + Duration::from_millis(200))
+        .filter(|r| r.at < refused + Duration::from_millis(950))
+        .count();
+    assert_eq!(early, 0, "requests were sent during the pause");
+    assert!(log.iter().any(|r| r.at >= refused + Duration::from_secs(1)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_spend_cap_stops_the_run_and_a_rerun_finishes_it() {
+    let files = account(10);
+    let cap = ApiFault::SpendLimit {
+        route: Route::FileContent,
+        times: 1,
+    };
+    let api =
+        MockApi::start(MockApiConfig::new(FileSet::Explicit(files.clone())).with_fault(cap)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let args = ["sync", "--data-dir", data_dir.to_str().unwrap(), "-j", "1"];
+
+    let out = run(&api, &args).await;
+
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("spend limit"), "{stderr}");
+    assert!(stderr.contains("request-id req_"), "{stderr}");
+    let log = api.requests();
+    let capped = log
+        .iter()
+        .position(|r| r.status == 429)
+        .expect("the spend-cap 429");
+    assert_eq!(capped, log.len() - 1, "no request after the spend cap");
+
+    let out = run(&api, &args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(synced_hashes(&dir), expected_hashes(&files));
 }
