@@ -160,10 +160,12 @@ server lowers its limit mid-run.
     --data-dir DIR --rpm 600 -j 16\` (exit 130: stopped while still running).
 - Measured by the mock (\`GET /_mock/stats\`) over the window from just before the client starts
   to just after it ends. *accepted* = requests not answered 429; *achieved* = accepted per
-  minute; *allowed* = the tokens in the bucket at the start (600 default, 10 strict) plus the
-  limit's rate over the window (time-weighted across the change); *utilisation* = accepted /
-  allowed. With the default bucket a client may take 600 requests at once, so the rate alone
-  (600/min × duration) would under-count what the server allowed.
+  minute; *utilisation of rate* = accepted / (the limit's rate × the window, time-weighted across
+  the change): the issue's "achieved / allowed", on which the goal is judged; *allowed incl.
+  bucket* adds the tokens in the bucket at the start (600 default, 10 strict), and *utilisation
+  of bucket* = accepted / that. With the default bucket a client may take 600 requests at once;
+  claudedl deliberately does not (acceleration limits: it paces at the limit's rate with a
+  half-second burst), so it leaves that initial credit unspent.
 
 ## Machine
 - CPU: ${cpu:-unknown}, $(nproc) cores (shared with other work; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg))
