@@ -5,11 +5,13 @@
 //!   reports through [`engine::Reporter`].
 //! - [`http`]: the one HTTP client, the retry policy, Range parsing and secret redaction.
 //! - [`store`]: atomic writes, the `.part` file, byte-range sets and resume state.
+//! - [`config`]: the config file and the layering of settings with their sources.
 //! - [`cli`]: argument parsing, progress display and the subcommands; the binary's
 //!   `main` only calls [`cli::main`].
 
 pub mod api;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod http;
 pub mod store;
