@@ -7,6 +7,7 @@ use url::Url;
 
 use super::types::{Batch, FileObject, Page};
 use super::{API_VERSION, ApiError, DEFAULT_BASE_URL};
+use crate::config::Settings;
 use crate::engine::response::request_id;
 use crate::http::HttpClient;
 use crate::http::redact::redact_url;
@@ -58,6 +59,16 @@ impl ApiConfig {
             .filter(|k| !k.trim().is_empty());
         let key = ApiKey::new(key.ok_or(ApiError::MissingKey)?.trim());
         ApiConfig::new(base, key, pagination)
+    }
+
+    /// Base URL and key from resolved [`Settings`] (command line, environment, config file).
+    pub fn from_settings(
+        settings: &Settings,
+        pagination: Pagination,
+    ) -> Result<ApiConfig, ApiError> {
+        let key = settings.api_key.as_ref().ok_or(ApiError::MissingKey)?;
+        let key = ApiKey::new(key.value.expose());
+        ApiConfig::new(&settings.base_url.value, key, pagination)
     }
 
     pub fn new(base_url: &str, key: ApiKey, pagination: Pagination) -> Result<ApiConfig, ApiError> {

@@ -52,8 +52,9 @@ pub fn locate(explicit: Option<&Path>, var: impl Fn(&str) -> Option<String>) -> 
     candidates.into_iter().find(|path| path.is_file())
 }
 
-/// Read and check the file at `path`.
+/// Read and check the file at `path` (reported by its absolute path).
 pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+    let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,

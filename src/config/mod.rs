@@ -20,7 +20,7 @@ mod values;
 use std::path::PathBuf;
 
 pub use file::{ConfigFile, Format};
-pub use resolve::{Settings, resolve};
+pub use resolve::{BASE_URL_VAR, KEY_VAR, Settings, defaults, resolve};
 pub use schema::Layer;
 pub use secret::Secret;
 pub use values::{LogFormat, LogLevel, Preset};

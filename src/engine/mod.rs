@@ -82,6 +82,8 @@ pub struct TransferSpec {
     pub staging: Option<PathBuf>,
     /// The size the file must have (e.g. the API's `size_bytes`); checked before writing.
     pub expected_size: Option<u64>,
+    /// What names the file in logs: the Files API id, a batch id; `None` for a plain URL.
+    pub file_id: Option<String>,
 }
 
 impl TransferSpec {
@@ -93,6 +95,7 @@ impl TransferSpec {
             overwrite: false,
             staging: None,
             expected_size: None,
+            file_id: None,
         }
     }
 }

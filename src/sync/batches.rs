@@ -61,6 +61,7 @@ async fn fetch_batch(
         headers: sync.api.headers_for(&url),
         overwrite: true,
         staging: Some(sync.data.tmp_path_for(&output)),
+        file_id: Some(id.clone()),
         ..TransferSpec::new(url.clone(), output.clone())
     };
     sync.index.record_batch(id, &BatchOutcome::Downloading)?;
