@@ -26,7 +26,10 @@ pub fn connect(api: &ApiArgs, global: &GlobalArgs) -> anyhow::Result<(ApiClient,
         Pagination::Ga
     };
     let config = ApiConfig::from_settings(&global.settings, pagination)?;
-    clients(config, &settings::network_args(&global.settings, &api.network))
+    clients(
+        config,
+        &settings::network_args(&global.settings, &api.network),
+    )
 }
 
 pub fn clients(
@@ -146,7 +149,11 @@ async fn get_files(
     Ok(status)
 }
 
-async fn list_batches(api: &ApiArgs, json: bool, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
+async fn list_batches(
+    api: &ApiArgs,
+    json: bool,
+    global: &GlobalArgs,
+) -> anyhow::Result<ExitStatus> {
     let (client, _) = connect(api, global)?;
     let mut cursor: Option<Cursor> = None;
     loop {

@@ -67,10 +67,7 @@ fn display<T: ToString>(setting: &Setting<T>) -> Setting<String> {
 }
 
 fn path(setting: &Setting<std::path::PathBuf>) -> Setting<String> {
-    Setting::new(
-        setting.value.display().to_string(),
-        setting.source.clone(),
-    )
+    Setting::new(setting.value.display().to_string(), setting.source.clone())
 }
 
 fn rows(s: &Settings) -> Vec<Row> {
@@ -170,7 +167,11 @@ fn print_text(settings: &Settings, rows: &[Row]) {
             }
             other => other.to_string(),
         };
-        let note = row.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
+        let note = row
+            .note
+            .as_ref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
         println!("{name:<29} {value:<40} {}{note}", row.source);
     }
 }

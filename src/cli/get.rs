@@ -67,7 +67,7 @@ pub(super) fn report_traffic(client: &HttpClient, global: &GlobalArgs) {
     );
     let noteworthy =
         summary.budget_rpm.is_some() || summary.throttled > 0 || !summary.server_errors.is_empty();
-    if !global.quiet && noteworthy && summary.requests > 0 {
+    if global.human_stderr() && noteworthy && summary.requests > 0 {
         eprintln!("requests: {summary}");
     }
 }
@@ -130,9 +130,7 @@ fn plan_outputs(
             Some(output) => output.clone(),
             None => dir.join(unique_name(&name_from_url(url), &mut taken)),
         };
-        let mut headers_for_url = api
-            .map(|api| api.headers_for(url))
-            .unwrap_or_default();
+        let mut headers_for_url = api.map(|api| api.headers_for(url)).unwrap_or_default();
         headers_for_url.extend(headers.clone());
         TransferSpec {
             headers: headers_for_url,

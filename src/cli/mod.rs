@@ -57,9 +57,14 @@ impl GlobalArgs {
     /// Whether progress bars may be drawn: not with `-q`, not while JSON logs take stderr, not
     /// when stderr is no terminal, and not when the command prints `json` on stdout.
     pub fn bars_visible(&self, json: bool) -> bool {
-        let json_logs_on_stderr = self.settings.log_format.value == LogFormat::Json
-            && self.settings.log_file.is_none();
-        !self.quiet && !json && !json_logs_on_stderr && std::io::stderr().is_terminal()
+        !json && self.human_stderr() && std::io::stderr().is_terminal()
+    }
+
+    /// Whether stderr is for people: not with `-q`, nor while JSON logs take it.
+    pub fn human_stderr(&self) -> bool {
+        let json_logs_on_stderr =
+            self.settings.log_format.value == LogFormat::Json && self.settings.log_file.is_none();
+        !self.quiet && !json_logs_on_stderr
     }
 }
 

@@ -57,7 +57,11 @@ fn engine_config(network: &NetworkArgs) -> anyhow::Result<EngineConfig> {
         chunk_size: size(network.chunk_size, defaults.chunk_size),
         min_split: size(network.min_split_size, defaults.min_split),
         retry: retry_policy(network)?,
-        read_timeout: seconds(network.read_timeout, defaults::READ_TIMEOUT, "--read-timeout")?,
+        read_timeout: seconds(
+            network.read_timeout,
+            defaults::READ_TIMEOUT,
+            "--read-timeout",
+        )?,
         checkpoint_interval: Duration::from_millis(network.checkpoint_ms.unwrap_or(100).max(1)),
         ..defaults
     })

@@ -251,7 +251,10 @@ mod tests {
         };
         let settings = resolve(&cli, no_env, Some(&file));
         assert_eq!(settings.connect_timeout.value, 60.0);
-        assert_eq!(settings.read_timeout.value, 42.0, "a file value beats any preset");
+        assert_eq!(
+            settings.read_timeout.value, 42.0,
+            "a file value beats any preset"
+        );
     }
 
     #[test]
@@ -261,11 +264,15 @@ mod tests {
             ..Layer::default()
         });
         let env = |name: &str| (name == "MY_KEY").then(|| " secret-from-my-key ".to_owned());
-        let key = resolve(&Layer::default(), env, Some(&named)).api_key.unwrap();
+        let key = resolve(&Layer::default(), env, Some(&named))
+            .api_key
+            .unwrap();
         assert_eq!(key.value.expose(), "secret-from-my-key");
         assert_eq!(key.source, Source::Env("MY_KEY".into()));
         let both = |name: &str| Some(format!("value-of-{name}"));
-        let key = resolve(&Layer::default(), both, Some(&named)).api_key.unwrap();
+        let key = resolve(&Layer::default(), both, Some(&named))
+            .api_key
+            .unwrap();
         assert_eq!(key.source, Source::Env(KEY_VAR.into()));
         let in_file = file(Layer {
             api_key: Some(Secret::new("k")),

@@ -352,7 +352,10 @@ impl FromRaw for Vec<String> {
         "a list of strings".into()
     }
     fn from_toml(value: &toml::Value) -> Option<Self> {
-        let items = value.as_array()?.iter().map(|v| v.as_str().map(str::to_owned));
+        let items = value
+            .as_array()?
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned));
         items.collect()
     }
     fn from_text(text: &str) -> Option<Self> {
@@ -429,25 +432,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!(layer.api_key, Some(Secret::new("k")));
-        assert_eq!((layer.connect_timeout, layer.read_timeout), (Some(5.0), Some(7.5)));
+        assert_eq!(
+            (layer.connect_timeout, layer.read_timeout),
+            (Some(5.0), Some(7.5))
+        );
         assert_eq!(layer.limit_rate, Some(ByteSize::mib(5)));
         assert_eq!(layer.chunk_size, Some(ByteSize::mib(1)));
         assert_eq!(layer.log_level, Some(LogLevel::Debug));
         assert_eq!(layer.crypt_recipients, Some(vec!["age1abc".to_owned()]));
         let keys: usize = SCHEMA.iter().map(|(_, keys)| keys.len()).sum();
-        assert_eq!(keys, 21, "a line above per key (api_key_env excludes api_key)");
+        assert_eq!(
+            keys, 21,
+            "a line above per key (api_key_env excludes api_key)"
+        );
     }
 
     #[test]
     fn errors_name_the_key_the_section_and_the_file() {
-        let error = toml("[network]\nconect_timeout = 3\n").unwrap_err().to_string();
+        let error = toml("[network]\nconect_timeout = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("`conect_timeout`"), "{error}");
-        assert!(error.contains("[network]") && error.contains("/x/claudedl.toml"), "{error}");
+        assert!(
+            error.contains("[network]") && error.contains("/x/claudedl.toml"),
+            "{error}"
+        );
         let error = toml("[netwrk]\n").unwrap_err().to_string();
         assert!(error.contains("[netwrk]"), "{error}");
-        let error = toml("[network]\nmax_retries = \"five\"\n").unwrap_err().to_string();
-        assert!(error.contains("max_retries: expected an integer"), "{error}");
-        let error = toml("[network]\nconnections = 0\n").unwrap_err().to_string();
+        let error = toml("[network]\nmax_retries = \"five\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("max_retries: expected an integer"),
+            "{error}"
+        );
+        let error = toml("[network]\nconnections = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("from 1 to 256"), "{error}");
         let error = toml("rpm = 5\n").unwrap_err().to_string();
         assert!(error.contains("outside any section"), "{error}");
@@ -458,7 +479,10 @@ mod tests {
     #[test]
     fn the_single_timeout_sets_both_unless_one_is_given() {
         let layer = toml("[network]\ntimeout = 30\nconnect_timeout = 5\n").unwrap();
-        assert_eq!((layer.connect_timeout, layer.read_timeout), (Some(5.0), Some(30.0)));
+        assert_eq!(
+            (layer.connect_timeout, layer.read_timeout),
+            (Some(5.0), Some(30.0))
+        );
     }
 
     #[test]
@@ -473,7 +497,9 @@ mod tests {
         assert_eq!(layer.max_retries, Some(5));
         assert_eq!(layer.endpoints.unwrap().len(), 2);
         assert_eq!(layer.chunk_size, Some(ByteSize(10_485_760)));
-        let error = read(&crate::config::ini::parse(Path::new("c.ini"), "[network]\nmax_retries = x\n").unwrap());
+        let error = read(
+            &crate::config::ini::parse(Path::new("c.ini"), "[network]\nmax_retries = x\n").unwrap(),
+        );
         assert!(error.unwrap_err().to_string().contains("found \"x\""));
     }
 }

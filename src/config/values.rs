@@ -32,7 +32,10 @@ impl FromStr for Preset {
             "lan" => Ok(Preset::Lan),
             "cloud" => Ok(Preset::Cloud),
             "cross-border" => Ok(Preset::CrossBorder),
-            other => Err(format!("unknown network preset {other:?}: use {}", Self::NAMES)),
+            other => Err(format!(
+                "unknown network preset {other:?}: use {}",
+                Self::NAMES
+            )),
         }
     }
 }

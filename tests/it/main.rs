@@ -3,9 +3,13 @@
 //! - `nginx`: a real nginx started per test (real Range, If-Range and ETag semantics).
 //! - `faults`: the in-repo fault origin, one named fault per test, exact request counts.
 //! - `cli`: the `claudedl` binary as a user runs it: exit codes, JSON, kill -9 and resume.
+//! - `config`: the config file, the environment and flags, through `config show` and `sync`.
+//! - `logs`: JSON log lines, `file_done` events, `--log-file`.
 
 mod api;
 mod cli;
+mod config;
 mod faults;
+mod logs;
 mod nginx;
 mod support;

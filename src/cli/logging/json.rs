@@ -168,14 +168,21 @@ mod tests {
         tracing::subscriber::with_default(subscriber, emit);
         let bytes = captured.0.lock().unwrap().clone();
         let text = String::from_utf8(bytes).unwrap();
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     #[test]
     fn fields_are_flat_and_event_comes_from_the_field_or_the_message() {
         let sha: Option<&str> = None;
         let found = lines(|| {
-            tracing::info!(event = "file_done", bytes_downloaded = 5u64, sha256 = sha, "done");
+            tracing::info!(
+                event = "file_done",
+                bytes_downloaded = 5u64,
+                sha256 = sha,
+                "done"
+            );
             tracing::warn!(path = %"/tmp/x", "Checkpoint failed: disk full");
         });
         assert_eq!(found[0]["event"], "file_done");
@@ -185,13 +192,19 @@ mod tests {
         assert_eq!(found[1]["event"], "checkpoint_failed");
         assert_eq!(found[1]["path"], "/tmp/x");
         let stamp = found[1]["timestamp"].as_str().unwrap();
-        assert!(stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T', "{stamp}");
+        assert!(
+            stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+            "{stamp}"
+        );
     }
 
     #[test]
     fn snake_case_keeps_the_first_words_before_a_colon() {
         assert_eq!(snake_case("Retrying API call"), "retrying_api_call");
-        assert_eq!(snake_case("checkpoint failed: disk full"), "checkpoint_failed");
+        assert_eq!(
+            snake_case("checkpoint failed: disk full"),
+            "checkpoint_failed"
+        );
         assert_eq!(snake_case("  "), "event");
     }
 }
