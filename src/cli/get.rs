@@ -23,8 +23,13 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
     let headers = parse_headers(&args.headers)?;
     let api = ApiConfig::from_settings(&global.settings, Pagination::Ga).ok();
     let specs = plan_outputs(&args, &urls, &headers, api.as_ref())?;
-    let network = settings::network_args(&global.settings, &args.network);
-    let (client, engine) = network::engine(&network, &traffic(&urls, api))?;
+    let mut network = settings::network_args(&global.settings, &args.network);
+    let traffic = traffic(&urls, api);
+    if matches!(traffic, Traffic::Urls) {
+        // A configured budget is the API's: plain URLs are paced by `--rpm` only.
+        network.requests_per_minute = args.network.requests_per_minute;
+    }
+    let (client, engine) = network::engine(&network, &traffic)?;
     let cancel = engine.cancel_token();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
