@@ -6,8 +6,8 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::types::{Batch, FileObject, Page};
-use super::{API_VERSION, ApiError, DEFAULT_BASE_URL};
-use crate::config::Settings;
+use super::{API_VERSION, ApiError};
+use crate::config::{self, Layer, Settings};
 use crate::engine::response::request_id;
 use crate::http::HttpClient;
 use crate::http::redact::redact_url;
@@ -50,15 +50,14 @@ pub struct ApiConfig {
 
 impl ApiConfig {
     /// Base URL from `base_url`, else `ANTHROPIC_BASE_URL`, else the public API; key from
-    /// `ANTHROPIC_API_KEY` (never from the command line).
+    /// `ANTHROPIC_API_KEY` (never from the command line). No config file is read.
     pub fn from_env(base_url: Option<&str>, pagination: Pagination) -> Result<ApiConfig, ApiError> {
-        let env_base = std::env::var("ANTHROPIC_BASE_URL").ok();
-        let base = base_url.or(env_base.as_deref()).unwrap_or(DEFAULT_BASE_URL);
-        let key = std::env::var("ANTHROPIC_API_KEY")
-            .ok()
-            .filter(|k| !k.trim().is_empty());
-        let key = ApiKey::new(key.ok_or(ApiError::MissingKey)?.trim());
-        ApiConfig::new(base, key, pagination)
+        let flags = Layer {
+            base_url: base_url.map(str::to_owned),
+            ..Layer::default()
+        };
+        let settings = config::resolve(&flags, |name| std::env::var(name).ok(), None);
+        ApiConfig::from_settings(&settings, pagination)
     }
 
     /// Base URL and key from resolved [`Settings`] (command line, environment, config file).
