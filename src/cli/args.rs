@@ -16,7 +16,7 @@ use crate::config::{LogFormat, Preset};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// More log output (-v info, -vv debug); logs go to stderr.
+    /// More log output (-v info, -vv debug); logs go to stderr unless --log-file is given.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// No progress display; errors only.
