@@ -7,11 +7,13 @@
 //! - [`store`]: atomic writes, the `.part` file, byte-range sets and resume state.
 //! - [`sync`]: mirror an account into the data directory, recorded in the index.
 //! - [`verify`]: re-hash the data directory against the index; find orphans.
+//! - [`config`]: the config file and the layering of settings with their sources.
 //! - [`cli`]: argument parsing, progress display and the subcommands; the binary's
 //!   `main` only calls [`cli::main`].
 
 pub mod api;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod http;
 pub mod store;

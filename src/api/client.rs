@@ -6,7 +6,8 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::types::{Batch, FileObject, Page};
-use super::{API_VERSION, ApiError, DEFAULT_BASE_URL};
+use super::{API_VERSION, ApiError};
+use crate::config::{self, Layer, Settings};
 use crate::engine::response::request_id;
 use crate::http::HttpClient;
 use crate::http::redact::redact_url;
@@ -49,15 +50,24 @@ pub struct ApiConfig {
 
 impl ApiConfig {
     /// Base URL from `base_url`, else `ANTHROPIC_BASE_URL`, else the public API; key from
-    /// `ANTHROPIC_API_KEY` (never from the command line).
+    /// `ANTHROPIC_API_KEY` (never from the command line). No config file is read.
     pub fn from_env(base_url: Option<&str>, pagination: Pagination) -> Result<ApiConfig, ApiError> {
-        let env_base = std::env::var("ANTHROPIC_BASE_URL").ok();
-        let base = base_url.or(env_base.as_deref()).unwrap_or(DEFAULT_BASE_URL);
-        let key = std::env::var("ANTHROPIC_API_KEY")
-            .ok()
-            .filter(|k| !k.trim().is_empty());
-        let key = ApiKey::new(key.ok_or(ApiError::MissingKey)?.trim());
-        ApiConfig::new(base, key, pagination)
+        let flags = Layer {
+            base_url: base_url.map(str::to_owned),
+            ..Layer::default()
+        };
+        let settings = config::resolve(&flags, |name| std::env::var(name).ok(), None);
+        ApiConfig::from_settings(&settings, pagination)
+    }
+
+    /// Base URL and key from resolved [`Settings`] (command line, environment, config file).
+    pub fn from_settings(
+        settings: &Settings,
+        pagination: Pagination,
+    ) -> Result<ApiConfig, ApiError> {
+        let key = settings.api_key.as_ref().ok_or(ApiError::MissingKey)?;
+        let key = ApiKey::new(key.value.expose());
+        ApiConfig::new(&settings.base_url.value, key, pagination)
     }
 
     pub fn new(base_url: &str, key: ApiKey, pagination: Pagination) -> Result<ApiConfig, ApiError> {

@@ -1,6 +1,5 @@
 //! `claudedl files …` and `claudedl batches …`: the API from the command line.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,6 +9,7 @@ use super::args::{ApiArgs, BatchesCommand, FilesCommand, NetworkArgs};
 use super::get::{print_results, report_traffic};
 use super::network::{self, Traffic};
 use super::progress::Bars;
+use super::settings;
 use super::{ExitStatus, GlobalArgs};
 use crate::api::{ApiClient, ApiConfig, Cursor, Pagination};
 use crate::engine::{Engine, TransferSpec};
@@ -19,14 +19,17 @@ use crate::store::names::safe_file_name;
 use crate::sync::read_result;
 
 /// One HTTP client (and one request budget) for the API and the engine.
-pub fn connect(api: &ApiArgs) -> anyhow::Result<(ApiClient, Engine)> {
+pub fn connect(api: &ApiArgs, global: &GlobalArgs) -> anyhow::Result<(ApiClient, Engine)> {
     let pagination = if api.beta_pagination {
         Pagination::Beta
     } else {
         Pagination::Ga
     };
-    let config = ApiConfig::from_env(api.base_url.as_deref(), pagination)?;
-    clients(config, &api.network)
+    let config = ApiConfig::from_settings(&global.settings, pagination)?;
+    clients(
+        config,
+        &settings::network_args(&global.settings, &api.network),
+    )
 }
 
 pub fn clients(
@@ -43,7 +46,7 @@ pub fn clients(
 
 pub async fn files(command: FilesCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     match command {
-        FilesCommand::Ls { api, json, limit } => list_files(&api, json, limit).await,
+        FilesCommand::Ls { api, json, limit } => list_files(&api, json, limit, global).await,
         FilesCommand::Get {
             api,
             ids,
@@ -55,20 +58,24 @@ pub async fn files(command: FilesCommand, global: &GlobalArgs) -> anyhow::Result
 
 pub async fn batches(command: BatchesCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     match command {
-        BatchesCommand::Ls { api, json } => list_batches(&api, json).await,
+        BatchesCommand::Ls { api, json } => list_batches(&api, json, global).await,
         BatchesCommand::Results { api, id, output } => {
             batch_results(&api, &id, output, global).await
         }
-        BatchesCommand::Show {
-            id,
-            custom_id,
-            data,
-        } => show_result(&DataDir::new(data.data_dir), &id, &custom_id),
+        BatchesCommand::Show { id, custom_id, .. } => {
+            let data = DataDir::new(settings::data_dir(&global.settings));
+            show_result(&data, &id, &custom_id)
+        }
     }
 }
 
-async fn list_files(api: &ApiArgs, json: bool, limit: Option<u64>) -> anyhow::Result<ExitStatus> {
-    let (client, _) = connect(api)?;
+async fn list_files(
+    api: &ApiArgs,
+    json: bool,
+    limit: Option<u64>,
+    global: &GlobalArgs,
+) -> anyhow::Result<ExitStatus> {
+    let (client, _) = connect(api, global)?;
     let mut cursor: Option<Cursor> = None;
     let mut shown = 0;
     loop {
@@ -107,7 +114,7 @@ async fn get_files(
     json: bool,
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
-    let (client, engine) = connect(api)?;
+    let (client, engine) = connect(api, global)?;
     let mut specs = Vec::new();
     for id in ids {
         let file = client.file(id).await?;
@@ -124,10 +131,11 @@ async fn get_files(
         specs.push(TransferSpec {
             headers: client.headers(),
             expected_size: Some(file.size_bytes),
+            file_id: Some(file.id.clone()),
             ..TransferSpec::new(client.file_content_url(id), dir.join(name))
         });
     }
-    let visible = !global.quiet && !json && std::io::stderr().is_terminal();
+    let visible = global.bars_visible(json);
     let bars = Arc::new(Bars::new(
         specs
             .iter()
@@ -141,8 +149,12 @@ async fn get_files(
     Ok(status)
 }
 
-async fn list_batches(api: &ApiArgs, json: bool) -> anyhow::Result<ExitStatus> {
-    let (client, _) = connect(api)?;
+async fn list_batches(
+    api: &ApiArgs,
+    json: bool,
+    global: &GlobalArgs,
+) -> anyhow::Result<ExitStatus> {
+    let (client, _) = connect(api, global)?;
     let mut cursor: Option<Cursor> = None;
     loop {
         let (page, next) = client.list_batches(cursor.as_ref(), 100).await?;
@@ -177,7 +189,7 @@ async fn batch_results(
     output: Option<PathBuf>,
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
-    let (client, engine) = connect(api)?;
+    let (client, engine) = connect(api, global)?;
     let batch = client.batch(id).await?;
     let Some(url) = client.results_url(&batch).filter(|_| batch.is_ended()) else {
         bail!(
@@ -190,9 +202,10 @@ async fn batch_results(
     let spec = TransferSpec {
         headers: client.headers_for(&url),
         overwrite: true,
+        file_id: Some(id.to_owned()),
         ..TransferSpec::new(url.clone(), output)
     };
-    let visible = !global.quiet && std::io::stderr().is_terminal();
+    let visible = global.bars_visible(false);
     let bars = Arc::new(Bars::new(vec![id.to_owned()], visible));
     let result = engine.download(0, &spec, bars.clone()).await;
     let status = print_results(std::slice::from_ref(&result), false, &bars);

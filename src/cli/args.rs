@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{LogFormat, Preset};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "claudedl",
@@ -14,12 +16,32 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// More log output (-v info, -vv debug); logs go to stderr.
+    /// More log output (-v info, -vv debug); logs go to stderr unless --log-file is given.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// No progress display; errors only.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+/// Where settings come from and where logs go (global flags; see `claudedl config show`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct SettingsArgs {
+    /// Config file [default: ./claudedl.toml, else $XDG_CONFIG_HOME/claudedl/config.toml].
+    #[arg(long, global = true, env = "CLAUDEDL_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Timeouts for a kind of network: lan (10 s connect / 300 s read), cloud (30/600),
+    /// cross-border (60/900). Explicit timeouts (flags or config keys) win.
+    #[arg(long = "network", global = true, value_name = "PRESET")]
+    pub preset: Option<Preset>,
+    /// Log lines as text or json (one object per line).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Write logs to FILE (appended) instead of stderr.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +62,23 @@ pub enum Command {
     Verify(super::verify::VerifyArgs),
     /// Try claudedl without a key: sync a bundled mock API into ./claudedl-demo.
     Demo(DemoArgs),
+    /// The effective settings and where each comes from.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every setting with its source (cli, env, file, preset, default); the key redacted.
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        data: DataArgs,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where the API is and how to page through it.
@@ -104,9 +143,9 @@ pub struct NetworkArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct DataArgs {
-    /// The data directory.
-    #[arg(long, default_value = "data", value_name = "DIR")]
-    pub data_dir: PathBuf,
+    /// The data directory [default: [storage] base_dir, else ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

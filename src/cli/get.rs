@@ -1,7 +1,6 @@
 //! `claudedl get`: download URLs to files.
 
 use std::collections::HashSet;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,6 +11,7 @@ use url::Url;
 use super::args::GetArgs;
 use super::network::{self, Traffic};
 use super::progress::Bars;
+use super::settings;
 use super::{ExitStatus, GlobalArgs};
 use crate::api::{ApiConfig, Pagination};
 use crate::engine::{TransferError, TransferReport, TransferSpec, TransferStatus};
@@ -21,15 +21,22 @@ use crate::store::names::safe_file_name;
 pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let urls = collect_urls(&args)?;
     let headers = parse_headers(&args.headers)?;
-    let specs = plan_outputs(&args, &urls, &headers)?;
-    let (client, engine) = network::engine(&args.network, &traffic(&urls))?;
+    let api = ApiConfig::from_settings(&global.settings, Pagination::Ga).ok();
+    let specs = plan_outputs(&args, &urls, &headers, api.as_ref())?;
+    let mut network = settings::network_args(&global.settings, &args.network);
+    let traffic = traffic(&urls, api);
+    if matches!(traffic, Traffic::Urls) {
+        // A configured budget is the API's: plain URLs are paced by `--rpm` only.
+        network.requests_per_minute = args.network.requests_per_minute;
+    }
+    let (client, engine) = network::engine(&network, &traffic)?;
     let cancel = engine.cancel_token();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             cancel.cancel();
         }
     });
-    let visible = !global.quiet && !args.json && std::io::stderr().is_terminal();
+    let visible = global.bars_visible(args.json);
     let names = specs.iter().map(|s| display_name(&s.output)).collect();
     let bars = Arc::new(Bars::new(names, visible));
     let results = engine
@@ -42,8 +49,7 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
 
 /// Requests to the Claude API's origin are paced by its budget; plain URLs are not (unless
 /// `--rpm` is given).
-fn traffic(urls: &[Url]) -> Traffic {
-    let api = ApiConfig::from_env(None, Pagination::Ga).ok();
+fn traffic(urls: &[Url], api: Option<ApiConfig>) -> Traffic {
     match api {
         Some(api) if urls.iter().any(|url| url.origin() == api.base_url.origin()) => Traffic::Api {
             base_url: api.base_url,
@@ -66,7 +72,7 @@ pub(super) fn report_traffic(client: &HttpClient, global: &GlobalArgs) {
     );
     let noteworthy =
         summary.budget_rpm.is_some() || summary.throttled > 0 || !summary.server_errors.is_empty();
-    if !global.quiet && noteworthy && summary.requests > 0 {
+    if global.human_stderr() && noteworthy && summary.requests > 0 {
         eprintln!("requests: {summary}");
     }
 }
@@ -114,24 +120,22 @@ fn plan_outputs(
     args: &GetArgs,
     urls: &[Url],
     headers: &HeaderMap,
+    api: Option<&ApiConfig>,
 ) -> anyhow::Result<Vec<TransferSpec>> {
     if args.output.is_some() && urls.len() > 1 {
         bail!(usage("-o names one file; use -d DIR for several URLs"));
     }
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let mut taken = HashSet::new();
-    // Requests to the Claude API's origin carry the key from ANTHROPIC_API_KEY (never from the
-    // command line, where other users could read it); `-H` headers take precedence.
-    let api = ApiConfig::from_env(None, Pagination::Ga).ok();
+    // Requests to the Claude API's origin carry the key from ANTHROPIC_API_KEY or the config
+    // file (never from the command line, where other users could read it); `-H` headers take
+    // precedence.
     let specs = urls.iter().map(|url| {
         let output = match &args.output {
             Some(output) => output.clone(),
             None => dir.join(unique_name(&name_from_url(url), &mut taken)),
         };
-        let mut headers_for_url = api
-            .as_ref()
-            .map(|api| api.headers_for(url))
-            .unwrap_or_default();
+        let mut headers_for_url = api.map(|api| api.headers_for(url)).unwrap_or_default();
         headers_for_url.extend(headers.clone());
         TransferSpec {
             headers: headers_for_url,

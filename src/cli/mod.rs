@@ -4,17 +4,23 @@
 
 mod api;
 mod args;
+mod config_cmd;
 mod get;
+pub mod logging;
 mod network;
 mod progress;
+mod settings;
 mod sync;
 mod verify;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 
 pub use args::{Cli, Command};
+
+use crate::config::{LogFormat, Settings};
 
 /// How a run ended, ordered by severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -44,6 +50,23 @@ pub struct UsageError(pub String);
 /// Options every subcommand sees.
 pub struct GlobalArgs {
     pub quiet: bool,
+    /// Every setting, resolved once from the command line, the environment and the file.
+    pub settings: Settings,
+}
+
+impl GlobalArgs {
+    /// Whether progress bars may be drawn: not with `-q`, not while JSON logs take stderr, not
+    /// when stderr is no terminal, and not when the command prints `json` on stdout.
+    pub fn bars_visible(&self, json: bool) -> bool {
+        !json && self.human_stderr() && std::io::stderr().is_terminal()
+    }
+
+    /// Whether stderr is for people: not with `-q`, nor while JSON logs take it.
+    pub fn human_stderr(&self) -> bool {
+        let json_logs_on_stderr =
+            self.settings.log_format.value == LogFormat::Json && self.settings.log_file.is_none();
+        !self.quiet && !json_logs_on_stderr
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -58,7 +81,10 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.verbose);
+    let global = match start(&cli) {
+        Ok(global) => global,
+        Err(status) => return status.into(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -69,16 +95,16 @@ pub fn main() -> ExitCode {
             return ExitStatus::Failure.into();
         }
     };
-    let global = GlobalArgs { quiet: cli.quiet };
     let result = runtime.block_on(async {
         match cli.command {
             Command::Get(args) => get::run(args, &global).await,
             Command::Files(command) => api::files(command, &global).await,
             Command::Batches(command) => api::batches(command, &global).await,
             Command::Sync(args) => sync::sync(args, &global).await,
-            Command::Ls(args) => sync::ls(args),
+            Command::Ls(args) => sync::ls(args, &global),
             Command::Demo(args) => sync::demo(args, &global).await,
             Command::Verify(args) => verify::run(args, &global).await,
+            Command::Config(command) => config_cmd::run(command, &global),
         }
     });
     match result {
@@ -96,16 +122,28 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CLAUDEDL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("claudedl={default}")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+/// Read the config file, resolve the settings and start logging; tell the user what the file
+/// needs fixing.
+fn start(cli: &Cli) -> Result<GlobalArgs, ExitStatus> {
+    let loaded = settings::load(cli).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitStatus::Usage
+    })?;
+    let logging = logging::init(&loaded.settings, cli.quiet).map_err(|error| {
+        eprintln!("error: {error:#}");
+        ExitStatus::Usage
+    })?;
+    for note in loaded.file.iter().flat_map(|f| &f.notes) {
+        tracing::info!(event = "config_note", "{note}");
+    }
+    for warning in loaded.file.iter().flat_map(|f| &f.warnings) {
+        tracing::warn!(event = "config_warning", "{warning}");
+        if !logging.on_stderr && !cli.quiet {
+            eprintln!("warning: {warning}");
+        }
+    }
+    Ok(GlobalArgs {
+        quiet: cli.quiet,
+        settings: loaded.settings,
+    })
 }

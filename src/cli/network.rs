@@ -8,13 +8,13 @@ use url::Url;
 
 use super::UsageError;
 use super::args::NetworkArgs;
+use crate::config::defaults;
 use crate::engine::{Engine, EngineConfig};
 use crate::http::retry::RetryPolicy;
 use crate::http::{ClientConfig, GovernorConfig, HttpClient};
 
 /// The request budget of API commands when none is given: the lowest tier.
 pub const DEFAULT_API_RPM: u32 = 50;
-const DEFAULT_CONNECTIONS: u16 = 8;
 const MIN_MAX_CONNECTIONS: usize = 16;
 
 /// Whose requests these are: the Claude API's (paced by default, with failover) or plain
@@ -29,7 +29,11 @@ pub enum Traffic {
 pub fn engine(network: &NetworkArgs, traffic: &Traffic) -> anyhow::Result<(HttpClient, Engine)> {
     let config = engine_config(network)?;
     let client = HttpClient::new(&ClientConfig {
-        connect_timeout: seconds(network.connect_timeout, 30.0, "--connect-timeout")?,
+        connect_timeout: seconds(
+            network.connect_timeout,
+            defaults::CONNECT_TIMEOUT,
+            "--connect-timeout",
+        )?,
         pool_per_host: config.max_connections,
         governor: governor_config(network, traffic, config.max_connections)?,
         ..ClientConfig::default()
@@ -40,7 +44,7 @@ pub fn engine(network: &NetworkArgs, traffic: &Traffic) -> anyhow::Result<(HttpC
 
 fn engine_config(network: &NetworkArgs) -> anyhow::Result<EngineConfig> {
     let defaults = EngineConfig::default();
-    let connections = usize::from(network.connections.unwrap_or(DEFAULT_CONNECTIONS));
+    let connections = usize::from(network.connections.unwrap_or(defaults::CONNECTIONS));
     let max_connections = network
         .max_connections
         .map_or(connections.max(MIN_MAX_CONNECTIONS), usize::from);
@@ -53,7 +57,11 @@ fn engine_config(network: &NetworkArgs) -> anyhow::Result<EngineConfig> {
         chunk_size: size(network.chunk_size, defaults.chunk_size),
         min_split: size(network.min_split_size, defaults.min_split),
         retry: retry_policy(network)?,
-        read_timeout: seconds(network.read_timeout, 60.0, "--read-timeout")?,
+        read_timeout: seconds(
+            network.read_timeout,
+            defaults::READ_TIMEOUT,
+            "--read-timeout",
+        )?,
         checkpoint_interval: Duration::from_millis(network.checkpoint_ms.unwrap_or(100).max(1)),
         ..defaults
     })
@@ -64,7 +72,7 @@ pub fn retry_policy(network: &NetworkArgs) -> anyhow::Result<RetryPolicy> {
     let defaults = RetryPolicy::default();
     Ok(RetryPolicy {
         max_retries: network.max_retries.unwrap_or(defaults.max_retries),
-        overload_cap: seconds(network.overload_pause, 600.0, "--overload-pause")?,
+        overload_cap: overload_pause(network)?,
         ..defaults
     })
 }
@@ -94,7 +102,7 @@ fn governor_config(
         requests_per_minute,
         max_in_flight: max_connections,
         endpoints,
-        overload_pause: seconds(network.overload_pause, 600.0, "--overload-pause")?,
+        overload_pause: overload_pause(network)?,
         bytes_per_second: network.limit_rate.map(|rate| rate.as_u64().max(1)),
         max_concurrent_retries: (max_connections / 4).max(2),
     })
@@ -109,6 +117,11 @@ fn endpoint_url(text: &str) -> anyhow::Result<Url> {
         )));
     }
     Ok(url)
+}
+
+fn overload_pause(network: &NetworkArgs) -> anyhow::Result<Duration> {
+    let default = defaults::OVERLOAD_PAUSE;
+    seconds(network.overload_pause, default, "--overload-pause")
 }
 
 fn seconds(value: Option<f64>, default: f64, flag: &str) -> anyhow::Result<Duration> {

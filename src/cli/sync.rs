@@ -1,6 +1,5 @@
 //! `claudedl sync`, `claudedl ls` and `claudedl demo`.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -9,6 +8,7 @@ use super::api::{clients, connect};
 use super::args::{DemoArgs, LsArgs, NetworkArgs, SyncArgs};
 use super::get::report_traffic;
 use super::progress::Bars;
+use super::settings;
 use super::{ExitStatus, GlobalArgs};
 use crate::api::{ApiClient, ApiConfig, ApiKey, Pagination};
 use crate::engine::Engine;
@@ -18,7 +18,7 @@ use crate::store::layout::DataDir;
 use crate::sync::{Sync, SyncOptions, SyncSummary};
 
 pub async fn sync(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    let (api, engine) = connect(&args.api)?;
+    let (api, engine) = connect(&args.api, global)?;
     let options = SyncOptions {
         files: !args.batches_only,
         batches: !args.files_only,
@@ -28,7 +28,7 @@ pub async fn sync(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitSta
         page_size: args.page_size,
         jobs: args.jobs.into(),
     };
-    let data = DataDir::new(&args.data.data_dir);
+    let data = DataDir::new(settings::data_dir(&global.settings));
     let summary = run_sync(&api, &engine, &data, &options, global).await?;
     print_summary(
         &summary,
@@ -57,7 +57,7 @@ async fn run_sync(
             cancel.cancel();
         }
     });
-    let visible = !global.quiet && std::io::stderr().is_terminal();
+    let visible = global.bars_visible(false);
     let reporter = Arc::new(Bars::new(Vec::new(), visible));
     let mut sync = Sync {
         api,
@@ -151,8 +151,8 @@ fn print_reasons(what: &str, items: &[(String, String)]) {
     }
 }
 
-pub fn ls(args: LsArgs) -> anyhow::Result<ExitStatus> {
-    let data = DataDir::new(&args.data.data_dir);
+pub fn ls(args: LsArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
+    let data = DataDir::new(settings::data_dir(&global.settings));
     let index = open_index(&data)?;
     let state = args.state.as_deref().map(parse_state).transpose()?;
     let query = FileQuery {

@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::api::connect;
 use super::args::{ApiArgs, DataArgs};
+use super::settings;
 use super::get::report_traffic;
 use super::progress::Bars;
 use super::sync::open_index;
@@ -47,11 +48,11 @@ pub struct VerifyArgs {
 }
 
 pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    let data = DataDir::new(&args.data.data_dir);
+    let data = DataDir::new(settings::data_dir(&global.settings));
     let mut index = open_index(&data)?;
     let _lock = data.lock()?;
     // Before hashing, so a missing key fails at once rather than after a long check.
-    let clients = args.repair.then(|| connect(&args.api)).transpose()?;
+    let clients = args.repair.then(|| connect(&args.api, global)).transpose()?;
     let visible = !global.quiet && std::io::stderr().is_terminal();
     let jobs = args.jobs.map_or_else(cpus, usize::from);
     let report = tokio::task::block_in_place(|| {

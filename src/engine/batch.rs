@@ -16,6 +16,8 @@ impl Engine {
         files_at_once: usize,
         reporter: Arc<dyn Reporter>,
     ) -> Vec<Result<TransferReport, TransferError>> {
+        let sizes: Option<u64> = specs.iter().map(|s| s.expected_size).sum();
+        reporter.queued(specs.len(), sizes);
         let slots = Arc::new(Semaphore::new(files_at_once.max(1)));
         let mut set = JoinSet::new();
         for (id, spec) in specs.into_iter().enumerate() {

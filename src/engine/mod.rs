@@ -12,6 +12,7 @@
 
 mod batch;
 mod error;
+mod events;
 pub mod ledger;
 pub mod plan;
 pub mod response;
@@ -20,7 +21,7 @@ mod transfer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 use tokio::sync::Semaphore;
@@ -82,6 +83,8 @@ pub struct TransferSpec {
     pub staging: Option<PathBuf>,
     /// The size the file must have (e.g. the API's `size_bytes`); checked before writing.
     pub expected_size: Option<u64>,
+    /// What names the file in logs: the Files API id, a batch id; `None` for a plain URL.
+    pub file_id: Option<String>,
 }
 
 impl TransferSpec {
@@ -93,6 +96,7 @@ impl TransferSpec {
             overwrite: false,
             staging: None,
             expected_size: None,
+            file_id: None,
         }
     }
 }
@@ -124,6 +128,8 @@ pub struct TransferReport {
 
 /// Hears about progress. Every method has a do-nothing default.
 pub trait Reporter: Send + Sync {
+    /// `files` more transfers are coming, of `bytes` in all when every size is known.
+    fn queued(&self, _files: usize, _bytes: Option<u64>) {}
     fn started(&self, _id: usize, _url: &str, _total: Option<u64>, _already: u64) {}
     fn progress(&self, _id: usize, _bytes: u64) {}
     fn connections(&self, _id: usize, _live: usize) {}
@@ -168,8 +174,11 @@ impl Engine {
         spec: &TransferSpec,
         reporter: Arc<dyn Reporter>,
     ) -> Result<TransferReport, TransferError> {
-        let result = transfer::download(self, id, spec, Arc::clone(&reporter)).await;
-        reporter.finished(id, &result);
+        let started = Instant::now();
+        let tally = Arc::new(events::Tally::new(reporter));
+        let result = transfer::download(self, id, spec, tally.clone()).await;
+        events::file_done(spec, &result, &tally, started.elapsed());
+        tally.finished(id, &result);
         result
     }
 }

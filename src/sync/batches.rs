@@ -25,7 +25,9 @@ pub async fn download_batches(
     summary: &mut SyncSummary,
     months: &mut BTreeSet<String>,
 ) -> Result<(), SyncError> {
-    for entry in sync.index.batches_to_fetch()? {
+    let entries = sync.index.batches_to_fetch()?;
+    sync.reporter.queued(entries.len(), None);
+    for entry in entries {
         months.extend(month_of(&entry.meta.created_at));
         match fetch_batch(sync, &entry, summary).await {
             Ok(outcome) => sync.index.record_batch(&entry.meta.id, &outcome)?,
@@ -61,6 +63,7 @@ async fn fetch_batch(
         headers: sync.api.headers_for(&url),
         overwrite: true,
         staging: Some(sync.data.tmp_path_for(&output)),
+        file_id: Some(id.clone()),
         ..TransferSpec::new(url.clone(), output.clone())
     };
     sync.index.record_batch(id, &BatchOutcome::Downloading)?;

@@ -78,6 +78,7 @@ fn spec_for(sync: &Sync<'_>, entry: &FileEntry) -> TransferSpec {
         overwrite: true,
         staging: Some(sync.data.tmp_path_for(&output)),
         expected_size: Some(meta.size_bytes),
+        file_id: Some(meta.id.clone()),
         ..TransferSpec::new(sync.api.file_content_url(&meta.id), output)
     }
 }

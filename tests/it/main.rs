@@ -6,11 +6,15 @@
 //! - `api`: the Claude API commands and `sync` against the bundled mock API.
 //! - `governor`: the request budget, 429/529 pushback, failover and the bandwidth cap.
 //! - `verify`: `claudedl verify` after a sync into a data directory damaged by hand.
+//! - `config`: the config file, the environment and flags, through `config show` and `sync`.
+//! - `logs`: JSON log lines, `file_done` events, `--log-file`.
 
 mod api;
 mod cli;
+mod config;
 mod faults;
 mod governor;
+mod logs;
 mod nginx;
 mod support;
 mod verify;

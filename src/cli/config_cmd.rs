@@ -1,0 +1,177 @@
+//! `claudedl config show`: every setting in effect and where it came from. The API key is
+//! shown redacted, never itself.
+
+use serde_json::{Value, json};
+
+use super::args::ConfigCommand;
+use super::network::DEFAULT_API_RPM;
+use super::{ExitStatus, GlobalArgs};
+use crate::config::{Setting, Settings};
+
+pub fn run(command: ConfigCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
+    let ConfigCommand::Show { json, .. } = command;
+    let rows = rows(&global.settings);
+    if json {
+        println!("{}", to_json(&global.settings, &rows));
+    } else {
+        print_text(&global.settings, &rows);
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// One line of the listing.
+struct Row {
+    section: &'static str,
+    key: &'static str,
+    value: Value,
+    source: String,
+    /// What applies when a setting is unset.
+    note: Option<String>,
+}
+
+fn row<T: Into<Value> + Clone>(
+    section: &'static str,
+    key: &'static str,
+    setting: &Setting<T>,
+) -> Row {
+    Row {
+        section,
+        key,
+        value: setting.value.clone().into(),
+        source: setting.source.to_string(),
+        note: None,
+    }
+}
+
+/// A setting that may be unset; `unset` says what then applies.
+fn optional<T: Into<Value> + Clone>(
+    section: &'static str,
+    key: &'static str,
+    setting: Option<&Setting<T>>,
+    unset: &str,
+) -> Row {
+    match setting {
+        Some(setting) => row(section, key, setting),
+        None => Row {
+            section,
+            key,
+            value: Value::Null,
+            source: "default".to_owned(),
+            note: Some(unset.to_owned()),
+        },
+    }
+}
+
+fn display<T: ToString>(setting: &Setting<T>) -> Setting<String> {
+    Setting::new(setting.value.to_string(), setting.source.clone())
+}
+
+fn path(setting: &Setting<std::path::PathBuf>) -> Setting<String> {
+    Setting::new(setting.value.display().to_string(), setting.source.clone())
+}
+
+fn rows(s: &Settings) -> Vec<Row> {
+    let key = s
+        .api_key
+        .as_ref()
+        .map(|k| Setting::new(k.value.redacted(), k.source.clone()));
+    let rpm_default = format!("{DEFAULT_API_RPM}/min for API commands; get is unpaced");
+    vec![
+        optional("auth", "api_key", key.as_ref(), "not set"),
+        optional("auth", "api_key_env", s.api_key_env.as_ref(), "not set"),
+        row("network", "base_url", &s.base_url),
+        optional(
+            "network",
+            "preset",
+            s.preset.as_ref().map(display).as_ref(),
+            "none",
+        ),
+        row("network", "connect_timeout", &s.connect_timeout),
+        row("network", "read_timeout", &s.read_timeout),
+        row("network", "max_retries", &s.max_retries),
+        row("network", "connections", &s.connections),
+        optional(
+            "network",
+            "max_connections",
+            s.max_connections.as_ref(),
+            "the larger of connections and 16",
+        ),
+        optional(
+            "network",
+            "requests_per_minute",
+            s.requests_per_minute.as_ref(),
+            &rpm_default,
+        ),
+        row("network", "endpoints", &s.endpoints),
+        row("network", "overload_pause", &s.overload_pause),
+        optional(
+            "network",
+            "limit_rate",
+            s.limit_rate.as_ref().map(bytes).as_ref(),
+            "unlimited",
+        ),
+        row("storage", "base_dir", &path(&s.data_dir)),
+        row("storage", "chunk_size", &bytes(&s.chunk_size)),
+        row("crypt", "recipients", &s.crypt_recipients),
+        optional(
+            "crypt",
+            "recipients_file",
+            s.crypt_recipients_file.as_ref().map(path).as_ref(),
+            "none",
+        ),
+        row("log", "format", &display(&s.log_format)),
+        optional(
+            "log",
+            "file",
+            s.log_file.as_ref().map(path).as_ref(),
+            "stderr",
+        ),
+        optional(
+            "log",
+            "level",
+            s.log_level.as_ref().map(display).as_ref(),
+            "warn on stderr, info for JSON or a file; $CLAUDEDL_LOG overrides",
+        ),
+    ]
+}
+
+fn bytes(setting: &Setting<bytesize::ByteSize>) -> Setting<u64> {
+    Setting::new(setting.value.as_u64(), setting.source.clone())
+}
+
+fn to_json(settings: &Settings, rows: &[Row]) -> Value {
+    let mut out = json!({ "config_file": settings.config_file });
+    for row in rows {
+        let mut entry = json!({ "value": row.value, "source": row.source });
+        if let Some(note) = &row.note {
+            entry["note"] = note.as_str().into();
+        }
+        out[row.section][row.key] = entry;
+    }
+    out
+}
+
+fn print_text(settings: &Settings, rows: &[Row]) {
+    match &settings.config_file {
+        Some(path) => println!("config file: {}", path.display()),
+        None => println!("config file: none found"),
+    }
+    for row in rows {
+        let name = format!("{}.{}", row.section, row.key);
+        let value = match &row.value {
+            Value::Null => "-".to_owned(),
+            Value::String(text) => text.clone(),
+            Value::Array(items) => {
+                let items = items.iter().map(|v| v.as_str().unwrap_or_default());
+                format!("[{}]", items.collect::<Vec<_>>().join(", "))
+            }
+            other => other.to_string(),
+        };
+        let note = row
+            .note
+            .as_ref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        println!("{name:<29} {value:<40} {}{note}", row.source);
+    }
+}

@@ -1,0 +1,285 @@
+//! Layering: command line > environment > file > network preset > default.
+//!
+//! The environment supplies `ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL`. The API key never
+//! comes from the command line; its order is `ANTHROPIC_API_KEY`, then the variable named by
+//! `[auth] api_key_env`, then `[auth] api_key`. A preset (`--network`, else `[network] preset`)
+//! only fills the timeouts that no flag and no file key sets.
+
+use std::path::PathBuf;
+
+use bytesize::ByteSize;
+
+use super::{ConfigFile, Layer, LogFormat, LogLevel, Preset, Secret, Setting, Source};
+use crate::api::DEFAULT_BASE_URL;
+use crate::engine::EngineConfig;
+use crate::http::retry::RetryPolicy;
+
+/// Defaults of the settings that have one.
+pub mod defaults {
+    /// Seconds to wait for a connection.
+    pub const CONNECT_TIMEOUT: f64 = 30.0;
+    /// Seconds of silence tolerated while reading a body.
+    pub const READ_TIMEOUT: f64 = 60.0;
+    /// Parallel connections per file.
+    pub const CONNECTIONS: u16 = 8;
+    /// Seconds an overloaded endpoint is left alone.
+    pub const OVERLOAD_PAUSE: f64 = 600.0;
+    /// The data directory.
+    pub const DATA_DIR: &str = "data";
+}
+
+/// The environment variable holding the API key.
+pub const KEY_VAR: &str = "ANTHROPIC_API_KEY";
+/// The environment variable holding the API base URL.
+pub const BASE_URL_VAR: &str = "ANTHROPIC_BASE_URL";
+
+/// Every setting with its effective value and source. Settings without a default are `None`
+/// when unset (`max_connections` and `requests_per_minute` then follow from other values, see
+/// `claudedl::cli`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The config file read, if any.
+    pub config_file: Option<PathBuf>,
+    pub api_key: Option<Setting<Secret>>,
+    /// `[auth] api_key_env`: the variable the key is read from (when `ANTHROPIC_API_KEY` is
+    /// unset).
+    pub api_key_env: Option<Setting<String>>,
+    pub base_url: Setting<String>,
+    pub preset: Option<Setting<Preset>>,
+    pub connect_timeout: Setting<f64>,
+    pub read_timeout: Setting<f64>,
+    pub max_retries: Setting<u32>,
+    pub connections: Setting<u16>,
+    pub max_connections: Option<Setting<u16>>,
+    pub requests_per_minute: Option<Setting<u32>>,
+    pub endpoints: Setting<Vec<String>>,
+    pub overload_pause: Setting<f64>,
+    pub limit_rate: Option<Setting<ByteSize>>,
+    pub data_dir: Setting<PathBuf>,
+    pub chunk_size: Setting<ByteSize>,
+    /// `[crypt] recipients`: public keys files are encrypted to.
+    pub crypt_recipients: Setting<Vec<String>>,
+    /// `[crypt] recipients_file`: a file of recipients, one per line.
+    pub crypt_recipients_file: Option<Setting<PathBuf>>,
+    pub log_format: Setting<LogFormat>,
+    pub log_file: Option<Setting<PathBuf>>,
+    pub log_level: Option<Setting<LogLevel>>,
+}
+
+/// Resolve `cli` (flags given), the environment (`var`) and `file` into [`Settings`].
+pub fn resolve(
+    cli: &Layer,
+    var: impl Fn(&str) -> Option<String>,
+    file: Option<&ConfigFile>,
+) -> Settings {
+    let non_empty = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    // The environment's layer holds the base URL; the key has an order of its own.
+    let env = Layer {
+        base_url: non_empty(BASE_URL_VAR),
+        ..Layer::default()
+    };
+    let layers = Layers { cli, env, file };
+    let preset = layers.pick(|l| &l.preset, "--network");
+    let timeout = |get: fn(&Layer) -> &Option<f64>, flag, index: fn((f64, f64)) -> f64, default| {
+        layers.pick(get, flag).unwrap_or_else(|| match &preset {
+            Some(p) => Setting::new(index(p.value.timeouts()), Source::Preset(p.value)),
+            None => Setting::default_value(default),
+        })
+    };
+    let engine = EngineConfig::default();
+    Settings {
+        config_file: file.map(|f| f.path.clone()),
+        api_key: layers.api_key(&non_empty),
+        api_key_env: layers.pick(|l| &l.api_key_env, ""),
+        base_url: layers
+            .pick(|l| &l.base_url, "--base-url")
+            .unwrap_or_else(|| Setting::default_value(DEFAULT_BASE_URL.to_owned())),
+        connect_timeout: timeout(
+            |l| &l.connect_timeout,
+            "--connect-timeout",
+            |t| t.0,
+            defaults::CONNECT_TIMEOUT,
+        ),
+        read_timeout: timeout(
+            |l| &l.read_timeout,
+            "--read-timeout",
+            |t| t.1,
+            defaults::READ_TIMEOUT,
+        ),
+        preset,
+        max_retries: layers.or(
+            |l| &l.max_retries,
+            "--max-retries",
+            RetryPolicy::default().max_retries,
+        ),
+        connections: layers.or(|l| &l.connections, "--connections", defaults::CONNECTIONS),
+        max_connections: layers.pick(|l| &l.max_connections, "--max-connections"),
+        requests_per_minute: layers.pick(|l| &l.requests_per_minute, "--rpm"),
+        endpoints: layers.or(|l| &l.endpoints, "--endpoint", Vec::new()),
+        overload_pause: layers.or(
+            |l| &l.overload_pause,
+            "--overload-pause",
+            defaults::OVERLOAD_PAUSE,
+        ),
+        limit_rate: layers.pick(|l| &l.limit_rate, "--limit-rate"),
+        data_dir: layers.or(|l| &l.data_dir, "--data-dir", defaults::DATA_DIR.into()),
+        chunk_size: layers.or(
+            |l| &l.chunk_size,
+            "--chunk-size",
+            ByteSize(engine.chunk_size),
+        ),
+        crypt_recipients: layers.or(|l| &l.crypt_recipients, "", Vec::new()),
+        crypt_recipients_file: layers.pick(|l| &l.crypt_recipients_file, ""),
+        log_format: layers.or(|l| &l.log_format, "--log-format", LogFormat::Text),
+        log_file: layers.pick(|l| &l.log_file, "--log-file"),
+        log_level: layers.pick(|l| &l.log_level, "-v"),
+    }
+}
+
+struct Layers<'a> {
+    cli: &'a Layer,
+    env: Layer,
+    file: Option<&'a ConfigFile>,
+}
+
+impl Layers<'_> {
+    /// The first layer's value, with its source (`flag` names the command-line flag).
+    fn pick<T: Clone>(
+        &self,
+        get: impl Fn(&Layer) -> &Option<T>,
+        flag: &'static str,
+    ) -> Option<Setting<T>> {
+        if let Some(value) = get(self.cli) {
+            return Some(Setting::new(value.clone(), Source::Cli(flag)));
+        }
+        let from_file = || {
+            let file = self.file?;
+            let value = get(&file.layer).clone()?;
+            Some(Setting::new(value, Source::File(file.path.clone())))
+        };
+        get(&self.env)
+            .clone()
+            .map(|value| Setting::new(value, Source::Env(BASE_URL_VAR.into())))
+            .or_else(from_file)
+    }
+
+    /// [`Self::pick`], else `default`.
+    fn or<T: Clone>(
+        &self,
+        get: impl Fn(&Layer) -> &Option<T>,
+        flag: &'static str,
+        default: T,
+    ) -> Setting<T> {
+        self.pick(get, flag)
+            .unwrap_or_else(|| Setting::default_value(default))
+    }
+
+    /// `ANTHROPIC_API_KEY`, else the variable `[auth] api_key_env` names, else `[auth] api_key`.
+    fn api_key(&self, var: &impl Fn(&str) -> Option<String>) -> Option<Setting<Secret>> {
+        let from_var = |name: &str| {
+            let key = Secret::new(var(name)?.trim());
+            Some(Setting::new(key, Source::Env(name.to_owned())))
+        };
+        if let Some(key) = from_var(KEY_VAR) {
+            return Some(key);
+        }
+        let file = self.file?;
+        if let Some(name) = &file.layer.api_key_env {
+            return from_var(name);
+        }
+        let key = file.layer.api_key.clone()?;
+        Some(Setting::new(key, Source::File(file.path.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Format;
+
+    fn file(layer: Layer) -> ConfigFile {
+        ConfigFile {
+            path: PathBuf::from("/etc/claudedl.toml"),
+            format: Format::Toml,
+            layer,
+            warnings: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn cli_beats_env_beats_file_beats_default() {
+        let file = file(Layer {
+            base_url: Some("http://file".into()),
+            max_retries: Some(9),
+            connections: Some(3),
+            ..Layer::default()
+        });
+        let cli = Layer {
+            connections: Some(4),
+            ..Layer::default()
+        };
+        let env = |name: &str| (name == BASE_URL_VAR).then(|| "http://env".to_owned());
+        let settings = resolve(&cli, env, Some(&file));
+        assert_eq!(settings.connections.value, 4);
+        assert_eq!(settings.connections.source, Source::Cli("--connections"));
+        assert_eq!(settings.base_url.value, "http://env");
+        assert_eq!(settings.base_url.source, Source::Env(BASE_URL_VAR.into()));
+        assert_eq!(settings.max_retries.value, 9);
+        assert_eq!(settings.max_retries.source, Source::File(file.path.clone()));
+        assert_eq!(settings.data_dir.source, Source::Default);
+    }
+
+    #[test]
+    fn a_preset_fills_only_the_timeouts_nobody_set() {
+        let file = file(Layer {
+            preset: Some(Preset::Lan),
+            read_timeout: Some(42.0),
+            ..Layer::default()
+        });
+        let settings = resolve(&Layer::default(), no_env, Some(&file));
+        assert_eq!(settings.connect_timeout.value, 10.0);
+        assert_eq!(settings.connect_timeout.source, Source::Preset(Preset::Lan));
+        assert_eq!(settings.read_timeout.value, 42.0);
+        let cli = Layer {
+            preset: Some(Preset::CrossBorder),
+            ..Layer::default()
+        };
+        let settings = resolve(&cli, no_env, Some(&file));
+        assert_eq!(settings.connect_timeout.value, 60.0);
+        assert_eq!(
+            settings.read_timeout.value, 42.0,
+            "a file value beats any preset"
+        );
+    }
+
+    #[test]
+    fn the_key_comes_from_the_environment_then_the_named_variable_then_the_file() {
+        let named = file(Layer {
+            api_key_env: Some("MY_KEY".into()),
+            ..Layer::default()
+        });
+        let env = |name: &str| (name == "MY_KEY").then(|| " secret-from-my-key ".to_owned());
+        let key = resolve(&Layer::default(), env, Some(&named))
+            .api_key
+            .unwrap();
+        assert_eq!(key.value.expose(), "secret-from-my-key");
+        assert_eq!(key.source, Source::Env("MY_KEY".into()));
+        let both = |name: &str| Some(format!("value-of-{name}"));
+        let key = resolve(&Layer::default(), both, Some(&named))
+            .api_key
+            .unwrap();
+        assert_eq!(key.source, Source::Env(KEY_VAR.into()));
+        let in_file = file(Layer {
+            api_key: Some(Secret::new("k")),
+            ..Layer::default()
+        });
+        let key = resolve(&Layer::default(), no_env, Some(&in_file));
+        assert_eq!(key.api_key.unwrap().source, Source::File(in_file.path));
+        assert!(resolve(&Layer::default(), no_env, None).api_key.is_none());
+    }
+}
