@@ -5,11 +5,14 @@
 //!   reports through [`engine::Reporter`].
 //! - [`http`]: the one HTTP client, the retry policy, Range parsing and secret redaction.
 //! - [`store`]: atomic writes, the `.part` file, byte-range sets and resume state.
+//! - [`crypt`]: encryption at rest in the age format (sealing chunks out of order, resume
+//!   keys, decryption).
 //! - [`cli`]: argument parsing, progress display and the subcommands; the binary's
 //!   `main` only calls [`cli::main`].
 
 pub mod api;
 pub mod cli;
+pub mod crypt;
 pub mod engine;
 pub mod http;
 pub mod store;
