@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 
+pub use super::crypt::{DecryptArgs, EncryptArgs};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "claudedl",
@@ -38,6 +40,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Try claudedl without a key: sync a bundled mock API into ./claudedl-demo.
     Demo(DemoArgs),
+    /// Decrypt an age file written with --encrypt-to (same as `age -d -i IDENTITY`).
+    Decrypt(DecryptArgs),
 }
 
 /// Where the API is and how to page through it.
@@ -83,6 +87,8 @@ pub enum FilesCommand {
         dir: PathBuf,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        encrypt: EncryptArgs,
     },
 }
 
@@ -146,6 +152,8 @@ pub struct SyncArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub encrypt: EncryptArgs,
 }
 
 #[derive(Debug, Args)]
@@ -228,4 +236,6 @@ pub struct GetArgs {
     /// Print one JSON summary object per file on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub encrypt: EncryptArgs,
 }

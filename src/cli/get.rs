@@ -14,6 +14,7 @@ use super::args::GetArgs;
 use super::progress::Bars;
 use super::{ExitStatus, GlobalArgs};
 use crate::api::{ApiConfig, Pagination};
+use crate::crypt::{Encryption, age_path};
 use crate::engine::{
     Engine, EngineConfig, TransferError, TransferReport, TransferSpec, TransferStatus,
 };
@@ -24,7 +25,8 @@ use crate::store::names::safe_file_name;
 pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let urls = collect_urls(&args)?;
     let headers = parse_headers(&args.headers)?;
-    let specs = plan_outputs(&args, &urls, &headers)?;
+    let encrypt = args.encrypt.encryption()?;
+    let specs = plan_outputs(&args, &urls, &headers, encrypt)?;
     let engine = build_engine(&args)?;
     let cancel = engine.cancel_token();
     tokio::spawn(async move {
@@ -84,6 +86,7 @@ fn plan_outputs(
     args: &GetArgs,
     urls: &[Url],
     headers: &HeaderMap,
+    encrypt: Option<Arc<Encryption>>,
 ) -> anyhow::Result<Vec<TransferSpec>> {
     if args.output.is_some() && urls.len() > 1 {
         bail!(usage("-o names one file; use -d DIR for several URLs"));
@@ -94,10 +97,13 @@ fn plan_outputs(
     // command line, where other users could read it); `-H` headers take precedence.
     let api = ApiConfig::from_env(None, Pagination::Ga).ok();
     let specs = urls.iter().map(|url| {
-        let output = match &args.output {
+        let mut output = match &args.output {
             Some(output) => output.clone(),
             None => dir.join(unique_name(&name_from_url(url), &mut taken)),
         };
+        if encrypt.is_some() {
+            output = age_path(&output);
+        }
         let mut headers_for_url = api
             .as_ref()
             .map(|api| api.headers_for(url))
@@ -106,6 +112,7 @@ fn plan_outputs(
         TransferSpec {
             headers: headers_for_url,
             overwrite: args.force,
+            encrypt: encrypt.clone(),
             ..TransferSpec::new(url.clone(), output)
         }
     });
@@ -217,6 +224,7 @@ fn report_json(report: &TransferReport) -> serde_json::Value {
         "bytes": report.fetched,
         "resumed_from": report.resumed_from,
         "sha256": report.sha256,
+        "encrypted": report.encrypted,
         "duration_ms": report.duration.as_millis() as u64,
         "retries": report.retries,
     })

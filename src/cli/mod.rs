@@ -4,6 +4,7 @@
 
 mod api;
 mod args;
+mod crypt;
 mod get;
 mod progress;
 mod sync;
@@ -76,6 +77,7 @@ pub fn main() -> ExitCode {
             Command::Sync(args) => sync::sync(args, &global).await,
             Command::Ls(args) => sync::ls(args),
             Command::Demo(args) => sync::demo(args, &global).await,
+            Command::Decrypt(args) => crypt::decrypt(args),
         }
     });
     match result {

@@ -99,6 +99,16 @@ impl CryptError {
     }
 }
 
+/// `path` with `.age` appended (unless it already ends so): where an encrypted download goes.
+pub fn age_path(path: &Path) -> PathBuf {
+    if path.extension().is_some_and(|ext| ext == "age") {
+        return path.to_path_buf();
+    }
+    let mut name = path.as_os_str().to_owned();
+    name.push(".age");
+    PathBuf::from(name)
+}
+
 /// What the resume state of an encrypted `.part` records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedState {

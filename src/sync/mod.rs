@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::{ApiClient, ApiError};
+use crate::crypt::Encryption;
 use crate::engine::{Engine, Reporter, TransferError};
 use crate::store::index::{Index, IndexError};
 use crate::store::layout::{DataDir, LayoutError};
@@ -39,6 +40,8 @@ pub struct SyncOptions {
     pub page_size: u32,
     /// Files downloaded at once.
     pub jobs: usize,
+    /// Store files and batch results as age files for these recipients.
+    pub encrypt: Option<Arc<Encryption>>,
 }
 
 impl Default for SyncOptions {
@@ -51,6 +54,7 @@ impl Default for SyncOptions {
             metadata_only: false,
             page_size: 1000,
             jobs: 8,
+            encrypt: None,
         }
     }
 }
@@ -120,7 +124,7 @@ impl Sync<'_> {
         if options.batches && !summary.interrupted {
             listing::list_batches(self, options, &mut summary).await?;
             if !options.dry_run && !options.metadata_only {
-                batches::download_batches(self, &mut summary, &mut months).await?;
+                batches::download_batches(self, options, &mut summary, &mut months).await?;
             }
         }
         for month in &months {
