@@ -19,11 +19,9 @@
 
 use age::secrecy::ExposeSecret;
 use age_core::format::{FileKey, Stanza};
+use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use base64::Engine;
 use base64::prelude::BASE64_STANDARD_NO_PAD;
-use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
 use hmac::{Hmac, Mac};
 use zeroize::Zeroizing;
 
@@ -146,8 +144,7 @@ fn header_mac(file_key: &FileKey, covered: &[u8]) -> [u8; 32] {
 
 /// The key that seals and opens the payload's chunks.
 pub struct PayloadKey {
-    key: Zeroizing<[u8; 32]>,
-    aead: ChaCha20Poly1305,
+    aead: LessSafeKey,
 }
 
 /// A chunk that failed authentication.
@@ -161,8 +158,10 @@ impl PayloadKey {
             b"payload",
             file_key.expose_secret(),
         ));
-        let aead = ChaCha20Poly1305::new((&*key).into());
-        PayloadKey { key, aead }
+        let key = UnboundKey::new(&CHACHA20_POLY1305, &key[..]).expect("a 32-byte key");
+        PayloadKey {
+            aead: LessSafeKey::new(key),
+        }
     }
 
     /// Append chunk `index`'s sealed form (`plain` then its tag) to `out`.
@@ -172,9 +171,9 @@ impl PayloadKey {
         out.extend_from_slice(plain);
         let tag = self
             .aead
-            .encrypt_in_place_detached(&chunk_nonce(index, last).into(), b"", &mut out[start..])
+            .seal_in_place_separate_tag(chunk_nonce(index, last), Aad::empty(), &mut out[start..])
             .expect("a chunk is far below ChaCha20's limit");
-        out.extend_from_slice(&tag);
+        out.extend_from_slice(tag.as_ref());
     }
 
     /// Authenticate and decrypt sealed chunk `index` in place; returns the plaintext part.
@@ -184,27 +183,19 @@ impl PayloadKey {
         last: bool,
         sealed: &'a mut [u8],
     ) -> Result<&'a [u8], BadChunk> {
-        let split = sealed.len().checked_sub(TAG as usize).ok_or(BadChunk)?;
-        let (body, tag) = sealed.split_at_mut(split);
         self.aead
-            .decrypt_in_place_detached(&chunk_nonce(index, last).into(), b"", body, (&*tag).into())
-            .map_err(|_| BadChunk)?;
-        Ok(body)
-    }
-
-    /// Decrypt the body of chunk `index` (its tag already removed) in place, without
-    /// authenticating it: for reading back chunks this process sealed moments ago.
-    pub fn unmask(&self, index: u64, last: bool, body: &mut [u8]) {
-        let mut cipher =
-            chacha20::ChaCha20::new((&*self.key).into(), &chunk_nonce(index, last).into());
-        // Block 0 keys Poly1305; the payload starts at block 1 (RFC 8439 §2.8).
-        cipher.seek(64u64);
-        cipher.apply_keystream(body);
+            .open_in_place(chunk_nonce(index, last), Aad::empty(), sealed)
+            .map(|plain| &*plain)
+            .map_err(|_| BadChunk)
     }
 }
 
 /// The STREAM nonce: the chunk counter as 11 big-endian bytes, then the last-chunk flag.
-fn chunk_nonce(index: u64, last: bool) -> [u8; 12] {
+fn chunk_nonce(index: u64, last: bool) -> Nonce {
+    Nonce::assume_unique_for_key(nonce_bytes(index, last))
+}
+
+fn nonce_bytes(index: u64, last: bool) -> [u8; 12] {
     let mut nonce = [0u8; 12];
     nonce[3..11].copy_from_slice(&index.to_be_bytes());
     nonce[11] = u8::from(last);
@@ -232,22 +223,19 @@ mod tests {
     #[test]
     fn the_nonce_is_the_counter_then_the_flag() {
         assert_eq!(
-            chunk_nonce(0x0102, true),
+            nonce_bytes(0x0102, true),
             [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 1]
         );
-        assert_eq!(chunk_nonce(0, false), [0; 12]);
+        assert_eq!(nonce_bytes(0, false), [0; 12]);
     }
 
     #[test]
-    fn seal_open_and_unmask_agree() {
+    fn seal_and_open_agree_on_index_and_flag() {
         let key = PayloadKey::new(&new_file_key(), &new_nonce());
         let plain: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
         let mut sealed = Vec::new();
         key.seal_into(3, false, &plain, &mut sealed);
         assert_eq!(sealed.len(), plain.len() + TAG as usize);
-        let mut masked = sealed[..plain.len()].to_vec();
-        key.unmask(3, false, &mut masked);
-        assert_eq!(masked, plain);
         let mut copy = sealed.clone();
         assert_eq!(key.open(3, false, &mut copy).unwrap(), &plain[..]);
         let mut copy = sealed.clone();

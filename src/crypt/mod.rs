@@ -26,9 +26,11 @@
 //!
 //! # Hashing
 //! The engine hashes the plaintext (SHA-256, recorded in the index) while downloading, by
-//! reading back the done prefix of the `.part`: for sealed parts it decrypts each chunk with the
-//! ChaCha20 keystream only ([`SealedPart::read_plain`]); tags are checked by every decryption
-//! of the finished file.
+//! reading back the done prefix of the `.part`: for sealed parts it opens (authenticates and
+//! decrypts) each chunk in memory ([`SealedPart::read_plain`]), on another thread than the
+//! hashing. Chunks are sealed and opened with aws-lc-rs's ChaCha20-Poly1305 (assembly, already
+//! built for rustls). Sealing and the read-back each cost about as much CPU as SHA-256 itself
+//! (~1.3 GB/s per core): an encrypted download takes about 1.7 times the CPU of a plain one.
 
 mod decrypt;
 pub mod format;

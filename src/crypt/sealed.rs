@@ -17,8 +17,8 @@ use age_core::format::FileKey;
 
 use super::CryptError;
 use super::format::{
-    CHUNK, NONCE, PayloadKey, SEALED_CHUNK, TAG, chunk_count, chunk_len, chunk_of, chunk_offset,
-    header_matches, sealed_len,
+    BadChunk, CHUNK, NONCE, PayloadKey, SEALED_CHUNK, TAG, chunk_count, chunk_len, chunk_of,
+    chunk_offset, header_matches, sealed_len,
 };
 use crate::store::PartFile;
 
@@ -255,10 +255,7 @@ impl SealedPart {
     }
 
     /// Fill `buf` with the plaintext at `at` (a chunk boundary), from chunks already sealed and
-    /// written by this process or a previous run (blocking).
-    ///
-    /// Chunks are decrypted without checking their tags: the bytes are ours, and `claudedl
-    /// decrypt` or `age -d` checks every tag of the finished file anyway.
+    /// written by this process or a previous run (blocking). Every chunk is authenticated.
     pub fn read_plain(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
         debug_assert_eq!(at % CHUNK, 0, "reads start at chunk boundaries");
         let total = self.layout.lock().unwrap().total;
@@ -267,12 +264,17 @@ impl SealedPart {
         let mut sealed = vec![0u8; buf.len() + (chunks * TAG) as usize];
         self.part
             .read_at(&mut sealed, chunk_offset(self.header_len, first))?;
-        for (k, plain) in buf.chunks_mut(CHUNK as usize).enumerate() {
+        let pieces = sealed.chunks_mut(SEALED_CHUNK as usize);
+        for (k, (plain, sealed)) in buf.chunks_mut(CHUNK as usize).zip(pieces).enumerate() {
             let index = first + k as u64;
             let last = total.is_some_and(|total| index + 1 == chunk_count(total));
-            let from = k * SEALED_CHUNK as usize;
-            plain.copy_from_slice(&sealed[from..from + plain.len()]);
-            self.key.unmask(index, last, plain);
+            let opened = self.key.open(index, last, sealed).map_err(|BadChunk| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("chunk {index} of the age payload fails authentication"),
+                )
+            })?;
+            plain.copy_from_slice(opened);
         }
         Ok(())
     }

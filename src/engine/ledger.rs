@@ -128,7 +128,7 @@ pub async fn hash_prefix(
         tap.restart();
     }
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
+    let mut buffers = [vec![0u8; 1 << 20], vec![0u8; 1 << 20]];
     let mut hashed = 0u64;
     loop {
         let target = match prefix.wait_for(|p| p.len > hashed || p.last).await {
@@ -141,8 +141,8 @@ pub async fn hash_prefix(
         };
         if target.len > hashed {
             let (part, tap) = (part.clone(), tap.clone());
-            (hasher, buffer) = tokio::task::spawn_blocking(move || {
-                hash_range(&part, tap.as_deref(), hasher, buffer, hashed..target.len)
+            (hasher, buffers) = tokio::task::spawn_blocking(move || {
+                hash_range(&part, tap.as_deref(), hasher, buffers, hashed..target.len)
             })
             .await
             .map_err(std::io::Error::other)??;
@@ -154,24 +154,40 @@ pub async fn hash_prefix(
     }
 }
 
+/// Hash `range` piece by piece, reading (for sealed parts: decrypting) the next piece while
+/// another thread hashes the current one: the hash finishes sooner after the done prefix jumps.
 fn hash_range(
     part: &PartWriter,
     tap: Option<&dyn ContentTap>,
     mut hasher: Sha256,
-    mut buffer: Vec<u8>,
+    mut buffers: [Vec<u8>; 2],
     range: Range<u64>,
-) -> std::io::Result<(Sha256, Vec<u8>)> {
+) -> std::io::Result<(Sha256, [Vec<u8>; 2])> {
+    let piece = buffers[0].len() as u64;
     let mut at = range.start;
-    while at < range.end {
-        let n = (range.end - at).min(buffer.len() as u64) as usize;
-        part.read_plain(&mut buffer[..n], at)?;
-        hasher.update(&buffer[..n]);
-        if let Some(tap) = tap {
-            tap.feed(&buffer[..n]);
-        }
+    // Bytes of `buffers[0]` read and not yet hashed.
+    let mut ready = 0;
+    while at < range.end || ready > 0 {
+        let n = (range.end - at).min(piece) as usize;
+        let [current, next] = &mut buffers;
+        let (hashing, reading) = (&current[..ready], &mut next[..n]);
+        let hasher = &mut hasher;
+        std::thread::scope(|scope| {
+            let hashed = scope.spawn(move || {
+                hasher.update(hashing);
+                if let Some(tap) = tap {
+                    tap.feed(hashing);
+                }
+            });
+            let read = part.read_plain(reading, at);
+            hashed.join().expect("hashing does not panic");
+            read
+        })?;
         at += n as u64;
+        ready = n;
+        buffers.swap(0, 1);
     }
-    Ok((hasher, buffer))
+    Ok((hasher, buffers))
 }
 
 #[cfg(test)]

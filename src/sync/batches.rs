@@ -304,7 +304,7 @@ mod tests {
         }
         let broken = LineTally::default();
         broken.feed(b"{\"custom_id\":\"a\",\"result\":{\"type\":\"succeeded\"}}\n{oops}\n");
-        assert!(broken.lines().unwrap_err().to_string().contains("byte 50"));
+        assert!(broken.lines().unwrap_err().to_string().contains("byte 48"));
     }
 
     #[test]
