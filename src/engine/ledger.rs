@@ -179,7 +179,10 @@ fn hash_range(
                     tap.feed(hashing);
                 }
             });
-            let read = part.read_plain(reading, at);
+            let read = match n {
+                0 => Ok(()),
+                _ => part.read_plain(reading, at),
+            };
             hashed.join().expect("hashing does not panic");
             read
         })?;
