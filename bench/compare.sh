@@ -10,7 +10,7 @@
 #   CLAUDEDL=         binary to test (default: `cargo build --release`, target/release/claudedl)
 #   BENCH_TMP=/tmp    where the work directory (files served, downloads) is created
 #   KILL_MIB=256      file size for the kill -9 / resume scenario
-#   SCENARIOS="1 2 4" which scenarios to run (3 runs along with 2)
+#   SCENARIOS="1 2 4" which scenarios to run (3 runs along with 2; 5 = the cost of --encrypt-to)
 #   REPORT=           also write the markdown report to this file
 #   KEEP=1            keep the work directory (nginx logs, outputs) for inspection
 #   RUN_TIMEOUT=300   seconds before a client run is killed (counted as a failure)
@@ -58,6 +58,11 @@ need cmp diffutils
 need timeout coreutils
 [[ -x /usr/bin/time ]] || missing+=("/usr/bin/time (apt-get install time)")
 [[ -f $STREAM_MODULE ]] || missing+=("$STREAM_MODULE (apt-get install libnginx-mod-stream)")
+if [[ " $SCENARIOS " == *" 5 "* ]]; then
+    need age age
+    need age-keygen age
+    need sha256sum coreutils
+fi
 if ((${#missing[@]})); then
     log "missing tools:"
     printf '  %s\n' "${missing[@]}" >&2
@@ -189,6 +194,14 @@ curl -sSf -r 0-0 -o /dev/null "$DIRECT/f64.bin" || die "nginx does not serve $DI
 curl -sSf -r 0-0 -o /dev/null "$CAPPED/f64.bin" || die "the proxy does not serve $CAPPED/f64.bin"
 log "nginx: direct $DIRECT, capped proxy $CAPPED (pid $NGINX_PID)"
 
+# Scenario 5: a recipient, and a resume identity of the run's own.
+AGE_KEY=$W/age-key.txt
+if [[ " $SCENARIOS " == *" 5 "* ]]; then
+    age-keygen -o "$AGE_KEY" 2>/dev/null
+    AGE_RECIPIENT=$(age-keygen -y "$AGE_KEY")
+    export CLAUDEDL_RESUME_IDENTITY=$W/resume-identity.txt
+fi
+
 # ---- running one client --------------------------------------------------------------------
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -224,7 +237,11 @@ run_one() {
     local size=0 ok=no
     if [[ -f $out ]]; then
         size=$(stat -c %s "$out")
-        if cmp -s -n "$size" "$out" "$src"; then ok=yes; fi
+        if [[ $out == *.age ]]; then # decrypted (untimed) by the age CLI, compared by hash
+            if [[ $(age -d -i "$AGE_KEY" "$out" | sha256sum | cut -d' ' -f1) == "$sha" ]]; then
+                ok=yes
+            fi
+        elif cmp -s -n "$size" "$out" "$src"; then ok=yes; fi
         if [[ $sha != - ]]; then
             local got
             got=$(python3 "$LIB" json-field "$W/stdout.txt" sha256)
@@ -280,6 +297,14 @@ run_tool() {
     "aria2c -x8 -s8")
         run_one uncapped "$name" "$round" "$OUT/f1g.bin" "$WWW/f1g.bin" - -- \
             "${ARIA2[@]}" -x8 -s8 -d "$OUT" -o f1g.bin "$DIRECT/f1g.bin" ;;
+    # scenario 5: the cost of encryption (1 GiB, uncapped)
+    "claudedl -c 8, plain")
+        run_one encrypt "$name" "$round" "$OUT/f1g.bin" "$WWW/f1g.bin" "${SHA[f1g]}" -- \
+            "$BIN" get "$DIRECT/f1g.bin" -o "$OUT/f1g.bin" -c 8 --json -q ;;
+    "claudedl -c 8 --encrypt-to")
+        run_one encrypt "$name" "$round" "$OUT/f1g.bin.age" "$WWW/f1g.bin" "${SHA[f1g]}" -- \
+            "$BIN" get "$DIRECT/f1g.bin" -o "$OUT/f1g.bin" -c 8 --json -q \
+            --encrypt-to "$AGE_RECIPIENT" ;;
     *) die "unknown tool $name" ;;
     esac
 }
@@ -302,6 +327,7 @@ has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 CAPPED_TOOLS=("claudedl -c 10" "aria2c -x10 -s10 -k1M" "curl (1 connection, first $CURL_CAPPED_MIB MiB)")
 BIG_TOOLS=("claudedl -c 8" "curl -o" "aria2c -x8 -s8" "claudedl -c 16" "curl -o, then sync FILE"
     "claudedl -c 8 --checkpoint-ms 100000")
+ENCRYPT_TOOLS=("claudedl -c 8, plain" "claudedl -c 8 --encrypt-to")
 
 # ---- scenario 1: capped --------------------------------------------------------------------
 
@@ -313,6 +339,12 @@ fi
 
 if has 2; then
     rounds "2/3. uncapped $BIG_MIB MiB" "${BIG_TOOLS[@]}"
+fi
+
+# ---- scenario 5: the cost of --encrypt-to (1 GiB, uncapped) -------------------------------
+
+if has 5; then
+    rounds "5. encryption, uncapped $BIG_MIB MiB" "${ENCRYPT_TOOLS[@]}"
 fi
 
 # ---- scenario 4: kill -9 at ~50 %, then resume ---------------------------------------------
@@ -366,7 +398,8 @@ cat >"$W/params.json" <<EOF
 {"cap_mib_s": $CAP_MIB_S, "capped_mib": $CAPPED_MIB, "capped_connections": $CAPPED_CONNS,
  "big_mib": $BIG_MIB, "kill_mib": $KILL_MIB, "kill_connections": $KILL_CONNS,
  "capped_tools": $(printf '%s\n' "${CAPPED_TOOLS[@]}" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().splitlines()))'),
- "big_tools": $(printf '%s\n' "${BIG_TOOLS[@]}" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().splitlines()))')}
+ "big_tools": $(printf '%s\n' "${BIG_TOOLS[@]}" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().splitlines()))'),
+ "encrypt_tools": $(printf '%s\n' "${ENCRYPT_TOOLS[@]}" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().splitlines()))')}
 EOF
 {
     echo "## claudedl vs curl vs aria2c ($(date -u +%Y-%m-%dT%H:%MZ), ROUNDS=$ROUNDS, $(nproc) cores)"

@@ -240,6 +240,35 @@ def report(results_path, kills_path, params_path):
         goals.append(("3. peak RSS of claudedl -c 16 (1 GiB)", "<= 64 MiB",
                       f"{fmt(r16, 1)} MiB", r16 is not None and r16 <= 64))
 
+    # Scenario 5
+    if any(r["scenario"] == "encrypt" for r in rows):
+        print(f"### 5. The cost of encryption: {params['big_mib']} MiB, uncapped, -c 8\n")
+        print("The same download plain and with `--encrypt-to` (an age file; checked by "
+              "decrypting it with the age CLI, untimed), interleaved. Median over rounds.\n")
+        print("| tool | wall s (median) | MiB/s | CPU s (median) | peak RSS MiB (max) | "
+              "walls s (all rounds) | failed runs |")
+        print("|---|---:|---:|---:|---:|---|---:|")
+    enc_walls = {}
+    for tool in params.get("encrypt_tools", []):
+        runs = group("encrypt", tool)
+        if not runs:
+            continue
+        good = [r for r in runs if r["exit"] == "0" and r["ok"] == "yes"]
+        wall = med([num(r["wall"]) for r in good])
+        cpu = med([num(r["user"]) + num(r["sys"]) for r in good])
+        peak = max((num(r["rss_kb"]) / 1024 for r in runs), default=None)
+        enc_walls[tool] = wall
+        rate = params["big_mib"] / wall if wall else None
+        all_walls = " ".join(r["wall"] for r in runs)
+        print(f"| {tool} | {fmt(wall)} | {fmt(rate, 0)} | {fmt(cpu)} | {fmt(peak, 1)} | "
+              f"{all_walls} | {failures(runs)} |")
+    plain, sealed = (enc_walls.get(t) for t in params.get("encrypt_tools", [None, None]))
+    if plain and sealed:
+        extra = (sealed / plain - 1) * 100
+        print(f"\nEncrypted / plain wall time: {sealed / plain:.3f} ({extra:+.1f} %).\n")
+        goals.append(("5. --encrypt-to: wall <= 115 % of plain", f"<= {fmt(plain * 1.15)} s",
+                      f"{fmt(sealed)} s ({extra:+.1f} %)", sealed <= plain * 1.15))
+
     # Scenario 4
     if kills:
         print(f"### 4. kill -9 at ~50 % then resume ({params['kill_mib']} MiB through the capped "

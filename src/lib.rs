@@ -8,12 +8,15 @@
 //! - [`sync`]: mirror an account into the data directory, recorded in the index.
 //! - [`verify`]: re-hash the data directory against the index; find orphans.
 //! - [`config`]: the config file and the layering of settings with their sources.
+//! - [`crypt`]: encryption at rest in the age format (sealing chunks out of order, resume
+//!   keys, decryption).
 //! - [`cli`]: argument parsing, progress display and the subcommands; the binary's
 //!   `main` only calls [`cli::main`].
 
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod crypt;
 pub mod engine;
 pub mod http;
 pub mod store;

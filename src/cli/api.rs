@@ -12,6 +12,7 @@ use super::progress::Bars;
 use super::settings;
 use super::{ExitStatus, GlobalArgs};
 use crate::api::{ApiClient, ApiConfig, Cursor, Pagination};
+use crate::crypt::{Encryption, age_path};
 use crate::engine::{Engine, TransferSpec};
 use crate::store::index::Index;
 use crate::store::layout::DataDir;
@@ -52,7 +53,11 @@ pub async fn files(command: FilesCommand, global: &GlobalArgs) -> anyhow::Result
             ids,
             dir,
             json,
-        } => get_files(&api, &ids, dir, json, global).await,
+            encrypt,
+        } => {
+            let encrypt = encrypt.encryption()?;
+            get_files(&api, &ids, dir, json, encrypt, global).await
+        }
     }
 }
 
@@ -112,6 +117,7 @@ async fn get_files(
     ids: &[String],
     dir: PathBuf,
     json: bool,
+    encrypt: Option<Arc<Encryption>>,
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
     let (client, engine) = connect(api, global)?;
@@ -128,11 +134,17 @@ async fn get_files(
             safe_file_name(&file.id, "file"),
             safe_file_name(&file.filename, "download")
         );
+        let output = dir.join(name);
         specs.push(TransferSpec {
             headers: client.headers(),
             expected_size: Some(file.size_bytes),
             file_id: Some(file.id.clone()),
-            ..TransferSpec::new(client.file_content_url(id), dir.join(name))
+            output: match &encrypt {
+                Some(_) => age_path(&output),
+                None => output,
+            },
+            encrypt: encrypt.clone(),
+            ..TransferSpec::new(client.file_content_url(id), "")
         });
     }
     let visible = global.bars_visible(json);
@@ -222,8 +234,14 @@ fn show_result(data: &DataDir, id: &str, custom_id: &str) -> anyhow::Result<Exit
             index_path.display()
         )
     };
-    let row = index.result(id, custom_id)?.with_context(not_synced)?;
     let batch = index.batch(id)?.with_context(not_synced)?;
+    if batch.encrypted {
+        bail!(
+            "the results of batch {id} are encrypted ({}): decrypt them with `claudedl decrypt`",
+            batch.path.as_deref().unwrap_or("-")
+        );
+    }
+    let row = index.result(id, custom_id)?.with_context(not_synced)?;
     let path = data.root().join(batch.path.with_context(not_synced)?);
     let line = read_result(&path, &row).with_context(|| format!("reading {}", path.display()))?;
     println!("{}", String::from_utf8_lossy(&line));

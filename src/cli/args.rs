@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 
+pub use super::crypt::{DecryptArgs, EncryptArgs};
 use crate::config::{LogFormat, Preset};
 
 #[derive(Debug, Parser)]
@@ -62,6 +63,8 @@ pub enum Command {
     Verify(super::verify::VerifyArgs),
     /// Try claudedl without a key: sync a bundled mock API into ./claudedl-demo.
     Demo(DemoArgs),
+    /// Decrypt an age file written with --encrypt-to (same as `age -d -i IDENTITY`).
+    Decrypt(DecryptArgs),
     /// The effective settings and where each comes from.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -172,6 +175,8 @@ pub enum FilesCommand {
         dir: PathBuf,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        encrypt: EncryptArgs,
     },
 }
 
@@ -232,6 +237,8 @@ pub struct SyncArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub encrypt: EncryptArgs,
 }
 
 #[derive(Debug, Args)]
@@ -292,4 +299,6 @@ pub struct GetArgs {
     /// Print one JSON summary object per file on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub encrypt: EncryptArgs,
 }

@@ -14,6 +14,7 @@ use super::progress::Bars;
 use super::settings;
 use super::{ExitStatus, GlobalArgs};
 use crate::api::{ApiConfig, Pagination};
+use crate::crypt::{Encryption, age_path};
 use crate::engine::{TransferError, TransferReport, TransferSpec, TransferStatus};
 use crate::http::{HttpClient, parse_header_line};
 use crate::store::names::safe_file_name;
@@ -22,7 +23,8 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
     let urls = collect_urls(&args)?;
     let headers = parse_headers(&args.headers)?;
     let api = ApiConfig::from_settings(&global.settings, Pagination::Ga).ok();
-    let specs = plan_outputs(&args, &urls, &headers, api.as_ref())?;
+    let encrypt = args.encrypt.encryption()?;
+    let specs = plan_outputs(&args, &urls, &headers, api.as_ref(), encrypt)?;
     let mut network = settings::network_args(&global.settings, &args.network);
     let traffic = traffic(&urls, api);
     if matches!(traffic, Traffic::Urls) {
@@ -121,6 +123,7 @@ fn plan_outputs(
     urls: &[Url],
     headers: &HeaderMap,
     api: Option<&ApiConfig>,
+    encrypt: Option<Arc<Encryption>>,
 ) -> anyhow::Result<Vec<TransferSpec>> {
     if args.output.is_some() && urls.len() > 1 {
         bail!(usage("-o names one file; use -d DIR for several URLs"));
@@ -131,15 +134,19 @@ fn plan_outputs(
     // file (never from the command line, where other users could read it); `-H` headers take
     // precedence.
     let specs = urls.iter().map(|url| {
-        let output = match &args.output {
+        let mut output = match &args.output {
             Some(output) => output.clone(),
             None => dir.join(unique_name(&name_from_url(url), &mut taken)),
         };
+        if encrypt.is_some() {
+            output = age_path(&output);
+        }
         let mut headers_for_url = api.map(|api| api.headers_for(url)).unwrap_or_default();
         headers_for_url.extend(headers.clone());
         TransferSpec {
             headers: headers_for_url,
             overwrite: args.force,
+            encrypt: encrypt.clone(),
             ..TransferSpec::new(url.clone(), output)
         }
     });
@@ -221,6 +228,7 @@ fn report_json(report: &TransferReport) -> serde_json::Value {
         "bytes": report.fetched,
         "resumed_from": report.resumed_from,
         "sha256": report.sha256,
+        "encrypted": report.encrypted,
         "duration_ms": report.duration.as_millis() as u64,
         "retries": report.retries,
     })

@@ -5,6 +5,7 @@
 mod api;
 mod args;
 mod config_cmd;
+mod crypt;
 mod get;
 pub mod logging;
 mod network;
@@ -105,6 +106,7 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => sync::demo(args, &global).await,
             Command::Verify(args) => verify::run(args, &global).await,
             Command::Config(command) => config_cmd::run(command, &global),
+            Command::Decrypt(args) => crypt::decrypt(args),
         }
     });
     match result {

@@ -68,7 +68,7 @@ fn command_args(command: &Command) -> (Option<&ApiArgs>, Option<&DataArgs>) {
         Command::Sync(sync) => (Some(&sync.api), Some(&sync.data)),
         Command::Verify(verify) => (Some(&verify.api), Some(&verify.data)),
         Command::Config(ConfigCommand::Show { api, data, .. }) => (Some(api), Some(data)),
-        Command::Get(_) | Command::Demo(_) => (None, None),
+        Command::Get(_) | Command::Demo(_) | Command::Decrypt(_) => (None, None),
     }
 }
 

@@ -27,6 +27,7 @@ pub async fn sync(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitSta
         metadata_only: args.metadata_only,
         page_size: args.page_size,
         jobs: args.jobs.into(),
+        encrypt: args.encrypt.encryption()?,
     };
     let data = DataDir::new(settings::data_dir(&global.settings));
     let summary = run_sync(&api, &engine, &data, &options, global).await?;
@@ -169,6 +170,7 @@ pub fn ls(args: LsArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
                 "size_bytes": entry.meta.size_bytes, "created_at": entry.meta.created_at,
                 "state": format!("{:?}", entry.state).to_lowercase(), "reason": entry.reason,
                 "path": entry.path, "sha256": entry.sha256, "downloaded_at": entry.downloaded_at,
+                "encrypted": entry.encrypted,
             });
             println!("{value}");
         } else {

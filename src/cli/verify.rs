@@ -14,9 +14,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::api::connect;
 use super::args::{ApiArgs, DataArgs};
-use super::settings;
 use super::get::report_traffic;
 use super::progress::Bars;
+use super::settings;
 use super::sync::open_index;
 use super::{ExitStatus, GlobalArgs};
 use crate::api::ApiClient;
@@ -52,7 +52,10 @@ pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<ExitSt
     let mut index = open_index(&data)?;
     let _lock = data.lock()?;
     // Before hashing, so a missing key fails at once rather than after a long check.
-    let clients = args.repair.then(|| connect(&args.api, global)).transpose()?;
+    let clients = args
+        .repair
+        .then(|| connect(&args.api, global))
+        .transpose()?;
     let visible = !global.quiet && std::io::stderr().is_terminal();
     let jobs = args.jobs.map_or_else(cpus, usize::from);
     let report = tokio::task::block_in_place(|| {

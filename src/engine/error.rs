@@ -7,6 +7,8 @@ use crate::http::HttpError;
 pub enum TransferError {
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error(transparent)]
+    Crypt(#[from] crate::crypt::CryptError),
     #[error("{url} answered HTTP {status}{}{}", request_id_note(.request_id), hint(*.status))]
     Status {
         url: String,

@@ -6,6 +6,7 @@
 //! - [`response`]: judging a response before writing any of it;
 //! - [`stream`]: one body into the file at its offsets, in bounded memory;
 //! - [`ledger`]: what is written, checkpointed and hashed;
+//! - `writer`: the `.part` as is, or sealed into an age file when encrypting;
 //! - [`transfer`]: one file from probe to rename; [`batch`]: many files at once.
 //!
 //! The engine never prints: it tells a [`Reporter`].
@@ -18,6 +19,7 @@ pub mod plan;
 pub mod response;
 mod stream;
 mod transfer;
+mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use url::Url;
 
 pub use error::TransferError;
 
+use crate::crypt::Encryption;
 use crate::http::HttpClient;
 use crate::http::retry::RetryPolicy;
 
@@ -85,6 +88,20 @@ pub struct TransferSpec {
     pub expected_size: Option<u64>,
     /// What names the file in logs: the Files API id, a batch id; `None` for a plain URL.
     pub file_id: Option<String>,
+    /// Store the file as an age file for these recipients (no plaintext touches the disk).
+    pub encrypt: Option<Arc<Encryption>>,
+    /// Shown the content in order as it is hashed.
+    pub tap: Option<Arc<dyn ContentTap>>,
+}
+
+/// Sees a transfer's content (the plaintext, when encrypting) in order, from its first byte,
+/// as the hasher reads it back: a way to index a file without a second pass, and without
+/// writing its plaintext anywhere.
+pub trait ContentTap: Send + Sync + std::fmt::Debug {
+    /// The content starts over from byte 0 (a new attempt).
+    fn restart(&self);
+    /// The next bytes.
+    fn feed(&self, bytes: &[u8]);
 }
 
 impl TransferSpec {
@@ -97,6 +114,8 @@ impl TransferSpec {
             staging: None,
             expected_size: None,
             file_id: None,
+            encrypt: None,
+            tap: None,
         }
     }
 }
@@ -121,7 +140,10 @@ pub struct TransferReport {
     pub fetched: u64,
     /// Bytes already on disk when this run started.
     pub resumed_from: u64,
+    /// SHA-256 of the content (the plaintext, when encrypted).
     pub sha256: Option<String>,
+    /// Stored as an age file.
+    pub encrypted: bool,
     pub duration: Duration,
     pub retries: u32,
 }

@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use super::ledger::Ledger;
 use super::plan::Segment;
 use super::response::Failure;
+use super::writer::PartWriter;
 use super::{Reporter, TransferError};
 use crate::http::{Governor, HttpError};
-use crate::store::PartFile;
 
 /// Bytes gathered before one positional write.
 const WRITE_BUFFER: usize = 512 * 1024;
@@ -24,7 +24,7 @@ const FLUSH_AFTER: Duration = Duration::from_millis(50);
 
 /// Where a body's bytes go and who hears about them.
 pub struct Sink<'a> {
-    pub part: &'a PartFile,
+    pub part: &'a PartWriter,
     pub ledger: &'a Ledger,
     pub reporter: &'a Arc<dyn Reporter>,
     pub id: usize,
@@ -149,8 +149,11 @@ async fn flush(buffer: &mut BytesMut, segment: &Segment, sink: &Sink<'_>) -> Res
             .await
             .map_err(std::io::Error::other)
             .and_then(|result| result);
-        written.map_err(|e| Failure::Fatal(TransferError::io("writing", sink.part.path())(e)))?;
-        sink.ledger.record(at..at + granted);
+        let written = written
+            .map_err(|e| Failure::Fatal(TransferError::io("writing", sink.part.path())(e)))?;
+        for range in written {
+            sink.ledger.record(range);
+        }
         sink.reporter.progress(sink.id, granted);
         sink.fetched.fetch_add(granted, Ordering::Relaxed);
     }

@@ -28,12 +28,13 @@ use super::response::{
     Failure, RangedReply, Validators, content_length, judge_ranged, status_failure,
 };
 use super::stream::{Sink, copy_body};
+use super::writer::PartWriter;
 use super::{Engine, Reporter, TransferError, TransferReport, TransferSpec, TransferStatus};
 use crate::http::range::range_header;
 use crate::http::redact::redact_url;
 use crate::http::retry::{RetryDecision, full_jitter};
-use crate::store::atomic::{rename_durable, write_atomic};
-use crate::store::{PartFile, ResumeState, StatePaths};
+use crate::store::atomic::rename_durable;
+use crate::store::{ResumeState, StatePaths};
 
 /// A response together with the connection permit it holds.
 type Held = (Response, OwnedSemaphorePermit);
@@ -63,6 +64,8 @@ pub async fn download(
 #[derive(Debug)]
 struct Finished {
     size: u64,
+    /// The size of the complete `.part` (larger than `size` when encrypted).
+    stored: u64,
     sha256: String,
     resumed_from: u64,
 }
@@ -168,7 +171,7 @@ impl Job {
             }
             RangedReply::Whole => return self.single(Some((response, permit))).await,
             RangedReply::Unsatisfiable { total: Some(0) } if start == 0 => {
-                return self.empty_file();
+                return self.empty_file().await;
             }
             RangedReply::Unsatisfiable { .. } if resume.is_some() => return Err(Failure::Changed),
             RangedReply::Unsatisfiable { .. } => {
@@ -326,16 +329,11 @@ impl Job {
         writing.finish(self, outcome, size).await
     }
 
-    fn empty_file(&self) -> Result<Finished, Failure> {
-        let part = &self.paths.part;
-        write_atomic(part, b"")
-            .map_err(|e| Failure::Fatal(TransferError::io("creating", part)(e)))?;
-        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b""));
-        Ok(Finished {
-            size: 0,
-            sha256,
-            resumed_from: 0,
-        })
+    /// An empty file (for an encrypted one, the age file of an empty plaintext).
+    async fn empty_file(&self) -> Result<Finished, Failure> {
+        let state = self.fresh_state(Some(0), &Validators::default(), false);
+        let writing = Writing::start(self, state, Some(0))?;
+        writing.finish(self, Ok(()), 0).await
     }
 
     // ---- shared steps ----
@@ -345,7 +343,8 @@ impl Job {
         let usable = same_resource(&state.url, &self.url)
             && state.ranges_supported
             && state.total.is_some_and(|total| state.done.fits(total))
-            && self.paths.part.exists();
+            && self.paths.part.exists()
+            && PartWriter::resumable(self.spec.encrypt.as_deref(), &state, &self.paths.part);
         if !usable {
             self.notice("ignoring resume state that does not match this download");
             return None;
@@ -445,7 +444,7 @@ impl Job {
     }
 
     /// Where a body's bytes go, for this job.
-    fn sink<'a>(&'a self, part: &'a PartFile, ledger: &'a Ledger) -> Sink<'a> {
+    fn sink<'a>(&'a self, part: &'a PartWriter, ledger: &'a Ledger) -> Sink<'a> {
         Sink {
             part,
             ledger,
@@ -501,10 +500,10 @@ impl Job {
         let actual = std::fs::metadata(part)
             .map_err(TransferError::io("checking", part))?
             .len();
-        if actual != finished.size {
+        if actual != finished.stored {
             return Err(TransferError::LengthMismatch {
                 url: self.url.clone(),
-                expected: finished.size,
+                expected: finished.stored,
                 actual,
             });
         }
@@ -535,6 +534,7 @@ impl Job {
             fetched: self.fetched.load(Ordering::Relaxed),
             resumed_from: finished.as_ref().map_or(0, |f| f.resumed_from),
             sha256: finished.map(|f| f.sha256),
+            encrypted: self.spec.encrypt.is_some(),
             duration: started.elapsed(),
             retries: self.retries.load(Ordering::Relaxed),
         }
@@ -574,7 +574,7 @@ fn validators_of(state: &ResumeState) -> Validators {
 struct Workers {
     job: Arc<Job>,
     plan: Mutex<Plan>,
-    part: PartFile,
+    part: PartWriter,
     ledger: Arc<Ledger>,
     validators: Validators,
     total: u64,
@@ -686,7 +686,7 @@ impl Workers {
 
 /// The `.part` being written, with its checkpointer and hasher running.
 struct Writing {
-    part: PartFile,
+    part: PartWriter,
     ledger: Arc<Ledger>,
     state: ResumeState,
     resumed_from: u64,
@@ -696,12 +696,14 @@ struct Writing {
 }
 
 impl Writing {
-    fn start(job: &Job, state: ResumeState, total: Option<u64>) -> Result<Writing, Failure> {
+    fn start(job: &Job, mut state: ResumeState, total: Option<u64>) -> Result<Writing, Failure> {
         job.check_size(total)?;
         let paths = &job.paths;
         let fatal =
             |action| move |e| Failure::Fatal(TransferError::io(action, paths.part.clone())(e));
-        let part = PartFile::open(&paths.part, total).map_err(fatal("opening"))?;
+        let encrypt = job.spec.encrypt.as_deref();
+        let part = PartWriter::open(encrypt, &paths.part, &mut state, total)
+            .map_err(|e| Failure::Fatal(e.into()))?;
         state
             .save(&paths.state)
             .map_err(fatal("saving the state of"))?;
@@ -717,7 +719,8 @@ impl Writing {
             job.engine.config.checkpoint_interval,
             stop.clone(),
         ));
-        let hasher = tokio::spawn(hash_prefix(part.clone(), ledger.follow_prefix()));
+        let tap = job.spec.tap.clone();
+        let hasher = tokio::spawn(hash_prefix(part.clone(), ledger.follow_prefix(), tap));
         Ok(Writing {
             part,
             ledger,
@@ -742,6 +745,7 @@ impl Writing {
         if let Ok(Err(e)) = (&mut self.checkpointer).await {
             tracing::warn!(path = %job.paths.state.display(), "checkpoint failed: {e}");
         }
+        let outcome = outcome.and_then(|()| self.seal_tail(size).map_err(fatal));
         let saved = checkpoint(&self.part, &self.ledger, &mut self.state, &job.paths.state).await;
         if let Err(failure) = outcome {
             self.hasher.abort();
@@ -768,8 +772,18 @@ impl Writing {
         debug_assert_eq!(hashed, size);
         Ok(Finished {
             size,
+            stored: self.part.stored_len(size),
             sha256,
             resumed_from: self.resumed_from,
         })
+    }
+
+    /// Write what could only be written once the size is known (the last chunk of an
+    /// encrypted stream of unknown length; the one chunk of an empty encrypted file).
+    fn seal_tail(&self, size: u64) -> std::io::Result<()> {
+        for range in self.part.finish(size)? {
+            self.ledger.record(range);
+        }
+        Ok(())
     }
 }

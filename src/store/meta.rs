@@ -54,6 +54,9 @@ struct FileRecord<'a> {
     sha256: Option<&'a str>,
     downloaded_at: Option<&'a str>,
     state: FileState,
+    /// Present (true) when `path` is an age file; `sha256` is then the plaintext's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    encrypted: bool,
 }
 
 #[derive(Serialize)]
@@ -66,6 +69,9 @@ struct BatchRecord<'a> {
     sha256: Option<&'a str>,
     downloaded_at: Option<&'a str>,
     state: FileState,
+    /// Present (true) when `path` is an age file; `sha256` is then the plaintext's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    encrypted: bool,
 }
 
 /// Rewrite `DATA/meta/<month>.json` from the index.
@@ -113,6 +119,7 @@ fn file_record(entry: &FileEntry) -> FileRecord<'_> {
         sha256: entry.sha256.as_deref(),
         downloaded_at: entry.downloaded_at.as_deref(),
         state: entry.state,
+        encrypted: entry.encrypted,
     }
 }
 
@@ -125,6 +132,7 @@ fn batch_record(entry: &BatchEntry) -> BatchRecord<'_> {
         sha256: entry.sha256.as_deref(),
         downloaded_at: entry.downloaded_at.as_deref(),
         state: entry.state,
+        encrypted: entry.encrypted,
     }
 }
 
@@ -179,6 +187,7 @@ mod tests {
             sha256: "ab".repeat(32),
             etag: None,
             retries: 0,
+            encrypted: false,
         };
         index.record_file("file_a", &complete).unwrap();
         index
@@ -197,6 +206,7 @@ mod tests {
         let done = BatchOutcome::Complete {
             path: "raw/2026-08/batches/msgbatch_1.jsonl".into(),
             sha256: "cd".repeat(32),
+            encrypted: true,
         };
         index.record_batch("msgbatch_1", &done).unwrap();
 
@@ -226,6 +236,11 @@ mod tests {
         assert_eq!(batches[0]["id"], "msgbatch_1");
         assert_eq!(batches[0]["results"], 1);
         assert_eq!(batches[0]["path"], "raw/2026-08/batches/msgbatch_1.jsonl");
+        assert_eq!(batches[0]["encrypted"], true);
+        assert!(
+            a.get("encrypted").is_none(),
+            "only encrypted entries say so"
+        );
     }
 
     #[test]

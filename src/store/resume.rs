@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RangeSet;
 use super::atomic::write_atomic;
+use crate::crypt::SealedState;
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -25,8 +26,11 @@ pub struct ResumeState {
     pub last_modified: Option<String>,
     /// Whether the server honoured byte ranges when this state was written.
     pub ranges_supported: bool,
-    /// Byte ranges of the `.part` that are written and synced.
+    /// Byte ranges of the `.part` that are written and synced (plaintext offsets).
     pub done: RangeSet,
+    /// For an encrypted download: where the age payload starts, and its file key, wrapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crypt: Option<SealedState>,
 }
 
 impl ResumeState {
@@ -39,6 +43,7 @@ impl ResumeState {
             last_modified: None,
             ranges_supported: false,
             done: RangeSet::new(),
+            crypt: None,
         }
     }
 

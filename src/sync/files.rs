@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::crypt::age_path;
 use crate::engine::{TransferError, TransferReport, TransferSpec};
 use crate::store::index::{FileEntry, FileOutcome};
 use crate::store::layout::month_of;
@@ -34,7 +35,10 @@ pub async fn download_files(
             wanted.push(entry);
         }
     }
-    let specs: Vec<TransferSpec> = wanted.iter().map(|entry| spec_for(sync, entry)).collect();
+    let specs: Vec<TransferSpec> = wanted
+        .iter()
+        .map(|entry| spec_for(sync, options, entry))
+        .collect();
     for entry in &wanted {
         sync.index
             .record_file(&entry.meta.id, &FileOutcome::Downloading)?;
@@ -68,17 +72,21 @@ pub async fn download_files(
     Ok(())
 }
 
-fn spec_for(sync: &Sync<'_>, entry: &FileEntry) -> TransferSpec {
+fn spec_for(sync: &Sync<'_>, options: &SyncOptions, entry: &FileEntry) -> TransferSpec {
     let meta = &entry.meta;
-    let output = sync
+    let mut output = sync
         .data
         .file_path(&meta.created_at, &meta.id, &meta.filename);
+    if options.encrypt.is_some() {
+        output = age_path(&output);
+    }
     TransferSpec {
         headers: sync.api.headers(),
         overwrite: true,
         staging: Some(sync.data.tmp_path_for(&output)),
         expected_size: Some(meta.size_bytes),
         file_id: Some(meta.id.clone()),
+        encrypt: options.encrypt.clone(),
         ..TransferSpec::new(sync.api.file_content_url(&meta.id), output)
     }
 }
@@ -92,6 +100,7 @@ fn outcome_of(root: &Path, result: &Result<TransferReport, TransferError>) -> Fi
             sha256: report.sha256.clone().unwrap_or_default(),
             etag: None,
             retries: report.retries,
+            encrypted: report.encrypted,
         },
         Err(
             error @ TransferError::Status {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::{ApiClient, ApiError};
+use crate::crypt::Encryption;
 use crate::engine::{Engine, Reporter, TransferError};
 use crate::store::index::{Index, IndexError};
 use crate::store::layout::{DataDir, LayoutError};
@@ -40,6 +41,8 @@ pub struct SyncOptions {
     pub page_size: u32,
     /// Files downloaded at once.
     pub jobs: usize,
+    /// Store files and batch results as age files for these recipients.
+    pub encrypt: Option<Arc<Encryption>>,
 }
 
 impl Default for SyncOptions {
@@ -52,6 +55,7 @@ impl Default for SyncOptions {
             metadata_only: false,
             page_size: 1000,
             jobs: 8,
+            encrypt: None,
         }
     }
 }
@@ -121,7 +125,7 @@ impl Sync<'_> {
         if options.batches && !summary.interrupted {
             listing::list_batches(self, options, &mut summary).await?;
             if !options.dry_run && !options.metadata_only {
-                batches::download_batches(self, &mut summary, &mut months).await?;
+                batches::download_batches(self, options, &mut summary, &mut months).await?;
             }
         }
         self.finish(&months, started, summary)
@@ -139,7 +143,7 @@ impl Sync<'_> {
             files::download_files(self, options, &mut summary, &mut months).await?;
         }
         if options.batches && !summary.interrupted {
-            batches::download_batches(self, &mut summary, &mut months).await?;
+            batches::download_batches(self, options, &mut summary, &mut months).await?;
         }
         self.finish(&months, started, summary)
     }

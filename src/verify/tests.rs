@@ -57,6 +57,7 @@ impl Fixture {
             sha256: hex::encode(Sha256::digest(content)),
             etag: None,
             retries: 0,
+            encrypted: false,
         };
         self.index.record_file(id, &outcome).unwrap();
         path
@@ -106,6 +107,7 @@ fn intact_files_and_batches_pass() {
     let outcome = BatchOutcome::Complete {
         path: "raw/2026-08/batches/msgbatch_1.jsonl".into(),
         sha256: hex::encode(Sha256::digest(b"{}\n")),
+        encrypted: false,
     };
     fx.index.record_batch("msgbatch_1", &outcome).unwrap();
     let report = fx.verify();
@@ -127,6 +129,7 @@ fn changed_missing_unhashed_and_orphaned_files_are_found() {
         sha256: String::new(),
         etag: None,
         retries: 0,
+        encrypted: false,
     };
     fx.index.record_file("file_unhashed", &no_hash).unwrap();
     fx.write("raw/2026-08/extra.bin", b"extra");

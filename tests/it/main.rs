@@ -8,10 +8,12 @@
 //! - `verify`: `claudedl verify` after a sync into a data directory damaged by hand.
 //! - `config`: the config file, the environment and flags, through `config show` and `sync`.
 //! - `logs`: JSON log lines, `file_done` events, `--log-file`.
+//! - `crypt`: encryption at rest, checked with the real `age` CLI and plaintext scans.
 
 mod api;
 mod cli;
 mod config;
+mod crypt;
 mod faults;
 mod governor;
 mod logs;

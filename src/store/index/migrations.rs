@@ -63,6 +63,12 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (batch_id, custom_id)
     ) WITHOUT ROWID;
     "#,
+    // 2: encryption at rest. `encrypted` = 1: `path` is an age file; `sha256` stays the hash
+    // of the content (the plaintext), so it is comparable whether encrypted or not.
+    r#"
+    ALTER TABLE files ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE batches ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Bring the database up to the last script, all in one transaction.

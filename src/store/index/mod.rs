@@ -93,12 +93,15 @@ pub struct FileEntry {
     pub reason: Option<String>,
     /// Relative to the data directory.
     pub path: Option<String>,
+    /// SHA-256 of the content (the plaintext, when encrypted).
     pub sha256: Option<String>,
     pub etag: Option<String>,
     pub retries: u32,
     pub first_seen_at: String,
     pub updated_at: String,
     pub downloaded_at: Option<String>,
+    /// `path` is an age file.
+    pub encrypted: bool,
 }
 
 /// The end (or start) of a file's fetch.
@@ -110,6 +113,7 @@ pub enum FileOutcome {
         sha256: String,
         etag: Option<String>,
         retries: u32,
+        encrypted: bool,
     },
     Skipped {
         reason: String,
@@ -154,9 +158,11 @@ pub struct BatchEntry {
     /// The results file, relative to the data directory.
     pub path: Option<String>,
     pub sha256: Option<String>,
-    /// Result rows in the index.
+    /// Result rows in the index (none for encrypted results: see `sync::batches`).
     pub results_indexed: u64,
     pub downloaded_at: Option<String>,
+    /// `path` is an age file.
+    pub encrypted: bool,
 }
 
 /// One line of a batch's results file: where it is and what it holds.
@@ -175,9 +181,18 @@ pub struct ResultRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOutcome {
     Downloading,
-    Complete { path: String, sha256: String },
-    Failed { reason: String },
-    Skipped { reason: String },
+    Complete {
+        path: String,
+        /// Of the content (the plaintext, when encrypted).
+        sha256: String,
+        encrypted: bool,
+    },
+    Failed {
+        reason: String,
+    },
+    Skipped {
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -36,10 +36,10 @@ const STATEMENT_CACHE: usize = 64;
 
 const FILE_COLUMNS: &str = "id, filename, mime_type, size_bytes, created_at, downloadable, \
     expires_at, state, reason, path, sha256, etag, retries, first_seen_at, updated_at, \
-    downloaded_at";
+    downloaded_at, encrypted";
 
 const BATCH_COLUMNS: &str = "id, created_at, processing_status, ended_at, results_url, \
-    expected_results, state, reason, path, sha256, results_indexed, downloaded_at";
+    expected_results, state, reason, path, sha256, results_indexed, downloaded_at, encrypted";
 
 const INSERT_FILE: &str = "INSERT INTO files (id, filename, mime_type, size_bytes, created_at, \
     downloadable, expires_at, first_seen_at, updated_at) \
@@ -317,12 +317,14 @@ fn record_file_sql(conn: &Connection, id: &str, outcome: &FileOutcome) -> rusqli
             sha256,
             etag,
             retries,
+            encrypted,
         } => conn
             .prepare_cached(
                 "UPDATE files SET state = 'complete', reason = NULL, path = ?2, sha256 = ?3, \
-                 etag = ?4, retries = ?5, updated_at = ?6, downloaded_at = ?6 WHERE id = ?1",
+                 etag = ?4, retries = ?5, updated_at = ?6, downloaded_at = ?6, encrypted = ?7 \
+                 WHERE id = ?1",
             )?
-            .execute(params![id, path, sha256, etag, retries, now]),
+            .execute(params![id, path, sha256, etag, retries, now, encrypted]),
         FileOutcome::Skipped { reason } => conn
             .prepare_cached(
                 "UPDATE files SET state = 'skipped', reason = ?2, updated_at = ?3 WHERE id = ?1",
@@ -441,13 +443,18 @@ fn record_batch_sql(
 ) -> rusqlite::Result<usize> {
     let now = now_rfc3339();
     let (state, reason) = match outcome {
-        BatchOutcome::Complete { path, sha256 } => {
+        BatchOutcome::Complete {
+            path,
+            sha256,
+            encrypted,
+        } => {
             return conn
                 .prepare_cached(
                     "UPDATE batches SET state = 'complete', reason = NULL, path = ?2, \
-                     sha256 = ?3, updated_at = ?4, downloaded_at = ?4 WHERE id = ?1",
+                     sha256 = ?3, updated_at = ?4, downloaded_at = ?4, encrypted = ?5 \
+                     WHERE id = ?1",
                 )?
-                .execute(params![id, path, sha256, now]);
+                .execute(params![id, path, sha256, now, encrypted]);
         }
         BatchOutcome::Downloading => (FileState::Downloading, None),
         BatchOutcome::Failed { reason } => (FileState::Failed, Some(reason)),
@@ -539,6 +546,7 @@ fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileEntry> {
         first_seen_at: row.get(13)?,
         updated_at: row.get(14)?,
         downloaded_at: row.get(15)?,
+        encrypted: row.get(16)?,
     })
 }
 
@@ -558,6 +566,7 @@ fn batch_from_row(row: &Row<'_>) -> rusqlite::Result<BatchEntry> {
         sha256: row.get(9)?,
         results_indexed: from_sql_u64(row.get(10)?),
         downloaded_at: row.get(11)?,
+        encrypted: row.get(12)?,
     })
 }
 

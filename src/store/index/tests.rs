@@ -42,6 +42,7 @@ fn complete(path: &str) -> FileOutcome {
         sha256: "ab".repeat(32),
         etag: Some("\"v1\"".into()),
         retries: 2,
+        encrypted: false,
     }
 }
 
@@ -371,6 +372,7 @@ fn batches_to_fetch_are_ended_and_unsettled() {
     let done = BatchOutcome::Complete {
         path: "raw/2026-08/batches/msgbatch_done.jsonl".into(),
         sha256: "cd".repeat(32),
+        encrypted: true,
     };
     index.record_batch("msgbatch_done", &done).unwrap();
     let fetch_ids = |index: &SqliteIndex| {
@@ -388,6 +390,7 @@ fn batches_to_fetch_are_ended_and_unsettled() {
     assert_eq!(fetch_ids(&index), ["msgbatch_running", "msgbatch_ended"]);
     let entry = index.batch("msgbatch_done").unwrap().unwrap();
     assert_eq!(entry.state, FileState::Complete);
+    assert!(entry.encrypted);
     assert_eq!(
         entry.path.as_deref(),
         Some("raw/2026-08/batches/msgbatch_done.jsonl")

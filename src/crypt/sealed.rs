@@ -1,0 +1,394 @@
+//! A `.part` being written as an age file: plaintext arrives in pieces of any size at any
+//! offset; whole 64 KiB chunks are sealed and written at their place in the age file, and the
+//! plaintext of partial chunks waits in memory until the rest of the chunk arrives.
+//!
+//! Only plaintext ranges of chunks that are sealed and written are reported back, so the
+//! ledger (and the resume state after it) never counts a byte that is not on disk encrypted;
+//! resume granularity is whole chunks. When the plaintext size is unknown (one plain stream),
+//! a full chunk is sealed once a byte past it arrives, and the final chunk by [`SealedPart::finish`].
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io;
+use std::ops::Range;
+use std::sync::Mutex;
+
+use age_core::format::FileKey;
+
+use super::CryptError;
+use super::format::{
+    BadChunk, CHUNK, NONCE, PayloadKey, SEALED_CHUNK, TAG, chunk_count, chunk_len, chunk_of,
+    chunk_offset, header_matches, sealed_len,
+};
+use crate::store::PartFile;
+
+/// An age file under construction in a `.part`.
+pub struct SealedPart {
+    part: PartFile,
+    key: PayloadKey,
+    header_len: u64,
+    layout: Mutex<Layout>,
+}
+
+/// What is known of the plaintext, and the chunks still incomplete.
+#[derive(Default)]
+struct Layout {
+    /// The plaintext size, once known.
+    total: Option<u64>,
+    /// The end of the furthest byte received.
+    max_end: u64,
+    pending: HashMap<u64, Pending>,
+}
+
+struct Pending {
+    plain: Vec<u8>,
+    filled: usize,
+}
+
+/// A chunk ready to seal.
+struct Ready<'a> {
+    index: u64,
+    last: bool,
+    plain: Cow<'a, [u8]>,
+}
+
+impl Layout {
+    /// Whether chunk `index` is the last one, when that is already decided.
+    fn last_flag(&self, index: u64) -> Option<bool> {
+        match self.total {
+            Some(total) => Some(index + 1 == chunk_count(total)),
+            None => (self.max_end > (index + 1) * CHUNK).then_some(false),
+        }
+    }
+
+    /// The end of chunk `index` as far as is known.
+    fn chunk_end(&self, index: u64) -> u64 {
+        let end = (index + 1) * CHUNK;
+        self.total.map_or(end, |total| end.min(total))
+    }
+
+    /// Take the bytes of `data` (plaintext at `at`): whole chunks are returned ready to seal,
+    /// the rest is buffered.
+    fn take<'a>(&mut self, data: &'a [u8], at: u64, ready: &mut Vec<Ready<'a>>) {
+        let end = at + data.len() as u64;
+        self.max_end = self.max_end.max(end);
+        for index in chunk_of(at)..chunk_of(end.saturating_sub(1)) + 1 {
+            let (chunk_start, chunk_end) = (index * CHUNK, self.chunk_end(index));
+            let (from, to) = (at.max(chunk_start), end.min(chunk_end));
+            let piece = &data[(from - at) as usize..(to - at) as usize];
+            let whole = from == chunk_start && to == chunk_end;
+            match self.last_flag(index) {
+                Some(last) if whole && !self.pending.contains_key(&index) => ready.push(Ready {
+                    index,
+                    last,
+                    plain: Cow::Borrowed(piece),
+                }),
+                _ => {
+                    let pending = self.pending.entry(index).or_insert_with(|| Pending {
+                        plain: vec![0; (chunk_end - chunk_start) as usize],
+                        filled: 0,
+                    });
+                    let offset = (from - chunk_start) as usize;
+                    pending.plain[offset..offset + piece.len()].copy_from_slice(piece);
+                    pending.filled += piece.len();
+                }
+            }
+        }
+    }
+
+    /// Move buffered chunks that are complete (and whose last flag is decided) to `ready`.
+    fn drain_complete(&mut self, ready: &mut Vec<Ready<'_>>) {
+        let complete: Vec<(u64, bool)> = self
+            .pending
+            .iter()
+            .filter(|(_, pending)| pending.filled == pending.plain.len())
+            .filter_map(|(&index, _)| Some((index, self.last_flag(index)?)))
+            .collect();
+        for (index, last) in complete {
+            let pending = self.pending.remove(&index).expect("listed above");
+            ready.push(Ready {
+                index,
+                last,
+                plain: Cow::Owned(pending.plain),
+            });
+        }
+    }
+}
+
+impl SealedPart {
+    /// Start an age file in `part`: write `header` and `nonce` at its start.
+    pub fn create(
+        part: PartFile,
+        file_key: &FileKey,
+        header: &[u8],
+        nonce: &[u8; NONCE],
+        total: Option<u64>,
+    ) -> io::Result<SealedPart> {
+        let mut start = header.to_vec();
+        start.extend_from_slice(nonce);
+        part.write_at(&start, 0)?;
+        Ok(SealedPart::new(
+            part,
+            file_key,
+            header.len() as u64,
+            nonce,
+            total,
+        ))
+    }
+
+    /// Continue the age file in `part`, whose header (of `header_len` bytes) must carry the MAC
+    /// of `file_key`.
+    pub fn reopen(
+        part: PartFile,
+        file_key: &FileKey,
+        header_len: u64,
+        total: u64,
+    ) -> Result<SealedPart, CryptError> {
+        let mut start = vec![0u8; header_len as usize + NONCE];
+        part.read_at(&mut start, 0)
+            .map_err(CryptError::io("reading", part.path()))?;
+        let (header, nonce) = start.split_at(header_len as usize);
+        if !header_matches(file_key, header) {
+            return Err(CryptError::ForeignPart {
+                path: part.path().to_path_buf(),
+            });
+        }
+        let nonce: &[u8; NONCE] = nonce.try_into().expect("split at NONCE from the end");
+        Ok(SealedPart::new(
+            part,
+            file_key,
+            header_len,
+            nonce,
+            Some(total),
+        ))
+    }
+
+    fn new(
+        part: PartFile,
+        file_key: &FileKey,
+        header_len: u64,
+        nonce: &[u8; NONCE],
+        total: Option<u64>,
+    ) -> SealedPart {
+        SealedPart {
+            part,
+            key: PayloadKey::new(file_key, nonce),
+            header_len,
+            layout: Mutex::new(Layout {
+                total,
+                ..Layout::default()
+            }),
+        }
+    }
+
+    pub fn part(&self) -> &PartFile {
+        &self.part
+    }
+
+    /// The size of the finished age file for `plain` bytes of plaintext.
+    pub fn sealed_len(&self, plain: u64) -> u64 {
+        sealed_len(self.header_len, plain)
+    }
+
+    /// Take plaintext `data` at offset `at` (blocking). Returns the plaintext ranges now sealed
+    /// and written.
+    pub fn write(&self, data: &[u8], at: u64) -> io::Result<Vec<Range<u64>>> {
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ready = Vec::new();
+        {
+            let mut layout = self.layout.lock().unwrap();
+            layout.take(data, at, &mut ready);
+            layout.drain_complete(&mut ready);
+        }
+        self.seal_and_write(ready)
+    }
+
+    /// The plaintext is complete at `size` bytes: seal what waited for that (the final chunk of
+    /// a stream of unknown size; the one empty chunk of an empty file).
+    pub fn finish(&self, size: u64) -> io::Result<Vec<Range<u64>>> {
+        let mut ready = Vec::new();
+        {
+            let mut layout = self.layout.lock().unwrap();
+            let total = *layout.total.get_or_insert(size);
+            for (&index, pending) in layout.pending.iter_mut() {
+                pending.plain.truncate(chunk_len(total, index) as usize);
+            }
+            layout.drain_complete(&mut ready);
+            if total == 0 {
+                ready.push(Ready {
+                    index: 0,
+                    last: true,
+                    plain: Cow::Borrowed(&[]),
+                });
+            }
+        }
+        self.seal_and_write(ready)
+    }
+
+    /// Seal the chunks and write each run of consecutive ones with one positional write.
+    fn seal_and_write(&self, mut ready: Vec<Ready<'_>>) -> io::Result<Vec<Range<u64>>> {
+        ready.sort_by_key(|chunk| chunk.index);
+        let mut written = Vec::new();
+        let mut runs = ready.as_slice();
+        while let Some(first) = runs.first() {
+            let run = runs
+                .iter()
+                .enumerate()
+                .take_while(|(k, chunk)| chunk.index == first.index + *k as u64)
+                .count();
+            let (this, rest) = runs.split_at(run);
+            let plain: usize = this.iter().map(|chunk| chunk.plain.len()).sum();
+            let mut sealed = Vec::with_capacity(plain + run * TAG as usize);
+            for chunk in this {
+                self.key
+                    .seal_into(chunk.index, chunk.last, &chunk.plain, &mut sealed);
+            }
+            self.part
+                .write_at(&sealed, chunk_offset(self.header_len, first.index))?;
+            let start = first.index * CHUNK;
+            written.push(start..start + plain as u64);
+            runs = rest;
+        }
+        Ok(written)
+    }
+
+    /// Fill `buf` with the plaintext at `at` (a chunk boundary), from chunks already sealed and
+    /// written by this process or a previous run (blocking). Every chunk is authenticated.
+    pub fn read_plain(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
+        debug_assert_eq!(at % CHUNK, 0, "reads start at chunk boundaries");
+        let total = self.layout.lock().unwrap().total;
+        let first = chunk_of(at);
+        let chunks = (buf.len() as u64).div_ceil(CHUNK);
+        let mut sealed = vec![0u8; buf.len() + (chunks * TAG) as usize];
+        self.part
+            .read_at(&mut sealed, chunk_offset(self.header_len, first))?;
+        let pieces = sealed.chunks_mut(SEALED_CHUNK as usize);
+        for (k, (plain, sealed)) in buf.chunks_mut(CHUNK as usize).zip(pieces).enumerate() {
+            let index = first + k as u64;
+            let last = total.is_some_and(|total| index + 1 == chunk_count(total));
+            let opened = self.key.open(index, last, sealed).map_err(|BadChunk| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("chunk {index} of the age payload fails authentication"),
+                )
+            })?;
+            plain.copy_from_slice(opened);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::format::{header, new_file_key, new_nonce};
+    use super::*;
+
+    fn random(len: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; len];
+        rand::fill(&mut bytes[..]);
+        bytes
+    }
+
+    /// Open every chunk of the finished file, checking every tag.
+    fn open_all(path: &std::path::Path, file_key: &FileKey, header_len: usize) -> Vec<u8> {
+        let file = std::fs::read(path).unwrap();
+        let nonce: [u8; NONCE] = file[header_len..header_len + NONCE].try_into().unwrap();
+        let key = PayloadKey::new(file_key, &nonce);
+        let mut body = file[header_len + NONCE..].to_vec();
+        let count = body.len().div_ceil(SEALED_CHUNK as usize);
+        let mut plain = Vec::new();
+        for (index, chunk) in body.chunks_mut(SEALED_CHUNK as usize).enumerate() {
+            let last = index + 1 == count;
+            plain.extend_from_slice(key.open(index as u64, last, chunk).unwrap());
+        }
+        plain
+    }
+
+    fn sealed_part(dir: &std::path::Path, total: Option<u64>) -> (SealedPart, FileKey, usize) {
+        let file_key = new_file_key();
+        let header = header(&file_key, &[]);
+        let len = total.map(|total| sealed_len(header.len() as u64, total));
+        let part = PartFile::open(&dir.join("x.age.part"), len).unwrap();
+        let sealed = SealedPart::create(part, &file_key, &header, &new_nonce(), total).unwrap();
+        (sealed, file_key, header.len())
+    }
+
+    #[test]
+    fn out_of_order_pieces_of_any_size_seal_whole_chunks_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = random(3 * CHUNK as usize + 1234);
+        let total = plain.len() as u64;
+        let (sealed, file_key, header_len) = sealed_part(dir.path(), Some(total));
+        // Pieces: a tail, a middle that spans a boundary, then the rest in odd sizes.
+        let pieces = [
+            (2 * CHUNK + 7, total),
+            (CHUNK - 100, 2 * CHUNK + 7),
+            (0, CHUNK - 100),
+        ];
+        let mut written = crate::store::RangeSet::new();
+        for (start, end) in pieces {
+            for range in sealed
+                .write(&plain[start as usize..end as usize], start)
+                .unwrap()
+            {
+                assert_eq!(range.start % CHUNK, 0);
+                written.insert(range);
+            }
+        }
+        assert!(written.is_complete(total));
+        assert!(sealed.finish(total).unwrap().is_empty());
+        assert_eq!(open_all(sealed.part().path(), &file_key, header_len), plain);
+        let mut back = vec![0u8; plain.len()];
+        sealed.read_plain(&mut back, 0).unwrap();
+        assert_eq!(back, plain);
+    }
+
+    #[test]
+    fn a_partial_chunk_is_not_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sealed, _, _) = sealed_part(dir.path(), Some(2 * CHUNK));
+        assert!(sealed.write(&random(1000), 0).unwrap().is_empty());
+        assert_eq!(
+            sealed.write(&random(CHUNK as usize), CHUNK).unwrap(),
+            vec![CHUNK..2 * CHUNK]
+        );
+    }
+
+    #[test]
+    fn a_stream_of_unknown_size_seals_its_last_chunk_at_finish() {
+        for size in [0, 1, CHUNK, 2 * CHUNK, 2 * CHUNK + 5] {
+            let dir = tempfile::tempdir().unwrap();
+            let plain = random(size as usize);
+            let (sealed, file_key, header_len) = sealed_part(dir.path(), None);
+            let mut sealed_plain = 0;
+            for (k, piece) in plain.chunks(10_000).enumerate() {
+                for range in sealed.write(piece, k as u64 * 10_000).unwrap() {
+                    sealed_plain += range.end - range.start;
+                }
+            }
+            assert!(
+                sealed_plain < size.max(1),
+                "the last chunk waits for finish"
+            );
+            for range in sealed.finish(size).unwrap() {
+                sealed_plain += range.end - range.start;
+            }
+            assert_eq!(sealed_plain, size);
+            let len = std::fs::metadata(sealed.part().path()).unwrap().len();
+            assert_eq!(len, sealed_len(header_len as u64, size));
+            assert_eq!(open_all(sealed.part().path(), &file_key, header_len), plain);
+        }
+    }
+
+    #[test]
+    fn reopen_requires_the_same_file_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sealed, file_key, header_len) = sealed_part(dir.path(), Some(10));
+        let part = sealed.part().clone();
+        assert!(SealedPart::reopen(part.clone(), &file_key, header_len as u64, 10).is_ok());
+        let other = SealedPart::reopen(part, &new_file_key(), header_len as u64, 10);
+        assert!(matches!(other, Err(CryptError::ForeignPart { .. })));
+    }
+}
