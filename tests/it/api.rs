@@ -24,18 +24,6 @@ pub(crate) fn claudedl(api: &MockApi) -> Command {
     command
 }
 
-/// The binary with no API settings at all (for plain URLs).
-pub(crate) fn command_without_api() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_claudedl"));
-    command
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("ANTHROPIC_BASE_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
 pub(crate) async fn run(api: &MockApi, args: &[&str]) -> Output {
     claudedl(api).args(args).output().await.unwrap()
 }

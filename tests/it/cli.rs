@@ -12,7 +12,8 @@ use tokio::process::{Child, Command};
 use crate::support::nginx::Nginx;
 use crate::support::{MIB, data, sha256, sha256_file};
 
-fn claudedl() -> Command {
+/// The binary with no API settings at all (for plain URLs).
+pub(crate) fn claudedl() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_claudedl"));
     command
         .env_remove("ANTHROPIC_API_KEY")

@@ -127,7 +127,7 @@ async fn limit_rate_holds_the_download_within_ten_percent() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("capped.bin");
 
-    let out = crate::api::command_without_api()
+    let out = crate::cli::claudedl()
         .args([
             "get",
             &nginx.url("capped.bin"),
