@@ -328,3 +328,28 @@ fn json_names_the_kind_the_entry_and_both_hashes() {
             "path": "raw/x.jsonl", "expected_sha256": "aa", "encrypted": true, "sha256": "bb", "size": 3})
     );
 }
+
+#[test]
+fn an_encrypted_download_in_tmp_is_in_progress_not_orphaned() {
+    let mut fx = Fixture::new();
+    fx.pending("file_sealed");
+    let output = crate::crypt::age_path(&fx.data.file_path(CREATED, "file_sealed", "f.bin"));
+    let sealed = StatePaths::staged(&output, &fx.data.tmp_path_for(&output));
+    std::fs::write(&sealed.part, [0; 10]).unwrap();
+    let mut state = ResumeState::new("http://api/x".into());
+    state.done.insert(0..6);
+    state.save(&sealed.state).unwrap();
+
+    let report = fx.verify();
+    assert!(relative(fx.data.root(), &sealed.part).ends_with("f.bin.age.part"));
+    assert_eq!(
+        report.findings,
+        vec![Finding::InProgress {
+            item: ItemKind::File,
+            id: "file_sealed".into(),
+            state: FileState::Pending,
+            path: Some(relative(fx.data.root(), &sealed.part)),
+            bytes: 6,
+        }]
+    );
+}

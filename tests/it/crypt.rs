@@ -17,13 +17,13 @@ use crate::support::nginx::Nginx;
 use crate::support::{MIB, Recorder, data, engine, sha256, spec, test_config};
 
 /// A user's age key pair, and a resume identity of their own, outside every scanned directory.
-struct Keys {
+pub(crate) struct Keys {
     dir: tempfile::TempDir,
-    recipient: String,
+    pub(crate) recipient: String,
 }
 
 impl Keys {
-    fn new() -> Keys {
+    pub(crate) fn new() -> Keys {
         let dir = tempfile::tempdir().unwrap();
         let identity = age::x25519::Identity::generate();
         std::fs::write(
@@ -37,7 +37,7 @@ impl Keys {
         }
     }
 
-    fn identity(&self) -> PathBuf {
+    pub(crate) fn identity(&self) -> PathBuf {
         self.dir.path().join("key.txt")
     }
 
@@ -59,6 +59,20 @@ impl Keys {
         command
     }
 
+    /// `claudedl` against the mock `api`, with a HOME and XDG_CONFIG_HOME of its own in `tmp`
+    /// (no config file but one given with `--config`) and no pacing.
+    pub(crate) fn against(&self, api: &MockApi, tmp: &Path) -> Command {
+        let mut command = self.claudedl(tmp);
+        command
+            .env("ANTHROPIC_BASE_URL", api.base_url())
+            .env("ANTHROPIC_API_KEY", api.api_key())
+            .env("CLAUDEDL_RPM", "60000")
+            .env("HOME", tmp)
+            .env("XDG_CONFIG_HOME", tmp.join("xdg"))
+            .env_remove("CLAUDEDL_CONFIG");
+        command
+    }
+
     fn encryption(&self) -> Arc<Encryption> {
         let recipients = Recipients::parse(std::slice::from_ref(&self.recipient), &[]).unwrap();
         let resume = ResumeIdentity::load_or_create(&self.resume_identity()).unwrap();
@@ -66,7 +80,7 @@ impl Keys {
     }
 
     /// The plaintext of `file`, by the real `age` CLI.
-    fn age_decrypt(&self, file: &Path) -> Vec<u8> {
+    pub(crate) fn age_decrypt(&self, file: &Path) -> Vec<u8> {
         let out = std::process::Command::new(age_binary())
             .arg("-d")
             .arg("-i")
@@ -98,7 +112,7 @@ fn json_lines(output: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn files_under(root: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_under(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -121,7 +135,7 @@ fn windows_of(plain: &[u8]) -> Vec<&[u8]> {
 }
 
 /// Panics if any file under `roots` contains any of `plain`'s windows; returns the files seen.
-fn assert_no_plaintext(roots: &[&Path], plain: &[u8]) -> usize {
+pub(crate) fn assert_no_plaintext(roots: &[&Path], plain: &[u8]) -> usize {
     let needles = windows_of(plain);
     // One pass per file: a table of the needles' first bytes, then a full comparison.
     let mut first = [false; 256];
