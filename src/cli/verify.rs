@@ -165,7 +165,12 @@ impl<'a> Fixer<'a> {
                 files: wanted(ItemKind::File),
                 batches: wanted(ItemKind::Batch),
                 encrypt: self.encrypt.clone().filter(|_| encrypted),
-                only: Some(items.iter().map(|item| item.id.clone()).collect::<HashSet<_>>()),
+                only: Some(
+                    items
+                        .iter()
+                        .map(|item| item.id.clone())
+                        .collect::<HashSet<_>>(),
+                ),
                 ..SyncOptions::default()
             };
             if self.fetch(index, &options, visible).await?.interrupted {
@@ -188,7 +193,11 @@ impl<'a> Fixer<'a> {
         };
         if self.encrypt.is_none() {
             let count = sealed.count() + 1;
-            let entries = if count == 1 { "entry needs" } else { "entries need" };
+            let entries = if count == 1 {
+                "entry needs"
+            } else {
+                "entries need"
+            };
             bail!(
                 "{count} encrypted {entries} repair ({}), but no recipient is known to encrypt \
                  again to: pass --encrypt-to or --recipients-file, or set [crypt] recipients in \

@@ -93,7 +93,10 @@ impl<R: Read> Read for Decrypting<R> {
 }
 
 fn damaged(reason: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("damaged age file: {reason}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("damaged age file: {reason}"),
+    )
 }
 
 /// Opens the files of the data directory at `root`; encrypted ones with `identities` if given.
@@ -157,9 +160,7 @@ impl Opener for DataFiles<'_> {
 fn check_size(file: File, plain: Option<u64>) -> io::Result<()> {
     let len = file.metadata()?.len();
     let header = header_len(&mut BufReader::new(file))?;
-    let found = len
-        .checked_sub(header + NONCE as u64)
-        .and_then(plain_len);
+    let found = len.checked_sub(header + NONCE as u64).and_then(plain_len);
     match (found, plain) {
         (Some(found), Some(expected)) if found != expected => Err(damaged(format!(
             "{len} bytes, but an age file of the {expected} bytes the index records has {}",
@@ -215,7 +216,16 @@ mod tests {
 
     #[test]
     fn the_plaintext_size_follows_from_the_payload_size() {
-        for plain in [0, 1, 17, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 20] {
+        for plain in [
+            0,
+            1,
+            17,
+            CHUNK - 1,
+            CHUNK,
+            CHUNK + 1,
+            3 * CHUNK,
+            3 * CHUNK + 20,
+        ] {
             let payload = sealed_len(0, plain) - NONCE as u64;
             assert_eq!(plain_len(payload), Some(plain), "{plain}");
         }
@@ -305,7 +315,10 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let error = read_all(files.open(&item)).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
-        assert!(error.to_string().contains("fails authentication"), "{error}");
+        assert!(
+            error.to_string().contains("fails authentication"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -320,7 +333,10 @@ mod tests {
         let files = DataFiles::new(dir.path(), Some(&only_b));
         files.preflight(&items).unwrap();
         let error = read_all(files.open(&first)).unwrap_err();
-        assert!(error.to_string().contains("none of the identities"), "{error}");
+        assert!(
+            error.to_string().contains("none of the identities"),
+            "{error}"
+        );
 
         let wrong = Identities::load(std::slice::from_ref(&stranger)).unwrap();
         let error = DataFiles::new(dir.path(), Some(&wrong))
@@ -328,6 +344,9 @@ mod tests {
             .unwrap_err();
         assert!(matches!(&error, VerifyError::WrongIdentity { file, .. } if file == "a.age"));
         let message = error.to_string();
-        assert!(message.contains(&stranger.display().to_string()), "{message}");
+        assert!(
+            message.contains(&stranger.display().to_string()),
+            "{message}"
+        );
     }
 }

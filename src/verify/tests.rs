@@ -219,7 +219,14 @@ fn many_files_are_all_hashed_once_across_threads() {
         }
     }
     let count = Count(AtomicU64::new(0), AtomicU64::new(0));
-    let report = verify(&fx.data, &fx.index, &DataFiles::new(fx.data.root(), None), 8, &count).unwrap();
+    let report = verify(
+        &fx.data,
+        &fx.index,
+        &DataFiles::new(fx.data.root(), None),
+        8,
+        &count,
+    )
+    .unwrap();
     let total: u64 = (0..200).map(|i| i * 10).sum();
     assert_eq!(report.findings, vec![]);
     assert_eq!(report.files_checked, 200);

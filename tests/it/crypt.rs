@@ -488,3 +488,103 @@ async fn sync_stores_age_files_and_the_index_says_encrypted_with_the_plaintext_h
     let index = std::fs::read(data_dir.join("meta/index.sqlite")).unwrap();
     assert!(!contains(&index, b"req-0000"), "no custom_id in the index");
 }
+
+/// Whether the real `age` CLI decrypts `file` with `identity`.
+fn age_opens(identity: &Path, file: &Path) -> bool {
+    let out = std::process::Command::new(age_binary())
+        .arg("-d")
+        .arg("-i")
+        .arg(identity)
+        .arg(file)
+        .output()
+        .unwrap();
+    out.status.success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_config_file_s_recipients_encrypt_every_download_unless_flags_replace_them() {
+    let content = data(200_000, 76);
+    let batch = MockBatch {
+        id: "msgbatch_1".into(),
+        created_at: "2026-08-10T00:00:00Z".into(),
+        ended: true,
+        results: vec![MockResult {
+            custom_id: "req-1".into(),
+            result_type: "succeeded".into(),
+        }],
+    };
+    let files = vec![mock_file("file_a", "a.bin", content.clone())];
+    let api =
+        MockApi::start(MockApiConfig::new(FileSet::Explicit(files)).with_batches(vec![batch]))
+            .await;
+    let (alice, carol, bob) = (Keys::new(), Keys::new(), Keys::new());
+    let tmp = tempfile::tempdir().unwrap();
+    let carol_file = tmp.path().join("carol.txt");
+    std::fs::write(&carol_file, format!("{}\n", carol.recipient)).unwrap();
+    let config = tmp.path().join("claudedl.toml");
+    let toml = format!(
+        "[crypt]\nrecipients = [\"{}\"]\nrecipients_file = {:?}\n",
+        alice.recipient,
+        carol_file.to_str().unwrap()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let data_dir = tmp.path().join("data");
+    let run = |args: &[&str]| {
+        let mut command = alice.against(&api, tmp.path());
+        command.arg("--config").arg(&config).args(args);
+        async move { command.output().await.unwrap() }
+    };
+    let d = data_dir.to_str().unwrap();
+
+    let synced = run(&["sync", "--data-dir", d]).await;
+    assert_eq!(synced.status.code(), Some(0), "{}", text(&synced.stderr));
+    let stored = data_dir.join("raw/2026-08/file_a_a.bin.age");
+    assert_eq!(alice.age_decrypt(&stored), content);
+    assert_eq!(carol.age_decrypt(&stored), content);
+    assert!(
+        files_under(&data_dir.join("raw/2026-08/batches"))[0].ends_with("msgbatch_1.jsonl.age")
+    );
+
+    std::fs::remove_file(&stored).unwrap();
+    let repaired = run(&["verify", "--data-dir", d, "--repair"]).await;
+    assert_eq!(
+        repaired.status.code(),
+        Some(0),
+        "{}",
+        text(&repaired.stderr)
+    );
+    assert_eq!(alice.age_decrypt(&stored), content);
+    assert_no_plaintext(&[&data_dir], &content);
+
+    let fetched = run(&["files", "get", "file_a", "-d", tmp.path().to_str().unwrap()]).await;
+    assert_eq!(fetched.status.code(), Some(0), "{}", text(&fetched.stderr));
+    assert_eq!(
+        carol.age_decrypt(&tmp.path().join("file_a_a.bin.age")),
+        content
+    );
+
+    let out = tmp.path().join("results.jsonl");
+    let o = out.to_str().unwrap();
+    let for_bob = run(&[
+        "batches",
+        "results",
+        "msgbatch_1",
+        "-o",
+        o,
+        "--encrypt-to",
+        &bob.recipient,
+    ])
+    .await;
+    assert_eq!(for_bob.status.code(), Some(0), "{}", text(&for_bob.stderr));
+    let sealed = tmp.path().join("results.jsonl.age");
+    assert!(text(&bob.age_decrypt(&sealed)).contains("req-1"));
+    assert!(
+        !age_opens(&alice.identity(), &sealed),
+        "flags replace the file's recipients"
+    );
+    assert!(!out.exists());
+
+    let plain = run(&["batches", "results", "msgbatch_1", "-o", o, "--no-encrypt"]).await;
+    assert_eq!(plain.status.code(), Some(0), "{}", text(&plain.stderr));
+    assert!(text(&std::fs::read(&out).unwrap()).contains("req-1"));
+}

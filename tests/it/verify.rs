@@ -300,7 +300,10 @@ async fn encrypted_files_are_hashed_with_an_identity_and_size_checked_without() 
     let (out, findings, summary) = verify_sealed(&keys, &api, dir.path(), &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(findings, Vec::<Value>::new());
-    assert_eq!((&summary["unchecked"], &summary["bytes"]), (&4.into(), &0.into()));
+    assert_eq!(
+        (&summary["unchecked"], &summary["bytes"]),
+        (&4.into(), &0.into())
+    );
     let shown = keys
         .against(&api, dir.path())
         .args(["verify", "--data-dir", path(&dir.path().join("data"))])
@@ -317,17 +320,29 @@ async fn encrypted_files_are_hashed_with_an_identity_and_size_checked_without() 
     let identity = keys.identity();
     let with_key = ["-i", identity.to_str().unwrap()];
     let (out, findings, summary) = verify_sealed(&keys, &api, dir.path(), &with_key).await;
-    assert_eq!(out.status.code(), Some(0), "{findings:?} {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{findings:?} {}",
+        text(&out.stderr)
+    );
     assert_eq!(summary["unchecked"], 0);
     let results = summary["bytes"].as_u64().unwrap() - plain_bytes;
-    assert!(results > 40 * 10, "the plaintext of the results too: {summary}");
+    assert!(
+        results > 40 * 10,
+        "the plaintext of the results too: {summary}"
+    );
 
     let stranger = Keys::new();
     let stranger_key = stranger.identity();
     let wrong = ["-i", stranger_key.to_str().unwrap()];
     let (out, findings, _) = verify_sealed(&keys, &api, dir.path(), &wrong).await;
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(findings, Vec::<Value>::new(), "one error, not a line per file");
+    assert_eq!(
+        findings,
+        Vec::<Value>::new(),
+        "one error, not a line per file"
+    );
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains("none of the identities")
@@ -362,16 +377,28 @@ async fn a_damaged_encrypted_file_is_unreadable_and_repair_encrypts_it_again() {
     );
     assert_eq!(findings[1]["encrypted"], true);
     assert!(
-        findings[1]["error"].as_str().unwrap().contains("fails authentication"),
+        findings[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("fails authentication"),
         "{findings:?}"
     );
     let (out, findings, summary) = verify_sealed(&keys, &api, dir.path(), &[]).await;
-    assert_eq!(out.status.code(), Some(1), "without -i, the missing file still counts");
-    assert_eq!(findings.len(), 1, "a flipped byte keeps the size: {findings:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "without -i, the missing file still counts"
+    );
+    assert_eq!(
+        findings.len(),
+        1,
+        "a flipped byte keeps the size: {findings:?}"
+    );
     assert_eq!(summary["unchecked"], 3);
 
     let before = content_requests(&api);
-    let (out, _, _) = verify_sealed(&keys, &api, dir.path(), &["--repair", "-i", with_key[1]]).await;
+    let (out, _, _) =
+        verify_sealed(&keys, &api, dir.path(), &["--repair", "-i", with_key[1]]).await;
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
@@ -381,9 +408,20 @@ async fn a_damaged_encrypted_file_is_unreadable_and_repair_encrypts_it_again() {
     assert_eq!(content_requests(&api), before, "nothing downloaded");
     assert!(!data_dir.join(FILE_B).exists() && !data_dir.join(&file_b).exists());
 
-    let repair = ["--repair", "-i", with_key[1], "--encrypt-to", &keys.recipient];
+    let repair = [
+        "--repair",
+        "-i",
+        with_key[1],
+        "--encrypt-to",
+        &keys.recipient,
+    ];
     let (out, repairs, summary) = verify_sealed(&keys, &api, dir.path(), &repair).await;
-    assert_eq!(out.status.code(), Some(0), "{repairs:?} {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{repairs:?} {}",
+        text(&out.stderr)
+    );
     assert_eq!(summary["repaired"], 2, "{summary}");
     assert_eq!(keys.age_decrypt(&data_dir.join(&file_a)), data(10_000, 1));
     assert_eq!(keys.age_decrypt(&data_dir.join(&file_b)), data(3 * MIB, 2));
