@@ -6,7 +6,8 @@
 //! - [`http`]: the one HTTP client, the retry policy, Range parsing and secret redaction.
 //! - [`store`]: atomic writes, the `.part` file, byte-range sets and resume state.
 //! - [`sync`]: mirror an account into the data directory, recorded in the index.
-//! - [`verify`]: re-hash the data directory against the index; find orphans.
+//! - [`verify`]: re-hash the data directory against the index (encrypted files through their
+//!   plaintext); find orphans.
 //! - [`config`]: the config file and the layering of settings with their sources.
 //! - [`crypt`]: encryption at rest in the age format (sealing chunks out of order, resume
 //!   keys, decryption).

@@ -55,7 +55,7 @@ pub async fn files(command: FilesCommand, global: &GlobalArgs) -> anyhow::Result
             json,
             encrypt,
         } => {
-            let encrypt = encrypt.encryption()?;
+            let encrypt = encrypt.encryption(&global.settings)?;
             get_files(&api, &ids, dir, json, encrypt, global).await
         }
     }
@@ -64,8 +64,14 @@ pub async fn files(command: FilesCommand, global: &GlobalArgs) -> anyhow::Result
 pub async fn batches(command: BatchesCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     match command {
         BatchesCommand::Ls { api, json } => list_batches(&api, json, global).await,
-        BatchesCommand::Results { api, id, output } => {
-            batch_results(&api, &id, output, global).await
+        BatchesCommand::Results {
+            api,
+            id,
+            output,
+            encrypt,
+        } => {
+            let encrypt = encrypt.encryption(&global.settings)?;
+            batch_results(&api, &id, output, encrypt, global).await
         }
         BatchesCommand::Show { id, custom_id, .. } => {
             let data = DataDir::new(settings::data_dir(&global.settings));
@@ -199,6 +205,7 @@ async fn batch_results(
     api: &ApiArgs,
     id: &str,
     output: Option<PathBuf>,
+    encrypt: Option<Arc<Encryption>>,
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
     let (client, engine) = connect(api, global)?;
@@ -209,12 +216,16 @@ async fn batch_results(
             batch.processing_status
         );
     };
-    let output =
+    let mut output =
         output.unwrap_or_else(|| PathBuf::from(format!("{}.jsonl", safe_file_name(id, "batch"))));
+    if encrypt.is_some() {
+        output = age_path(&output);
+    }
     let spec = TransferSpec {
         headers: client.headers_for(&url),
         overwrite: true,
         file_id: Some(id.to_owned()),
+        encrypt,
         ..TransferSpec::new(url.clone(), output)
     };
     let visible = global.bars_visible(false);

@@ -194,9 +194,11 @@ pub enum BatchesCommand {
         #[command(flatten)]
         api: ApiArgs,
         id: String,
-        /// Output file (default: <id>.jsonl).
+        /// Output file (default: <id>.jsonl; `.age` is appended when encrypting).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        #[command(flatten)]
+        encrypt: EncryptArgs,
     },
     /// Print one result by custom_id, from the index (no request, no scan).
     Show {

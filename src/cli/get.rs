@@ -23,7 +23,7 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
     let urls = collect_urls(&args)?;
     let headers = parse_headers(&args.headers)?;
     let api = ApiConfig::from_settings(&global.settings, Pagination::Ga).ok();
-    let encrypt = args.encrypt.encryption()?;
+    let encrypt = args.encrypt.encryption(&global.settings)?;
     let specs = plan_outputs(&args, &urls, &headers, api.as_ref(), encrypt)?;
     let mut network = settings::network_args(&global.settings, &args.network);
     let traffic = traffic(&urls, api);

@@ -27,7 +27,8 @@ pub async fn sync(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitSta
         metadata_only: args.metadata_only,
         page_size: args.page_size,
         jobs: args.jobs.into(),
-        encrypt: args.encrypt.encryption()?,
+        encrypt: args.encrypt.encryption(&global.settings)?,
+        only: None,
     };
     let data = DataDir::new(settings::data_dir(&global.settings));
     let summary = run_sync(&api, &engine, &data, &options, global).await?;

@@ -1,32 +1,41 @@
 //! `claudedl verify`: lock the data directory, check it against the index with a progress bar,
 //! print the findings (text or JSON lines), and with `--repair` fetch the bad entries again
 //! through the sync download path. The logic is in [`crate::verify`].
+//!
+//! Encrypted entries are decrypted and hashed with `-i IDENTITY`; without it they are only
+//! checked for presence and size, and counted as unchecked. `--repair` stores each entry as it
+//! was: an encrypted entry encrypted again (to `--encrypt-to`/`--recipients-file`, else the
+//! config file's `[crypt]` recipients; with none, it refuses before downloading anything), a
+//! plain entry plain.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::IsTerminal;
 use std::num::NonZero;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::bail;
 use bytesize::ByteSize;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::api::connect;
-use super::args::{ApiArgs, DataArgs};
+use super::args::{ApiArgs, DataArgs, EncryptArgs};
 use super::get::report_traffic;
 use super::progress::Bars;
 use super::settings;
 use super::sync::open_index;
 use super::{ExitStatus, GlobalArgs};
 use crate::api::ApiClient;
+use crate::crypt::Encryption;
 use crate::engine::Engine;
 use crate::store::index::SqliteIndex;
 use crate::store::layout::DataDir;
 use crate::sync::{Sync, SyncOptions, SyncSummary};
 use crate::verify::{
-    Finding, Item, ItemKind, Progress, Repair, VerifyReport, mark_for_repair, plain_files,
-    repair_outcomes, verify,
+    DataFiles, Finding, Identities, Item, ItemKind, Progress, Repair, VerifyReport,
+    mark_for_repair, repair_outcomes, verify,
 };
 
 #[derive(Debug, Args)]
@@ -36,9 +45,17 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Download missing, changed and unreadable files again (with the API settings and
-    /// ANTHROPIC_API_KEY, as `sync`). Orphaned files are reported, never deleted.
+    /// ANTHROPIC_API_KEY, as `sync`), each stored as it was: encrypted entries encrypted again
+    /// (see --encrypt-to), plain ones plain. Orphaned files are reported, never deleted.
     #[arg(long)]
     pub repair: bool,
+    /// Age identity file (as written by age-keygen; repeatable): decrypt encrypted files and
+    /// hash their plaintext. Without it they are only checked for presence and size.
+    #[arg(short = 'i', long = "identity", value_name = "IDENTITY")]
+    pub identities: Vec<PathBuf>,
+    /// With --repair: the recipients encrypted entries are encrypted to again.
+    #[command(flatten)]
+    pub encrypt: EncryptArgs,
     /// Files hashed at once (default: the number of CPUs).
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,
@@ -51,31 +68,30 @@ pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<ExitSt
     let data = DataDir::new(settings::data_dir(&global.settings));
     let mut index = open_index(&data)?;
     let _lock = data.lock()?;
+    let identities = match args.identities.as_slice() {
+        [] => None,
+        files => Some(Identities::load(files)?),
+    };
     // Before hashing, so a missing key fails at once rather than after a long check.
-    let clients = args
+    let fixer = args
         .repair
-        .then(|| connect(&args.api, global))
+        .then(|| Fixer::new(&args, global, &data))
         .transpose()?;
     let visible = !global.quiet && std::io::stderr().is_terminal();
     let jobs = args.jobs.map_or_else(cpus, usize::from);
     let report = tokio::task::block_in_place(|| {
         let bar = HashBar::new(visible);
-        verify(&data, &index, &plain_files(data.root()), jobs, &bar)
+        let files = DataFiles::new(data.root(), identities.as_ref());
+        verify(&data, &index, &files, jobs, &bar)
     })?;
     let output = Output { json: args.json };
     output.findings(&report.findings);
     let mut repairs = Vec::new();
     let mut interrupted = false;
-    if let Some((api, engine)) = &clients {
-        let fix = Fixer {
-            api,
-            engine,
-            data: &data,
-            visible,
-        };
-        (repairs, interrupted) = fix.repair(&mut index, &report).await?;
+    if let Some(fix) = &fixer {
+        (repairs, interrupted) = fix.repair(&mut index, &report, visible).await?;
         output.repairs(&repairs);
-        report_traffic(api.http(), global);
+        report_traffic(fix.api.http(), global);
     }
     output.summary(&report, &repairs);
     Ok(exit_status(&report, &repairs, args.repair, interrupted))
@@ -110,38 +126,93 @@ fn exit_status(
 
 /// What `--repair` works with.
 struct Fixer<'a> {
-    api: &'a ApiClient,
-    engine: &'a Engine,
+    api: ApiClient,
+    engine: Engine,
     data: &'a DataDir,
-    visible: bool,
+    /// What encrypted entries are encrypted to again.
+    encrypt: Option<Arc<Encryption>>,
 }
 
-impl Fixer<'_> {
-    /// Mark the repairable entries, fetch them through sync's download path, and read back
-    /// how each ended. Also reports whether Ctrl-C interrupted the downloads.
+impl<'a> Fixer<'a> {
+    fn new(args: &VerifyArgs, global: &GlobalArgs, data: &'a DataDir) -> anyhow::Result<Self> {
+        let (api, engine) = connect(&args.api, global)?;
+        Ok(Fixer {
+            api,
+            engine,
+            data,
+            encrypt: args.encrypt.encryption(&global.settings)?,
+        })
+    }
+
+    /// Mark the repairable entries, fetch them through sync's download path (the encrypted
+    /// ones encrypted, then the plain ones plain), and read back how each ended. Also reports
+    /// whether Ctrl-C interrupted the downloads.
     async fn repair(
         &self,
         index: &mut SqliteIndex,
         report: &VerifyReport,
+        visible: bool,
     ) -> anyhow::Result<(Vec<Repair>, bool)> {
+        self.check_recipients(report)?;
         let marked = mark_for_repair(index, &report.findings)?;
-        if marked.is_empty() {
-            return Ok((Vec::new(), false));
+        for encrypted in [true, false] {
+            let items: Vec<&Item> = marked.iter().filter(|i| i.encrypted == encrypted).collect();
+            if items.is_empty() {
+                continue;
+            }
+            let wanted = |kind| items.iter().any(|item| item.kind == kind);
+            let options = SyncOptions {
+                files: wanted(ItemKind::File),
+                batches: wanted(ItemKind::Batch),
+                encrypt: self.encrypt.clone().filter(|_| encrypted),
+                only: Some(
+                    items
+                        .iter()
+                        .map(|item| item.id.clone())
+                        .collect::<HashSet<_>>(),
+                ),
+                ..SyncOptions::default()
+            };
+            if self.fetch(index, &options, visible).await?.interrupted {
+                return Ok((repair_outcomes(index, &marked)?, true));
+            }
         }
-        let wanted = |kind| marked.iter().any(|item| item.kind == kind);
-        let options = SyncOptions {
-            files: wanted(ItemKind::File),
-            batches: wanted(ItemKind::Batch),
-            ..SyncOptions::default()
+        Ok((repair_outcomes(index, &marked)?, false))
+    }
+
+    /// Refuse, before anything is marked or downloaded, to repair an encrypted entry with no
+    /// recipient to encrypt it to: that would store its plaintext.
+    fn check_recipients(&self, report: &VerifyReport) -> anyhow::Result<()> {
+        let mut sealed = report
+            .findings
+            .iter()
+            .filter_map(Finding::repairable)
+            .filter(|item| item.encrypted);
+        let Some(first) = sealed.next() else {
+            return Ok(());
         };
-        let summary = self.fetch(index, &options).await?;
-        Ok((repair_outcomes(index, &marked)?, summary.interrupted))
+        if self.encrypt.is_none() {
+            let count = sealed.count() + 1;
+            let entries = if count == 1 {
+                "entry needs"
+            } else {
+                "entries need"
+            };
+            bail!(
+                "{count} encrypted {entries} repair ({}), but no recipient is known to encrypt \
+                 again to: pass --encrypt-to or --recipients-file, or set [crypt] recipients in \
+                 the config file. Nothing was downloaded.",
+                first.path
+            );
+        }
+        Ok(())
     }
 
     async fn fetch(
         &self,
         index: &mut SqliteIndex,
         options: &SyncOptions,
+        visible: bool,
     ) -> anyhow::Result<SyncSummary> {
         let cancel = self.engine.cancel_token();
         let watcher = tokio::spawn(async move {
@@ -150,11 +221,11 @@ impl Fixer<'_> {
             }
         });
         let mut sync = Sync {
-            api: self.api,
-            engine: self.engine,
+            api: &self.api,
+            engine: &self.engine,
             data: self.data,
             index,
-            reporter: Arc::new(Bars::new(Vec::new(), self.visible)),
+            reporter: Arc::new(Bars::new(Vec::new(), visible)),
         };
         let summary = sync.fetch_wanted(options).await;
         watcher.abort();
@@ -248,6 +319,12 @@ impl Output {
             println!("{summary}");
         } else {
             println!("{}", summary_line(report, &counts));
+            if report.unchecked > 0 {
+                println!(
+                    "{} encrypted files not hashed: pass -i IDENTITY to decrypt and hash them",
+                    report.unchecked
+                );
+            }
             if counts["orphaned"] > 0 {
                 println!("orphaned files are only reported: delete them by hand if unwanted");
             }
@@ -268,10 +345,12 @@ fn counts(report: &VerifyReport, repairs: &[Repair]) -> BTreeMap<&'static str, u
         "unhashed",
         "orphaned",
         "in_progress",
+        "unchecked",
         "repaired",
         "repair_failed",
     ];
     let mut counts: BTreeMap<&'static str, u64> = kinds.into_iter().map(|k| (k, 0)).collect();
+    counts.insert("unchecked", report.unchecked);
     for finding in &report.findings {
         *counts.entry(finding.kind()).or_default() += 1;
     }

@@ -33,7 +33,8 @@ pub async fn download_batches(
     summary: &mut SyncSummary,
     months: &mut BTreeSet<String>,
 ) -> Result<(), SyncError> {
-    let entries = sync.index.batches_to_fetch()?;
+    let mut entries = sync.index.batches_to_fetch()?;
+    entries.retain(|entry| options.includes(&entry.meta.id));
     sync.reporter.queued(entries.len(), None);
     for entry in entries {
         months.extend(month_of(&entry.meta.created_at));

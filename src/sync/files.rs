@@ -20,7 +20,8 @@ pub async fn download_files(
     months: &mut BTreeSet<String>,
 ) -> Result<(), SyncError> {
     let mut wanted = Vec::new();
-    for entry in sync.index.files_to_fetch()? {
+    let entries = sync.index.files_to_fetch()?;
+    for entry in entries.into_iter().filter(|e| options.includes(&e.meta.id)) {
         if entry.meta.downloadable == Some(false) {
             let reason = NOT_DOWNLOADABLE.to_owned();
             sync.index.record_file(

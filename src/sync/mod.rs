@@ -12,7 +12,7 @@ mod batches;
 mod files;
 mod listing;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,15 @@ pub struct SyncOptions {
     pub jobs: usize,
     /// Store files and batch results as age files for these recipients.
     pub encrypt: Option<Arc<Encryption>>,
+    /// Download only the entries with these ids (`None`: every entry wanted).
+    pub only: Option<HashSet<String>>,
+}
+
+impl SyncOptions {
+    /// Whether the entry `id` is to be downloaded in this run, if wanted.
+    fn includes(&self, id: &str) -> bool {
+        self.only.as_ref().is_none_or(|only| only.contains(id))
+    }
 }
 
 impl Default for SyncOptions {
@@ -56,6 +65,7 @@ impl Default for SyncOptions {
             page_size: 1000,
             jobs: 8,
             encrypt: None,
+            only: None,
         }
     }
 }
@@ -132,9 +142,9 @@ impl Sync<'_> {
     }
 
     /// Download what the index marks as wanted (Pending, Downloading or Failed files when
-    /// `options.files`; ended, unsettled batches when `options.batches`) without listing:
-    /// how `claudedl verify --repair` fetches again the entries it marked. The caller holds
-    /// the data directory's lock.
+    /// `options.files`; ended, unsettled batches when `options.batches`; of those, only
+    /// `options.only` when set) without listing: how `claudedl verify --repair` fetches again
+    /// the entries it marked. The caller holds the data directory's lock.
     pub async fn fetch_wanted(&mut self, options: &SyncOptions) -> Result<SyncSummary, SyncError> {
         let started = Instant::now();
         let mut summary = SyncSummary::default();

@@ -3,32 +3,28 @@
 //! through in large reads.
 
 use std::io::{self, Read};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::{Finding, Item, Opener, Progress};
+use super::{Finding, Item, Opened, Opener, Progress};
 
 /// Bytes per read.
 const BUFFER_BYTES: usize = 1 << 20;
 
-/// The findings of hashing, and how many bytes were read.
+/// The findings of hashing, how many bytes were read, and how many encrypted files could only
+/// be checked for size.
 #[derive(Debug, Default)]
 pub struct Hashed {
     pub findings: Vec<Finding>,
     pub bytes: u64,
-}
-
-/// Opens `item.path` under `root` as it is: for files stored unencrypted.
-pub fn plain_files(root: &Path) -> impl Fn(&Item) -> io::Result<Box<dyn Read>> + Sync + '_ {
-    move |item| Ok(Box::new(std::fs::File::open(root.join(&item.path))?))
+    pub unchecked: u64,
 }
 
 /// Check every item on up to `jobs` threads.
 pub fn check_all(
     items: &[Item],
-    open: &Opener<'_>,
+    open: &dyn Opener,
     jobs: usize,
     progress: &dyn Progress,
 ) -> Hashed {
@@ -43,6 +39,7 @@ pub fn check_all(
             let hashed = worker.join().expect("a hashing thread panicked");
             all.findings.extend(hashed.findings);
             all.bytes += hashed.bytes;
+            all.unchecked += hashed.unchecked;
         }
         all
     })
@@ -51,37 +48,67 @@ pub fn check_all(
 fn worker(
     items: &[Item],
     next: &AtomicUsize,
-    open: &Opener<'_>,
+    open: &dyn Opener,
     progress: &dyn Progress,
 ) -> Hashed {
     let mut buffer = vec![0; BUFFER_BYTES];
     let mut hashed = Hashed::default();
     while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
-        let (finding, bytes) = check(item, open, &mut buffer, progress);
-        hashed.findings.extend(finding);
-        hashed.bytes += bytes;
+        let checked = check(item, open, &mut buffer, progress);
+        hashed.findings.extend(checked.finding);
+        hashed.bytes += checked.bytes;
+        hashed.unchecked += u64::from(checked.unchecked);
     }
     hashed
 }
 
-/// One item: its finding (none when it matches) and the bytes read.
-fn check(
-    item: &Item,
-    open: &Opener<'_>,
-    buffer: &mut [u8],
-    progress: &dyn Progress,
-) -> (Option<Finding>, u64) {
-    let item = item.clone();
-    let mut reader = match open(&item) {
-        Ok(reader) => reader,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            return (Some(Finding::Missing { item }), 0);
+/// What checking one item came to.
+#[derive(Default)]
+struct Checked {
+    /// None when it matches (or was only size-checked and fits).
+    finding: Option<Finding>,
+    /// Bytes hashed.
+    bytes: u64,
+    /// Encrypted, and only its presence and size were checked.
+    unchecked: bool,
+}
+
+impl Checked {
+    fn found(finding: Finding) -> Checked {
+        Checked {
+            finding: Some(finding),
+            ..Checked::default()
         }
-        Err(error) => return (Some(unreadable(item, &error)), 0),
+    }
+}
+
+fn check(item: &Item, open: &dyn Opener, buffer: &mut [u8], progress: &dyn Progress) -> Checked {
+    let item = item.clone();
+    let mut reader = match open.open(&item) {
+        Ok(Opened::Plain(reader)) => reader,
+        Ok(Opened::Unchecked) if item.sha256.is_none() => {
+            return Checked::found(Finding::Unhashed { item });
+        }
+        Ok(Opened::Unchecked) => {
+            // Its bytes count as done for the bar, though none was hashed.
+            progress.hashed(item.size.unwrap_or(0));
+            return Checked {
+                unchecked: true,
+                ..Checked::default()
+            };
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            return Checked::found(Finding::Missing { item });
+        }
+        Err(error) => return Checked::found(unreadable(item, &error)),
     };
     match hash_reader(&mut reader, buffer, &|bytes| progress.hashed(bytes)) {
-        Err(error) => (Some(unreadable(item, &error)), 0),
-        Ok((sha256, size)) => (judge(item, sha256, size), size),
+        Err(error) => Checked::found(unreadable(item, &error)),
+        Ok((sha256, size)) => Checked {
+            finding: judge(item, sha256, size),
+            bytes: size,
+            unchecked: false,
+        },
     }
 }
 

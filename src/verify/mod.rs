@@ -4,17 +4,27 @@
 //!    recorded (the items to check), every path the index points to, and every entry still in
 //!    flight (Pending, Downloading or Failed).
 //! 2. `hash`: re-hash the items on a small pool of threads (`jobs`), each with one large
-//!    buffer; a file's bytes come through an [`Opener`], so encrypted files can be checked
-//!    through a decrypting reader against their plaintext hash.
+//!    buffer; a file's bytes come through an [`Opener`]. [`DataFiles`] opens them from the data
+//!    directory: plain files as they are, encrypted ones (`NAME.age`) through a decrypting reader
+//!    when identities are given, so their plaintext is hashed against the index. Without
+//!    identities an encrypted file is only checked to be there with the size an age file of the
+//!    recorded plaintext size has, and counted as unchecked (not a problem).
 //! 3. `scan`: walk `raw/` for files no index row points to, and `tmp/` for in-flight
-//!    downloads (reported, never a problem) and files no in-flight entry owns.
+//!    downloads, plain or encrypted (reported, never a problem), and files no in-flight entry
+//!    owns.
 //! 4. [`mark_for_repair`]: set each missing, changed or unreadable entry back to Failed, so
 //!    the sync download path ([`crate::sync::Sync::fetch_wanted`]) fetches it again through
 //!    `tmp/` and replaces the file atomically; [`repair_outcomes`] reads back how that went.
 //!
+//! A tampered encrypted file cannot be decrypted at all (age authenticates every 64 KiB chunk):
+//! with identities it is reported unreadable, never changed; changed means it decrypts, to other
+//! bytes. Identities that open none of the encrypted files stop the run before hashing
+//! ([`VerifyError::WrongIdentity`]) rather than report every file unreadable.
+//!
 //! Orphans are reported, never deleted. Nothing here writes to the data directory except
 //! [`mark_for_repair`], and the caller holds the data directory's lock throughout.
 
+mod encrypted;
 mod hash;
 mod plan;
 mod scan;
@@ -25,14 +35,42 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::crypt::CryptError;
 use crate::store::index::{BatchOutcome, FileOutcome, FileState, Index, IndexError};
 use crate::store::layout::DataDir;
 
-pub use hash::plain_files;
+pub use encrypted::{DataFiles, Identities};
 
-/// Where a file's bytes come from: the plaintext of `item`, whose hash the index records. An
-/// error of kind `NotFound` means the file is missing.
-pub type Opener<'a> = dyn Fn(&Item) -> io::Result<Box<dyn Read>> + Sync + 'a;
+/// Where a file's bytes come from.
+pub trait Opener: Sync {
+    /// The plaintext of `item`, whose hash the index records, or [`Opened::Unchecked`]. An
+    /// error of kind `NotFound` means the file is missing; any other, that it is unreadable.
+    fn open(&self, item: &Item) -> io::Result<Opened>;
+
+    /// Before anything is hashed, with every item to check: a chance to refuse the whole run
+    /// (keys that open none of the files).
+    fn preflight(&self, _items: &[Item]) -> Result<(), VerifyError> {
+        Ok(())
+    }
+}
+
+impl<F> Opener for F
+where
+    F: Fn(&Item) -> io::Result<Opened> + Sync,
+{
+    fn open(&self, item: &Item) -> io::Result<Opened> {
+        self(item)
+    }
+}
+
+/// What an [`Opener`] found.
+pub enum Opened {
+    /// The plaintext, to hash.
+    Plain(Box<dyn Read>),
+    /// An encrypted file and no identity to decrypt it: it is there, and its size fits an age
+    /// file of the plaintext size the index records. Not a problem, but not hashed either.
+    Unchecked,
+}
 
 /// Whether an entry is a file or a batch's results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -56,6 +94,8 @@ pub struct Item {
     /// The size the API gave (files only).
     #[serde(rename = "expected_size", skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// `path` is an age file; `sha256` and `size` are of its plaintext.
+    pub encrypted: bool,
 }
 
 /// One thing verify found. All but [`Finding::InProgress`] are problems.
@@ -137,6 +177,8 @@ pub struct VerifyReport {
     pub batches_checked: u64,
     /// Bytes hashed.
     pub bytes: u64,
+    /// Encrypted files only checked for presence and size (no identity to decrypt them).
+    pub unchecked: u64,
     pub duration: Duration,
 }
 
@@ -167,6 +209,13 @@ pub enum VerifyError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Crypt(#[from] CryptError),
+    #[error(
+        "none of the identities in {identities} opens {file} (nor any other encrypted file): \
+         pass the identity of a recipient the files were encrypted to"
+    )]
+    WrongIdentity { identities: String, file: String },
 }
 
 /// Check every complete download against the index, and look for orphans and in-flight
@@ -174,12 +223,13 @@ pub enum VerifyError {
 pub fn verify(
     data: &DataDir,
     index: &dyn Index,
-    open: &Opener<'_>,
+    open: &dyn Opener,
     jobs: usize,
     progress: &dyn Progress,
 ) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
     let plan = plan::Plan::from_index(data, index)?;
+    open.preflight(&plan.items)?;
     progress.start(plan.items.iter().filter_map(|item| item.size).sum());
     let hashed = hash::check_all(&plan.items, open, jobs, progress);
     let mut findings = hashed.findings;
@@ -192,6 +242,7 @@ pub fn verify(
         files_checked: count(ItemKind::File),
         batches_checked: count(ItemKind::Batch),
         bytes: hashed.bytes,
+        unchecked: hashed.unchecked,
         duration: started.elapsed(),
     })
 }

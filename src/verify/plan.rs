@@ -59,6 +59,7 @@ impl Plan {
                     path,
                     sha256: row.sha256.filter(|hash| !hash.is_empty()),
                     size: row.size,
+                    encrypted: row.encrypted,
                 });
             }
             FileState::Skipped => {}
@@ -82,6 +83,7 @@ struct Row {
     path: Option<String>,
     sha256: Option<String>,
     size: Option<u64>,
+    encrypted: bool,
 }
 
 impl Row {
@@ -93,6 +95,7 @@ impl Row {
             path: entry.path,
             sha256: entry.sha256,
             size: Some(entry.meta.size_bytes),
+            encrypted: entry.encrypted,
         }
     }
 
@@ -104,6 +107,7 @@ impl Row {
             path: entry.path,
             sha256: entry.sha256,
             size: None,
+            encrypted: entry.encrypted,
         }
     }
 }

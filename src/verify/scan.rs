@@ -3,8 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::crypt::age_path;
 use crate::store::index::FileState;
 use crate::store::layout::DataDir;
 use crate::store::{ResumeState, StatePaths};
@@ -26,26 +27,23 @@ pub fn orphans_in_raw(
     Ok(orphans.collect())
 }
 
-/// The unfinished downloads (Downloading, or with a `.part` in `tmp/`) and the files of
-/// `tmp/` that belong to none of `entries`.
+/// The unfinished downloads (Downloading, or with a `.part` in `tmp/`, plain or encrypted) and
+/// the files of `tmp/` that belong to none of `entries`.
 pub fn in_flight(data: &DataDir, entries: &[InFlight]) -> Result<Vec<Finding>, VerifyError> {
     let mut unowned: HashMap<String, u64> = walk(data.root(), &data.tmp())?.into_iter().collect();
     let mut findings = Vec::new();
     for entry in entries {
-        let paths = StatePaths::staged(&entry.output, &data.tmp_path_for(&entry.output));
-        let part = relative(data.root(), &paths.part);
-        let has_part = unowned.remove(&part).is_some();
-        let has_state = unowned
-            .remove(&relative(data.root(), &paths.state))
-            .is_some();
-        if has_part || has_state || entry.state == FileState::Downloading {
-            let load = || ResumeState::load(&paths.state).map_or(0, |s| s.done.covered());
+        let staged = staged_files(data, &entry.output, &mut unowned);
+        if staged.is_some() || entry.state == FileState::Downloading {
+            let staged = staged.unwrap_or_default();
             findings.push(Finding::InProgress {
                 item: entry.kind,
                 id: entry.id.clone(),
                 state: entry.state,
-                path: has_part.then_some(part),
-                bytes: if has_state { load() } else { 0 },
+                path: staged.part,
+                bytes: staged.state.map_or(0, |state| {
+                    ResumeState::load(&state).map_or(0, |s| s.done.covered())
+                }),
             });
         }
     }
@@ -54,6 +52,45 @@ pub fn in_flight(data: &DataDir, entries: &[InFlight]) -> Result<Vec<Finding>, V
         .map(|(path, size)| Finding::Orphaned { path, size });
     findings.extend(orphans);
     Ok(findings)
+}
+
+/// The `.part` (relative) and resume state (absolute) of one download.
+#[derive(Default)]
+struct Staged {
+    part: Option<String>,
+    state: Option<PathBuf>,
+}
+
+/// Take the files in `tmp/` of a download to `output` out of `unowned`: those of a plain
+/// download and those of an encrypted one (`NAME.age.part`, `NAME.age.part.json`). None when
+/// there are none; the encrypted download's when there are both.
+fn staged_files(
+    data: &DataDir,
+    output: &Path,
+    unowned: &mut HashMap<String, u64>,
+) -> Option<Staged> {
+    let mut found = None;
+    let sealed = age_path(output);
+    let outputs = if sealed == output {
+        vec![sealed]
+    } else {
+        vec![output.to_path_buf(), sealed]
+    };
+    for output in outputs {
+        let paths = StatePaths::staged(&output, &data.tmp_path_for(&output));
+        let part = relative(data.root(), &paths.part);
+        let has_part = unowned.remove(&part).is_some();
+        let has_state = unowned
+            .remove(&relative(data.root(), &paths.state))
+            .is_some();
+        if has_part || has_state {
+            found = Some(Staged {
+                part: has_part.then_some(part),
+                state: has_state.then_some(paths.state),
+            });
+        }
+    }
+    found
 }
 
 /// Every non-directory under `dir` (none if it does not exist), as paths relative to `root`

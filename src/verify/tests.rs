@@ -76,10 +76,10 @@ impl Fixture {
     }
 
     fn verify(&self) -> VerifyReport {
-        self.verify_with(&plain_files(self.data.root()))
+        self.verify_with(&DataFiles::new(self.data.root(), None))
     }
 
-    fn verify_with(&self, open: &Opener<'_>) -> VerifyReport {
+    fn verify_with(&self, open: &dyn Opener) -> VerifyReport {
         verify(&self.data, &self.index, open, 4, &Quiet).unwrap()
     }
 }
@@ -169,8 +169,9 @@ fn a_size_change_alone_is_a_change() {
         path: "p".into(),
         sha256: Some(hex::encode(Sha256::digest(b"abc"))),
         size: Some(4),
+        encrypted: false,
     };
-    let open = |_: &Item| Ok(Box::new(Cursor::new(b"abc".to_vec())) as Box<dyn Read>);
+    let open = |_: &Item| Ok(Opened::Plain(Box::new(Cursor::new(b"abc".to_vec()))));
     let found = hash::check_all(std::slice::from_ref(&item), &open, 1, &Quiet);
     assert_eq!(kinds_of(&found.findings), ["changed"]);
     assert_eq!(found.bytes, 3);
@@ -186,12 +187,12 @@ fn bytes_come_through_the_opener() {
     let path = fx.complete("file_a", b"plaintext");
     // On disk: something else entirely (as an encrypted file would be).
     fx.write(&path, b"ciphertext, longer than the plaintext");
-    let decrypt = |item: &Item| -> io::Result<Box<dyn Read>> {
+    let decrypt = |item: &Item| -> io::Result<Opened> {
         assert_eq!(item.id, "file_a");
-        Ok(Box::new(Cursor::new(b"plaintext".to_vec())))
+        Ok(Opened::Plain(Box::new(Cursor::new(b"plaintext".to_vec()))))
     };
     assert_eq!(fx.verify_with(&decrypt).findings, vec![]);
-    let broken = |_: &Item| -> io::Result<Box<dyn Read>> {
+    let broken = |_: &Item| -> io::Result<Opened> {
         Err(io::Error::new(io::ErrorKind::InvalidData, "wrong identity"))
     };
     let report = fx.verify_with(&broken);
@@ -218,7 +219,14 @@ fn many_files_are_all_hashed_once_across_threads() {
         }
     }
     let count = Count(AtomicU64::new(0), AtomicU64::new(0));
-    let report = verify(&fx.data, &fx.index, &plain_files(fx.data.root()), 8, &count).unwrap();
+    let report = verify(
+        &fx.data,
+        &fx.index,
+        &DataFiles::new(fx.data.root(), None),
+        8,
+        &count,
+    )
+    .unwrap();
     let total: u64 = (0..200).map(|i| i * 10).sum();
     assert_eq!(report.findings, vec![]);
     assert_eq!(report.files_checked, 200);
@@ -315,6 +323,7 @@ fn json_names_the_kind_the_entry_and_both_hashes() {
             path: "raw/x.jsonl".into(),
             sha256: Some("aa".into()),
             size: None,
+            encrypted: true,
         },
         sha256: "bb".into(),
         size: 3,
@@ -323,6 +332,31 @@ fn json_names_the_kind_the_entry_and_both_hashes() {
     assert_eq!(
         value,
         serde_json::json!({"kind": "changed", "item": "batch", "id": "msgbatch_1",
-            "path": "raw/x.jsonl", "expected_sha256": "aa", "sha256": "bb", "size": 3})
+            "path": "raw/x.jsonl", "expected_sha256": "aa", "encrypted": true, "sha256": "bb", "size": 3})
+    );
+}
+
+#[test]
+fn an_encrypted_download_in_tmp_is_in_progress_not_orphaned() {
+    let mut fx = Fixture::new();
+    fx.pending("file_sealed");
+    let output = crate::crypt::age_path(&fx.data.file_path(CREATED, "file_sealed", "f.bin"));
+    let sealed = StatePaths::staged(&output, &fx.data.tmp_path_for(&output));
+    std::fs::write(&sealed.part, [0; 10]).unwrap();
+    let mut state = ResumeState::new("http://api/x".into());
+    state.done.insert(0..6);
+    state.save(&sealed.state).unwrap();
+
+    let report = fx.verify();
+    assert!(relative(fx.data.root(), &sealed.part).ends_with("f.bin.age.part"));
+    assert_eq!(
+        report.findings,
+        vec![Finding::InProgress {
+            item: ItemKind::File,
+            id: "file_sealed".into(),
+            state: FileState::Pending,
+            path: Some(relative(fx.data.root(), &sealed.part)),
+            bytes: 6,
+        }]
     );
 }

@@ -17,13 +17,13 @@ use crate::support::nginx::Nginx;
 use crate::support::{MIB, Recorder, data, engine, sha256, spec, test_config};
 
 /// A user's age key pair, and a resume identity of their own, outside every scanned directory.
-struct Keys {
+pub(crate) struct Keys {
     dir: tempfile::TempDir,
-    recipient: String,
+    pub(crate) recipient: String,
 }
 
 impl Keys {
-    fn new() -> Keys {
+    pub(crate) fn new() -> Keys {
         let dir = tempfile::tempdir().unwrap();
         let identity = age::x25519::Identity::generate();
         std::fs::write(
@@ -37,7 +37,7 @@ impl Keys {
         }
     }
 
-    fn identity(&self) -> PathBuf {
+    pub(crate) fn identity(&self) -> PathBuf {
         self.dir.path().join("key.txt")
     }
 
@@ -59,6 +59,20 @@ impl Keys {
         command
     }
 
+    /// `claudedl` against the mock `api`, with a HOME and XDG_CONFIG_HOME of its own in `tmp`
+    /// (no config file but one given with `--config`) and no pacing.
+    pub(crate) fn against(&self, api: &MockApi, tmp: &Path) -> Command {
+        let mut command = self.claudedl(tmp);
+        command
+            .env("ANTHROPIC_BASE_URL", api.base_url())
+            .env("ANTHROPIC_API_KEY", api.api_key())
+            .env("CLAUDEDL_RPM", "60000")
+            .env("HOME", tmp)
+            .env("XDG_CONFIG_HOME", tmp.join("xdg"))
+            .env_remove("CLAUDEDL_CONFIG");
+        command
+    }
+
     fn encryption(&self) -> Arc<Encryption> {
         let recipients = Recipients::parse(std::slice::from_ref(&self.recipient), &[]).unwrap();
         let resume = ResumeIdentity::load_or_create(&self.resume_identity()).unwrap();
@@ -66,7 +80,7 @@ impl Keys {
     }
 
     /// The plaintext of `file`, by the real `age` CLI.
-    fn age_decrypt(&self, file: &Path) -> Vec<u8> {
+    pub(crate) fn age_decrypt(&self, file: &Path) -> Vec<u8> {
         let out = std::process::Command::new(age_binary())
             .arg("-d")
             .arg("-i")
@@ -98,7 +112,7 @@ fn json_lines(output: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn files_under(root: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_under(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -121,7 +135,7 @@ fn windows_of(plain: &[u8]) -> Vec<&[u8]> {
 }
 
 /// Panics if any file under `roots` contains any of `plain`'s windows; returns the files seen.
-fn assert_no_plaintext(roots: &[&Path], plain: &[u8]) -> usize {
+pub(crate) fn assert_no_plaintext(roots: &[&Path], plain: &[u8]) -> usize {
     let needles = windows_of(plain);
     // One pass per file: a table of the needles' first bytes, then a full comparison.
     let mut first = [false; 256];
@@ -473,4 +487,104 @@ async fn sync_stores_age_files_and_the_index_says_encrypted_with_the_plaintext_h
     }
     let index = std::fs::read(data_dir.join("meta/index.sqlite")).unwrap();
     assert!(!contains(&index, b"req-0000"), "no custom_id in the index");
+}
+
+/// Whether the real `age` CLI decrypts `file` with `identity`.
+fn age_opens(identity: &Path, file: &Path) -> bool {
+    let out = std::process::Command::new(age_binary())
+        .arg("-d")
+        .arg("-i")
+        .arg(identity)
+        .arg(file)
+        .output()
+        .unwrap();
+    out.status.success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_config_file_s_recipients_encrypt_every_download_unless_flags_replace_them() {
+    let content = data(200_000, 76);
+    let batch = MockBatch {
+        id: "msgbatch_1".into(),
+        created_at: "2026-08-10T00:00:00Z".into(),
+        ended: true,
+        results: vec![MockResult {
+            custom_id: "req-1".into(),
+            result_type: "succeeded".into(),
+        }],
+    };
+    let files = vec![mock_file("file_a", "a.bin", content.clone())];
+    let api =
+        MockApi::start(MockApiConfig::new(FileSet::Explicit(files)).with_batches(vec![batch]))
+            .await;
+    let (alice, carol, bob) = (Keys::new(), Keys::new(), Keys::new());
+    let tmp = tempfile::tempdir().unwrap();
+    let carol_file = tmp.path().join("carol.txt");
+    std::fs::write(&carol_file, format!("{}\n", carol.recipient)).unwrap();
+    let config = tmp.path().join("claudedl.toml");
+    let toml = format!(
+        "[crypt]\nrecipients = [\"{}\"]\nrecipients_file = {:?}\n",
+        alice.recipient,
+        carol_file.to_str().unwrap()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let data_dir = tmp.path().join("data");
+    let run = |args: &[&str]| {
+        let mut command = alice.against(&api, tmp.path());
+        command.arg("--config").arg(&config).args(args);
+        async move { command.output().await.unwrap() }
+    };
+    let d = data_dir.to_str().unwrap();
+
+    let synced = run(&["sync", "--data-dir", d]).await;
+    assert_eq!(synced.status.code(), Some(0), "{}", text(&synced.stderr));
+    let stored = data_dir.join("raw/2026-08/file_a_a.bin.age");
+    assert_eq!(alice.age_decrypt(&stored), content);
+    assert_eq!(carol.age_decrypt(&stored), content);
+    assert!(
+        files_under(&data_dir.join("raw/2026-08/batches"))[0].ends_with("msgbatch_1.jsonl.age")
+    );
+
+    std::fs::remove_file(&stored).unwrap();
+    let repaired = run(&["verify", "--data-dir", d, "--repair"]).await;
+    assert_eq!(
+        repaired.status.code(),
+        Some(0),
+        "{}",
+        text(&repaired.stderr)
+    );
+    assert_eq!(alice.age_decrypt(&stored), content);
+    assert_no_plaintext(&[&data_dir], &content);
+
+    let fetched = run(&["files", "get", "file_a", "-d", tmp.path().to_str().unwrap()]).await;
+    assert_eq!(fetched.status.code(), Some(0), "{}", text(&fetched.stderr));
+    assert_eq!(
+        carol.age_decrypt(&tmp.path().join("file_a_a.bin.age")),
+        content
+    );
+
+    let out = tmp.path().join("results.jsonl");
+    let o = out.to_str().unwrap();
+    let for_bob = run(&[
+        "batches",
+        "results",
+        "msgbatch_1",
+        "-o",
+        o,
+        "--encrypt-to",
+        &bob.recipient,
+    ])
+    .await;
+    assert_eq!(for_bob.status.code(), Some(0), "{}", text(&for_bob.stderr));
+    let sealed = tmp.path().join("results.jsonl.age");
+    assert!(text(&bob.age_decrypt(&sealed)).contains("req-1"));
+    assert!(
+        !age_opens(&alice.identity(), &sealed),
+        "flags replace the file's recipients"
+    );
+    assert!(!out.exists());
+
+    let plain = run(&["batches", "results", "msgbatch_1", "-o", o, "--no-encrypt"]).await;
+    assert_eq!(plain.status.code(), Some(0), "{}", text(&plain.stderr));
+    assert!(text(&std::fs::read(&out).unwrap()).contains("req-1"));
 }

@@ -1,4 +1,5 @@
-//! `claudedl verify` on a data directory synced from the mock API, then damaged by hand.
+//! `claudedl verify` on a data directory synced from the mock API (plain or encrypted), then
+//! damaged by hand.
 
 use std::path::Path;
 use std::process::Output;
@@ -9,6 +10,7 @@ use claudedl_mock::api::{FileSet, MockApi, MockApiConfig, Route};
 use serde_json::Value;
 
 use crate::api::{batch, claudedl, run, small_account, text};
+use crate::crypt::{Keys, assert_no_plaintext};
 use crate::support::{MIB, data, sha256, sha256_file};
 
 const FILE_A: &str = "raw/2026-06/file_a_report.csv";
@@ -237,4 +239,196 @@ async fn unfinished_downloads_are_not_problems_and_strays_are_never_deleted() {
         "{}",
         text(&locked.stderr)
     );
+}
+
+/// The files of the `api` tests' account, synced encrypted to `keys` into `dir/data`.
+async fn synced_encrypted(keys: &Keys, dir: &Path) -> MockApi {
+    let api = MockApi::start(
+        MockApiConfig::new(FileSet::Explicit(small_account()))
+            .with_batches(vec![batch("msgbatch_1", 40)]),
+    )
+    .await;
+    let out = keys
+        .against(&api, dir)
+        .args(["sync", "--data-dir", path(&dir.join("data"))])
+        .args(["--encrypt-to", &keys.recipient])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    api
+}
+
+/// `verify --data-dir DIR/data --json EXTRA…` as `keys`' user: the output, the findings and
+/// the summary.
+async fn verify_sealed(
+    keys: &Keys,
+    api: &MockApi,
+    dir: &Path,
+    extra: &[&str],
+) -> (Output, Vec<Value>, Value) {
+    let out = keys
+        .against(api, dir)
+        .args(["verify", "--data-dir", path(&dir.join("data")), "--json"])
+        .args(extra)
+        .output()
+        .await
+        .unwrap();
+    let mut lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect();
+    let summary = lines.pop().unwrap_or_default();
+    (out, lines, summary)
+}
+
+fn content_requests(api: &MockApi) -> usize {
+    let routes = api.requests();
+    let content = routes
+        .iter()
+        .filter(|r| matches!(r.route, Route::FileContent | Route::BatchResults));
+    content.count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encrypted_files_are_hashed_with_an_identity_and_size_checked_without() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let api = synced_encrypted(&keys, dir.path()).await;
+    let plain_bytes = 10_000 + 3 * MIB as u64 + 500;
+
+    let (out, findings, summary) = verify_sealed(&keys, &api, dir.path(), &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(findings, Vec::<Value>::new());
+    assert_eq!(
+        (&summary["unchecked"], &summary["bytes"]),
+        (&4.into(), &0.into())
+    );
+    let shown = keys
+        .against(&api, dir.path())
+        .args(["verify", "--data-dir", path(&dir.path().join("data"))])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(shown.status.code(), Some(0));
+    assert!(
+        text(&shown.stdout).contains("4 encrypted files not hashed: pass -i IDENTITY"),
+        "{}",
+        text(&shown.stdout)
+    );
+
+    let identity = keys.identity();
+    let with_key = ["-i", identity.to_str().unwrap()];
+    let (out, findings, summary) = verify_sealed(&keys, &api, dir.path(), &with_key).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{findings:?} {}",
+        text(&out.stderr)
+    );
+    assert_eq!(summary["unchecked"], 0);
+    let results = summary["bytes"].as_u64().unwrap() - plain_bytes;
+    assert!(
+        results > 40 * 10,
+        "the plaintext of the results too: {summary}"
+    );
+
+    let stranger = Keys::new();
+    let stranger_key = stranger.identity();
+    let wrong = ["-i", stranger_key.to_str().unwrap()];
+    let (out, findings, _) = verify_sealed(&keys, &api, dir.path(), &wrong).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        findings,
+        Vec::<Value>::new(),
+        "one error, not a line per file"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("none of the identities")
+            && stderr.contains(stranger_key.to_str().unwrap())
+            && stderr.contains(".age"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_encrypted_file_is_unreadable_and_repair_encrypts_it_again() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let api = synced_encrypted(&keys, dir.path()).await;
+    let data_dir = dir.path().join("data");
+    let (file_a, file_b) = (format!("{FILE_A}.age"), format!("{FILE_B}.age"));
+    let size_a = std::fs::metadata(data_dir.join(&file_a)).unwrap().len();
+    flip_byte(&data_dir.join(&file_a), size_a as usize - 100);
+    std::fs::remove_file(data_dir.join(&file_b)).unwrap();
+    let identity = keys.identity();
+    let with_key = ["-i", identity.to_str().unwrap()];
+
+    let (out, findings, _) = verify_sealed(&keys, &api, dir.path(), &with_key).await;
+    assert_eq!(out.status.code(), Some(1));
+    let kinds: Vec<_> = findings.iter().map(|f| (&f["kind"], &f["path"])).collect();
+    assert_eq!(
+        kinds,
+        [
+            (&"missing".into(), &file_b.clone().into()),
+            (&"unreadable".into(), &file_a.clone().into())
+        ]
+    );
+    assert_eq!(findings[1]["encrypted"], true);
+    assert!(
+        findings[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("fails authentication"),
+        "{findings:?}"
+    );
+    let (out, findings, summary) = verify_sealed(&keys, &api, dir.path(), &[]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "without -i, the missing file still counts"
+    );
+    assert_eq!(
+        findings.len(),
+        1,
+        "a flipped byte keeps the size: {findings:?}"
+    );
+    assert_eq!(summary["unchecked"], 3);
+
+    let before = content_requests(&api);
+    let (out, _, _) =
+        verify_sealed(&keys, &api, dir.path(), &["--repair", "-i", with_key[1]]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("2 encrypted entries need repair") && stderr.contains("--encrypt-to"),
+        "{stderr}"
+    );
+    assert_eq!(content_requests(&api), before, "nothing downloaded");
+    assert!(!data_dir.join(FILE_B).exists() && !data_dir.join(&file_b).exists());
+
+    let repair = [
+        "--repair",
+        "-i",
+        with_key[1],
+        "--encrypt-to",
+        &keys.recipient,
+    ];
+    let (out, repairs, summary) = verify_sealed(&keys, &api, dir.path(), &repair).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{repairs:?} {}",
+        text(&out.stderr)
+    );
+    assert_eq!(summary["repaired"], 2, "{summary}");
+    assert_eq!(keys.age_decrypt(&data_dir.join(&file_a)), data(10_000, 1));
+    assert_eq!(keys.age_decrypt(&data_dir.join(&file_b)), data(3 * MIB, 2));
+    assert!(!data_dir.join(FILE_A).exists() && !data_dir.join(FILE_B).exists());
+    for plain in [data(10_000, 1), data(3 * MIB, 2)] {
+        assert_no_plaintext(&[&data_dir], &plain);
+    }
+    let (out, findings, _) = verify_sealed(&keys, &api, dir.path(), &with_key).await;
+    assert_eq!((out.status.code(), findings), (Some(0), vec![]));
 }
