@@ -31,6 +31,9 @@ pub async fn sync(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitSta
         only: None,
     };
     let data = DataDir::new(settings::data_dir(&global.settings));
+    if options.encrypt.is_none() && !args.encrypt.no_encrypt {
+        refuse_plaintext_beside_encrypted(&data)?;
+    }
     let summary = run_sync(&api, &engine, &data, &options, global).await?;
     print_summary(
         &summary,
@@ -40,6 +43,21 @@ pub async fn sync(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitSta
     );
     report_traffic(api.http(), global);
     Ok(exit_status(&summary))
+}
+
+/// A data directory that holds encrypted downloads gets no plaintext ones by accident (a file
+/// whose encrypted download failed would otherwise be fetched again in the clear).
+fn refuse_plaintext_beside_encrypted(data: &DataDir) -> anyhow::Result<()> {
+    let path = data.index_path();
+    if path.exists() && SqliteIndex::open(&path)?.holds_encrypted()? {
+        bail!(super::UsageError(format!(
+            "{} holds encrypted downloads, and no recipients are given: pass --encrypt-to or \
+             --recipients-file, set [crypt] recipients in the config file, or pass --no-encrypt \
+             to store new downloads in plaintext",
+            data.root().display()
+        )));
+    }
+    Ok(())
 }
 
 /// Lock the data directory, open the index and sync; Ctrl-C stops transfers with state saved.

@@ -487,6 +487,17 @@ async fn sync_stores_age_files_and_the_index_says_encrypted_with_the_plaintext_h
     }
     let index = std::fs::read(data_dir.join("meta/index.sqlite")).unwrap();
     assert!(!contains(&index, b"req-0000"), "no custom_id in the index");
+
+    // Without recipients, a sync into this directory is refused rather than storing plaintext.
+    let before = api.requests().len();
+    let plain = run(vec!["sync", "--data-dir", d]).await;
+    assert_eq!(plain.status.code(), Some(2), "{}", text(&plain.stderr));
+    assert!(
+        text(&plain.stderr).contains("--no-encrypt"),
+        "{}",
+        text(&plain.stderr)
+    );
+    assert_eq!(api.requests().len(), before, "nothing was asked of the API");
 }
 
 /// Whether the real `age` CLI decrypts `file` with `identity`.

@@ -286,4 +286,7 @@ pub trait Index: Send {
 
     /// All batches, newest first.
     fn query_batches(&self) -> Result<Vec<BatchEntry>, IndexError>;
+
+    /// Whether any file or batch results were stored encrypted.
+    fn holds_encrypted(&self) -> Result<bool, IndexError>;
 }

@@ -162,6 +162,14 @@ impl Index for SqliteIndex {
         settled_ids_sql(&self.conn, ids).map_err(failed("checking settled files from", first))
     }
 
+    fn holds_encrypted(&self) -> Result<bool, IndexError> {
+        let sql = "SELECT EXISTS(SELECT 1 FROM files WHERE encrypted) \
+                   OR EXISTS(SELECT 1 FROM batches WHERE encrypted)";
+        self.conn
+            .query_row(sql, [], |row| row.get(0))
+            .map_err(failed("checking", "encrypted entries"))
+    }
+
     fn files_to_fetch(&self) -> Result<Vec<FileEntry>, IndexError> {
         let sql = format!(
             "SELECT {FILE_COLUMNS} FROM files \
