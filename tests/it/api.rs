@@ -3,13 +3,12 @@
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use bytes::Bytes;
 use claudedl_mock::api::{
     ApiFault, FileSet, MockApi, MockApiConfig, MockBatch, MockFile, MockResult, Route,
 };
 use tokio::process::Command;
 
-use crate::support::{MIB, data, sha256};
+use crate::support::{MIB, data, files_under, mock_file, sha256, text};
 
 pub(crate) fn claudedl(api: &MockApi) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_claudedl"));
@@ -35,38 +34,18 @@ async fn run_json(api: &MockApi, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("stdout is one JSON document")
 }
 
-pub(crate) fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-pub(crate) fn file(id: &str, name: &str, month: &str, content: Vec<u8>) -> MockFile {
-    MockFile {
-        id: id.into(),
-        filename: name.into(),
-        mime_type: if name.ends_with(".csv") {
-            "text/csv".into()
-        } else {
-            "application/octet-stream".into()
-        },
-        created_at: format!("{month}-05T10:00:00Z"),
-        downloadable: true,
-        expired: false,
-        content: Bytes::from(content),
-    }
-}
-
 pub(crate) fn small_account() -> Vec<MockFile> {
     vec![
-        file("file_a", "report.csv", "2026-06", data(10_000, 1)),
-        file("file_b", "report.csv", "2026-07", data(3 * MIB, 2)),
-        file("file_c", "../../etc/passwd", "2026-08", data(500, 3)),
+        mock_file("file_a", "report.csv", "2026-06", data(10_000, 1)),
+        mock_file("file_b", "report.csv", "2026-07", data(3 * MIB, 2)),
+        mock_file("file_c", "../../etc/passwd", "2026-08", data(500, 3)),
         MockFile {
             downloadable: false,
-            ..file("file_d", "upload.pdf", "2026-08", data(100, 4))
+            ..mock_file("file_d", "upload.pdf", "2026-08", data(100, 4))
         },
         MockFile {
             expired: true,
-            ..file("file_e", "old.bin", "2026-08", data(100, 5))
+            ..mock_file("file_e", "old.bin", "2026-08", data(100, 5))
         },
     ]
 }
@@ -84,22 +63,6 @@ pub(crate) fn batch(id: &str, results: usize) -> MockBatch {
             })
             .collect(),
     }
-}
-
-fn all_files_under(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path)
-            } else {
-                found.push(path)
-            }
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -132,14 +95,14 @@ async fn sync_mirrors_the_account_into_the_layout_and_a_rerun_fetches_nothing() 
     assert!(
         data_dir.join("meta/2026-07.json").exists() && data_dir.join("meta/index.sqlite").exists()
     );
-    for path in all_files_under(dir.path()) {
+    for path in files_under(dir.path()) {
         assert!(
             path.starts_with(&data_dir),
             "{} escaped the data directory",
             path.display()
         );
     }
-    let tmp_left = all_files_under(&data_dir.join("tmp"));
+    let tmp_left = files_under(&data_dir.join("tmp"));
     assert!(tmp_left.is_empty(), "{tmp_left:?}");
     let month: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data_dir.join("meta/2026-07.json")).unwrap())
@@ -179,7 +142,7 @@ async fn sync_mirrors_the_account_into_the_layout_and_a_rerun_fetches_nothing() 
 #[tokio::test(flavor = "multi_thread")]
 async fn incremental_sync_stops_at_the_first_known_page_and_fetches_only_the_new_file() {
     let files: Vec<MockFile> = (0..30)
-        .map(|i| file(&format!("file_{i:03}"), "x.bin", "2026-08", data(100, i)))
+        .map(|i| mock_file(&format!("file_{i:03}"), "x.bin", "2026-08", data(100, i)))
         .collect();
     let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(files))).await;
     let dir = tempfile::tempdir().unwrap();
@@ -192,7 +155,7 @@ async fn incremental_sync_stops_at_the_first_known_page_and_fetches_only_the_new
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
     assert_eq!(api.count(Route::ListFiles), 3);
 
-    api.add_file(file("file_new", "new.bin", "2026-09", data(100, 99)));
+    api.add_file(mock_file("file_new", "new.bin", "2026-09", data(100, 99)));
     let summary = run_json(
         &api,
         &[
@@ -427,7 +390,7 @@ async fn a_second_sync_on_the_same_directory_is_refused_clearly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sync_killed_mid_download_resumes() {
     let big = data(24 * MIB, 77);
-    let files = vec![file("file_big", "big.bin", "2026-08", big.clone())];
+    let files = vec![mock_file("file_big", "big.bin", "2026-08", big.clone())];
     let config = MockApiConfig::new(FileSet::Explicit(files)).with_fault(ApiFault::Stall {
         route: Route::FileContent,
         after_bytes: 4 * MIB as u64,
@@ -451,7 +414,7 @@ async fn a_sync_killed_mid_download_resumes() {
     child.kill().await.unwrap();
     assert!(has_progress(&state), "resume state was checkpointed");
 
-    let api2 = MockApi::start(MockApiConfig::new(FileSet::Explicit(vec![file(
+    let api2 = MockApi::start(MockApiConfig::new(FileSet::Explicit(vec![mock_file(
         "file_big",
         "big.bin",
         "2026-08",
@@ -476,7 +439,7 @@ async fn a_sync_killed_mid_download_resumes() {
 }
 
 fn has_progress(tmp: &Path) -> bool {
-    all_files_under(tmp)
+    files_under(tmp)
         .iter()
         .filter(|p| p.to_string_lossy().ends_with(".part.json"))
         .any(|p| claudedl::store::ResumeState::load(p).is_some_and(|s| s.done.covered() > 0))

@@ -10,7 +10,7 @@ use claudedl_mock::origin::{Fault, Origin, OriginConfig, Throttle};
 use tokio::process::{Child, Command};
 
 use crate::support::nginx::Nginx;
-use crate::support::{MIB, data, sha256, sha256_file};
+use crate::support::{MIB, data, json_lines, sha256, sha256_file, text};
 
 /// The binary with no API settings at all (for plain URLs).
 pub(crate) fn claudedl() -> Command {
@@ -26,17 +26,6 @@ pub(crate) fn claudedl() -> Command {
 
 async fn run(args: &[&str]) -> Output {
     claudedl().args(args).output().await.unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn json_lines(output: &Output) -> Vec<serde_json::Value> {
-    text(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
-        .collect()
 }
 
 /// A slow origin: about 1.3 MB/s per connection, paced smoothly (32 KiB every 25 ms).

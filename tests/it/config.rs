@@ -9,7 +9,7 @@ use claudedl_mock::api::{FileSet, MockApi, MockApiConfig, MockFile};
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::support::data;
+use crate::support::{data, text};
 
 /// A long key shaped like a real one, so redaction shows its tail.
 const KEY: &str = "sk-ant-api03-SECRETSECRETSECRETSECRETSECRETSECRETSECRET-wxyz";
@@ -29,10 +29,6 @@ pub fn claudedl(dir: &Path) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Write a config file readable by its owner only.

@@ -2,19 +2,22 @@
 //! plaintext anywhere on disk, before, during (killed) and after the download.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 
 use age::secrecy::ExposeSecret;
 use bytes::Bytes;
 use claudedl::crypt::{Encryption, Recipients, ResumeIdentity};
 use claudedl::store::{ResumeState, StatePaths};
-use claudedl_mock::api::{FileSet, MockApi, MockApiConfig, MockBatch, MockFile, MockResult};
+use claudedl_mock::api::{FileSet, MockApi, MockApiConfig, MockBatch, MockResult};
 use claudedl_mock::origin::{Fault, Origin, OriginConfig};
 use tokio::process::Command;
 
 use crate::support::nginx::Nginx;
-use crate::support::{MIB, Recorder, data, engine, sha256, spec, test_config};
+use crate::support::{
+    MIB, Recorder, data, engine, files_under, json_lines, mock_file, sha256, spec, test_config,
+    text,
+};
 
 /// A user's age key pair, and a resume identity of their own, outside every scanned directory.
 pub(crate) struct Keys {
@@ -99,33 +102,6 @@ fn age_binary() -> &'static str {
     } else {
         "age"
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn json_lines(output: &Output) -> Vec<serde_json::Value> {
-    text(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
-        .collect()
-}
-
-pub(crate) fn files_under(root: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
 }
 
 /// Sixteen 32-byte windows spread over `plain` (its first and last bytes among them).
@@ -384,18 +360,6 @@ async fn a_server_that_ignores_ranges_still_yields_a_valid_age_file() {
     assert_no_plaintext(&[dir.path()], &content);
 }
 
-fn mock_file(id: &str, name: &str, content: Vec<u8>) -> MockFile {
-    MockFile {
-        id: id.into(),
-        filename: name.into(),
-        mime_type: "application/octet-stream".into(),
-        created_at: "2026-08-05T10:00:00Z".into(),
-        downloadable: true,
-        expired: false,
-        content: Bytes::from(content),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sync_stores_age_files_and_the_index_says_encrypted_with_the_plaintext_hash() {
     let big = data(3 * MIB + 5, 74);
@@ -413,8 +377,8 @@ async fn sync_stores_age_files_and_the_index_says_encrypted_with_the_plaintext_h
         results,
     };
     let files = vec![
-        mock_file("file_big", "big.bin", big.clone()),
-        mock_file("file_small", "small.bin", small.clone()),
+        mock_file("file_big", "big.bin", "2026-08", big.clone()),
+        mock_file("file_small", "small.bin", "2026-08", small.clone()),
     ];
     let api =
         MockApi::start(MockApiConfig::new(FileSet::Explicit(files)).with_batches(vec![batch]))
@@ -524,7 +488,7 @@ async fn the_config_file_s_recipients_encrypt_every_download_unless_flags_replac
             result_type: "succeeded".into(),
         }],
     };
-    let files = vec![mock_file("file_a", "a.bin", content.clone())];
+    let files = vec![mock_file("file_a", "a.bin", "2026-08", content.clone())];
     let api =
         MockApi::start(MockApiConfig::new(FileSet::Explicit(files)).with_batches(vec![batch]))
             .await;

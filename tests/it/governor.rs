@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use claudedl_mock::api::{ApiFault, ApiRequest, FileSet, MockApi, MockApiConfig, MockFile, Route};
 
-use crate::api::{file, run, text};
+use crate::api::run;
 use crate::support::nginx::Nginx;
-use crate::support::{MIB, data, sha256};
+use crate::support::{MIB, data, files_under, mock_file, sha256, text};
 
 fn account(n: usize) -> Vec<MockFile> {
     (0..n)
         .map(|i| {
             let id = format!("file_{i:03}");
-            file(&id, &format!("f{i}.bin"), "2026-06", data(2_000, i as u64))
+            mock_file(&id, &format!("f{i}.bin"), "2026-06", data(2_000, i as u64))
         })
         .collect()
 }
@@ -31,25 +31,12 @@ async fn sync_json(api: &MockApi, extra: &[&str]) -> (serde_json::Value, tempfil
 }
 
 fn synced_hashes(dir: &tempfile::TempDir) -> Vec<String> {
-    let mut hashes: Vec<String> = walk(&dir.path().join("data/raw"))
+    let mut hashes: Vec<String> = files_under(&dir.path().join("data/raw"))
         .iter()
         .map(|path| sha256(&std::fs::read(path).unwrap()))
         .collect();
     hashes.sort();
     hashes
-}
-
-fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(root).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 fn expected_hashes(files: &[MockFile]) -> Vec<String> {

@@ -3,28 +3,11 @@
 
 use std::path::Path;
 
-use bytes::Bytes;
-use claudedl_mock::api::{ApiFault, FileSet, MockApi, MockApiConfig, MockFile, Route};
+use claudedl_mock::api::{ApiFault, FileSet, MockApi, MockApiConfig, Route};
 use serde_json::Value;
 
 use crate::config::claudedl;
-use crate::support::{MIB, data, sha256};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn file(id: &str, name: &str, content: Vec<u8>) -> MockFile {
-    MockFile {
-        id: id.into(),
-        filename: name.into(),
-        mime_type: "application/octet-stream".into(),
-        created_at: "2026-08-05T10:00:00Z".into(),
-        downloadable: true,
-        expired: false,
-        content: Bytes::from(content),
-    }
-}
+use crate::support::{MIB, data, mock_file, sha256, text};
 
 /// Every line parses as a JSON object with a timestamp, a level and an event.
 fn parse_lines(log: &str) -> Vec<Value> {
@@ -53,8 +36,8 @@ fn events<'a>(lines: &'a [Value], name: &str) -> Vec<&'a Value> {
 async fn api_with_a_retry() -> (MockApi, Vec<u8>) {
     let big = data(3 * MIB, 9);
     let files = vec![
-        file("file_small", "small.txt", data(100_000, 1)),
-        file("file_big", "big.bin", big.clone()),
+        mock_file("file_small", "small.txt", "2026-08", data(100_000, 1)),
+        mock_file("file_big", "big.bin", "2026-08", big.clone()),
     ];
     let config = MockApiConfig::new(FileSet::Explicit(files)).with_fault(ApiFault::ResetAfter {
         route: Route::FileContent,
@@ -163,9 +146,10 @@ async fn json_logs_on_stderr_are_all_json_and_carry_retries_at_debug() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_of_a_plain_url_logs_a_null_file_id_and_text_logs_go_to_the_file() {
-    let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(vec![file(
+    let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(vec![mock_file(
         "file_x",
         "x.bin",
+        "2026-08",
         data(10_000, 3),
     )])))
     .await;

@@ -9,9 +9,9 @@ use claudedl::store::layout::DataDir;
 use claudedl_mock::api::{FileSet, MockApi, MockApiConfig, Route};
 use serde_json::Value;
 
-use crate::api::{batch, claudedl, run, small_account, text};
+use crate::api::{batch, claudedl, run, small_account};
 use crate::crypt::{Keys, assert_no_plaintext};
-use crate::support::{MIB, data, sha256, sha256_file};
+use crate::support::{MIB, data, sha256, sha256_file, text};
 
 const FILE_A: &str = "raw/2026-06/file_a_report.csv";
 const FILE_B: &str = "raw/2026-07/file_b_report.csv";

@@ -4,15 +4,18 @@
 
 pub mod nginx;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use claudedl::engine::{
     Engine, EngineConfig, Reporter, TransferError, TransferReport, TransferSpec,
 };
 use claudedl::http::retry::RetryPolicy;
 use claudedl::http::{ClientConfig, HttpClient};
+use claudedl_mock::api::MockFile;
 use sha2::{Digest, Sha256};
 
 pub const MIB: usize = 1024 * 1024;
@@ -107,4 +110,51 @@ impl Reporter for Recorder {
         self.retry_delays.lock().unwrap().push(delay);
     }
     fn finished(&self, _id: usize, _result: &Result<TransferReport, TransferError>) {}
+}
+
+/// Output bytes as text (lossy).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// stdout as JSON lines, every one of which must parse.
+pub fn json_lines(output: &Output) -> Vec<serde_json::Value> {
+    text(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect()
+}
+
+/// Every file below `root`, recursively.
+pub fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// A downloadable mock file created on the 5th of `month` (YYYY-MM); CSV names get text/csv.
+pub fn mock_file(id: &str, name: &str, month: &str, content: Vec<u8>) -> MockFile {
+    MockFile {
+        id: id.into(),
+        filename: name.into(),
+        mime_type: if name.ends_with(".csv") {
+            "text/csv".into()
+        } else {
+            "application/octet-stream".into()
+        },
+        created_at: format!("{month}-05T10:00:00Z"),
+        downloadable: true,
+        expired: false,
+        content: Bytes::from(content),
+    }
 }
