@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 pub use decrypt::decrypt_file;
 pub use keys::{RESUME_IDENTITY_ENV, Recipients, ResumeIdentity, load_identities};
-pub use sealed::SealedPart;
+pub use sealed::{SealedPart, Written};
 
 /// Why an encryption or decryption step failed; names the file or key concerned.
 #[derive(Debug, thiserror::Error)]
@@ -270,8 +270,9 @@ mod tests {
         )
         .unwrap();
         let middle = plain.len() / 3;
-        sealed.write(&plain[middle..], middle as u64).unwrap();
-        sealed.write(&plain[..middle], 0).unwrap();
+        let plain = bytes::Bytes::copy_from_slice(plain);
+        sealed.write(&plain.slice(middle..), middle as u64).unwrap();
+        sealed.write(&plain.slice(..middle), 0).unwrap();
         sealed.finish(total).unwrap();
         (path, key_file)
     }

@@ -5,7 +5,8 @@
 //! - [`plan`]: which connection fetches which bytes (with work stealing at the tail);
 //! - [`response`]: judging a response before writing any of it;
 //! - [`stream`]: one body into the file at its offsets, in bounded memory;
-//! - [`ledger`]: what is written, checkpointed and hashed;
+//! - [`ledger`]: what is written, checkpointed and hashed; `window`: the content written ahead
+//!   of the hashed prefix, kept in memory for the hasher;
 //! - `writer`: the `.part` as is, or sealed into an age file when encrypting;
 //! - [`transfer`]: one file from probe to rename; [`batch`]: many files at once.
 //!
@@ -19,6 +20,7 @@ pub mod plan;
 pub mod response;
 mod stream;
 mod transfer;
+mod window;
 mod writer;
 
 use std::path::PathBuf;
@@ -47,6 +49,10 @@ pub struct EngineConfig {
     pub max_connections: usize,
     /// The largest range one request asks for (`--chunk-size`).
     pub chunk_size: u64,
+    /// The largest range one request asks for when encrypting (if below `chunk_size`): the
+    /// connections take small pieces in order and so stay near the hashed prefix, whose content
+    /// the hasher then finds in memory instead of opening the sealed chunks again.
+    pub encrypted_piece: u64,
     /// Ranges smaller than twice this are never split.
     pub min_split: u64,
     pub retry: RetryPolicy,
@@ -64,11 +70,22 @@ impl Default for EngineConfig {
             connections: 8,
             max_connections: 16,
             chunk_size: 64 * MIB,
+            encrypted_piece: 8 * MIB,
             min_split: MIB,
             retry: RetryPolicy::default(),
             read_timeout: Duration::from_secs(60),
             checkpoint_interval: Duration::from_millis(100),
             max_restarts: 2,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The largest piece one request asks for, for a plain or an encrypted download.
+    pub fn piece_cap(&self, encrypted: bool) -> u64 {
+        match encrypted {
+            true => self.chunk_size.min(self.encrypted_piece),
+            false => self.chunk_size,
         }
     }
 }
@@ -202,5 +219,26 @@ impl Engine {
         events::file_done(spec, &result, &tally, started.elapsed());
         tally.finished(id, &result);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encrypted_downloads_ask_for_smaller_pieces() {
+        let config = EngineConfig::default();
+        assert_eq!(config.piece_cap(false), 64 * MIB);
+        assert_eq!(config.piece_cap(true), 8 * MIB);
+        let small = EngineConfig {
+            chunk_size: 4 * MIB,
+            ..EngineConfig::default()
+        };
+        assert_eq!(
+            small.piece_cap(true),
+            4 * MIB,
+            "--chunk-size below still wins"
+        );
     }
 }

@@ -170,6 +170,20 @@ mod tests {
     }
 
     #[test]
+    fn pieces_are_assigned_in_order_so_connections_stay_near_the_start() {
+        let mut plan = Plan::new(std::slice::from_ref(&(0..1024 * MIB)), 8 * MIB, MIB);
+        let first: Vec<Arc<Segment>> = (0..8).map(|_| plan.assign().unwrap()).collect();
+        for (k, segment) in first.iter().enumerate() {
+            let k = k as u64;
+            assert_eq!(segment.remaining(), k * 8 * MIB..(k + 1) * 8 * MIB);
+        }
+        // The connection that finishes first takes the next piece: 8 connections span 9 pieces.
+        plan.finish(&first[3]);
+        assert_eq!(plan.assign().unwrap().remaining(), 64 * MIB..72 * MIB);
+        assert_eq!(plan.pending_len(), 1024 / 8 - 9);
+    }
+
+    #[test]
     fn piece_size_spreads_over_connections_within_bounds() {
         assert_eq!(Plan::piece_size(64 * MIB, 8, MIB, 16 * MIB), 8 * MIB);
         assert_eq!(Plan::piece_size(1024 * MIB, 8, MIB, 16 * MIB), 16 * MIB);

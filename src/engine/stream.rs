@@ -144,15 +144,16 @@ async fn flush(buffer: &mut BytesMut, segment: &Segment, sink: &Sink<'_>) -> Res
     let (at, granted) = segment.claim(buffer.len() as u64);
     let data = buffer.split().freeze().slice(..granted as usize);
     if granted > 0 {
+        sink.ledger.room_for(at + granted).await;
         let part = sink.part.clone();
-        let written = tokio::task::spawn_blocking(move || part.write_at(&data, at))
+        let written = tokio::task::spawn_blocking(move || part.write_at(data, at))
             .await
             .map_err(std::io::Error::other)
             .and_then(|result| result);
         let written = written
             .map_err(|e| Failure::Fatal(TransferError::io("writing", sink.part.path())(e)))?;
-        for range in written {
-            sink.ledger.record(range);
+        for written in written {
+            sink.ledger.record(written);
         }
         sink.reporter.progress(sink.id, granted);
         sink.fetched.fetch_add(granted, Ordering::Relaxed);

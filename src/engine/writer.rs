@@ -3,12 +3,17 @@
 //! state and the hasher never see the difference.
 
 use std::io;
-use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
+pub use crate::crypt::Written;
 use crate::crypt::{CryptError, Encryption, SealedPart, format::sealed_len};
 use crate::store::{PartFile, ResumeState};
+
+/// Plaintext of a sealed part kept in memory ahead of the hashed prefix, at most.
+pub const SEALED_WINDOW: u64 = 128 * 1024 * 1024;
 
 /// The `.part` of one transfer, plain or sealed. Cheap to clone.
 #[derive(Clone)]
@@ -74,20 +79,20 @@ impl PartWriter {
         }
     }
 
-    /// Take `data` at plaintext offset `at` (blocking); returns the plaintext ranges now written
-    /// to the `.part` (for sealed parts, only whole chunks).
-    pub fn write_at(&self, data: &[u8], at: u64) -> io::Result<Vec<Range<u64>>> {
+    /// Take `data` at plaintext offset `at` (blocking); returns the plaintext now written to the
+    /// `.part` (for sealed parts, only whole chunks).
+    pub fn write_at(&self, data: Bytes, at: u64) -> io::Result<Vec<Written>> {
         match self {
             PartWriter::Plain(part) => {
-                part.write_at(data, at)?;
-                Ok(std::iter::once(at..at + data.len() as u64).collect())
+                part.write_at(&data, at)?;
+                Ok(vec![Written { at, plain: data }])
             }
-            PartWriter::Sealed(sealed) => sealed.write(data, at),
+            PartWriter::Sealed(sealed) => sealed.write(&data, at),
         }
     }
 
-    /// All `size` plaintext bytes have arrived; returns the ranges written only now.
-    pub fn finish(&self, size: u64) -> io::Result<Vec<Range<u64>>> {
+    /// All `size` plaintext bytes have arrived; returns the plaintext written only now.
+    pub fn finish(&self, size: u64) -> io::Result<Vec<Written>> {
         match self {
             PartWriter::Plain(_) => Ok(Vec::new()),
             PartWriter::Sealed(sealed) => sealed.finish(size),
@@ -99,6 +104,16 @@ impl PartWriter {
         match self {
             PartWriter::Plain(part) => part.read_at(buf, at),
             PartWriter::Sealed(sealed) => sealed.read_plain(buf, at),
+        }
+    }
+
+    /// How much written plaintext the hasher may keep in memory: none for a plain part (reading
+    /// it back from the page cache is cheap), [`SEALED_WINDOW`] for a sealed one (reading back
+    /// means opening every chunk again).
+    pub fn window_capacity(&self) -> u64 {
+        match self {
+            PartWriter::Plain(_) => 0,
+            PartWriter::Sealed(_) => SEALED_WINDOW,
         }
     }
 
