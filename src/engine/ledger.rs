@@ -317,6 +317,7 @@ mod tests {
     use crate::crypt::format::{self, CHUNK};
     use crate::store::PartFile;
     use bytes::Bytes;
+    use std::time::Duration;
 
     /// Write `pieces` (offset, bytes) through `part`, recording them, then seal the ledger.
     fn write_all(part: &PartWriter, ledger: &Ledger, pieces: &[(u64, Bytes)], total: u64) {
@@ -391,6 +392,38 @@ mod tests {
                 None => assert!(hashed.read_back > 0 && hashed.read_back < total),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_writer_past_the_window_waits_for_the_hasher_until_it_stops() {
+        const MIB: u64 = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let part = PartWriter::Plain(PartFile::open(&dir.path().join("p"), Some(4 * MIB)).unwrap());
+        let ledger = Arc::new(Ledger::new(RangeSet::new(), MIB));
+        let soon = |end| tokio::time::timeout(Duration::from_millis(100), ledger.room_for(end));
+        assert!(
+            soon(MIB).await.is_ok(),
+            "the first window's worth never waits"
+        );
+        assert!(soon(MIB + 1).await.is_err());
+        let hasher = tokio::spawn(hash_prefix(part.clone(), Arc::clone(&ledger), None));
+        for written in part
+            .write_at(Bytes::from(vec![7; MIB as usize]), 0)
+            .unwrap()
+        {
+            ledger.record(written);
+        }
+        assert!(
+            soon(2 * MIB).await.is_ok(),
+            "the hasher moved the window on"
+        );
+        assert!(soon(2 * MIB + 1).await.is_err());
+        hasher.abort();
+        assert!(hasher.await.unwrap_err().is_cancelled());
+        assert!(
+            soon(u64::MAX).await.is_ok(),
+            "a stopped hasher holds no one back"
+        );
     }
 
     #[tokio::test]

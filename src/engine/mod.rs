@@ -39,6 +39,8 @@ use crate::http::HttpClient;
 use crate::http::retry::RetryPolicy;
 
 const MIB: u64 = 1024 * 1024;
+/// Bounds of the plaintext an encrypted download keeps in memory ahead of the hashed prefix.
+const SEALED_WINDOW: std::ops::RangeInclusive<u64> = 16 * MIB..=128 * MIB;
 
 /// Tunables of the engine (the CLI maps its flags onto these).
 #[derive(Debug, Clone)]
@@ -87,6 +89,15 @@ impl EngineConfig {
             true => self.chunk_size.min(self.encrypted_piece),
             false => self.chunk_size,
         }
+    }
+
+    /// The plaintext an encrypted download keeps in memory ahead of the hashed prefix, so that
+    /// the hasher need not open the sealed chunks again: what the connections span when each
+    /// works on one piece (pieces are taken in order), within 16..=128 MiB. Connections further
+    /// ahead wait for the hasher.
+    pub fn sealed_window(&self) -> u64 {
+        let span = self.connections.max(1) as u64 * self.piece_cap(true);
+        span.clamp(*SEALED_WINDOW.start(), *SEALED_WINDOW.end())
     }
 }
 
@@ -240,5 +251,16 @@ mod tests {
             4 * MIB,
             "--chunk-size below still wins"
         );
+    }
+
+    #[test]
+    fn the_sealed_window_spans_one_piece_per_connection_within_bounds() {
+        let with = |connections| EngineConfig {
+            connections,
+            ..EngineConfig::default()
+        };
+        assert_eq!(with(8).sealed_window(), 64 * MIB);
+        assert_eq!(with(1).sealed_window(), 16 * MIB);
+        assert_eq!(with(32).sealed_window(), 128 * MIB);
     }
 }

@@ -708,7 +708,8 @@ impl Writing {
             .save(&paths.state)
             .map_err(fatal("saving the state of"))?;
         let resumed_from = state.done.covered();
-        let ledger = Arc::new(Ledger::new(state.done.clone(), part.window_capacity()));
+        let window = part.window_capacity(job.engine.config.sealed_window());
+        let ledger = Arc::new(Ledger::new(state.done.clone(), window));
         job.reporter.started(job.id, &job.url, total, resumed_from);
         let stop = tokio_util::sync::CancellationToken::new();
         let checkpointer = tokio::spawn(checkpoint_loop(

@@ -12,9 +12,6 @@ pub use crate::crypt::Written;
 use crate::crypt::{CryptError, Encryption, SealedPart, format::sealed_len};
 use crate::store::{PartFile, ResumeState};
 
-/// Plaintext of a sealed part kept in memory ahead of the hashed prefix, at most.
-pub const SEALED_WINDOW: u64 = 128 * 1024 * 1024;
-
 /// The `.part` of one transfer, plain or sealed. Cheap to clone.
 #[derive(Clone)]
 pub enum PartWriter {
@@ -108,12 +105,12 @@ impl PartWriter {
     }
 
     /// How much written plaintext the hasher may keep in memory: none for a plain part (reading
-    /// it back from the page cache is cheap), [`SEALED_WINDOW`] for a sealed one (reading back
-    /// means opening every chunk again).
-    pub fn window_capacity(&self) -> u64 {
+    /// it back from the page cache is cheap), `sealed` for a sealed one (reading back means
+    /// opening every chunk again).
+    pub fn window_capacity(&self, sealed: u64) -> u64 {
         match self {
             PartWriter::Plain(_) => 0,
-            PartWriter::Sealed(_) => SEALED_WINDOW,
+            PartWriter::Sealed(_) => sealed,
         }
     }
 
