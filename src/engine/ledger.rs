@@ -40,8 +40,10 @@ pub struct Ledger {
     capacity: u64,
     changes: AtomicU64,
     prefix: watch::Sender<Prefix>,
-    /// Where the hasher stands (`u64::MAX` once it has stopped).
-    hashed: watch::Sender<u64>,
+    /// Where the window starts: where the hasher stands, but no lower than the done prefix a
+    /// resumed transfer starts from (the hasher reads that back; new bytes come after it), and
+    /// `u64::MAX` once the hasher has stopped.
+    window_start: watch::Sender<u64>,
 }
 
 impl Ledger {
@@ -57,7 +59,7 @@ impl Ledger {
             capacity: window,
             changes: AtomicU64::new(0),
             prefix: watch::channel(prefix).0,
-            hashed: watch::channel(0).0,
+            window_start: watch::channel(prefix.len).0,
         }
     }
 
@@ -82,22 +84,22 @@ impl Ledger {
     }
 
     /// Wait until bytes up to `end` fit in the window: `end` is at most the window's capacity
-    /// past the hashed position (at once without a window, or once the hasher has stopped).
+    /// past its start (at once without a window, or once the hasher has stopped).
     pub async fn room_for(&self, end: u64) {
         if self.capacity == 0 {
             return;
         }
-        let mut hashed = self.hashed.subscribe();
-        let fits = |hashed: &u64| end <= hashed.saturating_add(self.capacity);
+        let mut start = self.window_start.subscribe();
+        let fits = |start: &u64| end <= start.saturating_add(self.capacity);
         // The sender lives as long as `self`: waiting ends only by fitting.
-        let _ = hashed.wait_for(fits).await;
+        let _ = start.wait_for(fits).await;
     }
 
     /// The hasher has hashed everything before `at`.
     fn hashed_to(&self, at: u64) {
-        self.hashed.send_if_modified(|hashed| {
-            let moved = at > *hashed;
-            *hashed = (*hashed).max(at);
+        self.window_start.send_if_modified(|start| {
+            let moved = at > *start;
+            *start = (*start).max(at);
             moved
         });
     }
@@ -424,6 +426,14 @@ mod tests {
             soon(u64::MAX).await.is_ok(),
             "a stopped hasher holds no one back"
         );
+
+        // Resumed with 3 MiB done: new bytes after them need not wait for the read-back.
+        let mut done = RangeSet::new();
+        done.insert(0..3 * MIB);
+        let ledger = Ledger::new(done, MIB);
+        let room = |end| tokio::time::timeout(Duration::from_millis(100), ledger.room_for(end));
+        assert!(room(4 * MIB).await.is_ok());
+        assert!(room(4 * MIB + 1).await.is_err());
     }
 
     #[tokio::test]
