@@ -19,6 +19,8 @@ use crate::http::{Governor, HttpError};
 
 /// Bytes gathered before one positional write.
 const WRITE_BUFFER: usize = 512 * 1024;
+/// The most one read of a body yields (hyper's largest read buffer, 8 KiB + 100 × 4 KiB).
+const READ_MAX: usize = 8192 + 4096 * 100;
 /// On slow links, write what arrived at least this often, so checkpoints keep up.
 const FLUSH_AFTER: Duration = Duration::from_millis(50);
 
@@ -99,6 +101,11 @@ pub async fn copy_body(
             return Err(Failure::Untrustworthy(
                 "the body is longer than announced".into(),
             ));
+        }
+        if buffer.is_empty() && buffer.capacity() < WRITE_BUFFER + READ_MAX {
+            // Room for a whole write: the buffer never grows (by doubling from 64 KiB, copying
+            // what it holds each time). Once written, the old one is taken back if it is free.
+            buffer.reserve(WRITE_BUFFER + READ_MAX);
         }
         buffer.extend_from_slice(&chunk);
         let due = buffer.len() >= WRITE_BUFFER || flushed_at.elapsed() >= FLUSH_AFTER;
