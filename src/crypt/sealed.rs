@@ -2,9 +2,10 @@
 //! offset; whole 64 KiB chunks are sealed and written at their place in the age file, and the
 //! plaintext of partial chunks waits in memory until the rest of the chunk arrives.
 //!
-//! Only plaintext ranges of chunks that are sealed and written are reported back, so the
-//! ledger (and the resume state after it) never counts a byte that is not on disk encrypted;
-//! resume granularity is whole chunks. When the plaintext size is unknown (one plain stream),
+//! Only the plaintext of chunks that are sealed and written is reported back ([`Written`], with
+//! the bytes, so the hasher need not open them again), so the ledger (and the resume state
+//! after it) never counts a byte that is not on disk encrypted; resume granularity is whole
+//! chunks. Runs of whole chunks are sealed from the caller's buffer without copying it first. When the plaintext size is unknown (one plain stream),
 //! a full chunk is sealed once a byte past it arrives, and the final chunk by [`SealedPart::finish`].
 
 use std::collections::HashMap;

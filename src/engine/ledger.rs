@@ -2,8 +2,9 @@
 //! checkpointer (which makes the resume state durable) and the hasher (which computes SHA-256
 //! over the growing done prefix while the download runs, so finishing costs no extra pass).
 //!
-//! The hasher takes the content of the prefix from the ledger's [`Window`] when it is still
-//! in memory, and reads the rest back from the `.part` (for a sealed part: opens its chunks).
+//! The hasher takes the content of the prefix from the ledger's window (`super::window`) when
+//! it is still in memory, and reads the rest back from the `.part` (for a sealed part: opens
+//! its chunks).
 //! With a window, writers wait ([`Ledger::room_for`]) rather than run further ahead of the
 //! hasher than the window holds: on a busy CPU, a hasher that falls behind would otherwise
 //! have to read everything back, which costs more CPU still. The writer of the first missing
