@@ -5,10 +5,12 @@
 //! The hasher takes the content of the prefix from the ledger's window (`super::window`) when
 //! it is still in memory, and reads the rest back from the `.part` (for a sealed part: opens
 //! its chunks).
-//! With a window, writers wait ([`Ledger::room_for`]) rather than run further ahead of the
+//! With a window, writers wait ([`Ledger::room_for`]) rather than run further ahead of a busy
 //! hasher than the window holds: on a busy CPU, a hasher that falls behind would otherwise
-//! have to read everything back, which costs more CPU still. The writer of the first missing
-//! byte never waits (its bytes start at the done prefix), so waiting cannot deadlock.
+//! have to read everything back, which costs more CPU still. They do not wait for a hasher
+//! that has not moved for [`HASHER_STALL`]: it is waiting for the done prefix, held up by a
+//! slow connection, and the others go on (what overflows the window is read back later). The
+//! writer of the first missing byte never waits (its bytes start at the done prefix).
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,12 +19,17 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ContentTap;
 use super::window::{Next, Window};
 use super::writer::{PartWriter, Written};
 use crate::store::{RangeSet, ResumeState};
+
+/// Writers stop waiting for a hasher that has not moved for this long (it waits for the done
+/// prefix itself, i.e. for a slow connection, not for the CPU).
+pub const HASHER_STALL: Duration = Duration::from_millis(250);
 
 /// Where the done prefix stands, and whether it will grow further.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,6 +52,8 @@ pub struct Ledger {
     /// resumed transfer starts from (the hasher reads that back; new bytes come after it), and
     /// `u64::MAX` once the hasher has stopped.
     window_start: watch::Sender<u64>,
+    /// When the hasher last made progress.
+    hasher_seen: Mutex<Instant>,
 }
 
 impl Ledger {
@@ -61,6 +70,7 @@ impl Ledger {
             changes: AtomicU64::new(0),
             prefix: watch::channel(prefix).0,
             window_start: watch::channel(prefix.len).0,
+            hasher_seen: Mutex::new(Instant::now()),
         }
     }
 
@@ -84,20 +94,30 @@ impl Ledger {
         });
     }
 
-    /// Wait until bytes up to `end` fit in the window: `end` is at most the window's capacity
-    /// past its start (at once without a window, or once the hasher has stopped).
+    /// Wait until bytes up to `end` fit in the window (`end` is at most the window's capacity
+    /// past its start), or until the hasher has not moved for [`HASHER_STALL`]. At once without
+    /// a window, or once the hasher has stopped.
     pub async fn room_for(&self, end: u64) {
         if self.capacity == 0 {
             return;
         }
         let mut start = self.window_start.subscribe();
-        let fits = |start: &u64| end <= start.saturating_add(self.capacity);
-        // The sender lives as long as `self`: waiting ends only by fitting.
-        let _ = start.wait_for(fits).await;
+        loop {
+            if end <= start.borrow_and_update().saturating_add(self.capacity) {
+                return;
+            }
+            let deadline = *self.hasher_seen.lock().unwrap() + HASHER_STALL;
+            if Instant::now() >= deadline {
+                return;
+            }
+            // The sender lives as long as `self`: `changed` never fails.
+            let _ = tokio::time::timeout_at(deadline, start.changed()).await;
+        }
     }
 
     /// The hasher has hashed everything before `at`.
     fn hashed_to(&self, at: u64) {
+        *self.hasher_seen.lock().unwrap() = Instant::now();
         self.window_start.send_if_modified(|start| {
             let moved = at > *start;
             *start = (*start).max(at);
@@ -320,7 +340,6 @@ mod tests {
     use crate::crypt::format::{self, CHUNK};
     use crate::store::PartFile;
     use bytes::Bytes;
-    use std::time::Duration;
 
     /// Write `pieces` (offset, bytes) through `part`, recording them, then seal the ledger.
     fn write_all(part: &PartWriter, ledger: &Ledger, pieces: &[(u64, Bytes)], total: u64) {
@@ -403,7 +422,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let part = PartWriter::Plain(PartFile::open(&dir.path().join("p"), Some(4 * MIB)).unwrap());
         let ledger = Arc::new(Ledger::new(RangeSet::new(), MIB));
-        let soon = |end| tokio::time::timeout(Duration::from_millis(100), ledger.room_for(end));
+        let soon = |end| tokio::time::timeout(Duration::from_millis(50), ledger.room_for(end));
         assert!(
             soon(MIB).await.is_ok(),
             "the first window's worth never waits"
@@ -432,9 +451,31 @@ mod tests {
         let mut done = RangeSet::new();
         done.insert(0..3 * MIB);
         let ledger = Ledger::new(done, MIB);
-        let room = |end| tokio::time::timeout(Duration::from_millis(100), ledger.room_for(end));
+        let room = |end| tokio::time::timeout(Duration::from_millis(50), ledger.room_for(end));
         assert!(room(4 * MIB).await.is_ok());
         assert!(room(4 * MIB + 1).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writers_stop_waiting_for_a_hasher_that_does_not_move() {
+        let ledger = Ledger::new(RangeSet::new(), 1 << 20);
+        let started = Instant::now();
+        ledger.room_for(2 << 20).await;
+        assert_eq!(started.elapsed(), HASHER_STALL);
+        ledger.room_for(3 << 20).await;
+        assert_eq!(
+            started.elapsed(),
+            HASHER_STALL,
+            "no second wait while it stays still"
+        );
+        ledger.hashed_to(1000);
+        let moved = Instant::now();
+        ledger.room_for(3 << 20).await;
+        assert_eq!(
+            moved.elapsed(),
+            HASHER_STALL,
+            "it moved: worth waiting for again"
+        );
     }
 
     #[tokio::test]
