@@ -51,9 +51,8 @@ pub struct EngineConfig {
     pub max_connections: usize,
     /// The largest range one request asks for (`--chunk-size`).
     pub chunk_size: u64,
-    /// The largest range one request asks for when encrypting (if below `chunk_size`): the
-    /// connections take small pieces in order and so stay near the hashed prefix, whose content
-    /// the hasher then finds in memory instead of opening the sealed chunks again.
+    /// The largest range one request asks for when encrypting (if below `chunk_size`; twice
+    /// this when requests are paced by a budget): see [`EngineConfig::pieces`].
     pub encrypted_piece: u64,
     /// Ranges smaller than twice this are never split.
     pub min_split: u64,
@@ -82,22 +81,37 @@ impl Default for EngineConfig {
     }
 }
 
-impl EngineConfig {
-    /// The largest piece one request asks for, for a plain or an encrypted download.
-    pub fn piece_cap(&self, encrypted: bool) -> u64 {
-        match encrypted {
-            true => self.chunk_size.min(self.encrypted_piece),
-            false => self.chunk_size,
-        }
-    }
+/// How one transfer is cut into requests, and how much of its content may wait in memory for
+/// the hasher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pieces {
+    /// The largest range one request asks for.
+    pub cap: u64,
+    /// Content kept in memory ahead of the hashed prefix (0: none, the hasher reads it back).
+    pub window: u64,
+}
 
-    /// The plaintext an encrypted download keeps in memory ahead of the hashed prefix, so that
-    /// the hasher need not open the sealed chunks again: what the connections span when each
-    /// works on one piece (pieces are taken in order), within 16..=128 MiB. Connections further
-    /// ahead wait for the hasher.
-    pub fn sealed_window(&self) -> u64 {
-        let span = self.connections.max(1) as u64 * self.piece_cap(true);
-        span.clamp(*SEALED_WINDOW.start(), *SEALED_WINDOW.end())
+impl EngineConfig {
+    /// A plain download asks for pieces of up to `chunk_size` and keeps no window (reading back
+    /// from the page cache is cheap). An encrypted one asks for pieces of up to
+    /// `encrypted_piece`, taken in order, so that the connections stay near the hashed prefix,
+    /// and keeps what they span (one piece each, within 16..=128 MiB) in memory, so that the
+    /// hasher need not open the sealed chunks again. Paced by a request budget (API traffic),
+    /// its pieces are twice as large: half the requests, twice the memory.
+    pub fn pieces(&self, encrypted: bool, paced: bool) -> Pieces {
+        if !encrypted {
+            return Pieces {
+                cap: self.chunk_size,
+                window: 0,
+            };
+        }
+        let piece = self.encrypted_piece * if paced { 2 } else { 1 };
+        let cap = self.chunk_size.min(piece);
+        let span = self.connections.max(1) as u64 * cap;
+        Pieces {
+            cap,
+            window: span.clamp(*SEALED_WINDOW.start(), *SEALED_WINDOW.end()),
+        }
     }
 }
 
@@ -237,30 +251,36 @@ impl Engine {
 mod tests {
     use super::*;
 
+    fn pieces(cap: u64, window: u64) -> Pieces {
+        Pieces { cap, window }
+    }
+
     #[test]
-    fn encrypted_downloads_ask_for_smaller_pieces() {
+    fn encrypted_downloads_ask_for_smaller_pieces_and_keep_what_they_span() {
         let config = EngineConfig::default();
-        assert_eq!(config.piece_cap(false), 64 * MIB);
-        assert_eq!(config.piece_cap(true), 8 * MIB);
+        assert_eq!(config.pieces(false, false), pieces(64 * MIB, 0));
+        assert_eq!(config.pieces(false, true), pieces(64 * MIB, 0));
+        assert_eq!(config.pieces(true, false), pieces(8 * MIB, 64 * MIB));
+        assert_eq!(config.pieces(true, true), pieces(16 * MIB, 128 * MIB));
         let small = EngineConfig {
             chunk_size: 4 * MIB,
             ..EngineConfig::default()
         };
+        let smaller = small.pieces(true, false);
         assert_eq!(
-            small.piece_cap(true),
-            4 * MIB,
-            "--chunk-size below still wins"
+            smaller,
+            pieces(4 * MIB, 32 * MIB),
+            "--chunk-size below wins"
         );
     }
 
     #[test]
-    fn the_sealed_window_spans_one_piece_per_connection_within_bounds() {
+    fn the_window_stays_within_bounds() {
         let with = |connections| EngineConfig {
             connections,
             ..EngineConfig::default()
         };
-        assert_eq!(with(8).sealed_window(), 64 * MIB);
-        assert_eq!(with(1).sealed_window(), 16 * MIB);
-        assert_eq!(with(32).sealed_window(), 128 * MIB);
+        assert_eq!(with(1).pieces(true, false).window, 16 * MIB);
+        assert_eq!(with(32).pieces(true, false).window, 128 * MIB);
     }
 }

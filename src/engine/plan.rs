@@ -2,8 +2,9 @@
 //!
 //! The missing bytes are cut into pieces of equal size (a piece per connection, within
 //! `[min_split, chunk_size]`; encrypted downloads cap pieces lower, see
-//! [`super::EngineConfig::piece_cap`]), handed out in order. A connection that runs out of pieces takes over the second half
-//! of the largest range still in progress, so no single slow range holds up the tail.
+//! [`super::EngineConfig::pieces`]), handed out in order. A connection that runs out of pieces
+//! takes over the second half of the largest range still in progress, so no single slow range
+//! holds up the tail.
 
 use std::collections::VecDeque;
 use std::ops::Range;

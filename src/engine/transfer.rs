@@ -29,7 +29,9 @@ use super::response::{
 };
 use super::stream::{Sink, copy_body};
 use super::writer::PartWriter;
-use super::{Engine, Reporter, TransferError, TransferReport, TransferSpec, TransferStatus};
+use super::{
+    Engine, Pieces, Reporter, TransferError, TransferReport, TransferSpec, TransferStatus,
+};
 use crate::http::range::range_header;
 use crate::http::redact::redact_url;
 use crate::http::retry::{RetryDecision, full_jitter};
@@ -207,7 +209,7 @@ impl Job {
             total,
             config.connections,
             config.min_split,
-            config.piece_cap(self.spec.encrypt.is_some()),
+            self.pieces().cap,
         );
         // Nothing missing (killed after the last checkpoint, before the rename): the probe's
         // 206 has confirmed the file is unchanged, and the `.part` is complete.
@@ -441,6 +443,14 @@ impl Job {
                 Ok(slot)
             }
         }
+    }
+
+    /// How this transfer is cut into requests, and its window.
+    fn pieces(&self) -> Pieces {
+        let paced = self.engine.client.governor().paces_requests();
+        self.engine
+            .config
+            .pieces(self.spec.encrypt.is_some(), paced)
     }
 
     /// Where a body's bytes go, for this job.
@@ -708,7 +718,7 @@ impl Writing {
             .save(&paths.state)
             .map_err(fatal("saving the state of"))?;
         let resumed_from = state.done.covered();
-        let window = part.window_capacity(job.engine.config.sealed_window());
+        let window = job.pieces().window;
         let ledger = Arc::new(Ledger::new(state.done.clone(), window));
         job.reporter.started(job.id, &job.url, total, resumed_from);
         let stop = tokio_util::sync::CancellationToken::new();

@@ -104,16 +104,6 @@ impl PartWriter {
         }
     }
 
-    /// How much written plaintext the hasher may keep in memory: none for a plain part (reading
-    /// it back from the page cache is cheap), `sealed` for a sealed one (reading back means
-    /// opening every chunk again).
-    pub fn window_capacity(&self, sealed: u64) -> u64 {
-        match self {
-            PartWriter::Plain(_) => 0,
-            PartWriter::Sealed(_) => sealed,
-        }
-    }
-
     /// Make written data durable (blocking).
     pub fn sync_data(&self) -> io::Result<()> {
         self.file().sync_data()
