@@ -5,8 +5,9 @@
 //! Only the plaintext of chunks that are sealed and written is reported back ([`Written`], with
 //! the bytes, so the hasher need not open them again), so the ledger (and the resume state
 //! after it) never counts a byte that is not on disk encrypted; resume granularity is whole
-//! chunks. Runs of whole chunks are sealed from the caller's buffer without copying it first. When the plaintext size is unknown (one plain stream),
-//! a full chunk is sealed once a byte past it arrives, and the final chunk by [`SealedPart::finish`].
+//! chunks. Runs of whole chunks stay slices of the caller's buffer (no copy but the one into
+//! the sealed buffer). When the plaintext size is unknown (one plain stream), a full chunk is
+//! sealed once a byte past it arrives, and the final chunk by [`SealedPart::finish`].
 
 use std::collections::HashMap;
 use std::io;
@@ -75,6 +76,14 @@ impl Ready {
     }
 }
 
+/// Whole chunks of one write gathered by [`Layout::take`]: the first index, their bytes in the
+/// write's buffer, and whether the final one is the payload's last chunk.
+struct Run {
+    index: u64,
+    bytes: Range<usize>,
+    last: bool,
+}
+
 /// Plaintext now sealed and written to the `.part`: where it starts, and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
@@ -109,23 +118,25 @@ impl Layout {
     fn take(&mut self, data: &Bytes, at: u64, ready: &mut Vec<Ready>) {
         let end = at + data.len() as u64;
         self.max_end = self.max_end.max(end);
-        // The run of whole chunks being gathered: its first index and its bytes in `data`.
-        let mut run: Option<(u64, Range<usize>, bool)> = None;
+        let mut run: Option<Run> = None;
         for index in chunk_of(at)..chunk_of(end.saturating_sub(1)) + 1 {
             let (chunk_start, chunk_end) = (index * CHUNK, self.chunk_end(index));
             let (from, to) = (at.max(chunk_start), end.min(chunk_end));
             let span = (from - at) as usize..(to - at) as usize;
             let whole = from == chunk_start && to == chunk_end;
             match self.last_flag(index) {
-                Some(last) if whole && !self.pending.contains_key(&index) => {
-                    run = match run {
-                        Some((first, bytes, false)) => Some((first, bytes.start..span.end, last)),
-                        other => {
-                            push_run(ready, data, other);
-                            Some((index, span, last))
-                        }
-                    };
-                }
+                Some(last) if whole && !self.pending.contains_key(&index) => match &mut run {
+                    // The run so far ends just before this chunk, and not with the last one.
+                    Some(current) if !current.last => {
+                        current.bytes.end = span.end;
+                        current.last = last;
+                    }
+                    _ => {
+                        push_run(ready, data, run.take());
+                        let bytes = span;
+                        run = Some(Run { index, bytes, last });
+                    }
+                },
                 _ => {
                     push_run(ready, data, run.take());
                     let pending = self.pending.entry(index).or_insert_with(|| Pending {
@@ -160,13 +171,13 @@ impl Layout {
     }
 }
 
-/// Add the run of whole chunks gathered by [`Layout::take`], if any, to `ready`.
-fn push_run(ready: &mut Vec<Ready>, data: &Bytes, run: Option<(u64, Range<usize>, bool)>) {
-    if let Some((index, bytes, last)) = run {
+/// Add `run`, if any, to `ready`, as a slice of `data`.
+fn push_run(ready: &mut Vec<Ready>, data: &Bytes, run: Option<Run>) {
+    if let Some(run) = run {
         ready.push(Ready {
-            index,
-            last,
-            plain: data.slice(bytes),
+            index: run.index,
+            last: run.last,
+            plain: data.slice(run.bytes),
         });
     }
 }
@@ -288,16 +299,11 @@ impl SealedPart {
         ready.sort_by_key(|chunk| chunk.index);
         let mut runs = ready.as_slice();
         while let Some(first) = runs.first() {
-            let mut end = first.end();
-            let run = 1 + runs[1..]
-                .iter()
-                .take_while(|next| {
-                    next.index == end && {
-                        end = next.end();
-                        true
-                    }
-                })
-                .count();
+            let (mut run, mut end) = (1, first.end());
+            while let Some(next) = runs.get(run).filter(|next| next.index == end) {
+                end = next.end();
+                run += 1;
+            }
             let (this, rest) = runs.split_at(run);
             let plain: usize = this.iter().map(|span| span.plain.len()).sum();
             let mut sealed =
@@ -409,6 +415,34 @@ mod tests {
         let mut back = vec![0u8; plain.len()];
         sealed.read_plain(&mut back, 0).unwrap();
         assert_eq!(back, plain);
+    }
+
+    #[test]
+    fn whole_chunks_of_one_write_come_back_as_one_slice_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let total = 4 * CHUNK + 10;
+        let (sealed, file_key, header_len) = sealed_part(dir.path(), Some(total));
+        let plain = random(total as usize);
+        // Chunk 0 partly, chunks 1..=3 whole, chunk 4 (the last) partly.
+        let middle = plain.slice(100..(4 * CHUNK + 5) as usize);
+        let written = sealed.write(&middle, 100).unwrap();
+        assert_eq!(written.len(), 1);
+        assert_eq!(written[0].range(), CHUNK..4 * CHUNK);
+        let offset = (CHUNK - 100) as usize;
+        assert_eq!(
+            written[0].plain.as_ptr(),
+            middle[offset..].as_ptr(),
+            "no copy"
+        );
+        let mut done: Vec<_> = sealed.write(&plain.slice(..100), 0).unwrap();
+        done.extend(
+            sealed
+                .write(&plain.slice((4 * CHUNK + 5) as usize..), 4 * CHUNK + 5)
+                .unwrap(),
+        );
+        let ranges: Vec<_> = done.iter().map(Written::range).collect();
+        assert_eq!(ranges, vec![0..CHUNK, 4 * CHUNK..total]);
+        assert_eq!(open_all(sealed.part().path(), &file_key, header_len), plain);
     }
 
     #[test]
