@@ -4,6 +4,7 @@
 #   bash bench/compare.sh                  # builds target/release/claudedl, ROUNDS=3
 #   ROUNDS=5 bash bench/compare.sh
 #   CLAUDEDL=/path/to/claudedl bash bench/compare.sh   # benchmark a given binary, no build
+#   SCENARIOS=5 CLAUDEDL_BASE=/path/to/older/claudedl bash bench/compare.sh   # before/after
 #
 # Environment:
 #   ROUNDS=3          interleaved rounds per scenario (medians are reported)
@@ -11,6 +12,7 @@
 #   BENCH_TMP=/tmp    where the work directory (files served, downloads) is created
 #   KILL_MIB=256      file size for the kill -9 / resume scenario
 #   SCENARIOS="1 2 4" which scenarios to run (3 runs along with 2; 5 = the cost of --encrypt-to)
+#   CLAUDEDL_BASE=    scenario 5: also run this binary (an older build), interleaved with the rest
 #   REPORT=           also write the markdown report to this file
 #   KEEP=1            keep the work directory (nginx logs, outputs) for inspection
 #   RUN_TIMEOUT=300   seconds before a client run is killed (counted as a failure)
@@ -119,6 +121,13 @@ fi
 # A private copy: a rebuild in the repository during the run cannot swap the binary.
 cp "$CLAUDEDL" "$W/bin/claudedl"
 BIN=$W/bin/claudedl
+BASE_BIN=
+if [[ -n ${CLAUDEDL_BASE:-} ]]; then
+    [[ -x $CLAUDEDL_BASE ]] || die "CLAUDEDL_BASE=$CLAUDEDL_BASE is not an executable"
+    cp "$CLAUDEDL_BASE" "$W/bin/claudedl-base"
+    BASE_BIN=$W/bin/claudedl-base
+    BUILT_FROM+="; baseline CLAUDEDL_BASE=$CLAUDEDL_BASE"
+fi
 
 # ---- files to serve ------------------------------------------------------------------------
 
@@ -305,6 +314,13 @@ run_tool() {
         run_one encrypt "$name" "$round" "$OUT/f1g.bin.age" "$WWW/f1g.bin" "${SHA[f1g]}" -- \
             "$BIN" get "$DIRECT/f1g.bin" -o "$OUT/f1g.bin" -c 8 --json -q \
             --encrypt-to "$AGE_RECIPIENT" ;;
+    "baseline -c 8, plain")
+        run_one encrypt "$name" "$round" "$OUT/f1g.bin" "$WWW/f1g.bin" "${SHA[f1g]}" -- \
+            "$BASE_BIN" get "$DIRECT/f1g.bin" -o "$OUT/f1g.bin" -c 8 --json -q ;;
+    "baseline -c 8 --encrypt-to")
+        run_one encrypt "$name" "$round" "$OUT/f1g.bin.age" "$WWW/f1g.bin" "${SHA[f1g]}" -- \
+            "$BASE_BIN" get "$DIRECT/f1g.bin" -o "$OUT/f1g.bin" -c 8 --json -q \
+            --encrypt-to "$AGE_RECIPIENT" ;;
     *) die "unknown tool $name" ;;
     esac
 }
@@ -328,6 +344,9 @@ CAPPED_TOOLS=("claudedl -c 10" "aria2c -x10 -s10 -k1M" "curl (1 connection, firs
 BIG_TOOLS=("claudedl -c 8" "curl -o" "aria2c -x8 -s8" "claudedl -c 16" "curl -o, then sync FILE"
     "claudedl -c 8 --checkpoint-ms 100000")
 ENCRYPT_TOOLS=("claudedl -c 8, plain" "claudedl -c 8 --encrypt-to")
+if [[ -n $BASE_BIN ]]; then
+    ENCRYPT_TOOLS+=("baseline -c 8, plain" "baseline -c 8 --encrypt-to")
+fi
 
 # ---- scenario 1: capped --------------------------------------------------------------------
 

@@ -246,8 +246,8 @@ def report(results_path, kills_path, params_path):
         print("The same download plain and with `--encrypt-to` (an age file; checked by "
               "decrypting it with the age CLI, untimed), interleaved. Median over rounds.\n")
         print("| tool | wall s (median) | MiB/s | CPU s (median) | peak RSS MiB (max) | "
-              "walls s (all rounds) | failed runs |")
-        print("|---|---:|---:|---:|---:|---|---:|")
+              "requests | walls s (all rounds) | failed runs |")
+        print("|---|---:|---:|---:|---:|---:|---|---:|")
     enc_walls = {}
     for tool in params.get("encrypt_tools", []):
         runs = group("encrypt", tool)
@@ -260,9 +260,16 @@ def report(results_path, kills_path, params_path):
         enc_walls[tool] = wall
         rate = params["big_mib"] / wall if wall else None
         all_walls = " ".join(r["wall"] for r in runs)
+        reqs = med([num(r["reqs_http"]) for r in good])
         print(f"| {tool} | {fmt(wall)} | {fmt(rate, 0)} | {fmt(cpu)} | {fmt(peak, 1)} | "
-              f"{all_walls} | {failures(runs)} |")
-    plain, sealed = (enc_walls.get(t) for t in params.get("encrypt_tools", [None, None]))
+              f"{fmt(reqs, 0)} | {all_walls} | {failures(runs)} |")
+    base_plain, base_sealed = (enc_walls.get(f"baseline -c 8{t}")
+                               for t in (", plain", " --encrypt-to"))
+    if base_plain and base_sealed:
+        extra = (base_sealed / base_plain - 1) * 100
+        print(f"\nBaseline: encrypted / plain wall time: {base_sealed / base_plain:.3f} "
+              f"({extra:+.1f} %).")
+    plain, sealed = (enc_walls.get(t) for t in params.get("encrypt_tools", [None, None])[:2])
     if plain and sealed:
         extra = (sealed / plain - 1) * 100
         print(f"\nEncrypted / plain wall time: {sealed / plain:.3f} ({extra:+.1f} %).\n")

@@ -2,18 +2,20 @@
 //! offset; whole 64 KiB chunks are sealed and written at their place in the age file, and the
 //! plaintext of partial chunks waits in memory until the rest of the chunk arrives.
 //!
-//! Only plaintext ranges of chunks that are sealed and written are reported back, so the
-//! ledger (and the resume state after it) never counts a byte that is not on disk encrypted;
-//! resume granularity is whole chunks. When the plaintext size is unknown (one plain stream),
-//! a full chunk is sealed once a byte past it arrives, and the final chunk by [`SealedPart::finish`].
+//! Only the plaintext of chunks that are sealed and written is reported back ([`Written`], with
+//! the bytes, so the hasher need not open them again), so the ledger (and the resume state
+//! after it) never counts a byte that is not on disk encrypted; resume granularity is whole
+//! chunks. Runs of whole chunks stay slices of the caller's buffer (no copy but the one into
+//! the sealed buffer). When the plaintext size is unknown (one plain stream), a full chunk is
+//! sealed once a byte past it arrives, and the final chunk by [`SealedPart::finish`].
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io;
 use std::ops::Range;
 use std::sync::Mutex;
 
 use age_core::format::FileKey;
+use bytes::Bytes;
 
 use super::CryptError;
 use super::format::{
@@ -45,11 +47,55 @@ struct Pending {
     filled: usize,
 }
 
-/// A chunk ready to seal.
-struct Ready<'a> {
+/// Consecutive chunks ready to seal: `plain` starts at chunk `index`; every chunk but the final
+/// one is full, and `last` tells whether that final one is the payload's last chunk.
+struct Ready {
     index: u64,
     last: bool,
-    plain: Cow<'a, [u8]>,
+    plain: Bytes,
+}
+
+impl Ready {
+    /// The chunks' plaintexts (an empty plaintext is one empty chunk).
+    fn chunks(&self) -> impl Iterator<Item = (u64, bool, &[u8])> {
+        let count = (self.plain.len() as u64).div_ceil(CHUNK).max(1);
+        (0..count).map(move |k| {
+            let from = (k * CHUNK) as usize;
+            let to = ((k + 1) * CHUNK).min(self.plain.len() as u64) as usize;
+            (
+                self.index + k,
+                self.last && k + 1 == count,
+                &self.plain[from..to],
+            )
+        })
+    }
+
+    /// The index after the final chunk.
+    fn end(&self) -> u64 {
+        self.index + (self.plain.len() as u64).div_ceil(CHUNK).max(1)
+    }
+}
+
+/// Whole chunks of one write gathered by [`Layout::take`]: the first index, their bytes in the
+/// write's buffer, and whether the final one is the payload's last chunk.
+struct Run {
+    index: u64,
+    bytes: Range<usize>,
+    last: bool,
+}
+
+/// Plaintext now sealed and written to the `.part`: where it starts, and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub at: u64,
+    pub plain: Bytes,
+}
+
+impl Written {
+    /// The plaintext range written.
+    pub fn range(&self) -> Range<u64> {
+        self.at..self.at + self.plain.len() as u64
+    }
 }
 
 impl Layout {
@@ -67,37 +113,47 @@ impl Layout {
         self.total.map_or(end, |total| end.min(total))
     }
 
-    /// Take the bytes of `data` (plaintext at `at`): whole chunks are returned ready to seal,
-    /// the rest is buffered.
-    fn take<'a>(&mut self, data: &'a [u8], at: u64, ready: &mut Vec<Ready<'a>>) {
+    /// Take the bytes of `data` (plaintext at `at`): runs of whole chunks are returned ready to
+    /// seal (as slices of `data`, no copy), the rest is buffered.
+    fn take(&mut self, data: &Bytes, at: u64, ready: &mut Vec<Ready>) {
         let end = at + data.len() as u64;
         self.max_end = self.max_end.max(end);
+        let mut run: Option<Run> = None;
         for index in chunk_of(at)..chunk_of(end.saturating_sub(1)) + 1 {
             let (chunk_start, chunk_end) = (index * CHUNK, self.chunk_end(index));
             let (from, to) = (at.max(chunk_start), end.min(chunk_end));
-            let piece = &data[(from - at) as usize..(to - at) as usize];
+            let span = (from - at) as usize..(to - at) as usize;
             let whole = from == chunk_start && to == chunk_end;
             match self.last_flag(index) {
-                Some(last) if whole && !self.pending.contains_key(&index) => ready.push(Ready {
-                    index,
-                    last,
-                    plain: Cow::Borrowed(piece),
-                }),
+                Some(last) if whole && !self.pending.contains_key(&index) => match &mut run {
+                    // The run so far ends just before this chunk, and not with the last one.
+                    Some(current) if !current.last => {
+                        current.bytes.end = span.end;
+                        current.last = last;
+                    }
+                    _ => {
+                        push_run(ready, data, run.take());
+                        let bytes = span;
+                        run = Some(Run { index, bytes, last });
+                    }
+                },
                 _ => {
+                    push_run(ready, data, run.take());
                     let pending = self.pending.entry(index).or_insert_with(|| Pending {
                         plain: vec![0; (chunk_end - chunk_start) as usize],
                         filled: 0,
                     });
                     let offset = (from - chunk_start) as usize;
-                    pending.plain[offset..offset + piece.len()].copy_from_slice(piece);
-                    pending.filled += piece.len();
+                    pending.plain[offset..offset + span.len()].copy_from_slice(&data[span]);
+                    pending.filled += (to - from) as usize;
                 }
             }
         }
+        push_run(ready, data, run);
     }
 
     /// Move buffered chunks that are complete (and whose last flag is decided) to `ready`.
-    fn drain_complete(&mut self, ready: &mut Vec<Ready<'_>>) {
+    fn drain_complete(&mut self, ready: &mut Vec<Ready>) {
         let complete: Vec<(u64, bool)> = self
             .pending
             .iter()
@@ -109,9 +165,20 @@ impl Layout {
             ready.push(Ready {
                 index,
                 last,
-                plain: Cow::Owned(pending.plain),
+                plain: Bytes::from(pending.plain),
             });
         }
+    }
+}
+
+/// Add `run`, if any, to `ready`, as a slice of `data`.
+fn push_run(ready: &mut Vec<Ready>, data: &Bytes, run: Option<Run>) {
+    if let Some(run) = run {
+        ready.push(Ready {
+            index: run.index,
+            last: run.last,
+            plain: data.slice(run.bytes),
+        });
     }
 }
 
@@ -190,9 +257,9 @@ impl SealedPart {
         sealed_len(self.header_len, plain)
     }
 
-    /// Take plaintext `data` at offset `at` (blocking). Returns the plaintext ranges now sealed
-    /// and written.
-    pub fn write(&self, data: &[u8], at: u64) -> io::Result<Vec<Range<u64>>> {
+    /// Take plaintext `data` at offset `at` (blocking). Returns the plaintext now sealed and
+    /// written.
+    pub fn write(&self, data: &Bytes, at: u64) -> io::Result<Vec<Written>> {
         if data.is_empty() {
             return Ok(Vec::new());
         }
@@ -207,7 +274,7 @@ impl SealedPart {
 
     /// The plaintext is complete at `size` bytes: seal what waited for that (the final chunk of
     /// a stream of unknown size; the one empty chunk of an empty file).
-    pub fn finish(&self, size: u64) -> io::Result<Vec<Range<u64>>> {
+    pub fn finish(&self, size: u64) -> io::Result<Vec<Written>> {
         let mut ready = Vec::new();
         {
             let mut layout = self.layout.lock().unwrap();
@@ -220,7 +287,7 @@ impl SealedPart {
                 ready.push(Ready {
                     index: 0,
                     last: true,
-                    plain: Cow::Borrowed(&[]),
+                    plain: Bytes::new(),
                 });
             }
         }
@@ -228,30 +295,33 @@ impl SealedPart {
     }
 
     /// Seal the chunks and write each run of consecutive ones with one positional write.
-    fn seal_and_write(&self, mut ready: Vec<Ready<'_>>) -> io::Result<Vec<Range<u64>>> {
+    fn seal_and_write(&self, mut ready: Vec<Ready>) -> io::Result<Vec<Written>> {
         ready.sort_by_key(|chunk| chunk.index);
-        let mut written = Vec::new();
         let mut runs = ready.as_slice();
         while let Some(first) = runs.first() {
-            let run = runs
-                .iter()
-                .enumerate()
-                .take_while(|(k, chunk)| chunk.index == first.index + *k as u64)
-                .count();
+            let (mut run, mut end) = (1, first.end());
+            while let Some(next) = runs.get(run).filter(|next| next.index == end) {
+                end = next.end();
+                run += 1;
+            }
             let (this, rest) = runs.split_at(run);
-            let plain: usize = this.iter().map(|chunk| chunk.plain.len()).sum();
-            let mut sealed = Vec::with_capacity(plain + run * TAG as usize);
-            for chunk in this {
-                self.key
-                    .seal_into(chunk.index, chunk.last, &chunk.plain, &mut sealed);
+            let plain: usize = this.iter().map(|span| span.plain.len()).sum();
+            let mut sealed =
+                Vec::with_capacity(plain + (end - first.index) as usize * TAG as usize);
+            for (index, last, chunk) in this.iter().flat_map(Ready::chunks) {
+                self.key.seal_into(index, last, chunk, &mut sealed);
             }
             self.part
                 .write_at(&sealed, chunk_offset(self.header_len, first.index))?;
-            let start = first.index * CHUNK;
-            written.push(start..start + plain as u64);
             runs = rest;
         }
-        Ok(written)
+        Ok(ready
+            .into_iter()
+            .map(|span| Written {
+                at: span.index * CHUNK,
+                plain: span.plain,
+            })
+            .collect())
     }
 
     /// Fill `buf` with the plaintext at `at` (a chunk boundary), from chunks already sealed and
@@ -285,10 +355,10 @@ mod tests {
     use super::super::format::{header, new_file_key, new_nonce};
     use super::*;
 
-    fn random(len: usize) -> Vec<u8> {
+    fn random(len: usize) -> Bytes {
         let mut bytes = vec![0u8; len];
         rand::fill(&mut bytes[..]);
-        bytes
+        Bytes::from(bytes)
     }
 
     /// Open every chunk of the finished file, checking every tag.
@@ -329,12 +399,14 @@ mod tests {
         ];
         let mut written = crate::store::RangeSet::new();
         for (start, end) in pieces {
-            for range in sealed
-                .write(&plain[start as usize..end as usize], start)
-                .unwrap()
-            {
-                assert_eq!(range.start % CHUNK, 0);
-                written.insert(range);
+            let piece = plain.slice(start as usize..end as usize);
+            for done in sealed.write(&piece, start).unwrap() {
+                assert_eq!(done.at % CHUNK, 0);
+                assert_eq!(
+                    done.plain,
+                    plain[done.range().start as usize..][..done.plain.len()]
+                );
+                written.insert(done.range());
             }
         }
         assert!(written.is_complete(total));
@@ -346,13 +418,44 @@ mod tests {
     }
 
     #[test]
+    fn whole_chunks_of_one_write_come_back_as_one_slice_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let total = 4 * CHUNK + 10;
+        let (sealed, file_key, header_len) = sealed_part(dir.path(), Some(total));
+        let plain = random(total as usize);
+        // Chunk 0 partly, chunks 1..=3 whole, chunk 4 (the last) partly.
+        let middle = plain.slice(100..(4 * CHUNK + 5) as usize);
+        let written = sealed.write(&middle, 100).unwrap();
+        assert_eq!(written.len(), 1);
+        assert_eq!(written[0].range(), CHUNK..4 * CHUNK);
+        let offset = (CHUNK - 100) as usize;
+        assert_eq!(
+            written[0].plain.as_ptr(),
+            middle[offset..].as_ptr(),
+            "no copy"
+        );
+        let mut done: Vec<_> = sealed.write(&plain.slice(..100), 0).unwrap();
+        done.extend(
+            sealed
+                .write(&plain.slice((4 * CHUNK + 5) as usize..), 4 * CHUNK + 5)
+                .unwrap(),
+        );
+        let ranges: Vec<_> = done.iter().map(Written::range).collect();
+        assert_eq!(ranges, vec![0..CHUNK, 4 * CHUNK..total]);
+        assert_eq!(open_all(sealed.part().path(), &file_key, header_len), plain);
+    }
+
+    #[test]
     fn a_partial_chunk_is_not_reported() {
         let dir = tempfile::tempdir().unwrap();
         let (sealed, _, _) = sealed_part(dir.path(), Some(2 * CHUNK));
         assert!(sealed.write(&random(1000), 0).unwrap().is_empty());
+        let second = random(CHUNK as usize);
+        let written = sealed.write(&second, CHUNK).unwrap();
+        assert_eq!(written.len(), 1);
         assert_eq!(
-            sealed.write(&random(CHUNK as usize), CHUNK).unwrap(),
-            vec![CHUNK..2 * CHUNK]
+            (written[0].range(), &written[0].plain),
+            (CHUNK..2 * CHUNK, &second)
         );
     }
 
@@ -364,16 +467,17 @@ mod tests {
             let (sealed, file_key, header_len) = sealed_part(dir.path(), None);
             let mut sealed_plain = 0;
             for (k, piece) in plain.chunks(10_000).enumerate() {
-                for range in sealed.write(piece, k as u64 * 10_000).unwrap() {
-                    sealed_plain += range.end - range.start;
+                let piece = Bytes::copy_from_slice(piece);
+                for done in sealed.write(&piece, k as u64 * 10_000).unwrap() {
+                    sealed_plain += done.plain.len() as u64;
                 }
             }
             assert!(
                 sealed_plain < size.max(1),
                 "the last chunk waits for finish"
             );
-            for range in sealed.finish(size).unwrap() {
-                sealed_plain += range.end - range.start;
+            for done in sealed.finish(size).unwrap() {
+                sealed_plain += done.plain.len() as u64;
             }
             assert_eq!(sealed_plain, size);
             let len = std::fs::metadata(sealed.part().path()).unwrap().len();

@@ -5,7 +5,8 @@
 //! - [`plan`]: which connection fetches which bytes (with work stealing at the tail);
 //! - [`response`]: judging a response before writing any of it;
 //! - [`stream`]: one body into the file at its offsets, in bounded memory;
-//! - [`ledger`]: what is written, checkpointed and hashed;
+//! - [`ledger`]: what is written, checkpointed and hashed; `window`: the content written ahead
+//!   of the hashed prefix, kept in memory for the hasher;
 //! - `writer`: the `.part` as is, or sealed into an age file when encrypting;
 //! - [`transfer`]: one file from probe to rename; [`batch`]: many files at once.
 //!
@@ -19,6 +20,7 @@ pub mod plan;
 pub mod response;
 mod stream;
 mod transfer;
+mod window;
 mod writer;
 
 use std::path::PathBuf;
@@ -37,6 +39,8 @@ use crate::http::HttpClient;
 use crate::http::retry::RetryPolicy;
 
 const MIB: u64 = 1024 * 1024;
+/// Bounds of the plaintext an encrypted download keeps in memory ahead of the hashed prefix.
+const SEALED_WINDOW: std::ops::RangeInclusive<u64> = 16 * MIB..=128 * MIB;
 
 /// Tunables of the engine (the CLI maps its flags onto these).
 #[derive(Debug, Clone)]
@@ -47,6 +51,9 @@ pub struct EngineConfig {
     pub max_connections: usize,
     /// The largest range one request asks for (`--chunk-size`).
     pub chunk_size: u64,
+    /// The largest range one request asks for when encrypting (if below `chunk_size`; twice
+    /// this when requests are paced by a budget): see [`EngineConfig::pieces`].
+    pub encrypted_piece: u64,
     /// Ranges smaller than twice this are never split.
     pub min_split: u64,
     pub retry: RetryPolicy,
@@ -64,11 +71,46 @@ impl Default for EngineConfig {
             connections: 8,
             max_connections: 16,
             chunk_size: 64 * MIB,
+            encrypted_piece: 8 * MIB,
             min_split: MIB,
             retry: RetryPolicy::default(),
             read_timeout: Duration::from_secs(60),
             checkpoint_interval: Duration::from_millis(100),
             max_restarts: 2,
+        }
+    }
+}
+
+/// How one transfer is cut into requests, and how much of its content may wait in memory for
+/// the hasher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pieces {
+    /// The largest range one request asks for.
+    pub cap: u64,
+    /// Content kept in memory ahead of the hashed prefix (0: none, the hasher reads it back).
+    pub window: u64,
+}
+
+impl EngineConfig {
+    /// A plain download asks for pieces of up to `chunk_size` and keeps no window (reading back
+    /// from the page cache is cheap). An encrypted one asks for pieces of up to
+    /// `encrypted_piece`, taken in order, so that the connections stay near the hashed prefix,
+    /// and keeps what they span (one piece each, within 16..=128 MiB) in memory, so that the
+    /// hasher need not open the sealed chunks again. Paced by a request budget (API traffic),
+    /// its pieces are twice as large: half the requests, twice the memory.
+    pub fn pieces(&self, encrypted: bool, paced: bool) -> Pieces {
+        if !encrypted {
+            return Pieces {
+                cap: self.chunk_size,
+                window: 0,
+            };
+        }
+        let piece = self.encrypted_piece * if paced { 2 } else { 1 };
+        let cap = self.chunk_size.min(piece);
+        let span = self.connections.max(1) as u64 * cap;
+        Pieces {
+            cap,
+            window: span.clamp(*SEALED_WINDOW.start(), *SEALED_WINDOW.end()),
         }
     }
 }
@@ -202,5 +244,43 @@ impl Engine {
         events::file_done(spec, &result, &tally, started.elapsed());
         tally.finished(id, &result);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(cap: u64, window: u64) -> Pieces {
+        Pieces { cap, window }
+    }
+
+    #[test]
+    fn encrypted_downloads_ask_for_smaller_pieces_and_keep_what_they_span() {
+        let config = EngineConfig::default();
+        assert_eq!(config.pieces(false, false), pieces(64 * MIB, 0));
+        assert_eq!(config.pieces(false, true), pieces(64 * MIB, 0));
+        assert_eq!(config.pieces(true, false), pieces(8 * MIB, 64 * MIB));
+        assert_eq!(config.pieces(true, true), pieces(16 * MIB, 128 * MIB));
+        let small = EngineConfig {
+            chunk_size: 4 * MIB,
+            ..EngineConfig::default()
+        };
+        let smaller = small.pieces(true, false);
+        assert_eq!(
+            smaller,
+            pieces(4 * MIB, 32 * MIB),
+            "--chunk-size below wins"
+        );
+    }
+
+    #[test]
+    fn the_window_stays_within_bounds() {
+        let with = |connections| EngineConfig {
+            connections,
+            ..EngineConfig::default()
+        };
+        assert_eq!(with(1).pieces(true, false).window, 16 * MIB);
+        assert_eq!(with(32).pieces(true, false).window, 128 * MIB);
     }
 }

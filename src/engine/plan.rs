@@ -1,8 +1,10 @@
 //! Planning: which connection fetches which bytes.
 //!
 //! The missing bytes are cut into pieces of equal size (a piece per connection, within
-//! `[min_split, chunk_size]`). A connection that runs out of pieces takes over the second half
-//! of the largest range still in progress, so no single slow range holds up the tail.
+//! `[min_split, chunk_size]`; encrypted downloads cap pieces lower, see
+//! [`super::EngineConfig::pieces`]), handed out in order. A connection that runs out of pieces
+//! takes over the second half of the largest range still in progress, so no single slow range
+//! holds up the tail.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -167,6 +169,20 @@ mod tests {
                 12 * MIB..13 * MIB + 5
             ]
         );
+    }
+
+    #[test]
+    fn pieces_are_assigned_in_order_so_connections_stay_near_the_start() {
+        let mut plan = Plan::new(std::slice::from_ref(&(0..1024 * MIB)), 8 * MIB, MIB);
+        let first: Vec<Arc<Segment>> = (0..8).map(|_| plan.assign().unwrap()).collect();
+        for (k, segment) in first.iter().enumerate() {
+            let k = k as u64;
+            assert_eq!(segment.remaining(), k * 8 * MIB..(k + 1) * 8 * MIB);
+        }
+        // The connection that finishes first takes the next piece: 8 connections span 9 pieces.
+        plan.finish(&first[3]);
+        assert_eq!(plan.assign().unwrap().remaining(), 64 * MIB..72 * MIB);
+        assert_eq!(plan.pending_len(), 1024 / 8 - 9);
     }
 
     #[test]

@@ -19,6 +19,8 @@ use crate::http::{Governor, HttpError};
 
 /// Bytes gathered before one positional write.
 const WRITE_BUFFER: usize = 512 * 1024;
+/// The most one read of a body yields (hyper's largest read buffer, 8 KiB + 100 × 4 KiB).
+const READ_MAX: usize = 8192 + 4096 * 100;
 /// On slow links, write what arrived at least this often, so checkpoints keep up.
 const FLUSH_AFTER: Duration = Duration::from_millis(50);
 
@@ -100,6 +102,11 @@ pub async fn copy_body(
                 "the body is longer than announced".into(),
             ));
         }
+        if buffer.is_empty() && buffer.capacity() < WRITE_BUFFER + READ_MAX {
+            // Room for a whole write: the buffer never grows (by doubling from 64 KiB, copying
+            // what it holds each time). Once written, the old one is taken back if it is free.
+            buffer.reserve(WRITE_BUFFER + READ_MAX);
+        }
         buffer.extend_from_slice(&chunk);
         let due = buffer.len() >= WRITE_BUFFER || flushed_at.elapsed() >= FLUSH_AFTER;
         if !due {
@@ -144,15 +151,16 @@ async fn flush(buffer: &mut BytesMut, segment: &Segment, sink: &Sink<'_>) -> Res
     let (at, granted) = segment.claim(buffer.len() as u64);
     let data = buffer.split().freeze().slice(..granted as usize);
     if granted > 0 {
+        sink.ledger.room_for(at + granted).await;
         let part = sink.part.clone();
-        let written = tokio::task::spawn_blocking(move || part.write_at(&data, at))
+        let written = tokio::task::spawn_blocking(move || part.write_at(data, at))
             .await
             .map_err(std::io::Error::other)
             .and_then(|result| result);
         let written = written
             .map_err(|e| Failure::Fatal(TransferError::io("writing", sink.part.path())(e)))?;
-        for range in written {
-            sink.ledger.record(range);
+        for written in written {
+            sink.ledger.record(written);
         }
         sink.reporter.progress(sink.id, granted);
         sink.fetched.fetch_add(granted, Ordering::Relaxed);

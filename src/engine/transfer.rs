@@ -22,14 +22,16 @@ use tokio::sync::OwnedSemaphorePermit;
 type RetrySlot = OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
-use super::ledger::{Ledger, checkpoint, checkpoint_loop, hash_prefix};
+use super::ledger::{Hashed, Ledger, checkpoint, checkpoint_loop, hash_prefix};
 use super::plan::{Plan, Segment};
 use super::response::{
     Failure, RangedReply, Validators, content_length, judge_ranged, status_failure,
 };
 use super::stream::{Sink, copy_body};
 use super::writer::PartWriter;
-use super::{Engine, Reporter, TransferError, TransferReport, TransferSpec, TransferStatus};
+use super::{
+    Engine, Pieces, Reporter, TransferError, TransferReport, TransferSpec, TransferStatus,
+};
 use crate::http::range::range_header;
 use crate::http::redact::redact_url;
 use crate::http::retry::{RetryDecision, full_jitter};
@@ -207,7 +209,7 @@ impl Job {
             total,
             config.connections,
             config.min_split,
-            config.chunk_size,
+            self.pieces().cap,
         );
         // Nothing missing (killed after the last checkpoint, before the rename): the probe's
         // 206 has confirmed the file is unchanged, and the `.part` is complete.
@@ -441,6 +443,14 @@ impl Job {
                 Ok(slot)
             }
         }
+    }
+
+    /// How this transfer is cut into requests, and its window.
+    fn pieces(&self) -> Pieces {
+        let paced = self.engine.client.governor().paces_requests();
+        self.engine
+            .config
+            .pieces(self.spec.encrypt.is_some(), paced)
     }
 
     /// Where a body's bytes go, for this job.
@@ -692,7 +702,7 @@ struct Writing {
     resumed_from: u64,
     stop: tokio_util::sync::CancellationToken,
     checkpointer: tokio::task::JoinHandle<std::io::Result<()>>,
-    hasher: tokio::task::JoinHandle<std::io::Result<(String, u64)>>,
+    hasher: tokio::task::JoinHandle<std::io::Result<Hashed>>,
 }
 
 impl Writing {
@@ -708,7 +718,8 @@ impl Writing {
             .save(&paths.state)
             .map_err(fatal("saving the state of"))?;
         let resumed_from = state.done.covered();
-        let ledger = Arc::new(Ledger::new(state.done.clone()));
+        let window = job.pieces().window;
+        let ledger = Arc::new(Ledger::new(state.done.clone(), window));
         job.reporter.started(job.id, &job.url, total, resumed_from);
         let stop = tokio_util::sync::CancellationToken::new();
         let checkpointer = tokio::spawn(checkpoint_loop(
@@ -720,7 +731,7 @@ impl Writing {
             stop.clone(),
         ));
         let tap = job.spec.tap.clone();
-        let hasher = tokio::spawn(hash_prefix(part.clone(), ledger.follow_prefix(), tap));
+        let hasher = tokio::spawn(hash_prefix(part.clone(), Arc::clone(&ledger), tap));
         Ok(Writing {
             part,
             ledger,
@@ -763,17 +774,17 @@ impl Writing {
             return Err(Failure::Fatal(error));
         }
         self.ledger.seal();
-        let (sha256, hashed) = self
+        let hashed = self
             .hasher
             .await
             .map_err(std::io::Error::other)
             .and_then(|r| r)
             .map_err(fatal)?;
-        debug_assert_eq!(hashed, size);
+        debug_assert_eq!(hashed.len, size);
         Ok(Finished {
             size,
             stored: self.part.stored_len(size),
-            sha256,
+            sha256: hashed.sha256,
             resumed_from: self.resumed_from,
         })
     }
@@ -781,8 +792,8 @@ impl Writing {
     /// Write what could only be written once the size is known (the last chunk of an
     /// encrypted stream of unknown length; the one chunk of an empty encrypted file).
     fn seal_tail(&self, size: u64) -> std::io::Result<()> {
-        for range in self.part.finish(size)? {
-            self.ledger.record(range);
+        for written in self.part.finish(size)? {
+            self.ledger.record(written);
         }
         Ok(())
     }

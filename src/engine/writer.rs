@@ -3,10 +3,12 @@
 //! state and the hasher never see the difference.
 
 use std::io;
-use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
+pub use crate::crypt::Written;
 use crate::crypt::{CryptError, Encryption, SealedPart, format::sealed_len};
 use crate::store::{PartFile, ResumeState};
 
@@ -74,20 +76,20 @@ impl PartWriter {
         }
     }
 
-    /// Take `data` at plaintext offset `at` (blocking); returns the plaintext ranges now written
-    /// to the `.part` (for sealed parts, only whole chunks).
-    pub fn write_at(&self, data: &[u8], at: u64) -> io::Result<Vec<Range<u64>>> {
+    /// Take `data` at plaintext offset `at` (blocking); returns the plaintext now written to the
+    /// `.part` (for sealed parts, only whole chunks).
+    pub fn write_at(&self, data: Bytes, at: u64) -> io::Result<Vec<Written>> {
         match self {
             PartWriter::Plain(part) => {
-                part.write_at(data, at)?;
-                Ok(std::iter::once(at..at + data.len() as u64).collect())
+                part.write_at(&data, at)?;
+                Ok(vec![Written { at, plain: data }])
             }
-            PartWriter::Sealed(sealed) => sealed.write(data, at),
+            PartWriter::Sealed(sealed) => sealed.write(&data, at),
         }
     }
 
-    /// All `size` plaintext bytes have arrived; returns the ranges written only now.
-    pub fn finish(&self, size: u64) -> io::Result<Vec<Range<u64>>> {
+    /// All `size` plaintext bytes have arrived; returns the plaintext written only now.
+    pub fn finish(&self, size: u64) -> io::Result<Vec<Written>> {
         match self {
             PartWriter::Plain(_) => Ok(Vec::new()),
             PartWriter::Sealed(sealed) => sealed.finish(size),

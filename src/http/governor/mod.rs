@@ -133,6 +133,11 @@ impl Governor {
         })
     }
 
+    /// Whether requests are paced by a budget (then each request counts).
+    pub fn paces_requests(&self) -> bool {
+        self.budget.is_some()
+    }
+
     /// The same request on the endpoint in use (URLs of other origins are left alone), and
     /// which endpoint that is.
     pub fn route(&self, url: &Url) -> (Url, Option<usize>) {
