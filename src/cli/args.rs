@@ -130,7 +130,7 @@ pub struct NetworkArgs {
     /// Request budget for the whole process, requests per minute [default: 50 for API commands;
     /// `get` is unpaced unless given]. The server's anthropic-ratelimit-* headers then tighten
     /// or (gradually) relax it.
-    #[arg(long = "rpm", env = "CLAUDEDL_RPM", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long = "rpm", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub requests_per_minute: Option<u32>,
     /// Backup API endpoint, tried in order after a streak of 503/529 (repeatable). They share
     /// the budget and receive the API key.

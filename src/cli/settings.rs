@@ -23,6 +23,7 @@ pub fn load(cli: &Cli) -> Result<Loaded, ConfigError> {
     let file = config::file::locate(cli.settings.config.as_deref(), var)
         .map(|path| config::file::load(&path))
         .transpose()?;
+    config::env_rpm(var)?;
     let settings = config::resolve(&cli_layer(cli), var, file.as_ref());
     Ok(Loaded { settings, file })
 }

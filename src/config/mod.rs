@@ -20,7 +20,7 @@ mod values;
 use std::path::PathBuf;
 
 pub use file::{ConfigFile, Format};
-pub use resolve::{BASE_URL_VAR, KEY_VAR, Settings, defaults, resolve};
+pub use resolve::{BASE_URL_VAR, KEY_VAR, RPM_VAR, Settings, defaults, env_rpm, resolve};
 pub use schema::Layer;
 pub use secret::Secret;
 pub use values::{LogFormat, LogLevel, Preset};
@@ -71,6 +71,12 @@ impl<T> Setting<T> {
 /// Why a config file cannot be used. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("${name}={value:?}: expected {expected}")]
+    BadEnv {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("cannot read the config file {}: {source}", path.display())]
     Read {
         path: PathBuf,

@@ -32,6 +32,23 @@ pub mod defaults {
 pub const KEY_VAR: &str = "ANTHROPIC_API_KEY";
 /// The environment variable holding the API base URL.
 pub const BASE_URL_VAR: &str = "ANTHROPIC_BASE_URL";
+/// The request budget from the environment (e.g. for a whole CI job).
+pub const RPM_VAR: &str = "CLAUDEDL_RPM";
+
+/// `$CLAUDEDL_RPM`, checked: unset is fine, anything but 1..=1,000,000 is an error.
+pub fn env_rpm(var: impl Fn(&str) -> Option<String>) -> Result<Option<u32>, super::ConfigError> {
+    let Some(text) = var(RPM_VAR).filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    match text.trim().parse::<u32>() {
+        Ok(rpm) if (1..=1_000_000).contains(&rpm) => Ok(Some(rpm)),
+        _ => Err(super::ConfigError::BadEnv {
+            name: RPM_VAR,
+            value: text,
+            expected: "requests per minute, 1 to 1000000",
+        }),
+    }
+}
 
 /// Every setting with its effective value and source. Settings without a default are `None`
 /// when unset (`max_connections` and `requests_per_minute` then follow from other values, see
@@ -73,9 +90,11 @@ pub fn resolve(
     file: Option<&ConfigFile>,
 ) -> Settings {
     let non_empty = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-    // The environment's layer holds the base URL; the key has an order of its own.
+    // The environment's layer holds the base URL and the budget (checked by `env_rpm` before
+    // resolving); the key has an order of its own.
     let env = Layer {
         base_url: non_empty(BASE_URL_VAR),
+        requests_per_minute: env_rpm(&var).ok().flatten(),
         ..Layer::default()
     };
     let layers = Layers { cli, env, file };
@@ -157,9 +176,18 @@ impl Layers<'_> {
             let value = get(&file.layer).clone()?;
             Some(Setting::new(value, Source::File(file.path.clone())))
         };
-        get(&self.env)
-            .clone()
-            .map(|value| Setting::new(value, Source::Env(BASE_URL_VAR.into())))
+        let env_var = match flag {
+            "--base-url" => Some(BASE_URL_VAR),
+            "--rpm" => Some(RPM_VAR),
+            _ => None,
+        };
+        env_var
+            .and_then(|name| {
+                Some(Setting::new(
+                    get(&self.env).clone()?,
+                    Source::Env(name.into()),
+                ))
+            })
             .or_else(from_file)
     }
 

@@ -25,6 +25,7 @@ pub fn claudedl(dir: &Path) -> Command {
         .env_remove("ANTHROPIC_BASE_URL")
         .env_remove("CLAUDEDL_CONFIG")
         .env_remove("CLAUDEDL_LOG")
+        .env_remove("CLAUDEDL_RPM")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -91,6 +92,38 @@ async fn cli_beats_env_beats_file_beats_default_in_config_show() {
     assert_eq!(
         setting(&shown, "storage.base_dir"),
         (&"data".into(), "default")
+    );
+}
+
+#[tokio::test]
+async fn the_request_budget_comes_from_env_over_the_file_and_a_bad_value_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_private(
+        &dir.path().join("claudedl.toml"),
+        "[network]\nrequests_per_minute = 600\n",
+    );
+    let shown = show(claudedl(dir.path()).env("CLAUDEDL_RPM", "120"), &[]).await;
+    let rpm = setting(&shown, "network.requests_per_minute");
+    assert_eq!(rpm, (&120.into(), "env CLAUDEDL_RPM"));
+    let shown = show(
+        claudedl(dir.path()).env("CLAUDEDL_RPM", "120"),
+        &["--rpm", "7"],
+    )
+    .await;
+    let rpm = setting(&shown, "network.requests_per_minute");
+    assert_eq!(rpm, (&7.into(), "cli --rpm"));
+
+    let out = claudedl(dir.path())
+        .env("CLAUDEDL_RPM", "fast")
+        .args(["config", "show"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("CLAUDEDL_RPM"),
+        "{}",
+        text(&out.stderr)
     );
 }
 
