@@ -25,6 +25,9 @@ start_mock() { # args → exports ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY
   export ANTHROPIC_BASE_URL=$(sed -n 's/.*base_url=\([^ ]*\).*/\1/p' "$work/mock.out")
   export ANTHROPIC_API_KEY=$(sed -n 's/.*api_key=\([^ ]*\).*/\1/p' "$work/mock.out")
 }
+# The mock sets no request limit; this measures claudedl's own speed, not the API's budget
+# (which API commands otherwise pace at 50 requests/min by default).
+export CLAUDEDL_RPM=1000000
 timed() { # label, command… → prints "label: wall s, peak RSS MiB"
   local label=$1; shift
   /usr/bin/time -f "%e %M" -o "$work/time" "$@" > "$work/last.out"
