@@ -15,7 +15,7 @@ use crate::engine::Engine;
 use crate::http::TrafficSummary;
 use crate::store::index::{FileQuery, FileState, Index, SqliteIndex};
 use crate::store::layout::DataDir;
-use crate::sync::{Sync, SyncOptions, SyncSummary};
+use crate::sync::{Sync, SyncError, SyncOptions, SyncSummary};
 
 pub async fn sync(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let (api, engine) = connect(&args.api, global)?;
@@ -29,11 +29,9 @@ pub async fn sync(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitSta
         jobs: args.jobs.into(),
         encrypt: args.encrypt.encryption(&global.settings)?,
         only: None,
+        plaintext_ok: args.encrypt.no_encrypt,
     };
     let data = DataDir::new(settings::data_dir(&global.settings));
-    if options.encrypt.is_none() && !args.encrypt.no_encrypt {
-        refuse_plaintext_beside_encrypted(&data)?;
-    }
     let summary = run_sync(&api, &engine, &data, &options, global).await?;
     print_summary(
         &summary,
@@ -43,21 +41,6 @@ pub async fn sync(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitSta
     );
     report_traffic(api.http(), global);
     Ok(exit_status(&summary))
-}
-
-/// A data directory that holds encrypted downloads gets no plaintext ones by accident (a file
-/// whose encrypted download failed would otherwise be fetched again in the clear).
-fn refuse_plaintext_beside_encrypted(data: &DataDir) -> anyhow::Result<()> {
-    let path = data.index_path();
-    if path.exists() && SqliteIndex::open(&path)?.holds_encrypted()? {
-        bail!(super::UsageError(format!(
-            "{} holds encrypted downloads, and no recipients are given: pass --encrypt-to or \
-             --recipients-file, set [crypt] recipients in the config file, or pass --no-encrypt \
-             to store new downloads in plaintext",
-            data.root().display()
-        )));
-    }
-    Ok(())
 }
 
 /// Lock the data directory, open the index and sync; Ctrl-C stops transfers with state saved.
@@ -86,7 +69,12 @@ async fn run_sync(
         index: &mut index,
         reporter,
     };
-    Ok(sync.run(options).await?)
+    match sync.run(options).await {
+        Err(refused @ SyncError::PlaintextBesideEncrypted { .. }) => {
+            bail!(super::UsageError(refused.to_string()))
+        }
+        result => Ok(result?),
+    }
 }
 
 fn exit_status(summary: &SyncSummary) -> ExitStatus {

@@ -45,6 +45,9 @@ pub struct SyncOptions {
     pub encrypt: Option<Arc<Encryption>>,
     /// Download only the entries with these ids (`None`: every entry wanted).
     pub only: Option<HashSet<String>>,
+    /// Download in plaintext even into a directory that holds encrypted entries
+    /// (`--no-encrypt`); otherwise [`Sync::run`] refuses to.
+    pub plaintext_ok: bool,
 }
 
 impl SyncOptions {
@@ -66,6 +69,7 @@ impl Default for SyncOptions {
             jobs: 8,
             encrypt: None,
             only: None,
+            plaintext_ok: false,
         }
     }
 }
@@ -103,6 +107,13 @@ pub enum SyncError {
     Meta(#[from] MetaError),
     #[error(transparent)]
     Transfer(#[from] TransferError),
+    #[error(
+        "{} holds encrypted downloads, and no recipients are given: pass --encrypt-to or \
+         --recipients-file, set [crypt] recipients in the config file, or pass --no-encrypt to \
+         store new downloads in plaintext",
+        root.display()
+    )]
+    PlaintextBesideEncrypted { root: std::path::PathBuf },
     #[error("reading batch results {}: {source}", path.display())]
     Results {
         path: std::path::PathBuf,
@@ -122,7 +133,15 @@ pub struct Sync<'a> {
 
 impl Sync<'_> {
     /// Run a sync. The caller holds the data directory's lock.
+    ///
+    /// A directory that holds encrypted downloads gets no plaintext ones by accident (a file
+    /// whose encrypted download failed would otherwise be fetched again in the clear).
     pub async fn run(&mut self, options: &SyncOptions) -> Result<SyncSummary, SyncError> {
+        if options.encrypt.is_none() && !options.plaintext_ok && self.index.holds_encrypted()? {
+            return Err(SyncError::PlaintextBesideEncrypted {
+                root: self.data.root().to_path_buf(),
+            });
+        }
         let started = Instant::now();
         let mut summary = SyncSummary::default();
         let mut months = BTreeSet::new();
