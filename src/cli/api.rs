@@ -6,7 +6,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 
 use super::args::{ApiArgs, BatchesCommand, FilesCommand, NetworkArgs};
-use super::get::{print_results, report_traffic};
+use super::get::print_results;
+use super::network::report_traffic;
 use super::network::{self, Traffic};
 use super::progress::Bars;
 use super::settings;

@@ -16,7 +16,7 @@ use super::{ExitStatus, GlobalArgs};
 use crate::api::{ApiConfig, Pagination};
 use crate::crypt::{Encryption, age_path};
 use crate::engine::{TransferError, TransferReport, TransferSpec, TransferStatus};
-use crate::http::{HttpClient, parse_header_line};
+use crate::http::parse_header_line;
 use crate::store::names::safe_file_name;
 
 pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
@@ -45,7 +45,7 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
         .download_all(specs, args.jobs.into(), bars.clone())
         .await;
     let status = print_results(&results, args.json, &bars);
-    report_traffic(&client, global);
+    network::report_traffic(&client, global);
     Ok(status)
 }
 
@@ -57,25 +57,6 @@ fn traffic(urls: &[Url], api: Option<ApiConfig>) -> Traffic {
             base_url: api.base_url,
         },
         _ => Traffic::Urls,
-    }
-}
-
-/// The run summary (requests, pushback, waits), on stderr and in the logs.
-pub(super) fn report_traffic(client: &HttpClient, global: &GlobalArgs) {
-    let summary = client.governor().summary();
-    tracing::info!(
-        event = "run_summary",
-        requests = summary.requests,
-        throttled = summary.throttled,
-        achieved_rpm = summary.achieved_rpm,
-        budget_rpm = summary.budget_rpm,
-        endpoint_switches = summary.endpoint_switches,
-        "{summary}"
-    );
-    let noteworthy =
-        summary.budget_rpm.is_some() || summary.throttled > 0 || !summary.server_errors.is_empty();
-    if global.human_stderr() && noteworthy && summary.requests > 0 {
-        eprintln!("requests: {summary}");
     }
 }
 

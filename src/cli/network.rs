@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::bail;
 use url::Url;
 
-use super::UsageError;
 use super::args::NetworkArgs;
+use super::{GlobalArgs, UsageError};
 use crate::config::defaults;
 use crate::engine::{Engine, EngineConfig};
 use crate::http::retry::RetryPolicy;
@@ -40,6 +40,25 @@ pub fn engine(network: &NetworkArgs, traffic: &Traffic) -> anyhow::Result<(HttpC
     })?;
     let engine = Engine::new(client.clone(), config);
     Ok((client, engine))
+}
+
+/// The run summary (requests, pushback, waits), on stderr and in the logs.
+pub fn report_traffic(client: &HttpClient, global: &GlobalArgs) {
+    let summary = client.governor().summary();
+    tracing::info!(
+        event = "run_summary",
+        requests = summary.requests,
+        throttled = summary.throttled,
+        achieved_rpm = summary.achieved_rpm,
+        budget_rpm = summary.budget_rpm,
+        endpoint_switches = summary.endpoint_switches,
+        "{summary}"
+    );
+    let noteworthy =
+        summary.budget_rpm.is_some() || summary.throttled > 0 || !summary.server_errors.is_empty();
+    if global.human_stderr() && noteworthy && summary.requests > 0 {
+        eprintln!("requests: {summary}");
+    }
 }
 
 fn engine_config(network: &NetworkArgs) -> anyhow::Result<EngineConfig> {

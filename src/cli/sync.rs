@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 
 use super::api::{clients, connect};
 use super::args::{DemoArgs, LsArgs, NetworkArgs, SyncArgs};
-use super::get::report_traffic;
+use super::network::report_traffic;
 use super::progress::Bars;
 use super::settings;
 use super::{ExitStatus, GlobalArgs};

@@ -22,7 +22,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::api::connect;
 use super::args::{ApiArgs, DataArgs, EncryptArgs};
-use super::get::report_traffic;
+use super::network::report_traffic;
 use super::progress::Bars;
 use super::settings;
 use super::sync::open_index;

@@ -31,7 +31,8 @@ use self::budget::Budget;
 use self::concurrency::{Concurrency, Slot};
 use self::endpoints::{Endpoints, OVERLOAD_STREAK, Overload};
 use self::summary::Stats;
-pub use self::summary::{TrafficSummary, WaitReason};
+pub use self::summary::TrafficSummary;
+use self::summary::WaitReason;
 use super::retry::server_wait;
 
 /// A 429 without `retry-after` (that is not the spend cap) pauses everyone this long.
@@ -92,8 +93,6 @@ impl Ticket {
         self.slot
     }
 }
-
-pub use self::concurrency::Slot as InFlight;
 
 #[derive(Debug)]
 pub struct Governor {
