@@ -12,7 +12,8 @@
 #   BENCH_TMP=/tmp    where the work directory (files served, downloads) is created
 #   KILL_MIB=256      file size for the kill -9 / resume scenario
 #   SCENARIOS="1 2 4" which scenarios to run (3 runs along with 2; 5 = the cost of --encrypt-to)
-#   CLAUDEDL_BASE=    scenario 5: also run this binary (an older build), interleaved with the rest
+#   CLAUDEDL_BASE=    also run this binary (an older build), interleaved with the rest, in every
+#                     scenario: before/after figures from one run
 #   REPORT=           also write the markdown report to this file
 #   KEEP=1            keep the work directory (nginx logs, outputs) for inspection
 #   RUN_TIMEOUT=300   seconds before a client run is killed (counted as a failure)
@@ -314,6 +315,12 @@ run_tool() {
         run_one encrypt "$name" "$round" "$OUT/f1g.bin.age" "$WWW/f1g.bin" "${SHA[f1g]}" -- \
             "$BIN" get "$DIRECT/f1g.bin" -o "$OUT/f1g.bin" -c 8 --json -q \
             --encrypt-to "$AGE_RECIPIENT" ;;
+    "baseline -c 10")
+        run_one capped "$name" "$round" "$OUT/f64.bin" "$WWW/f64.bin" "${SHA[f64]}" -- \
+            "$BASE_BIN" get "$CAPPED/f64.bin" -o "$OUT/f64.bin" -c "$CAPPED_CONNS" --json -q ;;
+    "baseline -c 8")
+        run_one uncapped "$name" "$round" "$OUT/f1g.bin" "$WWW/f1g.bin" "${SHA[f1g]}" -- \
+            "$BASE_BIN" get "$DIRECT/f1g.bin" -o "$OUT/f1g.bin" -c 8 --json -q ;;
     "baseline -c 8, plain")
         run_one encrypt "$name" "$round" "$OUT/f1g.bin" "$WWW/f1g.bin" "${SHA[f1g]}" -- \
             "$BASE_BIN" get "$DIRECT/f1g.bin" -o "$OUT/f1g.bin" -c 8 --json -q ;;
@@ -345,6 +352,8 @@ BIG_TOOLS=("claudedl -c 8" "curl -o" "aria2c -x8 -s8" "claudedl -c 16" "curl -o,
     "claudedl -c 8 --checkpoint-ms 100000")
 ENCRYPT_TOOLS=("claudedl -c 8, plain" "claudedl -c 8 --encrypt-to")
 if [[ -n $BASE_BIN ]]; then
+    CAPPED_TOOLS+=("baseline -c 10")
+    BIG_TOOLS+=("baseline -c 8")
     ENCRYPT_TOOLS+=("baseline -c 8, plain" "baseline -c 8 --encrypt-to")
 fi
 
@@ -368,13 +377,17 @@ fi
 
 # ---- scenario 4: kill -9 at ~50 %, then resume ---------------------------------------------
 
-printf 'round\tsize\tdone_at_kill\tkill_after\trun1_exit\trun2_exit\tresumed_from\trun2_bytes\tserved_http\treqs_http\tsent_proxy\tconns_proxy\tsha_ok\tsent_proxy_run1\n' >"$KILLS"
+printf 'tool\tround\tsize\tdone_at_kill\tkill_after\trun1_exit\trun2_exit\tresumed_from\trun2_bytes\tserved_http\treqs_http\tsent_proxy\tconns_proxy\tsha_ok\tsent_proxy_run1\n' >"$KILLS"
 if has 4; then
     size=$((KILL_MIB * MIB))
     out=$OUT/fkill.bin
-    cmd=("$BIN" get "$CAPPED/fkill.bin" -o "$out" -c "$KILL_CONNS" --json -q)
+    kill_bins=("claudedl=$BIN")
+    [[ -z $BASE_BIN ]] || kill_bins+=("baseline=$BASE_BIN")
     for ((r = 1; r <= ROUNDS; r++)); do
-        log "4. kill -9 at 50 % of $KILL_MIB MiB, then resume: round $r/$ROUNDS"
+      for kill_bin in "${kill_bins[@]}"; do
+        kill_tool=${kill_bin%%=*}
+        cmd=("${kill_bin#*=}" get "$CAPPED/fkill.bin" -o "$out" -c "$KILL_CONNS" --json -q)
+        log "4. kill -9 at 50 % of $KILL_MIB MiB, then resume ($kill_tool): round $r/$ROUNDS"
         fresh "$out"
         sync
         h0=$(logsize "$HTTP_LOG")
@@ -400,7 +413,7 @@ if has 4; then
         fi
         resumed_from=$(python3 "$LIB" json-field "$W/run2.json" resumed_from)
         run2_bytes=$(python3 "$LIB" json-field "$W/run2.json" bytes)
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$size" \
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kill_tool" "$r" "$size" \
             "$done_at_kill" "$kill_after" "$rc1" "$rc2" "$resumed_from" "$run2_bytes" "$served" \
             "$reqs" "$sent" "$conns" "$sha_ok" "$sent1" >>"$KILLS"
         log "  resumed (exit $rc2): resumed_from=$resumed_from bytes=$run2_bytes; served $served B in $reqs requests, proxy sent $sent B in $conns connections; sha256 match=$sha_ok; refetched $((served - size)) B"
@@ -408,6 +421,7 @@ if has 4; then
             sed 's/^/    /' "$W/run2.err" | tail -n 20 >&2
         fi
         fresh "$out"
+      done
     done
 fi
 

@@ -285,17 +285,17 @@ def report(results_path, kills_path, params_path):
               "both runs. refetched = that total - file size. Where the proxied excess arises: "
               "'lost at kill' = proxied in run 1 - bytes the state file holds as done; 'run 2 "
               "overshoot' = proxied in run 2 - bytes run 2 wrote.\n")
-        print("| round | done at kill | killed after s | run 2 resumed_from | run 2 bytes | "
+        print("| tool | round | done at kill | killed after s | run 2 resumed_from | run 2 bytes | "
               "served | refetched (HTTP log) | % | proxied | refetched (proxy) | % | "
               "lost at kill | run 2 overshoot | sha256 |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         pcts = []
         for k in kills:
             size = int(k["size"])
             served, proxied = int(k["served_http"]), int(k["sent_proxy"])
             ref, pref = served - size, proxied - size
             pct, ppct = ref / size * 100, pref / size * 100
-            if k["sha_ok"] == "yes":
+            if k["sha_ok"] == "yes" and k.get("tool", "claudedl") == "claudedl":
                 pcts.append((pct, ref, ppct, pref))
             done_pct = f"{int(k['done_at_kill']) / size * 100:.1f} %" \
                 if k["done_at_kill"].isdigit() else k["done_at_kill"]
@@ -305,7 +305,7 @@ def report(results_path, kills_path, params_path):
                 lost = sent1 - int(k["done_at_kill"])
                 if k["run2_bytes"].isdigit():
                     over = proxied - sent1 - int(k["run2_bytes"])
-            print(f"| {k['round']} | {done_pct} | {k['kill_after']} | {k['resumed_from']} | "
+            print(f"| {k.get('tool', 'claudedl')} | {k['round']} | {done_pct} | {k['kill_after']} | {k['resumed_from']} | "
                   f"{k['run2_bytes']} | {served} | {ref} | {pct:.2f} % | {proxied} | {pref} | "
                   f"{ppct:.2f} % | {lost} | {over} | {k['sha_ok']} |")
         print()
