@@ -104,6 +104,12 @@ impl CryptError {
     }
 }
 
+/// Where a download meant for `path` is stored: `path` itself, or [`age_path`] when it is
+/// encrypted. The one place that decides an output's name.
+pub fn output_path(path: PathBuf, encrypted: bool) -> PathBuf {
+    if encrypted { age_path(&path) } else { path }
+}
+
 /// `path` with `.age` appended (unless it already ends so): where an encrypted download goes.
 pub fn age_path(path: &Path) -> PathBuf {
     if path.extension().is_some_and(|ext| ext == "age") {

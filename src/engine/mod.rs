@@ -67,15 +67,16 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
+        use crate::config::defaults;
         EngineConfig {
-            connections: 8,
-            max_connections: 16,
-            chunk_size: 64 * MIB,
+            connections: defaults::CONNECTIONS.into(),
+            max_connections: defaults::MIN_MAX_CONNECTIONS.into(),
+            chunk_size: defaults::CHUNK_SIZE,
             encrypted_piece: 8 * MIB,
-            min_split: MIB,
+            min_split: defaults::MIN_SPLIT,
             retry: RetryPolicy::default(),
-            read_timeout: Duration::from_secs(60),
-            checkpoint_interval: Duration::from_millis(100),
+            read_timeout: crate::config::network::seconds(defaults::READ_TIMEOUT),
+            checkpoint_interval: Duration::from_millis(defaults::CHECKPOINT_MS),
             max_restarts: 2,
         }
     }
