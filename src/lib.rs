@@ -40,6 +40,9 @@
 //! # }
 //! ```
 
+// The library never prints: it reports through events, return values and `tracing`.
+#![cfg_attr(not(test), warn(clippy::print_stdout, clippy::print_stderr))]
+
 pub mod api;
 pub mod config;
 pub mod crypt;
