@@ -1,7 +1,7 @@
 //! Settings from a config file, the environment and the command line, each value with where it
 //! came from.
 //!
-//! - [`file`]: finding the file (`--config`, `./claudedl.toml`, the XDG config directory),
+//! - [`file`](mod@file): finding the file (`--config`, `./claudedl.toml`, the XDG config directory),
 //!   reading TOML or the original design's INI, and the permission check for a key on disk;
 //! - [`schema`]: the sections and keys a file may hold, read into a [`Layer`] with errors
 //!   naming the key, its section and the file;

@@ -4,11 +4,11 @@
 //!
 //! - [`plan`]: which connection fetches which bytes (with work stealing at the tail);
 //! - [`response`]: judging a response before writing any of it;
-//! - [`stream`]: one body into the file at its offsets, in bounded memory;
+//! - `stream`: one body into the file at its offsets, in bounded memory;
 //! - [`ledger`]: what is written, checkpointed and hashed; `window`: the content written ahead
 //!   of the hashed prefix, kept in memory for the hasher;
 //! - `writer`: the `.part` as is, or sealed into an age file when encrypting;
-//! - [`transfer`]: one file from probe to rename; [`batch`]: many files at once.
+//! - `transfer`: one file from probe to rename; `batch`: many files at once.
 //!
 //! The engine never prints: it tells a [`Reporter`].
 
