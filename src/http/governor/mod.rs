@@ -67,7 +67,9 @@ impl Default for GovernorConfig {
             requests_per_minute: None,
             max_in_flight: 64,
             endpoints: Vec::new(),
-            overload_pause: Duration::from_secs(600),
+            overload_pause: crate::config::network::seconds(
+                crate::config::defaults::OVERLOAD_PAUSE,
+            ),
             bytes_per_second: None,
             max_concurrent_retries: 4,
         }
