@@ -5,8 +5,8 @@
 //! age seals the plaintext in 64 KiB chunks whose nonce is the chunk's index (plus a flag on
 //! the last one), so a chunk can be sealed as soon as all its bytes are known, in any order.
 //! With the plaintext size known, the age file's size and every chunk's offset follow
-//! ([`format`](mod@format)). Parallel ranges therefore write straight into the preallocated `.part`, as
-//! for plain downloads; bytes of a chunk that is not yet complete wait in memory
+//! ([`format`](mod@format)). Parallel ranges therefore write straight into the preallocated
+//! `.part`, as for plain downloads; bytes of a chunk that is not yet complete wait in memory
 //! (`sealed`). No plaintext byte is ever written to disk: not to the `.part`, not to a
 //! temporary file, not to the index.
 //!
