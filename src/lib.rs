@@ -1,6 +1,8 @@
 //! claudedl: a fast, resumable, polite downloader for the Claude API and any HTTP(S) URL.
 //!
 //! The `claudedl` binary is one user of this library; its command line is not part of it.
+//! The default `demo` feature only builds the bundled mock API into that binary: a library
+//! user can leave it out (`default-features = false`).
 //!
 //! # Layout
 //! - [`config`]: the config file, the environment and the layering of settings (each value
