@@ -1,3 +1,7 @@
+//! The `claudedl` binary: the command line over the `claudedl` library.
+
+mod cli;
+
 fn main() -> std::process::ExitCode {
-    claudedl::cli::main()
+    cli::main()
 }

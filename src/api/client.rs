@@ -7,7 +7,7 @@ use url::Url;
 
 use super::types::{Batch, FileObject, Page};
 use super::{API_VERSION, ApiError};
-use crate::config::{self, Layer, Settings};
+use crate::config::Settings;
 use crate::engine::response::request_id;
 use crate::http::HttpClient;
 use crate::http::redact::redact_url;
@@ -49,17 +49,6 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
-    /// Base URL from `base_url`, else `ANTHROPIC_BASE_URL`, else the public API; key from
-    /// `ANTHROPIC_API_KEY` (never from the command line). No config file is read.
-    pub fn from_env(base_url: Option<&str>, pagination: Pagination) -> Result<ApiConfig, ApiError> {
-        let flags = Layer {
-            base_url: base_url.map(str::to_owned),
-            ..Layer::default()
-        };
-        let settings = config::resolve(&flags, |name| std::env::var(name).ok(), None);
-        ApiConfig::from_settings(&settings, pagination)
-    }
-
     /// Base URL and key from resolved [`Settings`] (command line, environment, config file).
     pub fn from_settings(
         settings: &Settings,

@@ -13,6 +13,6 @@ pub use error::ApiError;
 pub use types::{Batch, FileObject, Page, RequestCounts};
 
 /// The public API's base URL.
-pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+pub const DEFAULT_BASE_URL: &str = crate::config::defaults::BASE_URL;
 /// The API version every request names.
 pub const API_VERSION: &str = "2023-06-01";

@@ -1,12 +1,10 @@
-//! Command-line arguments.
+//! Command-line arguments (every clap type), and the layer of settings they set.
 
 use std::path::PathBuf;
 
 use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
-
-pub use super::crypt::{DecryptArgs, EncryptArgs};
-use crate::config::{LogFormat, Preset};
+use claudedl::config::{self, Layer, LogFormat, LogLevel, Preset};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,8 +58,9 @@ pub enum Command {
     /// Query the index offline.
     Ls(LsArgs),
     /// Re-hash downloaded files against the index; report missing, changed and orphaned files.
-    Verify(super::verify::VerifyArgs),
+    Verify(VerifyArgs),
     /// Try claudedl without a key: sync a bundled mock API into ./claudedl-demo.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Decrypt an age file written with --encrypt-to (same as `age -d -i IDENTITY`).
     Decrypt(DecryptArgs),
@@ -100,7 +99,7 @@ pub struct ApiArgs {
 
 /// How requests are made and paced: connections, timeouts, retries, the request budget, backup
 /// endpoints and the bandwidth cap. Every option is optional so that a config file can supply
-/// it; unset ones take the defaults in `cli::network`.
+/// it; unset ones take the defaults in `claudedl::config::defaults`.
 #[derive(Debug, Args, Clone, Default)]
 pub struct NetworkArgs {
     /// Parallel connections (byte ranges) per file [default: 8].
@@ -119,10 +118,10 @@ pub struct NetworkArgs {
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
     /// Seconds to wait for a connection [default: 30].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
     pub connect_timeout: Option<f64>,
     /// Seconds of silence tolerated while reading a body; there is no total timeout [default: 60].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
     pub read_timeout: Option<f64>,
     /// Milliseconds between checkpoints of the resume state [default: 100].
     #[arg(long, value_name = "MS", hide = true)]
@@ -134,10 +133,10 @@ pub struct NetworkArgs {
     pub requests_per_minute: Option<u32>,
     /// Backup API endpoint, tried in order after a streak of 503/529 (repeatable). They share
     /// the budget and receive the API key.
-    #[arg(long = "endpoint", value_name = "URL")]
+    #[arg(long = "endpoint", value_name = "URL", value_parser = endpoint)]
     pub endpoints: Vec<String>,
     /// Seconds an overloaded endpoint is left alone before it is tried again [default: 600].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
     pub overload_pause: Option<f64>,
     /// Cap on total download bandwidth across all connections, e.g. 5MB or 500KiB (per second).
     #[arg(long, value_name = "SIZE")]
@@ -265,6 +264,7 @@ pub struct LsArgs {
     pub json: bool,
 }
 
+#[cfg(feature = "demo")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where the demo data goes.
@@ -303,4 +303,147 @@ pub struct GetArgs {
     pub json: bool,
     #[command(flatten)]
     pub encrypt: EncryptArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Download missing, changed and unreadable files again (with the API settings and
+    /// ANTHROPIC_API_KEY, as `sync`), each stored as it was: encrypted entries encrypted again
+    /// (see --encrypt-to), plain ones plain. Orphaned files are reported, never deleted.
+    #[arg(long)]
+    pub repair: bool,
+    /// Age identity file (as written by age-keygen; repeatable): decrypt encrypted files and
+    /// hash their plaintext. Without it they are only checked for presence and size.
+    #[arg(short = 'i', long = "identity", value_name = "IDENTITY")]
+    pub identities: Vec<PathBuf>,
+    /// With --repair: the recipients encrypted entries are encrypted to again.
+    #[command(flatten)]
+    pub encrypt: EncryptArgs,
+    /// Files hashed at once (default: the number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: Option<u16>,
+    /// One JSON object per finding on stdout, then a summary object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Encryption at rest, shared by every command that downloads (`get`, `files get`, `batches
+/// results`, `sync`, `verify --repair`). Without these flags the config file's `[crypt]
+/// recipients` and `recipients_file` apply; any of them replaces the file's recipients.
+#[derive(Debug, Args, Clone, Default)]
+pub struct EncryptArgs {
+    /// Store downloads as age files (`NAME.age`) encrypted to this recipient (age1…;
+    /// repeatable). No plaintext byte is written to disk. Replaces the config file's
+    /// `[crypt]` recipients.
+    #[arg(long = "encrypt-to", value_name = "RECIPIENT")]
+    pub encrypt_to: Vec<String>,
+    /// Encrypt to the recipients listed in FILE (one per line, `#` comments; repeatable).
+    #[arg(long = "recipients-file", value_name = "FILE")]
+    pub recipients_files: Vec<PathBuf>,
+    /// Store downloads unencrypted, whatever the config file's `[crypt]` says.
+    #[arg(long, conflicts_with_all = ["encrypt_to", "recipients_files"])]
+    pub no_encrypt: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// The age file to decrypt.
+    pub file: PathBuf,
+    /// Identity file (as written by age-keygen).
+    #[arg(short = 'i', long = "identity", value_name = "IDENTITY")]
+    pub identity: PathBuf,
+    /// Output file (default: FILE without its `.age` suffix). Written whole or not at all.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// A positive number of seconds.
+fn seconds(text: &str) -> Result<f64, String> {
+    let secs: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if !config::network::valid_seconds(secs) {
+        return Err("must be a positive number of seconds".to_owned());
+    }
+    Ok(secs)
+}
+
+/// A backup endpoint: an http(s) URL with a host.
+fn endpoint(text: &str) -> Result<String, String> {
+    config::http_url(text).map(|_| text.to_owned())
+}
+
+impl Cli {
+    /// What the flags of this command line set (the command line's layer of settings).
+    pub fn layer(&self) -> Layer {
+        let (api, data) = self.command.api_and_data();
+        let network = match &self.command {
+            Command::Get(get) => Some(&get.network),
+            _ => api.map(|api| &api.network),
+        };
+        let SettingsArgs {
+            preset,
+            log_format,
+            log_file,
+            ..
+        } = &self.settings;
+        Layer {
+            base_url: api.and_then(|api| api.base_url.clone()),
+            data_dir: data.and_then(|data| data.data_dir.clone()),
+            preset: *preset,
+            log_format: *log_format,
+            log_file: log_file.clone(),
+            log_level: match self.verbose {
+                0 => None,
+                1 => Some(LogLevel::Info),
+                _ => Some(LogLevel::Debug),
+            },
+            ..network.map(NetworkArgs::layer).unwrap_or_default()
+        }
+    }
+}
+
+impl Command {
+    /// The API and data-directory flags of the command, if it has them.
+    fn api_and_data(&self) -> (Option<&ApiArgs>, Option<&DataArgs>) {
+        match self {
+            Command::Files(FilesCommand::Ls { api, .. } | FilesCommand::Get { api, .. })
+            | Command::Batches(
+                BatchesCommand::Ls { api, .. } | BatchesCommand::Results { api, .. },
+            ) => (Some(api), None),
+            Command::Batches(BatchesCommand::Show { data, .. })
+            | Command::Ls(LsArgs { data, .. }) => (None, Some(data)),
+            Command::Sync(sync) => (Some(&sync.api), Some(&sync.data)),
+            Command::Verify(verify) => (Some(&verify.api), Some(&verify.data)),
+            Command::Config(ConfigCommand::Show { api, data, .. }) => (Some(api), Some(data)),
+            Command::Get(_) | Command::Decrypt(_) => (None, None),
+            #[cfg(feature = "demo")]
+            Command::Demo(_) => (None, None),
+        }
+    }
+}
+
+impl NetworkArgs {
+    fn layer(&self) -> Layer {
+        Layer {
+            connections: self.connections,
+            max_connections: self.max_connections,
+            chunk_size: self.chunk_size,
+            min_split_size: self.min_split_size,
+            max_retries: self.max_retries,
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
+            checkpoint_ms: self.checkpoint_ms,
+            requests_per_minute: self.requests_per_minute,
+            endpoints: Some(self.endpoints.clone()).filter(|e| !e.is_empty()),
+            overload_pause: self.overload_pause,
+            limit_rate: self.limit_rate,
+            ..Layer::default()
+        }
+    }
 }

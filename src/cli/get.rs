@@ -5,19 +5,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use claudedl::api::{ApiConfig, Pagination};
+use claudedl::crypt::{Encryption, output_path};
+use claudedl::engine::TransferSpec;
+use claudedl::http::parse_header_line;
+use claudedl::store::names::safe_file_name;
 use reqwest::header::HeaderMap;
 use url::Url;
 
 use super::args::GetArgs;
-use super::network::{self, Traffic};
+use super::common::{self, ExitStatus, GlobalArgs, UsageError};
 use super::progress::Bars;
-use super::settings;
-use super::{ExitStatus, GlobalArgs};
-use crate::api::{ApiConfig, Pagination};
-use crate::crypt::{Encryption, age_path};
-use crate::engine::{TransferError, TransferReport, TransferSpec, TransferStatus};
-use crate::http::parse_header_line;
-use crate::store::names::safe_file_name;
 
 pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let urls = collect_urls(&args)?;
@@ -25,39 +23,26 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
     let api = ApiConfig::from_settings(&global.settings, Pagination::Ga).ok();
     let encrypt = args.encrypt.encryption(&global.settings)?;
     let specs = plan_outputs(&args, &urls, &headers, api.as_ref(), encrypt)?;
-    let mut network = settings::network_args(&global.settings, &args.network);
-    let traffic = traffic(&urls, api);
-    if matches!(traffic, Traffic::Urls) {
-        // A configured budget is the API's: plain URLs are paced by `--rpm` only.
-        network.requests_per_minute = args.network.requests_per_minute;
-    }
-    let (client, engine) = network::engine(&network, &traffic)?;
-    let cancel = engine.cancel_token();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            cancel.cancel();
-        }
-    });
+    let api_base = api_traffic(&urls, api.as_ref());
+    let (client, engine) = common::engine(&global.network, api_base)?;
+    common::cancel_on_ctrl_c(engine.cancel_token());
     let visible = global.bars_visible(args.json);
     let names = specs.iter().map(|s| display_name(&s.output)).collect();
     let bars = Arc::new(Bars::new(names, visible));
     let results = engine
         .download_all(specs, args.jobs.into(), bars.clone())
         .await;
-    let status = print_results(&results, args.json, &bars);
-    network::report_traffic(&client, global);
+    let status = common::print_results(&results, args.json, &bars);
+    common::report_traffic(&client, global);
     Ok(status)
 }
 
-/// Requests to the Claude API's origin are paced by its budget; plain URLs are not (unless
-/// `--rpm` is given).
-fn traffic(urls: &[Url], api: Option<ApiConfig>) -> Traffic {
-    match api {
-        Some(api) if urls.iter().any(|url| url.origin() == api.base_url.origin()) => Traffic::Api {
-            base_url: api.base_url,
-        },
-        _ => Traffic::Urls,
-    }
+/// The API's base URL when a URL is on its origin: those requests are API traffic, paced by
+/// its budget; plain URLs are not (unless `--rpm` is given).
+fn api_traffic<'a>(urls: &[Url], api: Option<&'a ApiConfig>) -> Option<&'a Url> {
+    let api = api?;
+    let on_api = urls.iter().any(|url| url.origin() == api.base_url.origin());
+    on_api.then_some(&api.base_url)
 }
 
 fn collect_urls(args: &GetArgs) -> anyhow::Result<Vec<Url>> {
@@ -115,13 +100,11 @@ fn plan_outputs(
     // file (never from the command line, where other users could read it); `-H` headers take
     // precedence.
     let specs = urls.iter().map(|url| {
-        let mut output = match &args.output {
+        let output = match &args.output {
             Some(output) => output.clone(),
             None => dir.join(unique_name(&name_from_url(url), &mut taken)),
         };
-        if encrypt.is_some() {
-            output = age_path(&output);
-        }
+        let output = output_path(output, encrypt.is_some());
         let mut headers_for_url = api.map(|api| api.headers_for(url)).unwrap_or_default();
         headers_for_url.extend(headers.clone());
         TransferSpec {
@@ -163,73 +146,6 @@ fn display_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-pub(super) fn print_results(
-    results: &[Result<TransferReport, TransferError>],
-    json: bool,
-    bars: &Bars,
-) -> ExitStatus {
-    let mut status = ExitStatus::Success;
-    for result in results {
-        match result {
-            Ok(report) => {
-                if json {
-                    println!("{}", report_json(report));
-                } else {
-                    bars.println(&report_line(report));
-                }
-            }
-            Err(error) => {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"status": "failed", "error": error.to_string()})
-                    );
-                }
-                eprintln!("error: {error}");
-                status = status.max(if error.is_cancelled() {
-                    ExitStatus::Interrupted
-                } else {
-                    ExitStatus::Failure
-                });
-            }
-        }
-    }
-    status
-}
-
-fn report_json(report: &TransferReport) -> serde_json::Value {
-    serde_json::json!({
-        "url": report.url,
-        "path": report.path,
-        "status": match report.status {
-            TransferStatus::Downloaded => "downloaded",
-            TransferStatus::AlreadyPresent => "exists",
-        },
-        "size": report.size,
-        "bytes": report.fetched,
-        "resumed_from": report.resumed_from,
-        "sha256": report.sha256,
-        "encrypted": report.encrypted,
-        "duration_ms": report.duration.as_millis() as u64,
-        "retries": report.retries,
-    })
-}
-
-fn report_line(report: &TransferReport) -> String {
-    let path = report.path.display();
-    match report.status {
-        TransferStatus::AlreadyPresent => {
-            format!("{path}: exists, left alone (use --force to replace)")
-        }
-        TransferStatus::Downloaded => format!(
-            "{path}: {} in {:.1?}, sha256 {}",
-            bytesize::ByteSize(report.size).display().iec(),
-            report.duration,
-            report.sha256.as_deref().unwrap_or("-"),
-        ),
-    }
-}
-
-fn usage(message: &str) -> super::UsageError {
-    super::UsageError(message.to_owned())
+fn usage(message: &str) -> UsageError {
+    UsageError(message.to_owned())
 }

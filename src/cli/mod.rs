@@ -1,74 +1,39 @@
-//! The command line: parse, run, map the outcome to an exit code.
+//! The command line: parse, resolve the settings once, run the command, map the outcome to an
+//! exit code.
 //!
 //! Exit codes: 0 all succeeded, 1 some failed, 2 usage error, 130 interrupted (state saved).
+//!
+//! - `args`: every clap type, and the layer of settings the flags set;
+//! - `common`: what the commands share (the client, engine and API client built from the
+//!   settings, the index, Ctrl-C, printing results, the traffic report);
+//! - `encrypt`: the encryption the flags and the config file ask for;
+//! - `logging`, `progress`: log lines and progress bars on stderr;
+//! - one file per command.
+//!
+//! Imports run one way: commands → `common`/`encrypt` → `args`, `progress` → `logging`.
 
-mod api;
 mod args;
-mod config_cmd;
-mod crypt;
+mod batches;
+mod common;
+mod config;
+mod decrypt;
+#[cfg(feature = "demo")]
+mod demo;
+mod encrypt;
+mod files;
 mod get;
-pub mod logging;
-mod network;
+mod logging;
+mod ls;
 mod progress;
-mod settings;
 mod sync;
 mod verify;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use args::{Cli, Command};
-
-use crate::config::{LogFormat, Settings};
-
-/// How a run ended, ordered by severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ExitStatus {
-    Success,
-    Failure,
-    Usage,
-    Interrupted,
-}
-
-impl From<ExitStatus> for ExitCode {
-    fn from(status: ExitStatus) -> ExitCode {
-        ExitCode::from(match status {
-            ExitStatus::Success => 0,
-            ExitStatus::Failure => 1,
-            ExitStatus::Usage => 2,
-            ExitStatus::Interrupted => 130,
-        })
-    }
-}
-
-/// A mistake in how the command was called (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-/// Options every subcommand sees.
-pub struct GlobalArgs {
-    pub quiet: bool,
-    /// Every setting, resolved once from the command line, the environment and the file.
-    pub settings: Settings,
-}
-
-impl GlobalArgs {
-    /// Whether progress bars may be drawn: not with `-q`, not while JSON logs take stderr, not
-    /// when stderr is no terminal, and not when the command prints `json` on stdout.
-    pub fn bars_visible(&self, json: bool) -> bool {
-        !json && self.human_stderr() && std::io::stderr().is_terminal()
-    }
-
-    /// Whether stderr is for people: not with `-q`, nor while JSON logs take it.
-    pub fn human_stderr(&self) -> bool {
-        let json_logs_on_stderr =
-            self.settings.log_format.value == LogFormat::Json && self.settings.log_file.is_none();
-        !self.quiet && !json_logs_on_stderr
-    }
-}
+use args::{Cli, Command};
+use common::{ExitStatus, GlobalArgs, UsageError};
 
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -99,14 +64,15 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Get(args) => get::run(args, &global).await,
-            Command::Files(command) => api::files(command, &global).await,
-            Command::Batches(command) => api::batches(command, &global).await,
-            Command::Sync(args) => sync::sync(args, &global).await,
-            Command::Ls(args) => sync::ls(args, &global),
-            Command::Demo(args) => sync::demo(args, &global).await,
+            Command::Files(command) => files::run(command, &global).await,
+            Command::Batches(command) => batches::run(command, &global).await,
+            Command::Sync(args) => sync::run(args, &global).await,
+            Command::Ls(args) => ls::run(args, &global),
+            #[cfg(feature = "demo")]
+            Command::Demo(args) => demo::run(args, &global).await,
             Command::Verify(args) => verify::run(args, &global).await,
-            Command::Config(command) => config_cmd::run(command, &global),
-            Command::Decrypt(args) => crypt::decrypt(args),
+            Command::Config(command) => config::run(command, &global),
+            Command::Decrypt(args) => decrypt::run(args),
         }
     });
     match result {
@@ -124,13 +90,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Read the config file, resolve the settings and start logging; tell the user what the file
-/// needs fixing.
+/// Read the config file, resolve the settings (once) and start logging; tell the user what the
+/// file needs fixing.
 fn start(cli: &Cli) -> Result<GlobalArgs, ExitStatus> {
-    let loaded = settings::load(cli).map_err(|error| {
-        eprintln!("error: {error}");
-        ExitStatus::Usage
-    })?;
+    let loaded =
+        claudedl::config::load(&cli.layer(), cli.settings.config.as_deref()).map_err(|error| {
+            eprintln!("error: {error}");
+            ExitStatus::Usage
+        })?;
     let logging = logging::init(&loaded.settings, cli.quiet).map_err(|error| {
         eprintln!("error: {error:#}");
         ExitStatus::Usage
@@ -146,6 +113,7 @@ fn start(cli: &Cli) -> Result<GlobalArgs, ExitStatus> {
     }
     Ok(GlobalArgs {
         quiet: cli.quiet,
+        network: loaded.settings.network(),
         settings: loaded.settings,
     })
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::logging;
-use crate::engine::{Reporter, TransferError, TransferReport};
+use claudedl::engine::{Reporter, TransferError, TransferReport};
 
 /// Transfers at least this large get a line of their own.
 const LARGE: u64 = 8 * 1024 * 1024;

@@ -1,23 +1,21 @@
-//! `claudedl sync`, `claudedl ls` and `claudedl demo`.
+//! `claudedl sync`: mirror the account into the data directory. Also the sync run and its
+//! summary that `demo` reuses.
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+use claudedl::api::ApiClient;
+use claudedl::engine::Engine;
+use claudedl::http::TrafficSummary;
+use claudedl::store::index::SqliteIndex;
+use claudedl::store::layout::DataDir;
+use claudedl::sync::{Sync, SyncError, SyncOptions, SyncSummary};
 
-use super::api::{clients, connect};
-use super::args::{DemoArgs, LsArgs, NetworkArgs, SyncArgs};
-use super::network::report_traffic;
+use super::args::SyncArgs;
+use super::common::{self, ExitStatus, GlobalArgs, UsageError, connect};
 use super::progress::Bars;
-use super::settings;
-use super::{ExitStatus, GlobalArgs};
-use crate::api::{ApiClient, ApiConfig, ApiKey, Pagination};
-use crate::engine::Engine;
-use crate::http::TrafficSummary;
-use crate::store::index::{FileQuery, FileState, Index, SqliteIndex};
-use crate::store::layout::DataDir;
-use crate::sync::{Sync, SyncError, SyncOptions, SyncSummary};
 
-pub async fn sync(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
+pub async fn run(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let (api, engine) = connect(&args.api, global)?;
     let options = SyncOptions {
         files: !args.batches_only,
@@ -31,7 +29,7 @@ pub async fn sync(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitSta
         only: None,
         plaintext_ok: args.encrypt.no_encrypt,
     };
-    let data = DataDir::new(settings::data_dir(&global.settings));
+    let data = global.data_dir();
     let summary = run_sync(&api, &engine, &data, &options, global).await?;
     print_summary(
         &summary,
@@ -39,12 +37,12 @@ pub async fn sync(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitSta
         args.json,
         &api.http().governor().summary(),
     );
-    report_traffic(api.http(), global);
+    common::report_traffic(api.http(), global);
     Ok(exit_status(&summary))
 }
 
 /// Lock the data directory, open the index and sync; Ctrl-C stops transfers with state saved.
-async fn run_sync(
+pub async fn run_sync(
     api: &ApiClient,
     engine: &Engine,
     data: &DataDir,
@@ -54,12 +52,7 @@ async fn run_sync(
     data.create()?;
     let _lock = data.lock()?;
     let mut index = SqliteIndex::open(&data.index_path())?;
-    let cancel = engine.cancel_token();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            cancel.cancel();
-        }
-    });
+    common::cancel_on_ctrl_c(engine.cancel_token());
     let visible = global.bars_visible(false);
     let reporter = Arc::new(Bars::new(Vec::new(), visible));
     let mut sync = Sync {
@@ -71,13 +64,13 @@ async fn run_sync(
     };
     match sync.run(options).await {
         Err(refused @ SyncError::PlaintextBesideEncrypted { .. }) => {
-            bail!(super::UsageError(refused.to_string()))
+            bail!(UsageError(refused.to_string()))
         }
         result => Ok(result?),
     }
 }
 
-fn exit_status(summary: &SyncSummary) -> ExitStatus {
+pub fn exit_status(summary: &SyncSummary) -> ExitStatus {
     if summary.interrupted {
         ExitStatus::Interrupted
     } else if summary.failed.is_empty() {
@@ -87,7 +80,7 @@ fn exit_status(summary: &SyncSummary) -> ExitStatus {
     }
 }
 
-fn print_summary(
+pub fn print_summary(
     summary: &SyncSummary,
     options: &SyncOptions,
     json: bool,
@@ -157,100 +150,4 @@ fn print_reasons(what: &str, items: &[(String, String)]) {
     if items.len() > 20 {
         println!("  … and {} more", items.len() - 20);
     }
-}
-
-pub fn ls(args: LsArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    let data = DataDir::new(settings::data_dir(&global.settings));
-    let index = open_index(&data)?;
-    let state = args.state.as_deref().map(parse_state).transpose()?;
-    let query = FileQuery {
-        month: args.month,
-        mime: args.mime,
-        name_glob: args.name,
-        state,
-        limit: args.limit,
-    };
-    for entry in index.query_files(&query)? {
-        if args.json {
-            let value = serde_json::json!({
-                "id": entry.meta.id, "filename": entry.meta.filename, "mime_type": entry.meta.mime_type,
-                "size_bytes": entry.meta.size_bytes, "created_at": entry.meta.created_at,
-                "state": format!("{:?}", entry.state).to_lowercase(), "reason": entry.reason,
-                "path": entry.path, "sha256": entry.sha256, "downloaded_at": entry.downloaded_at,
-                "encrypted": entry.encrypted,
-            });
-            println!("{value}");
-        } else {
-            let state = format!("{:?}", entry.state).to_lowercase();
-            let place = entry.path.as_deref().unwrap_or("-");
-            println!(
-                "{}  {}  {:>12}  {:<9} {place}",
-                entry.meta.id, entry.meta.created_at, entry.meta.size_bytes, state
-            );
-        }
-    }
-    Ok(ExitStatus::Success)
-}
-
-/// The index of an existing data directory (for commands that only read it).
-pub(super) fn open_index(data: &DataDir) -> anyhow::Result<SqliteIndex> {
-    let index_path = data.index_path();
-    if !index_path.exists() {
-        bail!(
-            "no index at {}: run `claudedl sync` first (or pass --data-dir)",
-            index_path.display()
-        );
-    }
-    Ok(SqliteIndex::open(&index_path)?)
-}
-
-fn parse_state(text: &str) -> anyhow::Result<FileState> {
-    Ok(match text {
-        "pending" => FileState::Pending,
-        "downloading" => FileState::Downloading,
-        "complete" => FileState::Complete,
-        "skipped" => FileState::Skipped,
-        "failed" => FileState::Failed,
-        other => bail!(super::UsageError(format!(
-            "unknown state {other:?}: use pending, downloading, complete, skipped or failed"
-        ))),
-    })
-}
-
-/// The demo's request budget (the bundled mock does not limit it).
-const DEMO_RPM: u32 = 60_000;
-
-pub async fn demo(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    let mock = claudedl_mock::api::MockApi::start(claudedl_mock::api::demo_config()).await;
-    println!(
-        "demo: a mock Claude API is serving sample files and batches at {}",
-        mock.base_url()
-    );
-    let config = ApiConfig::new(
-        &mock.base_url(),
-        ApiKey::new(mock.api_key()),
-        Pagination::Ga,
-    )?;
-    // The mock is local: a budget of its own size, far above the lowest tier.
-    let network = NetworkArgs {
-        requests_per_minute: Some(DEMO_RPM),
-        ..NetworkArgs::default()
-    };
-    let (api, engine) = clients(config, &network)?;
-    let data = DataDir::new(&args.data_dir);
-    let options = SyncOptions::default();
-    let summary = run_sync(&api, &engine, &data, &options, global)
-        .await
-        .context("demo sync")?;
-    print_summary(&summary, &options, false, &api.http().governor().summary());
-    report_traffic(api.http(), global);
-    let root = data.root().display();
-    println!("\nwhere things are:");
-    println!("  {root}/raw/YYYY-MM/           downloaded files, by month of creation");
-    println!("  {root}/raw/YYYY-MM/batches/   batch results (JSONL)");
-    println!("  {root}/meta/YYYY-MM.json      per-month metadata");
-    println!("  {root}/meta/index.sqlite      the index");
-    println!("try:  claudedl ls --data-dir {root} --mime text/csv");
-    println!("      claudedl demo --data-dir {root}    (again: nothing new to fetch)");
-    Ok(exit_status(&summary).min(ExitStatus::Failure))
 }

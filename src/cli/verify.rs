@@ -1,6 +1,6 @@
 //! `claudedl verify`: lock the data directory, check it against the index with a progress bar,
 //! print the findings (text or JSON lines), and with `--repair` fetch the bad entries again
-//! through the sync download path. The logic is in [`crate::verify`].
+//! through the sync download path. The logic is in [`claudedl::verify`].
 //!
 //! Encrypted entries are decrypted and hashed with `-i IDENTITY`; without it they are only
 //! checked for presence and size, and counted as unchecked. `--repair` stores each entry as it
@@ -9,63 +9,30 @@
 //! plain entry plain.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::IsTerminal;
 use std::num::NonZero;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
 use bytesize::ByteSize;
-use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-
-use super::api::connect;
-use super::args::{ApiArgs, DataArgs, EncryptArgs};
-use super::network::report_traffic;
-use super::progress::Bars;
-use super::settings;
-use super::sync::open_index;
-use super::{ExitStatus, GlobalArgs};
-use crate::api::ApiClient;
-use crate::crypt::Encryption;
-use crate::engine::Engine;
-use crate::store::index::SqliteIndex;
-use crate::store::layout::DataDir;
-use crate::sync::{Sync, SyncOptions, SyncSummary};
-use crate::verify::{
+use claudedl::api::ApiClient;
+use claudedl::crypt::Encryption;
+use claudedl::engine::Engine;
+use claudedl::store::index::SqliteIndex;
+use claudedl::store::layout::DataDir;
+use claudedl::sync::{Sync, SyncOptions, SyncSummary};
+use claudedl::verify::{
     DataFiles, Finding, Identities, Item, ItemKind, Progress, Repair, VerifyReport,
     mark_for_repair, repair_outcomes, verify,
 };
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-#[derive(Debug, Args)]
-pub struct VerifyArgs {
-    #[command(flatten)]
-    pub api: ApiArgs,
-    #[command(flatten)]
-    pub data: DataArgs,
-    /// Download missing, changed and unreadable files again (with the API settings and
-    /// ANTHROPIC_API_KEY, as `sync`), each stored as it was: encrypted entries encrypted again
-    /// (see --encrypt-to), plain ones plain. Orphaned files are reported, never deleted.
-    #[arg(long)]
-    pub repair: bool,
-    /// Age identity file (as written by age-keygen; repeatable): decrypt encrypted files and
-    /// hash their plaintext. Without it they are only checked for presence and size.
-    #[arg(short = 'i', long = "identity", value_name = "IDENTITY")]
-    pub identities: Vec<PathBuf>,
-    /// With --repair: the recipients encrypted entries are encrypted to again.
-    #[command(flatten)]
-    pub encrypt: EncryptArgs,
-    /// Files hashed at once (default: the number of CPUs).
-    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub jobs: Option<u16>,
-    /// One JSON object per finding on stdout, then a summary object.
-    #[arg(long)]
-    pub json: bool,
-}
+use super::args::VerifyArgs;
+use super::common::{self, ExitStatus, GlobalArgs, connect, open_index};
+use super::progress::Bars;
 
 pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    let data = DataDir::new(settings::data_dir(&global.settings));
+    let data = global.data_dir();
     let mut index = open_index(&data)?;
     let _lock = data.lock()?;
     let identities = match args.identities.as_slice() {
@@ -77,7 +44,7 @@ pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<ExitSt
         .repair
         .then(|| Fixer::new(&args, global, &data))
         .transpose()?;
-    let visible = !global.quiet && std::io::stderr().is_terminal();
+    let visible = global.bars_visible(false);
     let jobs = args.jobs.map_or_else(cpus, usize::from);
     let report = tokio::task::block_in_place(|| {
         let bar = HashBar::new(visible);
@@ -91,7 +58,7 @@ pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<ExitSt
     if let Some(fix) = &fixer {
         (repairs, interrupted) = fix.repair(&mut index, &report, visible).await?;
         output.repairs(&repairs);
-        report_traffic(fix.api.http(), global);
+        common::report_traffic(fix.api.http(), global);
     }
     output.summary(&report, &repairs);
     Ok(exit_status(&report, &repairs, args.repair, interrupted))
@@ -214,12 +181,7 @@ impl<'a> Fixer<'a> {
         options: &SyncOptions,
         visible: bool,
     ) -> anyhow::Result<SyncSummary> {
-        let cancel = self.engine.cancel_token();
-        let watcher = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel.cancel();
-            }
-        });
+        let watcher = common::cancel_on_ctrl_c(self.engine.cancel_token());
         let mut sync = Sync {
             api: &self.api,
             engine: &self.engine,

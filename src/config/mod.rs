@@ -1,29 +1,63 @@
 //! Settings from a config file, the environment and the command line, each value with where it
 //! came from.
 //!
-//! - [`file`]: finding the file (`--config`, `./claudedl.toml`, the XDG config directory),
+//! - [`file`](mod@file): finding the file (`--config`, `./claudedl.toml`, the XDG config directory),
 //!   reading TOML or the original design's INI, and the permission check for a key on disk;
 //! - [`schema`]: the sections and keys a file may hold, read into a [`Layer`] with errors
 //!   naming the key, its section and the file;
 //! - [`resolve`]: layering (command line > environment > file > network preset > default) into
-//!   [`Settings`], where every value is a [`Setting`] that knows its [`Source`].
+//!   [`Settings`], where every value is a [`Setting`] that knows its [`Source`];
+//! - [`defaults`]: every default, in one table;
+//! - [`network`]: the network settings as the typed values the engine, the HTTP client, the
+//!   governor and the API client are built from, and the request budget of each kind of
+//!   traffic.
 //!
-//! Nothing here prints or logs: warnings are returned for the caller to show.
+//! [`load`] is the one resolution of a run. This module is the one reader of the environment
+//! (besides the log filter), and imports nothing from `api`, `engine` or `http`. Nothing here
+//! prints or logs: warnings are returned for the caller to show.
 
+pub mod defaults;
 pub mod file;
 mod ini;
+pub mod network;
 mod resolve;
 pub mod schema;
 mod secret;
 mod values;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use file::{ConfigFile, Format};
-pub use resolve::{BASE_URL_VAR, KEY_VAR, RPM_VAR, Settings, defaults, env_rpm, resolve};
+pub use network::{Network, Traffic, http_url};
+pub use resolve::{BASE_URL_VAR, KEY_VAR, RPM_VAR, Settings, env_rpm, resolve};
 pub use schema::Layer;
 pub use secret::Secret;
 pub use values::{LogFormat, LogLevel, Preset};
+
+/// Settings and what reading the file had to say.
+#[derive(Debug)]
+pub struct Loaded {
+    pub settings: Settings,
+    /// The file read, with its warnings and notes.
+    pub file: Option<ConfigFile>,
+}
+
+/// Find and read the config file (`config_path`, else the usual places), check the
+/// environment, and resolve every setting over `flags` (what the command line set).
+pub fn load(flags: &Layer, config_path: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let file = file::locate(config_path, env_var)
+        .map(|path| file::load(&path))
+        .transpose()?;
+    env_rpm(env_var)?;
+    let settings = resolve(flags, env_var, file.as_ref());
+    Ok(Loaded { settings, file })
+}
+
+/// A variable of the process environment (unset and not Unicode alike: `None`).
+#[allow(clippy::disallowed_methods)] // The one place the environment is read.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,24 +9,7 @@ use std::path::PathBuf;
 
 use bytesize::ByteSize;
 
-use super::{ConfigFile, Layer, LogFormat, LogLevel, Preset, Secret, Setting, Source};
-use crate::api::DEFAULT_BASE_URL;
-use crate::engine::EngineConfig;
-use crate::http::retry::RetryPolicy;
-
-/// Defaults of the settings that have one.
-pub mod defaults {
-    /// Seconds to wait for a connection.
-    pub const CONNECT_TIMEOUT: f64 = 30.0;
-    /// Seconds of silence tolerated while reading a body.
-    pub const READ_TIMEOUT: f64 = 60.0;
-    /// Parallel connections per file.
-    pub const CONNECTIONS: u16 = 8;
-    /// Seconds an overloaded endpoint is left alone.
-    pub const OVERLOAD_PAUSE: f64 = 600.0;
-    /// The data directory.
-    pub const DATA_DIR: &str = "data";
-}
+use super::{ConfigFile, Layer, LogFormat, LogLevel, Preset, Secret, Setting, Source, defaults};
 
 /// The environment variable holding the API key.
 pub const KEY_VAR: &str = "ANTHROPIC_API_KEY";
@@ -51,8 +34,7 @@ pub fn env_rpm(var: impl Fn(&str) -> Option<String>) -> Result<Option<u32>, supe
 }
 
 /// Every setting with its effective value and source. Settings without a default are `None`
-/// when unset (`max_connections` and `requests_per_minute` then follow from other values, see
-/// `claudedl::cli`).
+/// when unset; [`Settings::network`] turns the network ones into typed values.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The config file read, if any.
@@ -67,13 +49,19 @@ pub struct Settings {
     pub read_timeout: Setting<f64>,
     pub max_retries: Setting<u32>,
     pub connections: Setting<u16>,
-    pub max_connections: Option<Setting<u16>>,
+    /// When unset: the larger of `connections` and [`defaults::MIN_MAX_CONNECTIONS`].
+    pub max_connections: Setting<u16>,
+    /// When unset: [`defaults::API_RPM`] for API traffic, unpaced for plain URLs.
     pub requests_per_minute: Option<Setting<u32>>,
     pub endpoints: Setting<Vec<String>>,
     pub overload_pause: Setting<f64>,
     pub limit_rate: Option<Setting<ByteSize>>,
     pub data_dir: Setting<PathBuf>,
     pub chunk_size: Setting<ByteSize>,
+    /// `--min-split-size` (a hidden tuning flag).
+    pub min_split: Setting<ByteSize>,
+    /// `--checkpoint-ms` (a hidden tuning flag).
+    pub checkpoint_ms: Setting<u64>,
     /// `[crypt] recipients`: public keys files are encrypted to.
     pub crypt_recipients: Setting<Vec<String>>,
     /// `[crypt] recipients_file`: a file of recipients, one per line.
@@ -105,14 +93,14 @@ pub fn resolve(
             None => Setting::default_value(default),
         })
     };
-    let engine = EngineConfig::default();
+    let connections = layers.or(|l| &l.connections, "--connections", defaults::CONNECTIONS);
     Settings {
         config_file: file.map(|f| f.path.clone()),
         api_key: layers.api_key(&non_empty),
         api_key_env: layers.pick(|l| &l.api_key_env, ""),
         base_url: layers
             .pick(|l| &l.base_url, "--base-url")
-            .unwrap_or_else(|| Setting::default_value(DEFAULT_BASE_URL.to_owned())),
+            .unwrap_or_else(|| Setting::default_value(defaults::BASE_URL.to_owned())),
         connect_timeout: timeout(
             |l| &l.connect_timeout,
             "--connect-timeout",
@@ -126,13 +114,13 @@ pub fn resolve(
             defaults::READ_TIMEOUT,
         ),
         preset,
-        max_retries: layers.or(
-            |l| &l.max_retries,
-            "--max-retries",
-            RetryPolicy::default().max_retries,
+        max_retries: layers.or(|l| &l.max_retries, "--max-retries", defaults::MAX_RETRIES),
+        max_connections: layers.or(
+            |l| &l.max_connections,
+            "--max-connections",
+            connections.value.max(defaults::MIN_MAX_CONNECTIONS),
         ),
-        connections: layers.or(|l| &l.connections, "--connections", defaults::CONNECTIONS),
-        max_connections: layers.pick(|l| &l.max_connections, "--max-connections"),
+        connections,
         requests_per_minute: layers.pick(|l| &l.requests_per_minute, "--rpm"),
         endpoints: layers.or(|l| &l.endpoints, "--endpoint", Vec::new()),
         overload_pause: layers.or(
@@ -145,7 +133,17 @@ pub fn resolve(
         chunk_size: layers.or(
             |l| &l.chunk_size,
             "--chunk-size",
-            ByteSize(engine.chunk_size),
+            ByteSize(defaults::CHUNK_SIZE),
+        ),
+        min_split: layers.or(
+            |l| &l.min_split_size,
+            "--min-split-size",
+            ByteSize(defaults::MIN_SPLIT),
+        ),
+        checkpoint_ms: layers.or(
+            |l| &l.checkpoint_ms,
+            "--checkpoint-ms",
+            defaults::CHECKPOINT_MS,
         ),
         crypt_recipients: layers.or(|l| &l.crypt_recipients, "", Vec::new()),
         crypt_recipients_file: layers.pick(|l| &l.crypt_recipients_file, ""),

@@ -67,6 +67,9 @@ pub struct Layer {
     pub limit_rate: Option<ByteSize>,
     pub data_dir: Option<PathBuf>,
     pub chunk_size: Option<ByteSize>,
+    /// Command line only (hidden tuning flags; no file key).
+    pub min_split_size: Option<ByteSize>,
+    pub checkpoint_ms: Option<u64>,
     pub crypt_recipients: Option<Vec<String>>,
     pub crypt_recipients_file: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
@@ -133,6 +136,8 @@ pub fn read(doc: &RawDoc) -> Result<Layer, ConfigError> {
         limit_rate: net.get("limit_rate")?,
         data_dir: Section::new(doc, "storage").get("base_dir")?,
         chunk_size: Section::new(doc, "storage").get("chunk_size")?,
+        min_split_size: None,
+        checkpoint_ms: None,
         crypt_recipients: Section::new(doc, "crypt").recipients("recipients")?,
         crypt_recipients_file: Section::new(doc, "crypt").get("recipients_file")?,
         log_format: Section::new(doc, "log").get("format")?,
@@ -233,7 +238,7 @@ impl<'a> Section<'a> {
 
     fn seconds(&self, key: &str) -> Result<Option<f64>, ConfigError> {
         self.checked(key, "a positive number of seconds", |s: &f64| {
-            s.is_finite() && *s > 0.0
+            super::network::valid_seconds(*s)
         })
     }
 
@@ -265,8 +270,7 @@ impl<'a> Section<'a> {
 }
 
 fn is_http_url(text: &str) -> bool {
-    url::Url::parse(text)
-        .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+    super::http_url(text).is_ok()
 }
 
 /// A type a key can hold, from TOML or from INI text (`None`: not this type).

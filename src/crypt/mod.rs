@@ -5,9 +5,9 @@
 //! age seals the plaintext in 64 KiB chunks whose nonce is the chunk's index (plus a flag on
 //! the last one), so a chunk can be sealed as soon as all its bytes are known, in any order.
 //! With the plaintext size known, the age file's size and every chunk's offset follow
-//! ([`format`]). Parallel ranges therefore write straight into the preallocated `.part`, as
-//! for plain downloads; bytes of a chunk that is not yet complete wait in memory
-//! ([`sealed`]). No plaintext byte is ever written to disk: not to the `.part`, not to a
+//! ([`format`](mod@format)). Parallel ranges therefore write straight into the preallocated
+//! `.part`, as for plain downloads; bytes of a chunk that is not yet complete wait in memory
+//! (`sealed`). No plaintext byte is ever written to disk: not to the `.part`, not to a
 //! temporary file, not to the index.
 //!
 //! # Resuming without the file key in the clear
@@ -102,6 +102,12 @@ impl CryptError {
             source,
         }
     }
+}
+
+/// Where a download meant for `path` is stored: `path` itself, or [`age_path`] when it is
+/// encrypted. The one place that decides an output's name.
+pub fn output_path(path: PathBuf, encrypted: bool) -> PathBuf {
+    if encrypted { age_path(&path) } else { path }
 }
 
 /// `path` with `.age` appended (unless it already ends so): where an encrypted download goes.

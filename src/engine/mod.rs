@@ -4,11 +4,11 @@
 //!
 //! - [`plan`]: which connection fetches which bytes (with work stealing at the tail);
 //! - [`response`]: judging a response before writing any of it;
-//! - [`stream`]: one body into the file at its offsets, in bounded memory;
+//! - `stream`: one body into the file at its offsets, in bounded memory;
 //! - [`ledger`]: what is written, checkpointed and hashed; `window`: the content written ahead
 //!   of the hashed prefix, kept in memory for the hasher;
 //! - `writer`: the `.part` as is, or sealed into an age file when encrypting;
-//! - [`transfer`]: one file from probe to rename; [`batch`]: many files at once.
+//! - `transfer`: one file from probe to rename; `batch`: many files at once.
 //!
 //! The engine never prints: it tells a [`Reporter`].
 
@@ -67,15 +67,16 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
+        use crate::config::defaults;
         EngineConfig {
-            connections: 8,
-            max_connections: 16,
-            chunk_size: 64 * MIB,
+            connections: defaults::CONNECTIONS.into(),
+            max_connections: defaults::MIN_MAX_CONNECTIONS.into(),
+            chunk_size: defaults::CHUNK_SIZE,
             encrypted_piece: 8 * MIB,
-            min_split: MIB,
+            min_split: defaults::MIN_SPLIT,
             retry: RetryPolicy::default(),
-            read_timeout: Duration::from_secs(60),
-            checkpoint_interval: Duration::from_millis(100),
+            read_timeout: crate::config::network::seconds(defaults::READ_TIMEOUT),
+            checkpoint_interval: Duration::from_millis(defaults::CHECKPOINT_MS),
             max_restarts: 2,
         }
     }

@@ -1,11 +1,11 @@
 //! `claudedl sync`: mirror an account's downloadable files and ended batch results into the
 //! data directory, incrementally, recording everything in the index.
 //!
-//! 1. [`listing`]: list newest first into the index; stop at the first page that is wholly
+//! 1. `listing`: list newest first into the index; stop at the first page that is wholly
 //!    known and settled (unless `full`).
-//! 2. [`files`]: download what is pending through the engine (`DATA/tmp` → `DATA/raw/YYYY-MM`),
+//! 2. `files`: download what is pending through the engine (`DATA/tmp` → `DATA/raw/YYYY-MM`),
 //!    skipping and recording permanent outcomes (not downloadable, expired).
-//! 3. [`batches`]: fetch ended batches' results, index every line, check the count.
+//! 3. `batches`: fetch ended batches' results, index every line, check the count.
 //! 4. Rewrite the per-month metadata JSON of every month touched.
 
 mod batches;

@@ -383,3 +383,27 @@ async fn the_files_key_base_url_and_base_dir_drive_sync_and_flags_and_env_win() 
     assert_ne!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
 }
+
+#[tokio::test]
+async fn config_show_prints_the_rules_of_the_defaults_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let shown = show(&mut claudedl(dir.path()), &[]).await;
+    let max = &shown["network"]["max_connections"];
+    assert_eq!(max["value"], 16, "{max}");
+    assert_eq!(max["source"], "default");
+    assert_eq!(max["note"], "the larger of connections and 16");
+    let shown = show(&mut claudedl(dir.path()), &["-c", "40"]).await;
+    assert_eq!(shown["network"]["max_connections"]["value"], 40);
+    let rpm = &shown["network"]["requests_per_minute"];
+    assert_eq!(rpm["value"], Value::Null);
+    assert_eq!(rpm["note"], "50/min for API commands; get is unpaced");
+
+    let out = claudedl(dir.path())
+        .args(["get", "--connect-timeout", "0", "http://127.0.0.1:9/x"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("positive number of seconds"), "{stderr}");
+}

@@ -9,6 +9,7 @@
 //! - `config`: the config file, the environment and flags, through `config show` and `sync`.
 //! - `logs`: JSON log lines, `file_done` events, `--log-file`.
 //! - `crypt`: encryption at rest, checked with the real `age` CLI and plaintext scans.
+//! - `layout`: the architecture on the sources (import directions, no cycle in `src/cli`).
 
 mod api;
 mod cli;
@@ -16,6 +17,7 @@ mod config;
 mod crypt;
 mod faults;
 mod governor;
+mod layout;
 mod logs;
 mod nginx;
 mod support;

@@ -19,7 +19,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::{LogFormat, LogLevel, Settings, Source};
+use claudedl::config::{LogFormat, LogLevel, Settings, Source};
 
 pub use json::JsonLayer;
 

@@ -1,10 +1,10 @@
 //! The governor: one per process, consulted by the HTTP client before and after every request.
 //!
-//! - [`budget`]: the request budget (GCRA), fed by `anthropic-ratelimit-requests-*` headers;
-//! - [`concurrency`]: AIMD on requests in flight (a 429 halves it, successes grow it back);
-//! - [`endpoints`]: failover to backup endpoints after a 503/529 streak;
-//! - [`bandwidth`]: the `--limit-rate` cap on bytes per second;
-//! - [`summary`]: what happened, for the run summary.
+//! - `budget`: the request budget (GCRA), fed by `anthropic-ratelimit-requests-*` headers;
+//! - `concurrency`: AIMD on requests in flight (a 429 halves it, successes grow it back);
+//! - `endpoints`: failover to backup endpoints after a 503/529 streak;
+//! - `bandwidth`: the `--limit-rate` cap on bytes per second;
+//! - `summary`: what happened, for the run summary.
 //!
 //! A 429 pauses every request of the process until its `retry-after`; overload with no backup
 //! pauses them with growing delays up to the overload pause; a spend-cap 429 halts the process:
@@ -67,7 +67,9 @@ impl Default for GovernorConfig {
             requests_per_minute: None,
             max_in_flight: 64,
             endpoints: Vec::new(),
-            overload_pause: Duration::from_secs(600),
+            overload_pause: crate::config::network::seconds(
+                crate::config::defaults::OVERLOAD_PAUSE,
+            ),
             bytes_per_second: None,
             max_concurrent_retries: 4,
         }

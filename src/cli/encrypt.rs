@@ -1,33 +1,15 @@
-//! Encryption flags (`--encrypt-to`, `--recipients-file`, `--no-encrypt`) over the config
-//! file's `[crypt]` section, and `claudedl decrypt`.
+//! Encryption at rest from the flags (`--encrypt-to`, `--recipients-file`, `--no-encrypt`)
+//! over the config file's `[crypt]` section.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::bail;
-use clap::Args;
+use claudedl::config::Settings;
+use claudedl::crypt::{CryptError, Encryption, Recipients, ResumeIdentity};
 
-use super::{ExitStatus, UsageError};
-use crate::config::Settings;
-use crate::crypt::{CryptError, Encryption, Recipients, ResumeIdentity, decrypt_file};
-
-/// Encryption at rest, shared by every command that downloads (`get`, `files get`, `batches
-/// results`, `sync`, `verify --repair`). Without these flags the config file's `[crypt]
-/// recipients` and `recipients_file` apply; any of them replaces the file's recipients.
-#[derive(Debug, Args, Clone, Default)]
-pub struct EncryptArgs {
-    /// Store downloads as age files (`NAME.age`) encrypted to this recipient (age1…;
-    /// repeatable). No plaintext byte is written to disk. Replaces the config file's
-    /// `[crypt]` recipients.
-    #[arg(long = "encrypt-to", value_name = "RECIPIENT")]
-    pub encrypt_to: Vec<String>,
-    /// Encrypt to the recipients listed in FILE (one per line, `#` comments; repeatable).
-    #[arg(long = "recipients-file", value_name = "FILE")]
-    pub recipients_files: Vec<PathBuf>,
-    /// Store downloads unencrypted, whatever the config file's `[crypt]` says.
-    #[arg(long, conflicts_with_all = ["encrypt_to", "recipients_files"])]
-    pub no_encrypt: bool,
-}
+use super::args::EncryptArgs;
+use super::common::UsageError;
 
 impl EncryptArgs {
     /// The encryption asked for by the flags, else by the config file's `[crypt]` section, if
@@ -85,54 +67,12 @@ fn configured_recipients(settings: &Settings) -> anyhow::Result<Option<Recipient
     Ok(Some(recipients))
 }
 
-#[derive(Debug, Args)]
-pub struct DecryptArgs {
-    /// The age file to decrypt.
-    pub file: PathBuf,
-    /// Identity file (as written by age-keygen).
-    #[arg(short = 'i', long = "identity", value_name = "IDENTITY")]
-    pub identity: PathBuf,
-    /// Output file (default: FILE without its `.age` suffix). Written whole or not at all.
-    #[arg(short, long, value_name = "OUT")]
-    pub output: Option<PathBuf>,
-    /// Replace OUT if it exists.
-    #[arg(long)]
-    pub force: bool,
-}
-
-/// `claudedl decrypt FILE.age -i IDENTITY [-o OUT]`.
-pub fn decrypt(args: DecryptArgs) -> anyhow::Result<ExitStatus> {
-    let output = match &args.output {
-        Some(output) => output.clone(),
-        None => match args.file.to_str().and_then(|f| f.strip_suffix(".age")) {
-            Some(stem) if !stem.is_empty() => PathBuf::from(stem),
-            _ => bail!(UsageError(format!(
-                "{} does not end in .age: name the output with -o",
-                args.file.display()
-            ))),
-        },
-    };
-    if output.exists() && !args.force {
-        bail!(
-            "{} exists: pass --force to replace it, or -o to write elsewhere",
-            output.display()
-        );
-    }
-    let size = decrypt_file(&args.file, &args.identity, &output)?;
-    eprintln!(
-        "{}: {} decrypted",
-        output.display(),
-        bytesize::ByteSize(size).display().iec()
-    );
-    Ok(ExitStatus::Success)
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::{Layer, file, resolve};
+    use claudedl::config::{Layer, file, resolve};
 
     const ALICE: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
 

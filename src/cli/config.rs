@@ -1,12 +1,11 @@
 //! `claudedl config show`: every setting in effect and where it came from. The API key is
 //! shown redacted, never itself.
 
+use claudedl::config::{Setting, Settings, Source, defaults};
 use serde_json::{Value, json};
 
 use super::args::ConfigCommand;
-use super::network::DEFAULT_API_RPM;
-use super::{ExitStatus, GlobalArgs};
-use crate::config::{Setting, Settings};
+use super::common::{ExitStatus, GlobalArgs};
 
 pub fn run(command: ConfigCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let ConfigCommand::Show { json, .. } = command;
@@ -25,30 +24,33 @@ struct Row {
     key: &'static str,
     value: Value,
     source: String,
-    /// What applies when a setting is unset.
+    /// The rule that applies when the setting is unset (from [`defaults::rule`]).
     note: Option<String>,
 }
 
+/// A setting's row; a default that follows a rule says which.
 fn row<T: Into<Value> + Clone>(
     section: &'static str,
     key: &'static str,
     setting: &Setting<T>,
 ) -> Row {
+    let note = (setting.source == Source::Default)
+        .then(|| defaults::rule(section, key))
+        .flatten();
     Row {
         section,
         key,
         value: setting.value.clone().into(),
         source: setting.source.to_string(),
-        note: None,
+        note,
     }
 }
 
-/// A setting that may be unset; `unset` says what then applies.
+/// A setting that may be unset; the defaults table says what then applies.
 fn optional<T: Into<Value> + Clone>(
     section: &'static str,
     key: &'static str,
     setting: Option<&Setting<T>>,
-    unset: &str,
 ) -> Row {
     match setting {
         Some(setting) => row(section, key, setting),
@@ -56,8 +58,8 @@ fn optional<T: Into<Value> + Clone>(
             section,
             key,
             value: Value::Null,
-            source: "default".to_owned(),
-            note: Some(unset.to_owned()),
+            source: Source::Default.to_string(),
+            note: defaults::rule(section, key),
         },
     }
 }
@@ -75,32 +77,20 @@ fn rows(s: &Settings) -> Vec<Row> {
         .api_key
         .as_ref()
         .map(|k| Setting::new(k.value.redacted(), k.source.clone()));
-    let rpm_default = format!("{DEFAULT_API_RPM}/min for API commands; get is unpaced");
     vec![
-        optional("auth", "api_key", key.as_ref(), "not set"),
-        optional("auth", "api_key_env", s.api_key_env.as_ref(), "not set"),
+        optional("auth", "api_key", key.as_ref()),
+        optional("auth", "api_key_env", s.api_key_env.as_ref()),
         row("network", "base_url", &s.base_url),
-        optional(
-            "network",
-            "preset",
-            s.preset.as_ref().map(display).as_ref(),
-            "none",
-        ),
+        optional("network", "preset", s.preset.as_ref().map(display).as_ref()),
         row("network", "connect_timeout", &s.connect_timeout),
         row("network", "read_timeout", &s.read_timeout),
         row("network", "max_retries", &s.max_retries),
         row("network", "connections", &s.connections),
-        optional(
-            "network",
-            "max_connections",
-            s.max_connections.as_ref(),
-            "the larger of connections and 16",
-        ),
+        row("network", "max_connections", &s.max_connections),
         optional(
             "network",
             "requests_per_minute",
             s.requests_per_minute.as_ref(),
-            &rpm_default,
         ),
         row("network", "endpoints", &s.endpoints),
         row("network", "overload_pause", &s.overload_pause),
@@ -108,7 +98,6 @@ fn rows(s: &Settings) -> Vec<Row> {
             "network",
             "limit_rate",
             s.limit_rate.as_ref().map(bytes).as_ref(),
-            "unlimited",
         ),
         row("storage", "base_dir", &path(&s.data_dir)),
         row("storage", "chunk_size", &bytes(&s.chunk_size)),
@@ -117,21 +106,10 @@ fn rows(s: &Settings) -> Vec<Row> {
             "crypt",
             "recipients_file",
             s.crypt_recipients_file.as_ref().map(path).as_ref(),
-            "none",
         ),
         row("log", "format", &display(&s.log_format)),
-        optional(
-            "log",
-            "file",
-            s.log_file.as_ref().map(path).as_ref(),
-            "stderr",
-        ),
-        optional(
-            "log",
-            "level",
-            s.log_level.as_ref().map(display).as_ref(),
-            "warn on stderr, info for JSON or a file; $CLAUDEDL_LOG overrides",
-        ),
+        optional("log", "file", s.log_file.as_ref().map(path).as_ref()),
+        optional("log", "level", s.log_level.as_ref().map(display).as_ref()),
     ]
 }
 

@@ -1,0 +1,126 @@
+//! `claudedl batches ls`, `batches results` and `batches show`: Message Batches from the
+//! command line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use claudedl::api::Cursor;
+use claudedl::crypt::{Encryption, output_path};
+use claudedl::engine::TransferSpec;
+use claudedl::store::index::Index;
+use claudedl::store::layout::DataDir;
+use claudedl::store::names::safe_file_name;
+use claudedl::sync::read_result;
+
+use super::args::{ApiArgs, BatchesCommand};
+use super::common::{self, ExitStatus, GlobalArgs, connect};
+use super::progress::Bars;
+
+pub async fn run(command: BatchesCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
+    match command {
+        BatchesCommand::Ls { api, json } => list_batches(&api, json, global).await,
+        BatchesCommand::Results {
+            api,
+            id,
+            output,
+            encrypt,
+        } => {
+            let encrypt = encrypt.encryption(&global.settings)?;
+            batch_results(&api, &id, output, encrypt, global).await
+        }
+        BatchesCommand::Show { id, custom_id, .. } => {
+            show_result(&global.data_dir(), &id, &custom_id)
+        }
+    }
+}
+
+async fn list_batches(
+    api: &ApiArgs,
+    json: bool,
+    global: &GlobalArgs,
+) -> anyhow::Result<ExitStatus> {
+    let (client, _) = connect(api, global)?;
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        let (page, next) = client.list_batches(cursor.as_ref(), 100).await?;
+        for batch in page {
+            if json {
+                println!("{}", serde_json::to_string(&batch)?);
+            } else {
+                let counts = batch.request_counts;
+                println!(
+                    "{}  {}  {:<11}  succeeded {} errored {} canceled {} expired {} processing {}",
+                    batch.id,
+                    batch.created_at,
+                    batch.processing_status,
+                    counts.succeeded,
+                    counts.errored,
+                    counts.canceled,
+                    counts.expired,
+                    counts.processing
+                );
+            }
+        }
+        match next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(ExitStatus::Success),
+        }
+    }
+}
+
+async fn batch_results(
+    api: &ApiArgs,
+    id: &str,
+    output: Option<PathBuf>,
+    encrypt: Option<Arc<Encryption>>,
+    global: &GlobalArgs,
+) -> anyhow::Result<ExitStatus> {
+    let (client, engine) = connect(api, global)?;
+    let batch = client.batch(id).await?;
+    let Some(url) = client.results_url(&batch).filter(|_| batch.is_ended()) else {
+        bail!(
+            "batch {id} is {}: results are available once it has ended",
+            batch.processing_status
+        );
+    };
+    let output =
+        output.unwrap_or_else(|| PathBuf::from(format!("{}.jsonl", safe_file_name(id, "batch"))));
+    let output = output_path(output, encrypt.is_some());
+    let spec = TransferSpec {
+        headers: client.headers_for(&url),
+        overwrite: true,
+        file_id: Some(id.to_owned()),
+        encrypt,
+        ..TransferSpec::new(url.clone(), output)
+    };
+    let visible = global.bars_visible(false);
+    let bars = Arc::new(Bars::new(vec![id.to_owned()], visible));
+    let result = engine.download(0, &spec, bars.clone()).await;
+    let status = common::print_results(std::slice::from_ref(&result), false, &bars);
+    common::report_traffic(client.http(), global);
+    Ok(status)
+}
+
+fn show_result(data: &DataDir, id: &str, custom_id: &str) -> anyhow::Result<ExitStatus> {
+    let index = common::open_index(data)?;
+    let index_path = data.index_path();
+    let not_synced = || {
+        format!(
+            "batch {id} has no result {custom_id:?} in the index at {}",
+            index_path.display()
+        )
+    };
+    let batch = index.batch(id)?.with_context(not_synced)?;
+    if batch.encrypted {
+        bail!(
+            "the results of batch {id} are encrypted ({}): decrypt them with `claudedl decrypt`",
+            batch.path.as_deref().unwrap_or("-")
+        );
+    }
+    let row = index.result(id, custom_id)?.with_context(not_synced)?;
+    let path = data.root().join(batch.path.with_context(not_synced)?);
+    let line = read_result(&path, &row).with_context(|| format!("reading {}", path.display()))?;
+    println!("{}", String::from_utf8_lossy(&line));
+    Ok(ExitStatus::Success)
+}

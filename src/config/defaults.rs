@@ -1,0 +1,52 @@
+//! Every default in one table: the values [`super::resolve`] falls back on, and the rules that
+//! apply when a key without a single default value is unset (what `config show` prints).
+
+/// A mebibyte.
+const MIB: u64 = 1024 * 1024;
+
+/// The public Claude API.
+pub const BASE_URL: &str = "https://api.anthropic.com";
+/// Seconds to wait for a connection.
+pub const CONNECT_TIMEOUT: f64 = 30.0;
+/// Seconds of silence tolerated while reading a body.
+pub const READ_TIMEOUT: f64 = 60.0;
+/// Retries per request after the first failure.
+pub const MAX_RETRIES: u32 = 5;
+/// Parallel connections per file.
+pub const CONNECTIONS: u16 = 8;
+/// Connections across all files, when unset: the larger of this and `connections`.
+pub const MIN_MAX_CONNECTIONS: u16 = 16;
+/// The request budget of API traffic when none is set: the lowest tier.
+pub const API_RPM: u32 = 50;
+/// Seconds an overloaded endpoint is left alone.
+pub const OVERLOAD_PAUSE: f64 = 600.0;
+/// The data directory.
+pub const DATA_DIR: &str = "data";
+/// The largest byte range one request asks for.
+pub const CHUNK_SIZE: u64 = 64 * MIB;
+/// Ranges smaller than twice this are not split further.
+pub const MIN_SPLIT: u64 = MIB;
+/// Milliseconds between checkpoints of the resume state.
+pub const CHECKPOINT_MS: u64 = 100;
+
+/// What applies when `section.key` is unset, for the keys whose default is a rule rather than
+/// one of the values above.
+pub fn rule(section: &str, key: &str) -> Option<String> {
+    Some(match (section, key) {
+        ("auth", "api_key" | "api_key_env") => "not set".to_owned(),
+        ("network", "preset") => "none".to_owned(),
+        ("network", "max_connections") => {
+            format!("the larger of connections and {MIN_MAX_CONNECTIONS}")
+        }
+        ("network", "requests_per_minute") => {
+            format!("{API_RPM}/min for API commands; get is unpaced")
+        }
+        ("network", "limit_rate") => "unlimited".to_owned(),
+        ("crypt", "recipients_file") => "none".to_owned(),
+        ("log", "file") => "stderr".to_owned(),
+        ("log", "level") => {
+            "warn on stderr, info for JSON or a file; $CLAUDEDL_LOG overrides".to_owned()
+        }
+        _ => return None,
+    })
+}
