@@ -10,6 +10,7 @@ use super::args::NetworkArgs;
 use super::{GlobalArgs, UsageError};
 use crate::config::defaults;
 use crate::engine::{Engine, EngineConfig};
+use crate::http::governor::Pacing;
 use crate::http::retry::RetryPolicy;
 use crate::http::{ClientConfig, GovernorConfig, HttpClient};
 
@@ -101,30 +102,54 @@ fn governor_config(
     traffic: &Traffic,
     max_connections: usize,
 ) -> anyhow::Result<GovernorConfig> {
-    let (requests_per_minute, endpoints) = match traffic {
+    let (pacing, endpoints) = match traffic {
         Traffic::Api { base_url } => {
             let mut endpoints = vec![base_url.clone()];
             for text in &network.endpoints {
                 endpoints.push(endpoint_url(text)?);
             }
-            let rpm = network.requests_per_minute.unwrap_or(DEFAULT_API_RPM);
-            (Some(rpm), endpoints)
+            let pacing = Pacing {
+                ceiling: network.requests_per_minute,
+                start: DEFAULT_API_RPM,
+                memory: learned_rates_path(),
+            };
+            (Some(pacing), endpoints)
         }
         Traffic::Urls if !network.endpoints.is_empty() => {
             bail!(UsageError(
                 "--endpoint names backup Claude API endpoints; it applies to API commands".into()
             ))
         }
-        Traffic::Urls => (network.requests_per_minute, Vec::new()),
+        Traffic::Urls => {
+            let pacing = network.requests_per_minute.map(|rpm| Pacing {
+                ceiling: Some(rpm),
+                start: rpm,
+                memory: None,
+            });
+            (pacing, Vec::new())
+        }
     };
     Ok(GovernorConfig {
-        requests_per_minute,
+        pacing,
         max_in_flight: max_connections,
         endpoints,
         overload_pause: overload_pause(network)?,
         bytes_per_second: network.limit_rate.map(|rate| rate.as_u64().max(1)),
         max_concurrent_retries: (max_connections / 4).max(2),
     })
+}
+
+/// `$CLAUDEDL_RATES`, else `$XDG_STATE_HOME/claudedl/rates.json`, else
+/// `~/.local/state/claudedl/rates.json`; `None` (nothing remembered) when none is set.
+fn learned_rates_path() -> Option<std::path::PathBuf> {
+    let env = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(path) = env("CLAUDEDL_RATES") {
+        return Some(path.into());
+    }
+    let state = env("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| env("HOME").map(|home| std::path::Path::new(&home).join(".local/state")))?;
+    Some(state.join("claudedl").join("rates.json"))
 }
 
 fn endpoint_url(text: &str) -> anyhow::Result<Url> {
