@@ -126,9 +126,9 @@ pub struct NetworkArgs {
     /// Milliseconds between checkpoints of the resume state [default: 100].
     #[arg(long, value_name = "MS", hide = true)]
     pub checkpoint_ms: Option<u64>,
-    /// Request budget for the whole process, requests per minute [default: 50 for API commands;
-    /// `get` is unpaced unless given]. The server's anthropic-ratelimit-* headers then tighten
-    /// or (gradually) relax it.
+    /// Ceiling on the request budget of the whole process, requests per minute: never exceeded;
+    /// the server's headers or 429s may lower it. Without it, API commands start at 50/min (or
+    /// a learned rate) and follow the server; `get` of plain URLs is unpaced.
     #[arg(long = "rpm", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub requests_per_minute: Option<u32>,
     /// Backup API endpoint, tried in order after a streak of 503/529 (repeatable). They share

@@ -10,6 +10,7 @@ use claudedl::api::{ApiClient, ApiConfig, Pagination};
 use claudedl::config::{LogFormat, Network, Settings, Traffic};
 use claudedl::engine::{Engine, EngineConfig, TransferError, TransferReport, TransferStatus};
 use claudedl::http::retry::RetryPolicy;
+use claudedl::http::governor::Pacing;
 use claudedl::http::{ClientConfig, GovernorConfig, HttpClient};
 use claudedl::store::index::SqliteIndex;
 use claudedl::store::layout::DataDir;
@@ -139,7 +140,14 @@ fn governor_config(network: &Network, api: Option<&Url>) -> anyhow::Result<Gover
         None => (Traffic::Urls, Vec::new()),
     };
     Ok(GovernorConfig {
-        requests_per_minute: network.requests_per_minute(traffic),
+        pacing: network.budget(traffic).map(|budget| Pacing {
+            ceiling: budget.ceiling,
+            start: budget.start,
+            memory: network
+                .learned_rates
+                .clone()
+                .filter(|_| traffic == Traffic::Api),
+        }),
         max_in_flight: network.max_connections,
         endpoints,
         overload_pause: network.overload_pause,

@@ -16,7 +16,8 @@ pub const MAX_RETRIES: u32 = 5;
 pub const CONNECTIONS: u16 = 8;
 /// Connections across all files, when unset: the larger of this and `connections`.
 pub const MIN_MAX_CONNECTIONS: u16 = 16;
-/// The request budget of API traffic when none is set: the lowest tier.
+/// Where API traffic's request budget starts when no ceiling is set and nothing was learned:
+/// the lowest tier (it then follows the server's advertised limit, or discovers it).
 pub const API_RPM: u32 = 50;
 /// Seconds an overloaded endpoint is left alone.
 pub const OVERLOAD_PAUSE: f64 = 600.0;
@@ -39,7 +40,10 @@ pub fn rule(section: &str, key: &str) -> Option<String> {
             format!("the larger of connections and {MIN_MAX_CONNECTIONS}")
         }
         ("network", "requests_per_minute") => {
-            format!("{API_RPM}/min for API commands; get is unpaced")
+            format!(
+                "no ceiling: API commands start at {API_RPM}/min (or a learned rate) and follow \
+                 the server; get is unpaced"
+            )
         }
         ("network", "limit_rate") => "unlimited".to_owned(),
         ("crypt", "recipients_file") => "none".to_owned(),

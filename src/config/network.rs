@@ -1,6 +1,7 @@
 //! The network settings in effect, in the units the engine, the HTTP client, the governor and
 //! the API client take: built once from [`Settings`].
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use url::Url;
@@ -34,19 +35,36 @@ pub struct Network {
     pub bytes_per_second: Option<u64>,
     /// Backup API endpoints, in order.
     pub endpoints: Vec<Url>,
-    /// The request budget of API traffic: `--rpm`, `$CLAUDEDL_RPM` or the file, else the
-    /// default.
-    pub api_rpm: u32,
+    /// The ceiling of API traffic's request budget: `--rpm`, `$CLAUDEDL_RPM` or the file.
+    pub api_rpm: Option<u32>,
     /// The request budget of plain URLs: `--rpm` only (a configured budget is the API's).
     pub urls_rpm: Option<u32>,
+    /// Where request rates discovered from the server are remembered.
+    pub learned_rates: Option<PathBuf>,
+}
+
+/// How a kind of traffic is paced: unpaced (`None`), or a budget that starts at `start`
+/// (requests/minute) and never exceeds `ceiling`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub ceiling: Option<u32>,
+    pub start: u32,
 }
 
 impl Network {
-    /// The budget for `traffic`: decided here, once.
-    pub fn requests_per_minute(&self, traffic: Traffic) -> Option<u32> {
+    /// The budget for `traffic`: decided here, once. API traffic is always paced: from the
+    /// user's ceiling, else (unless a rate was learned) from the default start, growing to
+    /// what the server advertises or accepts. Plain URLs are paced only by `--rpm`.
+    pub fn budget(&self, traffic: Traffic) -> Option<Budget> {
         match traffic {
-            Traffic::Api => Some(self.api_rpm),
-            Traffic::Urls => self.urls_rpm,
+            Traffic::Api => Some(Budget {
+                ceiling: self.api_rpm,
+                start: self.api_rpm.unwrap_or(defaults::API_RPM),
+            }),
+            Traffic::Urls => self.urls_rpm.map(|rpm| Budget {
+                ceiling: Some(rpm),
+                start: rpm,
+            }),
         }
     }
 }
@@ -70,10 +88,11 @@ impl Settings {
             endpoints: (self.endpoints.value.iter())
                 .filter_map(|text| Url::parse(text).ok())
                 .collect(),
-            api_rpm: rpm.map_or(defaults::API_RPM, |s| s.value),
+            api_rpm: rpm.map(|s| s.value),
             urls_rpm: rpm
                 .filter(|s| matches!(s.source, Source::Cli(_)))
                 .map(|s| s.value),
+            learned_rates: self.learned_rates.clone(),
         }
     }
 }
@@ -111,14 +130,43 @@ mod tests {
         };
         let env = |name: &str| (name == super::super::RPM_VAR).then(|| "120".to_owned());
         let network = resolve(&Layer::default(), env, None).network();
-        assert_eq!(network.requests_per_minute(Traffic::Api), Some(120));
-        assert_eq!(network.requests_per_minute(Traffic::Urls), None);
+        let ceiling = |rpm| Budget {
+            ceiling: Some(rpm),
+            start: rpm,
+        };
+        assert_eq!(network.budget(Traffic::Api), Some(ceiling(120)));
+        assert_eq!(network.budget(Traffic::Urls), None);
         let network = resolve(&flag, |_| None, None).network();
-        assert_eq!(network.requests_per_minute(Traffic::Urls), Some(600));
+        assert_eq!(network.budget(Traffic::Urls), Some(ceiling(600)));
         let network = resolve(&Layer::default(), |_| None, None).network();
+        let default = Budget {
+            ceiling: None,
+            start: defaults::API_RPM,
+        };
+        assert_eq!(network.budget(Traffic::Api), Some(default));
+    }
+
+    #[test]
+    fn learned_rates_live_in_the_state_directory() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                let found = pairs.iter().find(|(n, _)| *n == name);
+                found.map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let learned = |pairs| resolve(&Layer::default(), env(pairs), None).learned_rates;
+        assert_eq!(learned(&[]), None);
         assert_eq!(
-            network.requests_per_minute(Traffic::Api),
-            Some(defaults::API_RPM)
+            learned(&[("HOME", "/home/u")]),
+            Some(PathBuf::from("/home/u/.local/state/claudedl/rates.json"))
+        );
+        assert_eq!(
+            learned(&[("HOME", "/home/u"), ("XDG_STATE_HOME", "/s")]),
+            Some(PathBuf::from("/s/claudedl/rates.json"))
+        );
+        assert_eq!(
+            learned(&[("XDG_STATE_HOME", "/s"), ("CLAUDEDL_RATES", "/r.json")]),
+            Some(PathBuf::from("/r.json"))
         );
     }
 

@@ -17,6 +17,8 @@ pub const KEY_VAR: &str = "ANTHROPIC_API_KEY";
 pub const BASE_URL_VAR: &str = "ANTHROPIC_BASE_URL";
 /// The request budget from the environment (e.g. for a whole CI job).
 pub const RPM_VAR: &str = "CLAUDEDL_RPM";
+/// Where learned request rates are kept, when not in the state directory.
+pub const RATES_VAR: &str = "CLAUDEDL_RATES";
 
 /// `$CLAUDEDL_RPM`, checked: unset is fine, anything but 1..=1,000,000 is an error.
 pub fn env_rpm(var: impl Fn(&str) -> Option<String>) -> Result<Option<u32>, super::ConfigError> {
@@ -31,6 +33,18 @@ pub fn env_rpm(var: impl Fn(&str) -> Option<String>) -> Result<Option<u32>, supe
             expected: "requests per minute, 1 to 1000000",
         }),
     }
+}
+
+/// The file of learned request rates, outside the data directory (see
+/// [`Settings::learned_rates`]).
+fn learned_rates(var: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(path) = var(RATES_VAR) {
+        return Some(path.into());
+    }
+    let state = var("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".local/state")))?;
+    Some(state.join("claudedl").join("rates.json"))
 }
 
 /// Every setting with its effective value and source. Settings without a default are `None`
@@ -51,8 +65,12 @@ pub struct Settings {
     pub connections: Setting<u16>,
     /// When unset: the larger of `connections` and [`defaults::MIN_MAX_CONNECTIONS`].
     pub max_connections: Setting<u16>,
-    /// When unset: [`defaults::API_RPM`] for API traffic, unpaced for plain URLs.
+    /// A ceiling; when unset: API traffic starts at [`defaults::API_RPM`] (or a learned rate)
+    /// and follows the server, plain URLs are unpaced.
     pub requests_per_minute: Option<Setting<u32>>,
+    /// The file of request rates learned by discovery: `$CLAUDEDL_RATES`, else
+    /// `$XDG_STATE_HOME/claudedl/rates.json`, else `~/.local/state/claudedl/rates.json`.
+    pub learned_rates: Option<PathBuf>,
     pub endpoints: Setting<Vec<String>>,
     pub overload_pause: Setting<f64>,
     pub limit_rate: Option<Setting<ByteSize>>,
@@ -122,6 +140,7 @@ pub fn resolve(
         ),
         connections,
         requests_per_minute: layers.pick(|l| &l.requests_per_minute, "--rpm"),
+        learned_rates: learned_rates(&non_empty),
         endpoints: layers.or(|l| &l.endpoints, "--endpoint", Vec::new()),
         overload_pause: layers.or(
             |l| &l.overload_pause,

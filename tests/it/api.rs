@@ -11,7 +11,7 @@ use tokio::process::Command;
 use crate::support::{MIB, data, files_under, mock_file, sha256, text};
 
 pub(crate) fn claudedl(api: &MockApi) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_claudedl"));
+    let mut command = crate::support::claudedl_binary();
     command
         .env("ANTHROPIC_BASE_URL", api.base_url())
         .env("ANTHROPIC_API_KEY", api.api_key())
@@ -246,7 +246,7 @@ async fn errors_carry_the_type_the_request_id_and_a_hint() {
     assert_eq!(upload.status.code(), Some(1));
     assert!(text(&upload.stderr).contains("not downloadable"));
 
-    let no_key = Command::new(env!("CARGO_BIN_EXE_claudedl"))
+    let no_key = crate::support::claudedl_binary()
         .args(["files", "ls"])
         .env_remove("ANTHROPIC_API_KEY")
         .output()

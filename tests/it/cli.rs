@@ -14,7 +14,7 @@ use crate::support::{MIB, data, json_lines, sha256, sha256_file, text};
 
 /// The binary with no API settings at all (for plain URLs).
 pub(crate) fn claudedl() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_claudedl"));
+    let mut command = crate::support::claudedl_binary();
     command
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("ANTHROPIC_BASE_URL")

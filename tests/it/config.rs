@@ -16,7 +16,7 @@ const KEY: &str = "sk-ant-api03-SECRETSECRETSECRETSECRETSECRETSECRETSECRET-wxyz"
 
 /// `claudedl` in `dir`, with no configuration from the machine running the tests.
 pub fn claudedl(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_claudedl"));
+    let mut command = crate::support::claudedl_binary();
     command
         .current_dir(dir)
         .env("HOME", dir)
@@ -396,7 +396,11 @@ async fn config_show_prints_the_rules_of_the_defaults_table() {
     assert_eq!(shown["network"]["max_connections"]["value"], 40);
     let rpm = &shown["network"]["requests_per_minute"];
     assert_eq!(rpm["value"], Value::Null);
-    assert_eq!(rpm["note"], "50/min for API commands; get is unpaced");
+    assert_eq!(
+        rpm["note"],
+        "no ceiling: API commands start at 50/min (or a learned rate) and follow the server; \
+         get is unpaced"
+    );
 
     let out = claudedl(dir.path())
         .args(["get", "--connect-timeout", "0", "http://127.0.0.1:9/x"])

@@ -50,7 +50,7 @@ impl Keys {
 
     /// `claudedl` with this user's resume identity and `tmp` as its temporary directory.
     fn claudedl(&self, tmp: &Path) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_claudedl"));
+        let mut command = crate::support::claudedl_binary();
         command
             .env_remove("ANTHROPIC_API_KEY")
             .env_remove("ANTHROPIC_BASE_URL")

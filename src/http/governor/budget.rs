@@ -1,45 +1,140 @@
 //! The request budget: a GCRA (generic cell rate algorithm, the token bucket expressed as one
-//! "theoretical arrival time") whose rate can change at run time.
+//! "theoretical arrival time") whose rate changes at run time.
 //!
-//! governor's rate is fixed once built, and the budget must follow the server: adopt a lower
-//! limit at once, climb towards a higher one in steps (acceleration limits exist), and re-anchor
-//! to the `remaining` count the server reports. That is a few lines of arithmetic, so it is
-//! written here, pure (time is passed in) and tested on exact schedules.
+//! governor's rate is fixed once built, and the budget must follow the server, so the
+//! arithmetic is written here, pure (time is passed in) and tested on exact schedules.
+//!
+//! Where the rate in force comes from, and how it moves:
+//! - **Ceiling**: the user's `--rpm` is never exceeded, whatever the server says.
+//! - **Server**: an advertised `anthropic-ratelimit-requests-limit` below the rate in force is
+//!   adopted at once; one above it is reached by a linear ramp over [`RAMP_TIME`]: a rate, never
+//!   a burst (acceleration limits exist).
+//! - **Discovery**: while no limit was advertised, the rate doubles every [`DOUBLING_EVERY`]
+//!   until the first 429, then settles at [`SETTLE_FRACTION`] of the rate the server *accepted*
+//!   (answers other than 429 over the last [`ACCEPTED_WINDOW`]), and climbs by [`PROBE_FACTOR`]
+//!   every [`PROBE_EVERY`] without a 429. A learned rate from an earlier run starts there,
+//!   settled.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
+use serde::Serialize;
 use tokio::time::Instant;
 
-/// How often the rate may climb towards a higher limit, and by how much each time.
-const RAMP_EVERY: Duration = Duration::from_secs(2);
-const RAMP_FACTOR: f64 = 1.25;
+/// How long a climb to a higher advertised limit takes.
+pub const RAMP_TIME: Duration = Duration::from_secs(4);
+/// Discovery before the first 429: the rate doubles this often.
+pub const DOUBLING_EVERY: Duration = Duration::from_secs(2);
+/// After a 429, the rate settles at this fraction of what the server accepted.
+pub const SETTLE_FRACTION: f64 = 0.9;
+/// Settled, the rate is raised by [`PROBE_FACTOR`] after this long without a 429.
+pub const PROBE_EVERY: Duration = Duration::from_secs(10);
+pub const PROBE_FACTOR: f64 = 1.05;
+/// What the server accepted is measured over this window: short, so that it measures the rate
+/// just before the 429, not the slower climb before it.
+pub const ACCEPTED_WINDOW: Duration = Duration::from_secs(3);
+/// Discovery never climbs above this (requests/minute): beyond it pacing is moot.
+const MAX_RATE: f64 = 1_000_000.0;
+
+/// Where the rate in force came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateSource {
+    /// The user's `--rpm` (flag, environment or config file).
+    Flag,
+    /// The built-in starting rate.
+    Default,
+    /// Remembered from an earlier run against the same endpoint.
+    Learned,
+    /// The server's `anthropic-ratelimit-requests-limit`.
+    Server,
+    /// Found in this run from what the server accepted.
+    Discovered,
+}
+
+impl RateSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateSource::Flag => "flag",
+            RateSource::Default => "default",
+            RateSource::Learned => "learned",
+            RateSource::Server => "server",
+            RateSource::Discovered => "discovered",
+        }
+    }
+}
+
+/// The rate a budget starts from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StartRate {
+    pub requests_per_minute: f64,
+    pub source: RateSource,
+}
+
+/// How the rate moves while no limit is advertised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Discovery {
+    /// No 429 yet: doubling, last doubled at the instant given.
+    Growing(Instant),
+    /// Settled after a 429 (or from memory): probing upward, last raised at the instant given.
+    Settled(Instant),
+}
+
+/// A linear climb towards a higher advertised limit.
+#[derive(Debug, Clone, Copy)]
+struct Ramp {
+    from: f64,
+    to: f64,
+    started: Instant,
+}
 
 /// A requests-per-minute budget with a small burst.
 #[derive(Debug, Clone)]
 pub struct Budget {
     /// The rate in force, requests per minute.
     rate: f64,
-    /// The rate the server allows; `rate` climbs towards it.
-    target: f64,
+    source: RateSource,
+    /// Never exceeded (`--rpm`).
+    ceiling: Option<f64>,
+    /// The server's advertised limit, once it said one.
+    advertised: Option<f64>,
+    ramp: Option<Ramp>,
+    discovery: Discovery,
+    /// Answers other than 429 within the last [`ACCEPTED_WINDOW`].
+    accepted: VecDeque<Instant>,
+    first_answer: Option<Instant>,
     /// When the next request would be on schedule with no burst used.
     tat: Instant,
-    last_raise: Instant,
 }
 
 impl Budget {
-    pub fn new(requests_per_minute: u32, now: Instant) -> Budget {
-        let rate = f64::from(requests_per_minute.max(1));
+    pub fn new(start: StartRate, ceiling: Option<u32>, now: Instant) -> Budget {
+        let ceiling = ceiling.map(|c| f64::from(c.max(1)));
+        let rate = clamp(start.requests_per_minute, ceiling);
+        let discovery = match start.source {
+            RateSource::Learned | RateSource::Flag => Discovery::Settled(now),
+            _ => Discovery::Growing(now),
+        };
         Budget {
             rate,
-            target: rate,
+            source: start.source,
+            ceiling,
+            advertised: None,
+            ramp: None,
+            discovery,
+            accepted: VecDeque::new(),
+            first_answer: None,
             tat: now,
-            last_raise: now,
         }
     }
 
     /// The rate in force, requests per minute.
     pub fn rate(&self) -> f64 {
         self.rate
+    }
+
+    pub fn source(&self) -> RateSource {
+        self.source
     }
 
     /// Requests that may go back to back: about half a second's worth, at least one.
@@ -57,7 +152,7 @@ impl Budget {
 
     /// Take a slot now, or say when one will be free.
     pub fn try_take(&mut self, now: Instant) -> Result<(), Instant> {
-        self.ramp(now);
+        self.advance(now);
         let earliest = self.tat.checked_sub(self.tolerance()).unwrap_or(self.tat);
         if earliest > now {
             return Err(earliest);
@@ -66,13 +161,25 @@ impl Budget {
         Ok(())
     }
 
-    /// The server's limit: adopted at once when lower, approached in steps when higher.
+    /// The server's advertised limit: adopted at once when lower, ramped to when higher,
+    /// never above the ceiling.
     pub fn set_limit(&mut self, requests_per_minute: u32, now: Instant) {
         let limit = f64::from(requests_per_minute.max(1));
-        self.target = limit;
-        if limit < self.rate {
-            self.rate = limit;
-            self.last_raise = now;
+        if self.advertised == Some(limit) {
+            return;
+        }
+        self.advertised = Some(limit);
+        let target = clamp(limit, self.ceiling);
+        self.ramp = None;
+        if target < self.rate {
+            self.rate = target;
+            self.source = RateSource::Server;
+        } else if target > self.rate {
+            self.ramp = Some(Ramp {
+                from: self.rate,
+                to: target,
+                started: now,
+            });
         }
     }
 
@@ -85,12 +192,99 @@ impl Budget {
         self.tat = self.tat.max(anchored);
     }
 
-    fn ramp(&mut self, now: Instant) {
-        if self.rate < self.target && now.duration_since(self.last_raise) >= RAMP_EVERY {
-            self.rate = (self.rate * RAMP_FACTOR).min(self.target);
-            self.last_raise = now;
+    /// An answer other than 429: it counts towards what the server accepts.
+    pub fn accepted(&mut self, now: Instant) {
+        self.first_answer.get_or_insert(now);
+        self.accepted.push_back(now);
+        self.forget_before(now);
+    }
+
+    /// A 429. With no advertised limit, settle just under what the server accepted; returns the
+    /// new rate when it changed (worth remembering).
+    pub fn throttled(&mut self, now: Instant) -> Option<f64> {
+        if self.advertised.is_some() {
+            return None;
+        }
+        self.forget_before(now);
+        let settled = clamp(SETTLE_FRACTION * self.accepted_rate(now), self.ceiling);
+        self.discovery = Discovery::Settled(now);
+        if settled < self.rate {
+            self.rate = settled;
+            self.source = RateSource::Discovered;
+            return Some(settled);
+        }
+        None
+    }
+
+    /// A rate learned for this organisation in an earlier run: used unless the user or the
+    /// server said otherwise.
+    pub fn adopt_learned(&mut self, requests_per_minute: f64, now: Instant) {
+        if self.advertised.is_some() || self.source == RateSource::Flag {
+            return;
+        }
+        self.rate = clamp(requests_per_minute, self.ceiling);
+        self.source = RateSource::Learned;
+        self.discovery = Discovery::Settled(now);
+    }
+
+    /// Requests per minute the server accepted recently.
+    fn accepted_rate(&self, now: Instant) -> f64 {
+        let Some(first) = self.first_answer else {
+            return 1.0;
+        };
+        let span = now
+            .duration_since(first)
+            .clamp(Duration::from_secs(1), ACCEPTED_WINDOW);
+        (self.accepted.len() as f64 * 60.0 / span.as_secs_f64()).max(1.0)
+    }
+
+    fn forget_before(&mut self, now: Instant) {
+        while let Some(&oldest) = self.accepted.front() {
+            if now.duration_since(oldest) <= ACCEPTED_WINDOW {
+                break;
+            }
+            self.accepted.pop_front();
         }
     }
+
+    /// Move the rate along its ramp, or along discovery when no limit was advertised.
+    fn advance(&mut self, now: Instant) {
+        if let Some(ramp) = self.ramp {
+            let progress = now.duration_since(ramp.started).as_secs_f64() / RAMP_TIME.as_secs_f64();
+            self.rate = ramp.from + (ramp.to - ramp.from) * progress.min(1.0);
+            self.source = RateSource::Server;
+            if progress >= 1.0 {
+                self.ramp = None;
+            }
+            return;
+        }
+        if self.advertised.is_some() || self.ceiling.is_some_and(|c| self.rate >= c) {
+            return;
+        }
+        let (every, factor) = match self.discovery {
+            Discovery::Growing(_) => (DOUBLING_EVERY, 2.0),
+            Discovery::Settled(_) => (PROBE_EVERY, PROBE_FACTOR),
+        };
+        let (Discovery::Growing(last) | Discovery::Settled(last)) = self.discovery;
+        let steps = now.duration_since(last).as_nanos() / every.as_nanos();
+        if steps == 0 {
+            return;
+        }
+        let steps = steps.min(64) as i32;
+        self.rate = clamp(self.rate * factor.powi(steps), self.ceiling);
+        let last = last + every * steps as u32;
+        self.discovery = match self.discovery {
+            Discovery::Growing(_) => Discovery::Growing(last),
+            Discovery::Settled(_) => Discovery::Settled(last),
+        };
+        if self.source != RateSource::Flag {
+            self.source = RateSource::Discovered;
+        }
+    }
+}
+
+fn clamp(rate: f64, ceiling: Option<f64>) -> f64 {
+    rate.clamp(1.0, ceiling.unwrap_or(MAX_RATE).min(MAX_RATE))
 }
 
 #[cfg(test)]
@@ -114,10 +308,26 @@ mod tests {
         values.iter().map(|&v| Duration::from_millis(v)).collect()
     }
 
+    fn flag(rpm: u32, now: Instant) -> Budget {
+        let start = StartRate {
+            requests_per_minute: f64::from(rpm),
+            source: RateSource::Flag,
+        };
+        Budget::new(start, Some(rpm), now)
+    }
+
+    fn default_start(now: Instant) -> Budget {
+        let start = StartRate {
+            requests_per_minute: 50.0,
+            source: RateSource::Default,
+        };
+        Budget::new(start, None, now)
+    }
+
     #[test]
     fn paces_evenly_after_a_small_burst() {
         let start = Instant::now();
-        let mut budget = Budget::new(600, start);
+        let mut budget = flag(600, start);
         assert_eq!(budget.burst(), 5);
         assert_eq!(
             schedule(&mut budget, start, 8),
@@ -128,7 +338,7 @@ mod tests {
     #[test]
     fn the_lowest_tier_has_no_burst() {
         let start = Instant::now();
-        let mut budget = Budget::new(50, start);
+        let mut budget = flag(50, start);
         assert_eq!(budget.burst(), 1);
         assert_eq!(schedule(&mut budget, start, 3), ms(&[0, 1200, 2400]));
     }
@@ -136,7 +346,7 @@ mod tests {
     #[test]
     fn never_exceeds_rate_plus_burst_in_any_window() {
         let start = Instant::now();
-        let mut budget = Budget::new(600, start);
+        let mut budget = flag(600, start);
         let sent = schedule(&mut budget, start, 200);
         for (i, at) in sent.iter().enumerate() {
             let in_window = sent[i..]
@@ -153,40 +363,72 @@ mod tests {
     #[test]
     fn a_lower_limit_applies_at_once() {
         let start = Instant::now();
-        let mut budget = Budget::new(600, start);
+        let mut budget = flag(600, start);
         schedule(&mut budget, start, 5);
         budget.set_limit(60, start);
         assert_eq!(budget.rate(), 60.0);
+        assert_eq!(budget.source(), RateSource::Server);
         let next = schedule(&mut budget, start, 2);
         assert!(next[1] - next[0] >= Duration::from_secs(1), "{next:?}");
     }
 
     #[test]
-    fn a_higher_limit_is_approached_in_steps() {
+    fn a_higher_limit_is_reached_by_a_linear_ramp_within_the_ramp_time() {
         let start = Instant::now();
-        let mut budget = Budget::new(100, start);
-        budget.set_limit(1000, start);
+        let mut budget = default_start(start);
+        budget.set_limit(6000, start);
         let mut rates = Vec::new();
-        for step in 1..=12 {
-            let _ = budget.try_take(start + RAMP_EVERY * step);
+        for second in 1..=5 {
+            let _ = budget.try_take(start + Duration::from_secs(second));
             rates.push(budget.rate().round() as u32);
         }
-        assert_eq!(rates[0], 125);
+        assert_eq!(rates, [1538, 3025, 4513, 6000, 6000]);
+        assert_eq!(budget.source(), RateSource::Server);
+    }
+
+    #[test]
+    fn a_ramp_sends_a_rate_not_a_burst() {
+        let start = Instant::now();
+        let mut budget = default_start(start);
+        budget.set_limit(6000, start);
+        let sent = schedule(&mut budget, start, 400);
+        let first_second = sent.iter().filter(|t| **t < Duration::from_secs(1)).count();
+        // The mean rate of the first second's ramp (794/min) plus the burst: about 14, not 100.
         assert!(
-            rates
-                .windows(2)
-                .all(|w| w[1] as f64 <= w[0] as f64 * RAMP_FACTOR + 1.0)
+            first_second <= 20,
+            "{first_second} requests in the first second"
         );
-        assert_eq!(*rates.last().unwrap(), 1000);
+        // The ramp's integral over 4 s (about 202) plus a second at 6,000/min (100).
+        let at_5s = sent.iter().filter(|t| **t < Duration::from_secs(5)).count();
+        assert!((260..=310).contains(&at_5s), "{at_5s} requests in 5 s");
+    }
+
+    #[test]
+    fn the_ceiling_is_never_exceeded_even_when_the_server_advertises_more() {
+        let start = Instant::now();
+        let mut budget = flag(120, start);
+        budget.set_limit(6000, start);
+        let sent = schedule(&mut budget, start, 300);
+        assert_eq!(budget.rate(), 120.0);
+        for (i, at) in sent.iter().enumerate() {
+            let in_minute = sent[i..]
+                .iter()
+                .take_while(|t| **t < *at + Duration::from_secs(60))
+                .count();
+            assert!(
+                in_minute <= 120 + 1,
+                "{in_minute} within a minute of {at:?}"
+            );
+        }
     }
 
     #[test]
     fn remaining_from_the_server_tightens_the_burst() {
         let start = Instant::now();
-        let mut budget = Budget::new(600, start);
+        let mut budget = flag(600, start);
         budget.anchor_remaining(0, start);
         assert_eq!(schedule(&mut budget, start, 2), ms(&[100, 200]));
-        let mut budget = Budget::new(600, start);
+        let mut budget = flag(600, start);
         budget.anchor_remaining(2, start);
         assert_eq!(schedule(&mut budget, start, 3), ms(&[0, 0, 100]));
     }
@@ -194,8 +436,64 @@ mod tests {
     #[test]
     fn plenty_remaining_changes_nothing() {
         let start = Instant::now();
-        let mut budget = Budget::new(600, start);
+        let mut budget = flag(600, start);
         budget.anchor_remaining(10_000, start);
         assert_eq!(schedule(&mut budget, start, 6), ms(&[0, 0, 0, 0, 0, 100]));
+    }
+
+    #[test]
+    fn without_headers_the_rate_doubles_until_the_first_429() {
+        let start = Instant::now();
+        let mut budget = default_start(start);
+        let rates: Vec<u32> = (1..=4)
+            .map(|step| {
+                let _ = budget.try_take(start + DOUBLING_EVERY * step);
+                budget.rate() as u32
+            })
+            .collect();
+        assert_eq!(rates, [100, 200, 400, 800]);
+        assert_eq!(budget.source(), RateSource::Discovered);
+    }
+
+    #[test]
+    fn a_429_settles_just_under_what_the_server_accepted() {
+        let start = Instant::now();
+        let mut budget = default_start(start);
+        // The server accepted 20 a second (1,200/min), then said 429.
+        for i in 0..200 {
+            budget.accepted(start + Duration::from_millis(50 * i));
+        }
+        let now = start + Duration::from_secs(10);
+        let _ = budget.try_take(now); // rate has grown to 1,600/min by now
+        assert_eq!(budget.rate(), 1600.0);
+        assert_eq!(budget.throttled(now), Some(1080.0));
+        assert_eq!(budget.rate(), 1080.0);
+        // Then it probes upward gently: +5 % after 10 s without a 429.
+        let _ = budget.try_take(now + PROBE_EVERY);
+        assert_eq!(budget.rate().round(), 1134.0);
+    }
+
+    #[test]
+    fn a_429_with_an_advertised_limit_leaves_the_rate_to_the_headers() {
+        let start = Instant::now();
+        let mut budget = flag(600, start);
+        budget.set_limit(600, start);
+        budget.accepted(start);
+        assert_eq!(budget.throttled(start), None);
+        assert_eq!(budget.rate(), 600.0);
+    }
+
+    #[test]
+    fn a_learned_rate_starts_settled() {
+        let start = Instant::now();
+        let learned = StartRate {
+            requests_per_minute: 1000.0,
+            source: RateSource::Learned,
+        };
+        let mut budget = Budget::new(learned, None, start);
+        let _ = budget.try_take(start + DOUBLING_EVERY);
+        assert_eq!(budget.rate(), 1000.0, "no doubling from a learned rate");
+        let _ = budget.try_take(start + PROBE_EVERY);
+        assert_eq!(budget.rate(), 1050.0);
     }
 }

@@ -1,6 +1,8 @@
 //! The governor: one per process, consulted by the HTTP client before and after every request.
 //!
-//! - `budget`: the request budget (GCRA), fed by `anthropic-ratelimit-requests-*` headers;
+//! - `budget`: the request budget (GCRA): a ceiling (`--rpm`), the server's advertised limit
+//!   (`anthropic-ratelimit-requests-*`), or a rate discovered from 429s when nobody says;
+//! - `memory`: discovered rates remembered between runs, per endpoint and organisation;
 //! - `concurrency`: AIMD on requests in flight (a 429 halves it, successes grow it back);
 //! - `endpoints`: failover to backup endpoints after a 503/529 streak;
 //! - `bandwidth`: the `--limit-rate` cap on bytes per second;
@@ -15,8 +17,10 @@ mod bandwidth;
 mod budget;
 mod concurrency;
 mod endpoints;
+mod memory;
 mod summary;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -27,9 +31,11 @@ use tokio::time::Instant;
 use url::Url;
 
 use self::bandwidth::Bandwidth;
-use self::budget::Budget;
+pub use self::budget::RateSource;
+use self::budget::{Budget, StartRate};
 use self::concurrency::{Concurrency, Slot};
 use self::endpoints::{Endpoints, OVERLOAD_STREAK, Overload};
+pub use self::memory::RateMemory;
 use self::summary::Stats;
 pub use self::summary::TrafficSummary;
 use self::summary::WaitReason;
@@ -41,13 +47,28 @@ const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(1);
 const FIRST_OVERLOAD_PAUSE: Duration = Duration::from_secs(1);
 /// The head of the line re-checks at least this often (a pause or a new limit may have come).
 const RECHECK: Duration = Duration::from_millis(200);
+/// A learned rate is written to the state directory at most this often.
+const REMEMBER_EVERY: Duration = Duration::from_secs(5);
+
+/// A response header naming the organisation whose budget a request spent.
+const ORGANISATION_HEADER: &str = "anthropic-organization-id";
+
+/// How requests are paced by a budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pacing {
+    /// The user's `--rpm`: the starting rate and a ceiling never exceeded.
+    pub ceiling: Option<u32>,
+    /// The starting rate when there is no ceiling and nothing was learned.
+    pub start: u32,
+    /// Where discovered rates are remembered between runs (`None`: not remembered).
+    pub memory: Option<PathBuf>,
+}
 
 /// How the process paces itself.
 #[derive(Debug, Clone)]
 pub struct GovernorConfig {
-    /// The request budget to start from; `None`: unpaced (the server's headers are then only
-    /// used for 429s).
-    pub requests_per_minute: Option<u32>,
+    /// The request budget; `None`: unpaced (the server's headers are then only used for 429s).
+    pub pacing: Option<Pacing>,
     /// Requests in flight at most (the AIMD ceiling).
     pub max_in_flight: usize,
     /// The API's base URL first, then backups; empty: no failover.
@@ -64,7 +85,7 @@ pub struct GovernorConfig {
 impl Default for GovernorConfig {
     fn default() -> Self {
         GovernorConfig {
-            requests_per_minute: None,
+            pacing: None,
             max_in_flight: 64,
             endpoints: Vec::new(),
             overload_pause: crate::config::network::seconds(
@@ -110,15 +131,35 @@ pub struct Governor {
     halted: OnceLock<Halted>,
     sent: AtomicU64,
     overload_pause: Duration,
+    learning: Option<Learning>,
+}
+
+/// Remembering discovered rates: where, under which keys, and what was last written.
+#[derive(Debug)]
+struct Learning {
+    memory: RateMemory,
+    endpoint: Url,
+    organisation: OnceLock<String>,
+    stored: Mutex<Option<(f64, Instant)>>,
 }
 
 impl Governor {
     pub fn new(config: GovernorConfig) -> Arc<Governor> {
         let now = Instant::now();
+        let learning = config.pacing.as_ref().and_then(|pacing| {
+            Some(Learning {
+                memory: RateMemory::new(pacing.memory.clone()?),
+                endpoint: config.endpoints.first()?.clone(),
+                organisation: OnceLock::new(),
+                stored: Mutex::new(None),
+            })
+        });
+        let budget = config.pacing.as_ref().map(|pacing| {
+            let start = starting_rate(pacing, learning.as_ref());
+            Mutex::new(Budget::new(start, pacing.ceiling, now))
+        });
         Arc::new(Governor {
-            budget: config
-                .requests_per_minute
-                .map(|rpm| Mutex::new(Budget::new(rpm, now))),
+            budget,
             line: tokio::sync::Mutex::new(()),
             paused_until: Mutex::new(None),
             concurrency: Concurrency::new(config.max_in_flight),
@@ -131,6 +172,7 @@ impl Governor {
             halted: OnceLock::new(),
             sent: AtomicU64::new(0),
             overload_pause: config.overload_pause,
+            learning,
         })
     }
 
@@ -221,10 +263,12 @@ impl Governor {
         self.stats.answered(status);
         let now = Instant::now();
         self.learn_budget(ticket, headers, now);
+        self.learn_organisation(headers, now);
         match status {
             429 => self.throttled(headers, now),
             503 | 529 => self.overloaded(ticket, status, now),
             _ => {
+                self.accepted(now);
                 self.concurrency.succeeded();
                 if let Some(index) = ticket.endpoint {
                     self.endpoints.lock().unwrap().succeeded(index);
@@ -258,8 +302,30 @@ impl Governor {
         }
     }
 
+    /// An answer other than 429 counts towards the rate the server accepts.
+    fn accepted(&self, now: Instant) {
+        if let Some(budget) = &self.budget {
+            budget.lock().unwrap().accepted(now);
+        }
+    }
+
     fn throttled(&self, headers: &HeaderMap, now: Instant) {
         let wait = server_wait(headers, SystemTime::now()).unwrap_or(DEFAULT_THROTTLE_PAUSE);
+        // 429s that arrive during the pause are echoes of the same overshoot: settle once.
+        let echo = self.pause_at(now).is_some();
+        let settled = self
+            .budget
+            .as_ref()
+            .filter(|_| !echo)
+            .and_then(|budget| budget.lock().unwrap().throttled(now));
+        if let Some(rate) = settled {
+            tracing::info!(
+                event = "budget",
+                rate_rpm = rate,
+                "429 without an advertised limit: settling under the rate the server accepted"
+            );
+            self.remember(rate, now);
+        }
         let limit = self.concurrency.decrease();
         self.pause_all(now + wait, WaitReason::Throttled);
         tracing::info!(
@@ -300,6 +366,62 @@ impl Governor {
                     "the endpoint is overloaded and there is no other: every request pauses"
                 );
             }
+        }
+    }
+
+    /// The first response naming the organisation: a rate learned for it is used from now on.
+    fn learn_organisation(&self, headers: &HeaderMap, now: Instant) {
+        let (Some(learning), Some(budget)) = (&self.learning, &self.budget) else {
+            return;
+        };
+        if learning.organisation.get().is_some() {
+            return;
+        }
+        let Some(org) = headers
+            .get(ORGANISATION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+        else {
+            return;
+        };
+        if learning.organisation.set(org.to_owned()).is_err() {
+            return;
+        }
+        let key = RateMemory::key(&learning.endpoint, Some(org));
+        if let Some(rate) = learning.memory.load(&key) {
+            budget.lock().unwrap().adopt_learned(rate, now);
+        }
+    }
+
+    /// Write the rate discovery settled at after a 429 to the state directory (at most every few
+    /// seconds, and only when it moved): the next run against the same endpoint starts there.
+    /// Probing above it is not remembered: only a rate the server was seen to hold is.
+    fn remember(&self, rate: f64, now: Instant) {
+        let Some(learning) = &self.learning else {
+            return;
+        };
+        {
+            let mut stored = learning.stored.lock().unwrap();
+            let unchanged = stored.is_some_and(|(last, at)| {
+                (rate / last - 1.0).abs() < 0.02 || now.duration_since(at) < REMEMBER_EVERY
+            });
+            if unchanged {
+                return;
+            }
+            *stored = Some((rate, now));
+        }
+        let mut keys = vec![RateMemory::key(&learning.endpoint, None)];
+        if let Some(org) = learning.organisation.get() {
+            keys.push(RateMemory::key(&learning.endpoint, Some(org)));
+        }
+        match learning.memory.store(&keys, rate) {
+            Ok(()) => tracing::debug!(event = "rate_learned", rate_rpm = rate, "remembered"),
+            Err(error) => tracing::warn!(
+                event = "rate_learned",
+                path = %learning.memory.path().display(),
+                %error,
+                "could not remember the learned request rate"
+            ),
         }
     }
 
@@ -366,8 +488,32 @@ impl Governor {
 
     /// The run summary so far.
     pub fn summary(&self) -> TrafficSummary {
-        let budget = self.budget.as_ref().map(|b| b.lock().unwrap().rate());
+        let budget = self.budget.as_ref().map(|b| {
+            let budget = b.lock().unwrap();
+            (budget.rate(), budget.source())
+        });
         self.stats.summary(budget)
+    }
+}
+
+/// The flag's rate, else a rate learned for the endpoint, else the configured start.
+fn starting_rate(pacing: &Pacing, learning: Option<&Learning>) -> StartRate {
+    if let Some(ceiling) = pacing.ceiling {
+        return StartRate {
+            requests_per_minute: f64::from(ceiling),
+            source: RateSource::Flag,
+        };
+    }
+    let learned = learning.and_then(|l| l.memory.load(&RateMemory::key(&l.endpoint, None)));
+    match learned {
+        Some(rate) => StartRate {
+            requests_per_minute: rate,
+            source: RateSource::Learned,
+        },
+        None => StartRate {
+            requests_per_minute: f64::from(pacing.start),
+            source: RateSource::Default,
+        },
     }
 }
 
@@ -379,7 +525,11 @@ mod tests {
 
     fn governor(rpm: Option<u32>) -> Arc<Governor> {
         Governor::new(GovernorConfig {
-            requests_per_minute: rpm,
+            pacing: rpm.map(|rpm| Pacing {
+                ceiling: Some(rpm),
+                start: rpm,
+                memory: None,
+            }),
             ..GovernorConfig::default()
         })
     }
@@ -481,5 +631,163 @@ mod tests {
         assert!(!third.is_finished());
         drop(first);
         let _third = third.await.unwrap();
+    }
+
+    /// A server that enforces `rpm` (a token bucket holding `capacity`) and says nothing about
+    /// it; answers 429 with `retry-after: 1` when the bucket is empty.
+    struct SilentServer {
+        rpm: f64,
+        capacity: f64,
+        tokens: f64,
+        at: Instant,
+    }
+
+    impl SilentServer {
+        fn answer(&mut self, now: Instant) -> u16 {
+            let refill = now.duration_since(self.at).as_secs_f64() * self.rpm / 60.0;
+            self.tokens = (self.tokens + refill).min(self.capacity);
+            self.at = now;
+            if self.tokens >= 1.0 {
+                self.tokens -= 1.0;
+                200
+            } else {
+                429
+            }
+        }
+    }
+
+    /// 16 workers send requests for `run` against a silent 1,200/min server; the answers'
+    /// statuses and times.
+    async fn against_silent_server(
+        governor: &Arc<Governor>,
+        run: Duration,
+    ) -> Vec<(u16, Duration)> {
+        let start = Instant::now();
+        let server = Arc::new(Mutex::new(SilentServer {
+            rpm: 1200.0,
+            capacity: 20.0,
+            tokens: 20.0,
+            at: start,
+        }));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let workers: Vec<_> = (0..16)
+            .map(|_| {
+                let (governor, server, answers) = (
+                    Arc::clone(governor),
+                    Arc::clone(&server),
+                    Arc::clone(&answers),
+                );
+                tokio::spawn(async move {
+                    while Instant::now() - start < run {
+                        let ticket = governor.admit(None).await.unwrap();
+                        let status = server.lock().unwrap().answer(Instant::now());
+                        let retry = headers(&[("retry-after", "1")]);
+                        let answer = if status == 429 {
+                            retry
+                        } else {
+                            HeaderMap::new()
+                        };
+                        governor.observe(&ticket, status, &answer);
+                        answers
+                            .lock()
+                            .unwrap()
+                            .push((status, Instant::now() - start));
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        let answers = answers.lock().unwrap().clone();
+        answers
+    }
+
+    fn discovering(memory: &std::path::Path) -> Arc<Governor> {
+        Governor::new(GovernorConfig {
+            pacing: Some(Pacing {
+                ceiling: None,
+                start: 50,
+                memory: Some(memory.to_path_buf()),
+            }),
+            endpoints: vec![Url::parse("http://127.0.0.1:9/v1/").unwrap()],
+            ..GovernorConfig::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn discovery_converges_under_a_silent_limit_with_few_429s_and_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let memory = dir.path().join("rates.json");
+        let governor = discovering(&memory);
+        let answers = against_silent_server(&governor, Duration::from_secs(120)).await;
+        let throttled = answers.iter().filter(|(s, _)| *s == 429).count();
+        let last_minute = answers
+            .iter()
+            .filter(|(s, t)| *s == 200 && *t >= Duration::from_secs(60))
+            .count();
+        assert!(
+            throttled * 100 <= answers.len() * 2,
+            "{throttled} of {} answers were 429",
+            answers.len()
+        );
+        assert!(
+            (1020..=1230).contains(&last_minute),
+            "{last_minute} accepted in the second minute (limit 1,200)"
+        );
+        let summary = governor.summary();
+        assert_eq!(summary.rate_source, Some(RateSource::Discovered));
+        let learned = RateMemory::new(memory.clone())
+            .load("http://127.0.0.1:9")
+            .expect("the discovered rate is remembered");
+        assert!((960.0..=1200.0).contains(&learned), "learned {learned}/min");
+
+        // The next run starts at the learned rate: nearly the whole limit from the first minute.
+        let next = discovering(&memory);
+        assert_eq!(next.summary().rate_source, Some(RateSource::Learned));
+        let answers = against_silent_server(&next, Duration::from_secs(60)).await;
+        let accepted = answers.iter().filter(|(s, _)| *s == 200).count();
+        let throttled = answers.len() - accepted;
+        assert!(accepted >= 950, "{accepted} accepted in the first minute");
+        assert!(throttled * 100 <= answers.len() * 2, "{throttled} 429s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_advertised_limit_is_in_use_within_the_ramp_time_and_the_ceiling_holds() {
+        let limit = headers(&[("anthropic-ratelimit-requests-limit", "6000")]);
+        let governor = governor(None);
+        assert!(!governor.paces_requests());
+        let paced = Governor::new(GovernorConfig {
+            pacing: Some(Pacing {
+                ceiling: None,
+                start: 50,
+                memory: None,
+            }),
+            ..GovernorConfig::default()
+        });
+        let ticket = paced.admit(None).await.unwrap();
+        paced.observe(&ticket, 200, &limit);
+        tokio::time::sleep(budget::RAMP_TIME).await;
+        let start = Instant::now();
+        let times = admit_times(&paced, 100, start).await;
+        assert!(times[99] <= Duration::from_millis(1000), "{:?}", times[99]);
+        assert_eq!(paced.summary().budget_rpm, Some(6000.0));
+
+        let capped = Governor::new(GovernorConfig {
+            pacing: Some(Pacing {
+                ceiling: Some(600),
+                start: 600,
+                memory: None,
+            }),
+            ..GovernorConfig::default()
+        });
+        let ticket = capped.admit(None).await.unwrap();
+        capped.observe(&ticket, 200, &limit);
+        tokio::time::sleep(budget::RAMP_TIME).await;
+        let start = Instant::now();
+        let times = admit_times(&capped, 100, start).await;
+        assert!(times[99] >= Duration::from_millis(9000), "{:?}", times[99]);
+        assert_eq!(capped.summary().budget_rpm, Some(600.0));
     }
 }

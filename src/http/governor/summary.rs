@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::budget::RateSource;
+
 /// Why a request waited before it was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum WaitReason {
@@ -72,7 +74,7 @@ impl Stats {
         *self.waited.lock().unwrap().entry(reason).or_default() += wait;
     }
 
-    pub fn summary(&self, budget_rpm: Option<f64>) -> TrafficSummary {
+    pub fn summary(&self, budget: Option<(f64, RateSource)>) -> TrafficSummary {
         let elapsed = self.started.elapsed();
         let requests = self.requests.load(Ordering::Relaxed);
         let statuses = self.statuses.lock().unwrap();
@@ -98,7 +100,8 @@ impl Stats {
             } else {
                 0.0
             },
-            budget_rpm,
+            budget_rpm: budget.map(|(rate, _)| rate),
+            rate_source: budget.map(|(_, source)| source),
             endpoint_switches: self.endpoint_switches.load(Ordering::Relaxed),
         }
     }
@@ -118,6 +121,8 @@ pub struct TrafficSummary {
     pub achieved_rpm: f64,
     /// The request budget in force at the end (`None`: unpaced).
     pub budget_rpm: Option<f64>,
+    /// Where that budget came from: flag, default, learned, server or discovered.
+    pub rate_source: Option<RateSource>,
     pub endpoint_switches: u64,
 }
 
@@ -131,7 +136,10 @@ impl fmt::Display for TrafficSummary {
             self.achieved_rpm
         )?;
         match self.budget_rpm {
-            Some(budget) => write!(f, " of a {budget:.0}/min budget)")?,
+            Some(budget) => {
+                let source = self.rate_source.map_or("", RateSource::as_str);
+                write!(f, " of a {budget:.0}/min budget, from {source})")?
+            }
             None => write!(f, ", unpaced)")?,
         }
         write!(f, ", {} throttled (429)", self.throttled)?;

@@ -20,6 +20,18 @@ use sha2::{Digest, Sha256};
 
 pub const MIB: usize = 1024 * 1024;
 
+/// The `claudedl` binary, with a state directory of this test process's own: nothing a test
+/// learns (request rates, resume keys) leaks into the user's state or into another test run.
+pub fn claudedl_binary() -> tokio::process::Command {
+    static STATE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let state = STATE.get_or_init(|| tempfile::tempdir().expect("a state directory"));
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_claudedl"));
+    command
+        .env("XDG_STATE_HOME", state.path())
+        .env("CLAUDEDL_RATES", state.path().join("rates.json"));
+    command
+}
+
 /// Deterministic pseudo-random bytes (xorshift), different for each seed.
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
