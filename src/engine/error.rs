@@ -17,7 +17,7 @@ pub enum TransferError {
         request_id: Option<String>,
     },
     #[error(
-        "giving up on {url} (bytes {range}) after {attempts} attempts; the partial download is kept, rerun to resume. Last error: {last}"
+        "giving up on {url} (bytes {range}) after {attempts} failed attempts in a row; the partial download is kept, rerun to resume. Last error: {last}"
     )]
     RetriesExhausted {
         url: String,
