@@ -9,7 +9,7 @@ use claudedl_mock::origin::{Fault, Origin, OriginConfig, RetryAfter};
 use reqwest::header::{HeaderMap, HeaderValue};
 
 use crate::support::{
-    MIB, Recorder, data, engine, sha256, sha256_file, spec, test_config, text,
+    MIB, Recorder, data, engine, mock_file, sha256, sha256_file, spec, test_config, text,
 };
 
 /// Download `content` behind `fault` with `config`; returns the origin (for its log) and the
@@ -490,6 +490,54 @@ async fn a_single_stream_that_is_always_cut_gives_up() {
         "{error}"
     );
     assert_eq!(origin.request_count(), 6);
+}
+
+/// A sync whose content server dies: twelve files, four at a time, every body cut at once.
+/// Each file gives up after its own retries (none waits on another's retry-storm place), and
+/// the sync ends with the failures reported.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_whose_content_server_dies_ends() {
+    let files: Vec<_> = (0..12)
+        .map(|i| mock_file(&format!("file_{i:02}"), &format!("f{i}.bin"), "2026-06", data(200_000, i)))
+        .collect();
+    let fault = ApiFault::ResetAfter {
+        route: Route::FileContent,
+        bytes: 0,
+        times: u32::MAX,
+    };
+    let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(files)).with_fault(fault)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (base_url, key) = (api.base_url(), api.api_key());
+    let env = [
+        ("ANTHROPIC_BASE_URL", base_url.as_str()),
+        ("ANTHROPIC_API_KEY", key.as_str()),
+    ];
+    let args = [
+        "sync",
+        "--files-only",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "-j",
+        "4",
+        "--max-connections",
+        "4",
+        "--max-retries",
+        "1",
+        "--rpm",
+        "60000",
+    ];
+
+    let out = run_within(Duration::from_secs(60), &args, &env).await;
+
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("after 2 failed attempts in a row"),
+        "{stdout}"
+    );
+    assert_eq!(api.count(Route::FileContent), 12 * 2, "two attempts per file");
 }
 
 /// A listener that accepts connections and closes them at once; counts them.
