@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
-use crate::http::{HttpError, retry};
 use crate::http::request_id::request_id_note;
+use crate::http::{HttpError, retry};
 
 /// Why a transfer failed. Every variant names the (redacted) URL or the path involved.
 #[derive(Debug, thiserror::Error)]

@@ -420,7 +420,12 @@ impl Job {
     /// The retries of one unit of work of this transfer.
     fn retrier(&self) -> Retrier<'_> {
         let governor = self.engine.client.governor();
-        Retrier::new(self.engine.config.retry, governor, &self.engine.cancel, &self.url)
+        Retrier::new(
+            self.engine.config.retry,
+            governor,
+            &self.engine.cancel,
+            &self.url,
+        )
     }
 
     /// Wait before another attempt at `range` (the failed one kept `kept` bytes), or turn the

@@ -28,6 +28,9 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert_eq!(request_id_note(&request_id(&headers)), "");
         headers.insert("x-request-id", HeaderValue::from_static("req_1"));
-        assert_eq!(request_id_note(&request_id(&headers)), " (request-id req_1)");
+        assert_eq!(
+            request_id_note(&request_id(&headers)),
+            " (request-id req_1)"
+        );
     }
 }

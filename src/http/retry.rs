@@ -10,7 +10,7 @@
 //! (seconds or HTTP date) replaces the computed delay. Both are small enough that a crate would
 //! not save code, and the exact schedule must be testable, so the policy is written here.
 //!
-//! **No retry can wait on another.** A place in the retry-storm pool ([`Governor::retry_slot`])
+//! **No retry can wait on another.** A place in the retry-storm pool (the governor's retry slot)
 //! is held only while the backoff sleep runs, and released before the next attempt: its holder
 //! waits for nothing but a timer (or cancellation), so a place always comes free within the
 //! longest delay, however many units of work fail at once.
@@ -423,7 +423,10 @@ mod tests {
         let cancel = CancellationToken::new();
         let mut retrier = Retrier::new(fast(1), &governor, &cancel, "u");
         for _ in 0..10 {
-            assert_eq!(retrier.wait(failed(PROGRESS_BYTES), |_, _| {}).await, Ok(()));
+            assert_eq!(
+                retrier.wait(failed(PROGRESS_BYTES), |_, _| {}).await,
+                Ok(())
+            );
             assert_eq!(retrier.failures(), 1);
         }
         assert_eq!(

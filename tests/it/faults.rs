@@ -499,7 +499,14 @@ async fn a_single_stream_that_is_always_cut_gives_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sync_whose_content_server_dies_ends() {
     let files: Vec<_> = (0..8)
-        .map(|i| mock_file(&format!("file_{i:02}"), &format!("f{i}.bin"), "2026-06", data(200_000, i)))
+        .map(|i| {
+            mock_file(
+                &format!("file_{i:02}"),
+                &format!("f{i}.bin"),
+                "2026-06",
+                data(200_000, i),
+            )
+        })
         .collect();
     let fault = ApiFault::ResetAfter {
         route: Route::FileContent,
@@ -538,7 +545,11 @@ async fn a_sync_whose_content_server_dies_ends() {
         stdout.contains("after 3 failed attempts in a row"),
         "{stdout}"
     );
-    assert_eq!(api.count(Route::FileContent), 8 * 3, "three attempts per file");
+    assert_eq!(
+        api.count(Route::FileContent),
+        8 * 3,
+        "three attempts per file"
+    );
 }
 
 /// A listener that accepts connections and closes them at once; counts them.

@@ -585,7 +585,7 @@ impl ServerState {
             Fault::ResetAfterServed { served, bytes } if bodies > *served => {
                 ReplyBody::content(data, saturating_usize(*bytes), Ending::Abort)
             }
-            Fault::ResetEvery { nth, bytes } if bodies % (*nth).max(1) == 0 => {
+            Fault::ResetEvery { nth, bytes } if bodies.is_multiple_of((*nth).max(1)) => {
                 ReplyBody::content(data, saturating_usize(*bytes), Ending::Abort)
             }
             Fault::ResetAfter { bytes, times } if *times > 0 => {
@@ -916,10 +916,7 @@ mod tests {
     #[tokio::test]
     async fn reset_every_cuts_every_nth_body() {
         let content = sample(5000);
-        let fault = Fault::ResetEvery {
-            nth: 2,
-            bytes: 100,
-        };
+        let fault = Fault::ResetEvery { nth: 2, bytes: 100 };
         let origin = Origin::start(OriginConfig::new(content.clone()).with_fault(fault)).await;
 
         let mut bodies = Vec::new();
