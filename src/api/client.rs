@@ -1,4 +1,4 @@
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use reqwest::Response;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -8,10 +8,12 @@ use url::Url;
 use super::types::{Batch, FileObject, Page};
 use super::{API_VERSION, ApiError};
 use crate::config::Settings;
-use crate::engine::response::request_id;
+use tokio_util::sync::CancellationToken;
+
 use crate::http::HttpClient;
 use crate::http::redact::redact_url;
-use crate::http::retry::{RetryDecision, RetryPolicy, full_jitter, server_wait};
+use crate::http::request_id::request_id;
+use crate::http::retry::{Failed, Retrier, RetryPolicy, StatusClass, Stop, classify, server_wait};
 
 /// The beta flag that selects the Files API's `after_id` pagination.
 pub const FILES_BETA: &str = "files-api-2025-04-14";
@@ -111,11 +113,27 @@ pub enum Cursor {
 pub struct ApiClient {
     http: HttpClient,
     config: ApiConfig,
+    cancel: CancellationToken,
 }
 
 impl ApiClient {
     pub fn new(http: HttpClient, config: ApiConfig) -> ApiClient {
-        ApiClient { http, config }
+        ApiClient {
+            http,
+            config,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Share `token` (e.g. the engine's): cancelling it ends a call waiting to retry.
+    pub fn with_cancel_token(mut self, token: CancellationToken) -> ApiClient {
+        self.cancel = token;
+        self
+    }
+
+    /// Cancelling this token ends a call waiting to retry ([`ApiError::Cancelled`]).
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
     }
 
     /// The HTTP client (and through it the process's governor).
@@ -207,43 +225,43 @@ impl ApiClient {
     /// GET a JSON document, retrying what is worth retrying.
     async fn get_json<T: DeserializeOwned>(&self, url: Url) -> Result<T, ApiError> {
         let headers = self.headers();
-        let mut failures = 0;
-        // The retry-storm guard's place, held until the retried request is answered.
-        let mut _retrying = None;
+        let redacted = redact_url(&url);
+        let governor = self.http.governor();
+        let mut retrier = Retrier::new(self.config.retry, governor, &self.cancel, &redacted);
         loop {
-            let (error, wait) = match self.http.get(&url, &headers).await {
-                Ok(response) if response.status().is_success() => {
-                    return decode(&url, response).await;
-                }
-                Ok(response) => match api_failure(&url, response).await {
-                    Attempt::Final(error) => return Err(error),
-                    Attempt::Retry(error, wait) => (error, wait),
-                },
-                Err(error) if error.is_transient() => (ApiError::Http(error), None),
-                Err(error) => return Err(ApiError::Http(error)),
+            let (error, server_wait) = match self.attempt(&url, &headers).await {
+                Attempt::Answered(response) => return decode(&url, response).await,
+                Attempt::Final(error) => return Err(error),
+                Attempt::Retry(error, wait) => (error, wait),
             };
-            failures += 1;
-            let policy = if error.is_overload() {
-                self.config.retry.for_overload()
-            } else {
-                self.config.retry
+            let failed = Failed {
+                reason: &error,
+                overload: error.is_overload(),
+                server_wait,
+                kept: 0,
+                range: None,
             };
-            match policy.decide(failures, wait, full_jitter) {
-                RetryDecision::RetryAfter(delay) => {
-                    let slot = self.http.governor().retry_slot().await;
-                    tracing::debug!(event = "retry", url = %redact_url(&url), failures, delay_ms = delay.as_millis() as u64, %error, "retrying API call");
-                    tokio::time::sleep(delay).await;
-                    _retrying = Some(slot);
-                }
-                RetryDecision::GiveUp => {
-                    let url = redact_url(&url);
+            match retrier.wait(failed, |_, _| {}).await {
+                Ok(()) => {}
+                Err(Stop::GaveUp { attempts }) => {
                     return Err(ApiError::RetriesExhausted {
-                        url,
-                        attempts: failures,
+                        url: redacted,
+                        attempts,
                         last: Box::new(error),
                     });
                 }
+                Err(Stop::Cancelled) => return Err(ApiError::Cancelled),
             }
+        }
+    }
+
+    /// One request.
+    async fn attempt(&self, url: &Url, headers: &HeaderMap) -> Attempt {
+        match self.http.get(url, headers).await {
+            Ok(response) if response.status().is_success() => Attempt::Answered(response),
+            Ok(response) => api_failure(url, response).await,
+            Err(error) if error.is_transient() => Attempt::Retry(ApiError::Http(error), None),
+            Err(error) => Attempt::Final(ApiError::Http(error)),
         }
     }
 }
@@ -272,8 +290,11 @@ async fn decode<T: DeserializeOwned>(url: &Url, response: Response) -> Result<T,
     })
 }
 
+/// How one request went.
 enum Attempt {
-    Retry(ApiError, Option<std::time::Duration>),
+    Answered(Response),
+    /// Worth another attempt, after the wait the server asked for (if any).
+    Retry(ApiError, Option<Duration>),
     Final(ApiError),
 }
 
@@ -282,11 +303,7 @@ async fn api_failure(url: &Url, response: Response) -> Attempt {
     let status = response.status().as_u16();
     let request_id = request_id(response.headers());
     let wait = server_wait(response.headers(), SystemTime::now());
-    let should_retry = response
-        .headers()
-        .get("x-should-retry")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v == "true");
+    let class = classify(status, response.headers());
     let body = response.bytes().await.unwrap_or_default();
     let envelope: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let error = &envelope["error"];
@@ -303,11 +320,9 @@ async fn api_failure(url: &Url, response: Response) -> Attempt {
         request_id,
         url: redact_url(url),
     };
-    let retryable = should_retry.unwrap_or(matches!(status, 408 | 409 | 429) || status >= 500);
-    if retryable {
-        Attempt::Retry(error, wait)
-    } else {
-        Attempt::Final(error)
+    match class {
+        StatusClass::Final => Attempt::Final(error),
+        StatusClass::Retry | StatusClass::Overload => Attempt::Retry(error, wait),
     }
 }
 

@@ -1,4 +1,5 @@
-use crate::http::HttpError;
+use crate::http::request_id::request_id_note;
+use crate::http::{HttpError, retry};
 
 /// A failed API call. Messages carry the error type, the request-id and a hint; never the key.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +27,9 @@ pub enum ApiError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("giving up on {url} after {attempts} attempts: {last}")]
+    #[error("interrupted")]
+    Cancelled,
+    #[error("giving up on {url} after {attempts} failed attempts in a row: {last}")]
     RetriesExhausted {
         url: String,
         attempts: u32,
@@ -37,21 +40,8 @@ pub enum ApiError {
 impl ApiError {
     /// The server said it is overloaded (503, 529): retried longer, with longer waits.
     pub fn is_overload(&self) -> bool {
-        matches!(
-            self,
-            ApiError::Api {
-                status: 503 | 529,
-                ..
-            }
-        )
+        matches!(self, ApiError::Api { status, .. } if retry::is_overload(*status))
     }
-}
-
-fn request_id_note(request_id: &Option<String>) -> String {
-    request_id
-        .as_ref()
-        .map(|id| format!(" [request-id {id}]"))
-        .unwrap_or_default()
 }
 
 fn hint_note(status: u16) -> &'static str {

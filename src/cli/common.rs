@@ -9,8 +9,8 @@ use anyhow::bail;
 use claudedl::api::{ApiClient, ApiConfig, Pagination};
 use claudedl::config::{LogFormat, Network, Settings, Traffic};
 use claudedl::engine::{Engine, EngineConfig, TransferError, TransferReport, TransferStatus};
-use claudedl::http::retry::RetryPolicy;
 use claudedl::http::governor::Pacing;
+use claudedl::http::retry::RetryPolicy;
 use claudedl::http::{ClientConfig, GovernorConfig, HttpClient};
 use claudedl::store::index::SqliteIndex;
 use claudedl::store::layout::DataDir;
@@ -90,7 +90,9 @@ pub fn connect(api: &ApiArgs, global: &GlobalArgs) -> anyhow::Result<(ApiClient,
 pub fn clients(mut config: ApiConfig, network: &Network) -> anyhow::Result<(ApiClient, Engine)> {
     config.retry = retry_policy(network);
     let (http, engine) = engine(network, Some(&config.base_url))?;
-    Ok((ApiClient::new(http, config), engine))
+    // One Ctrl-C token stops transfers and API calls waiting to retry alike.
+    let api = ApiClient::new(http, config).with_cancel_token(engine.cancel_token());
+    Ok((api, engine))
 }
 
 /// The client and engine for `network`. With `api` (the Claude API's base URL) requests are API

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
-use crate::http::HttpError;
+use crate::http::request_id::request_id_note;
+use crate::http::{HttpError, retry};
 
 /// Why a transfer failed. Every variant names the (redacted) URL or the path involved.
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +17,7 @@ pub enum TransferError {
         request_id: Option<String>,
     },
     #[error(
-        "giving up on {url} (bytes {range}) after {attempts} attempts; the partial download is kept, rerun to resume. Last error: {last}"
+        "giving up on {url} (bytes {range}) after {attempts} failed attempts in a row; the partial download is kept, rerun to resume. Last error: {last}"
     )]
     RetriesExhausted {
         url: String,
@@ -54,13 +55,7 @@ pub enum TransferError {
 impl TransferError {
     /// The server said it is overloaded (503, 529): retried longer, with longer waits.
     pub fn is_overload(&self) -> bool {
-        matches!(
-            self,
-            TransferError::Status {
-                status: 503 | 529,
-                ..
-            }
-        )
+        matches!(self, TransferError::Status { status, .. } if retry::is_overload(*status))
     }
 
     pub fn io(
@@ -78,13 +73,6 @@ impl TransferError {
     pub fn is_cancelled(&self) -> bool {
         matches!(self, TransferError::Cancelled { .. })
     }
-}
-
-fn request_id_note(request_id: &Option<String>) -> String {
-    request_id
-        .as_ref()
-        .map(|id| format!(" (request-id {id})"))
-        .unwrap_or_default()
 }
 
 fn hint(status: u16) -> &'static str {

@@ -240,10 +240,10 @@ impl Engine {
         reporter: Arc<dyn Reporter>,
     ) -> Result<TransferReport, TransferError> {
         let started = Instant::now();
-        let tally = Arc::new(events::Tally::new(reporter));
-        let result = transfer::download(self, id, spec, tally.clone()).await;
-        events::file_done(spec, &result, &tally, started.elapsed());
-        tally.finished(id, &result);
+        let counts = Arc::new(events::Counts::default());
+        let result = transfer::download(self, id, spec, Arc::clone(&reporter), &counts).await;
+        events::file_done(spec, &result, &counts, started.elapsed());
+        reporter.finished(id, &result);
         result
     }
 }

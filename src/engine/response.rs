@@ -9,7 +9,8 @@ use reqwest::{Response, StatusCode};
 
 use super::TransferError;
 use crate::http::range::ContentRange;
-use crate::http::retry::server_wait;
+use crate::http::request_id::request_id;
+use crate::http::retry::{self, StatusClass};
 
 /// What identifies one version of the remote file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,30 +80,21 @@ pub enum RangedReply {
     Untrustworthy(String),
 }
 
-pub fn request_id(headers: &HeaderMap) -> Option<String> {
-    ["request-id", "x-request-id", "x-amz-request-id"]
-        .iter()
-        .find_map(|name| headers.get(*name)?.to_str().ok().map(str::to_owned))
-}
-
-/// Turn a non-success status into a failure (retryable for 408, 429 and 5xx).
+/// Turn a non-success status into a failure, retryable as [`retry::classify`] says.
 pub fn status_failure(url: &str, response: &Response) -> Failure {
-    let status = response.status();
+    let status = response.status().as_u16();
+    let headers = response.headers();
     let error = TransferError::Status {
         url: url.to_owned(),
-        status: status.as_u16(),
-        request_id: request_id(response.headers()),
+        status,
+        request_id: request_id(headers),
     };
-    let retryable = status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error();
-    if retryable {
-        Failure::Retry {
+    match retry::classify(status, headers) {
+        StatusClass::Final => Failure::Fatal(error),
+        StatusClass::Retry | StatusClass::Overload => Failure::Retry {
             error,
-            server_wait: server_wait(response.headers(), SystemTime::now()),
-        }
-    } else {
-        Failure::Fatal(error)
+            server_wait: retry::server_wait(headers, SystemTime::now()),
+        },
     }
 }
 

@@ -10,18 +10,16 @@
 //! A file that changed on the server is started over (a bounded number of times); a server
 //! that lied about ranges once is not asked for ranges again during this transfer.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use reqwest::Response;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio::sync::OwnedSemaphorePermit;
-
-/// A place among the retries in progress (see [`crate::http::Governor::retry_slot`]).
-type RetrySlot = OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
+use super::events::Counts;
 use super::ledger::{Hashed, Ledger, checkpoint, checkpoint_loop, hash_prefix};
 use super::plan::{Plan, Segment};
 use super::response::{
@@ -34,7 +32,7 @@ use super::{
 };
 use crate::http::range::range_header;
 use crate::http::redact::redact_url;
-use crate::http::retry::{RetryDecision, full_jitter};
+use crate::http::retry::{Failed, Retrier, Stop};
 use crate::store::atomic::rename_durable;
 use crate::store::{ResumeState, StatePaths};
 
@@ -46,8 +44,9 @@ pub async fn download(
     id: usize,
     spec: &TransferSpec,
     reporter: Arc<dyn Reporter>,
+    counts: &Arc<Counts>,
 ) -> Result<TransferReport, TransferError> {
-    let job = Arc::new(Job::new(engine, id, spec, reporter));
+    let job = Arc::new(Job::new(engine, id, spec, reporter, Arc::clone(counts)));
     let started = Instant::now();
     if spec.output.exists() && !spec.overwrite && !job.paths.state.exists() {
         return Ok(job.report(TransferStatus::AlreadyPresent, None, started));
@@ -80,13 +79,18 @@ struct Job {
     url: String,
     paths: StatePaths,
     reporter: Arc<dyn Reporter>,
-    retries: AtomicU32,
-    fetched: AtomicU64,
+    counts: Arc<Counts>,
     live: AtomicUsize,
 }
 
 impl Job {
-    fn new(engine: &Engine, id: usize, spec: &TransferSpec, reporter: Arc<dyn Reporter>) -> Job {
+    fn new(
+        engine: &Engine,
+        id: usize,
+        spec: &TransferSpec,
+        reporter: Arc<dyn Reporter>,
+        counts: Arc<Counts>,
+    ) -> Job {
         Job {
             engine: engine.clone(),
             id,
@@ -97,8 +101,7 @@ impl Job {
                 spec.staging.as_deref().unwrap_or(&spec.output),
             ),
             reporter,
-            retries: AtomicU32::new(0),
-            fetched: AtomicU64::new(0),
+            counts,
             live: AtomicUsize::new(0),
         }
     }
@@ -257,25 +260,38 @@ impl Job {
 
     /// The first request, retried like any other.
     async fn probe(&self, start: u64, end: u64, if_range: Option<&str>) -> Result<Held, Failure> {
-        let mut failures = 0;
-        let mut _retrying: Option<RetrySlot> = None;
+        let mut retrier = self.retrier();
+        let range = format!("{start}-{}", end - 1);
         loop {
-            let permit = self.permit().await?;
-            let headers = self.range_headers(start, Some(end), if_range);
-            let failure = match self.engine.client.get(&self.spec.url, &headers).await {
-                Ok(response)
-                    if response.status().is_success() || response.status().as_u16() == 416 =>
-                {
-                    return Ok((response, permit));
-                }
-                Ok(response) => status_failure(&self.url, &response),
-                Err(error) => transient(error),
-            };
-            failures += 1;
-            _retrying = Some(
-                self.pause(failures, failure, &format!("{start}-{}", end - 1))
-                    .await?,
-            );
+            match self.probe_once(start, end, if_range).await {
+                Ok(held) => return Ok(held),
+                Err(failure) => self.retry(&mut retrier, failure, &range, 0).await?,
+            }
+        }
+    }
+
+    /// One probe request; its connection permit is released when it fails.
+    async fn probe_once(
+        &self,
+        start: u64,
+        end: u64,
+        if_range: Option<&str>,
+    ) -> Result<Held, Failure> {
+        let permit = self.permit().await?;
+        let headers = self.range_headers(start, Some(end), if_range);
+        let response = self.cancellable(async {
+            self.engine
+                .client
+                .get(&self.spec.url, &headers)
+                .await
+                .map_err(transient)
+        });
+        let response = response.await?;
+        let status = response.status();
+        if status.is_success() || status.as_u16() == 416 {
+            Ok((response, permit))
+        } else {
+            Err(status_failure(&self.url, &response))
         }
     }
 
@@ -284,8 +300,7 @@ impl Job {
     /// One plain `GET` from byte 0 (or the 200 the probe already received). A failure mid-body
     /// starts the stream over: a server without ranges cannot continue it.
     async fn single(self: &Arc<Self>, mut first: Option<Held>) -> Result<Finished, Failure> {
-        let mut failures = 0;
-        let mut _retrying: Option<RetrySlot> = None;
+        let mut retrier = self.retrier();
         loop {
             let held = match first.take() {
                 Some(held) => Ok(held),
@@ -298,8 +313,8 @@ impl Job {
                 },
                 Err(failure) => failure,
             };
-            failures += 1;
-            _retrying = Some(self.pause(failures, failure, "0-").await?);
+            // Nothing is kept: the next attempt starts over from byte 0.
+            self.retry(&mut retrier, failure, "0-", 0).await?;
         }
     }
 
@@ -402,45 +417,52 @@ impl Job {
         }
     }
 
-    /// Wait before another attempt, or turn the failure into the transfer's final error.
-    /// The returned place among the retries (the retry-storm guard) is held by the caller
-    /// until the next attempt is over.
-    async fn pause(
+    /// The retries of one unit of work of this transfer.
+    fn retrier(&self) -> Retrier<'_> {
+        let governor = self.engine.client.governor();
+        Retrier::new(
+            self.engine.config.retry,
+            governor,
+            &self.engine.cancel,
+            &self.url,
+        )
+    }
+
+    /// Wait before another attempt at `range` (the failed one kept `kept` bytes), or turn the
+    /// failure into the transfer's final error.
+    async fn retry(
         &self,
-        failures: u32,
+        retrier: &mut Retrier<'_>,
         failure: Failure,
         range: &str,
-    ) -> Result<RetrySlot, Failure> {
+        kept: u64,
+    ) -> Result<(), Failure> {
         let (error, server_wait) = match failure {
             Failure::Retry { error, server_wait } => (error, server_wait),
             other => return Err(other),
         };
-        let policy = if error.is_overload() {
-            self.engine.config.retry.for_overload()
-        } else {
-            self.engine.config.retry
+        let reason = error.to_string();
+        let failed = Failed {
+            reason: &reason,
+            overload: error.is_overload(),
+            server_wait,
+            kept,
+            range: Some(range),
         };
-        match policy.decide(failures, server_wait, full_jitter) {
-            RetryDecision::GiveUp => Err(Failure::Fatal(TransferError::RetriesExhausted {
-                url: self.url.clone(),
-                range: range.to_owned(),
-                attempts: failures,
-                last: Box::new(error),
-            })),
-            RetryDecision::RetryAfter(delay) => {
-                let governor = self.engine.client.governor();
-                let slot = self.cancellable(async { Ok(governor.retry_slot().await) });
-                let slot = slot.await?;
-                self.retries.fetch_add(1, Ordering::Relaxed);
-                let reason = error.to_string();
-                tracing::debug!(event = "retry", url = %self.url, range, failures, delay_ms = delay.as_millis() as u64, %reason, "retrying");
-                self.reporter.retrying(self.id, failures, delay, &reason);
-                self.cancellable(async {
-                    tokio::time::sleep(delay).await;
-                    Ok(())
-                })
-                .await?;
-                Ok(slot)
+        let waited = retrier.wait(failed, |failures, delay| {
+            self.counts.retries.fetch_add(1, Ordering::Relaxed);
+            self.reporter.retrying(self.id, failures, delay, &reason);
+        });
+        match waited.await {
+            Ok(()) => Ok(()),
+            Err(Stop::Cancelled) => Err(Failure::Fatal(self.cancelled())),
+            Err(Stop::GaveUp { attempts }) => {
+                Err(Failure::Fatal(TransferError::RetriesExhausted {
+                    url: self.url.clone(),
+                    range: range.to_owned(),
+                    attempts,
+                    last: Box::new(error),
+                }))
             }
         }
     }
@@ -462,7 +484,7 @@ impl Job {
             id: self.id,
             url: &self.url,
             read_timeout: self.engine.config.read_timeout,
-            fetched: &self.fetched,
+            fetched: &self.counts.fetched,
             cancel: &self.engine.cancel,
             state: &self.paths.state,
             governor: self.engine.client.governor(),
@@ -541,12 +563,12 @@ impl Job {
             path: self.spec.output.clone(),
             status,
             size,
-            fetched: self.fetched.load(Ordering::Relaxed),
+            fetched: self.counts.fetched.load(Ordering::Relaxed),
             resumed_from: finished.as_ref().map_or(0, |f| f.resumed_from),
             sha256: finished.map(|f| f.sha256),
             encrypted: self.spec.encrypt.is_some(),
             duration: started.elapsed(),
-            retries: self.retries.load(Ordering::Relaxed),
+            retries: self.counts.retries.load(Ordering::Relaxed),
         }
     }
 }
@@ -614,8 +636,7 @@ impl Workers {
         mut first: Option<Held>,
     ) -> Result<(), Failure> {
         let job = &self.job;
-        let mut failures = 0;
-        let mut _retrying: Option<RetrySlot> = None;
+        let mut retrier = job.retrier();
         loop {
             let range = segment.remaining();
             if range.is_empty() {
@@ -628,17 +649,11 @@ impl Workers {
                 }
                 None => self.request_and_copy(segment, range.clone()).await,
             };
-            match result {
-                Ok(()) => _retrying = None,
-                Err(failure @ Failure::Retry { .. }) => {
-                    if segment.remaining().start > range.start {
-                        failures = 0;
-                    }
-                    failures += 1;
-                    let described = format!("{}-{}", segment.remaining().start, range.end - 1);
-                    _retrying = Some(job.pause(failures, failure, &described).await?);
-                }
-                Err(other) => return Err(other),
+            if let Err(failure) = result {
+                let at = segment.remaining().start;
+                let kept = at.saturating_sub(range.start);
+                let described = format!("{at}-{}", range.end - 1);
+                job.retry(&mut retrier, failure, &described, kept).await?;
             }
         }
     }

@@ -10,6 +10,7 @@ mod error;
 pub mod governor;
 pub mod range;
 pub mod redact;
+pub mod request_id;
 pub mod retry;
 
 pub use client::{ClientConfig, HttpClient, is_credential_header, parse_header_line};

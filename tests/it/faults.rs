@@ -4,10 +4,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use claudedl::engine::{EngineConfig, TransferError};
+use claudedl_mock::api::{ApiFault, FileSet, MockApi, MockApiConfig, Route};
 use claudedl_mock::origin::{Fault, Origin, OriginConfig, RetryAfter};
 use reqwest::header::{HeaderMap, HeaderValue};
 
-use crate::support::{MIB, Recorder, data, engine, sha256, sha256_file, spec, test_config};
+use crate::support::{
+    MIB, Recorder, data, engine, mock_file, sha256, sha256_file, spec, test_config, text,
+};
 
 /// Download `content` behind `fault` with `config`; returns the origin (for its log) and the
 /// result, the output path inside `dir`.
@@ -345,4 +348,280 @@ async fn credentials_never_follow_a_redirect_to_another_origin() {
         assert_eq!(request.header("x-trace"), Some("kept"));
     }
     assert!(!target.requests().is_empty());
+}
+
+// ---- retries that end (issue 10: a hang and a trickle) ----
+
+/// `claudedl` with `args`, killed if it has not exited within `bound`.
+async fn run_within(bound: Duration, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = crate::cli::claudedl();
+    command.args(args).kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    tokio::time::timeout(bound, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("claudedl {args:?} still running after {bound:?}"))
+        .unwrap()
+}
+
+/// Eight failing ranges used to wait on each other for the retry-storm places (max(2, 16/4) of
+/// them) and hang forever after 12 requests; now each range gives up on its own schedule.
+#[tokio::test(flavor = "multi_thread")]
+async fn resets_after_the_first_response_end_the_run_instead_of_hanging() {
+    let fault = Fault::ResetAfterServed {
+        served: 1,
+        bytes: 0,
+    };
+    let origin = Origin::start(OriginConfig::new(data(8 * MIB, 34)).with_fault(fault)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.bin");
+    let args = [
+        "get",
+        &origin.url("/f.bin"),
+        "-o",
+        output.to_str().unwrap(),
+        "-c",
+        "8",
+        "--chunk-size",
+        "512KiB",
+        "--max-retries",
+        "2",
+    ];
+
+    let out = run_within(Duration::from_secs(60), &args, &[]).await;
+
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("after 3 failed attempts in a row"),
+        "{stderr}"
+    );
+    assert!(!output.exists());
+    let requests = origin.request_count();
+    assert!(
+        (4..=1 + 8 * 3).contains(&requests),
+        "the probe, then at most three attempts per worker: {requests}"
+    );
+}
+
+/// A server that sends about 1,000 bytes per connection and then stalls: each attempt keeps
+/// its bytes, but that is not progress, so the range gives up after `--max-retries`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickle_ends_with_a_clear_error() {
+    let fault = Fault::Stall {
+        after_bytes: 1000,
+        times: u32::MAX,
+    };
+    let origin = Origin::start(OriginConfig::new(data(4 * MIB, 35)).with_fault(fault)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.bin");
+    let args = [
+        "get",
+        &origin.url("/f.bin"),
+        "-o",
+        output.to_str().unwrap(),
+        "-c",
+        "1",
+        "--read-timeout",
+        "0.2",
+        "--max-retries",
+        "2",
+    ];
+
+    let out = run_within(Duration::from_secs(60), &args, &[]).await;
+
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("(bytes 3000-1048575) after 3 failed attempts in a row"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("stalled"), "{stderr}");
+    assert_eq!(origin.request_count(), 3, "the probe and two retries");
+    assert_eq!(origin.body_bytes_sent(), 3000);
+}
+
+/// A flaky server (every second body cut after 64 KiB): every range continues where it was
+/// cut, and the file is right.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flaky_server_still_yields_the_right_file() {
+    let content = data(8 * MIB, 36);
+    let dir = tempfile::tempdir().unwrap();
+    let fault = Fault::ResetEvery {
+        nth: 2,
+        bytes: 64 * 1024,
+    };
+    let (origin, result, _) = fetch(&content, fault, test_config(4), &dir).await;
+
+    let report = result.unwrap();
+    assert_eq!(sha256_file(&dir.path().join("out.bin")), sha256(&content));
+    let requests = origin.request_count();
+    assert_eq!(
+        report.retries as usize,
+        requests / 2,
+        "one retry per cut body"
+    );
+    assert!(requests <= 2 * 8 + 1, "{requests}");
+    assert_eq!(origin.body_bytes_sent(), content.len() as u64);
+}
+
+/// Single-stream mode restarts from byte 0, so nothing a failed attempt fetched is progress.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_stream_that_is_always_cut_gives_up() {
+    let fault = Fault::ResetAfterServed {
+        served: 0,
+        bytes: 100_000,
+    };
+    let config = OriginConfig::new(data(2 * MIB, 37))
+        .without_ranges()
+        .with_fault(fault);
+    let origin = Origin::start(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.bin");
+
+    let result = engine(test_config(4))
+        .download(0, &spec(&origin.url("/f.bin"), &output), Recorder::new())
+        .await;
+
+    let error = result.unwrap_err();
+    assert!(
+        matches!(error, TransferError::RetriesExhausted { attempts: 6, .. }),
+        "{error}"
+    );
+    assert_eq!(origin.request_count(), 6);
+}
+
+/// A sync whose content server dies: eight files, four at a time, every body cut at once (with
+/// two places in the retry-storm pool, this used to hang on the third attempt).
+/// Each file gives up after its own retries (none waits on another's retry-storm place), and
+/// the sync ends with the failures reported.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_whose_content_server_dies_ends() {
+    let files: Vec<_> = (0..8)
+        .map(|i| {
+            mock_file(
+                &format!("file_{i:02}"),
+                &format!("f{i}.bin"),
+                "2026-06",
+                data(200_000, i),
+            )
+        })
+        .collect();
+    let fault = ApiFault::ResetAfter {
+        route: Route::FileContent,
+        bytes: 0,
+        times: u32::MAX,
+    };
+    let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(files)).with_fault(fault)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (base_url, key) = (api.base_url(), api.api_key());
+    let env = [
+        ("ANTHROPIC_BASE_URL", base_url.as_str()),
+        ("ANTHROPIC_API_KEY", key.as_str()),
+    ];
+    let args = [
+        "sync",
+        "--files-only",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "-j",
+        "4",
+        "--max-connections",
+        "4",
+        "--max-retries",
+        "2",
+        "--rpm",
+        "60000",
+    ];
+
+    let out = run_within(Duration::from_secs(60), &args, &env).await;
+
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("after 3 failed attempts in a row"),
+        "{stdout}"
+    );
+    assert_eq!(
+        api.count(Route::FileContent),
+        8 * 3,
+        "three attempts per file"
+    );
+}
+
+/// A listener that accepts connections and closes them at once; counts them.
+async fn closing_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_call_to_a_server_that_always_resets_gives_up() {
+    let (base_url, accepted) = closing_server().await;
+    let env = [
+        ("ANTHROPIC_BASE_URL", base_url.as_str()),
+        ("ANTHROPIC_API_KEY", "sk-test"),
+    ];
+    let args = ["files", "ls", "--max-retries", "2", "--rpm", "60000"];
+
+    let out = run_within(Duration::from_secs(60), &args, &env).await;
+
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("after 3 failed attempts in a row"),
+        "{stderr}"
+    );
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// 503 with `retry-after: 0` on every call: the overload policy's retries, then a clear error.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_call_to_a_server_that_always_answers_503_gives_up() {
+    let fault = ApiFault::Status {
+        route: Route::ListFiles,
+        status: 503,
+        times: u32::MAX,
+        retry_after_secs: Some(0),
+    };
+    let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(vec![])).with_fault(fault)).await;
+    let (base_url, key) = (api.base_url(), api.api_key());
+    let env = [
+        ("ANTHROPIC_BASE_URL", base_url.as_str()),
+        ("ANTHROPIC_API_KEY", key.as_str()),
+    ];
+    let args = [
+        "files",
+        "ls",
+        "--max-retries",
+        "2",
+        "--overload-pause",
+        "0.05",
+        "--rpm",
+        "60000",
+    ];
+
+    let out = run_within(Duration::from_secs(60), &args, &env).await;
+
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("HTTP 503"), "{stderr}");
+    assert!(stderr.contains("(request-id req_"), "{stderr}");
+    assert!(
+        stderr.contains("after 13 failed attempts in a row"),
+        "overload gets the overload policy's 12 retries: {stderr}"
+    );
+    assert_eq!(api.count(Route::ListFiles), 13);
 }

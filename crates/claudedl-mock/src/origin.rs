@@ -208,6 +208,13 @@ pub enum Fault {
     GzipRange,
     /// Every request is answered `302 Found` with `Location: <location>` and no body.
     RedirectTo { location: String },
+    /// The first `served` `GET` responses that carry a non-empty body complete; every later one
+    /// is cut (connection aborted) after `bytes` body bytes (a server that dies after its first
+    /// answer).
+    ResetAfterServed { served: u32, bytes: u64 },
+    /// Every `nth` `GET` response that carries a non-empty body (the `nth`, the `2·nth`, ...) is
+    /// cut after `bytes` body bytes; the others complete (a flaky server).
+    ResetEvery { nth: u32, bytes: u64 },
 }
 
 /// One request as the origin saw it.
@@ -337,6 +344,7 @@ impl Shared {
             accept_ranges: config.accept_ranges,
             fault: config.fault,
             answered: 0,
+            bodies: 0,
         };
         state.apply_due_change();
         Self {
@@ -432,6 +440,8 @@ struct ServerState {
     accept_ranges: bool,
     fault: Fault,
     answered: u32,
+    /// `GET` responses with a non-empty body so far.
+    bodies: u32,
 }
 
 impl ServerState {
@@ -569,7 +579,15 @@ impl ServerState {
         if data.is_empty() {
             return ReplyBody::content(data, 0, Ending::Complete);
         }
+        self.bodies += 1;
+        let bodies = self.bodies;
         match &mut self.fault {
+            Fault::ResetAfterServed { served, bytes } if bodies > *served => {
+                ReplyBody::content(data, saturating_usize(*bytes), Ending::Abort)
+            }
+            Fault::ResetEvery { nth, bytes } if bodies.is_multiple_of((*nth).max(1)) => {
+                ReplyBody::content(data, saturating_usize(*bytes), Ending::Abort)
+            }
             Fault::ResetAfter { bytes, times } if *times > 0 => {
                 *times -= 1;
                 ReplyBody::content(data, saturating_usize(*bytes), Ending::Abort)
@@ -871,6 +889,42 @@ mod tests {
         assert_eq!(cut.body, content[..1000]);
         assert_eq!(whole.body, content);
         assert_eq!(origin.body_bytes_sent(), 101_000);
+    }
+
+    #[tokio::test]
+    async fn reset_after_served_answers_then_cuts_every_body() {
+        let content = sample(10_000);
+        let fault = Fault::ResetAfterServed {
+            served: 1,
+            bytes: 0,
+        };
+        let origin = Origin::start(OriginConfig::new(content.clone()).with_fault(fault)).await;
+
+        let first = send(&origin, "GET", &[]).await;
+        let head = send(&origin, "HEAD", &[]).await;
+        let cut = send(&origin, "GET", &[("range", "bytes=10-99")]).await;
+        let again = send(&origin, "GET", &[]).await;
+
+        assert_eq!(first.body, content);
+        assert_eq!(head.status, 200, "a HEAD carries no body and is not cut");
+        assert_eq!(cut.status, 206);
+        assert!(cut.body.is_empty());
+        assert!(again.body.is_empty());
+        assert_eq!(origin.body_bytes_sent(), 10_000);
+    }
+
+    #[tokio::test]
+    async fn reset_every_cuts_every_nth_body() {
+        let content = sample(5000);
+        let fault = Fault::ResetEvery { nth: 2, bytes: 100 };
+        let origin = Origin::start(OriginConfig::new(content.clone()).with_fault(fault)).await;
+
+        let mut bodies = Vec::new();
+        for _ in 0..4 {
+            bodies.push(send(&origin, "GET", &[]).await.body.len());
+        }
+
+        assert_eq!(bodies, vec![5000, 100, 5000, 100]);
     }
 
     #[tokio::test]

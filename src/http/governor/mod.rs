@@ -10,8 +10,9 @@
 //!
 //! A 429 pauses every request of the process until its `retry-after`; overload with no backup
 //! pauses them with growing delays up to the overload pause; a spend-cap 429 halts the process:
-//! no further request is sent. Retries hold a place in a small pool (the retry-storm guard), so
-//! a failing server meets a trickle of retries, not a herd.
+//! no further request is sent. Retries wait out their backoff holding a place in a small pool
+//! (the retry-storm guard, taken by [`super::retry::Retrier`]), so a failing server meets a
+//! trickle of retries, not a herd.
 
 mod bandwidth;
 mod budget;
@@ -78,7 +79,7 @@ pub struct GovernorConfig {
     pub overload_pause: Duration,
     /// Cap on bytes per second across all connections.
     pub bytes_per_second: Option<u64>,
-    /// Retries in progress at once, at most.
+    /// Retries waiting out their backoff at once, at most.
     pub max_concurrent_retries: usize,
 }
 
@@ -462,8 +463,10 @@ impl Governor {
         }
     }
 
-    /// A place among the retries in progress; hold it until the retried attempt is over.
-    pub async fn retry_slot(&self) -> OwnedSemaphorePermit {
+    /// A place among the retries waiting out their backoff. Only [`super::retry::Retrier`]
+    /// takes one, and holds it only while it sleeps: a holder waits for nothing else, so a place
+    /// always comes free within the longest backoff delay.
+    pub(in crate::http) async fn retry_slot(&self) -> OwnedSemaphorePermit {
         let started = Instant::now();
         let permit = Arc::clone(&self.retries)
             .acquire_owned()
