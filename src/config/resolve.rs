@@ -140,7 +140,7 @@ pub fn resolve(
         ),
         connections,
         requests_per_minute: layers.pick(|l| &l.requests_per_minute, "--rpm"),
-        learned_rates: learned_rates(&non_empty),
+        learned_rates: learned_rates(non_empty),
         endpoints: layers.or(|l| &l.endpoints, "--endpoint", Vec::new()),
         overload_pause: layers.or(
             |l| &l.overload_pause,

@@ -703,8 +703,7 @@ mod tests {
         for worker in workers {
             worker.await.unwrap();
         }
-        let answers = answers.lock().unwrap().clone();
-        answers
+        answers.lock().unwrap().clone()
     }
 
     fn discovering(memory: &std::path::Path) -> Arc<Governor> {
