@@ -1,3 +1,4 @@
+use super::pages::Loop;
 use crate::http::HttpError;
 
 /// A failed API call. Messages carry the error type, the request-id and a hint; never the key.
@@ -25,6 +26,17 @@ pub enum ApiError {
         request_id: Option<String>,
         #[source]
         source: serde_json::Error,
+    },
+    #[error(
+        "stopped listing {url} after {requests} requests: the last page {reason}{}; the server's \
+         pagination loops",
+        request_id_note(.request_id)
+    )]
+    ListingLoop {
+        url: String,
+        requests: u64,
+        request_id: Option<String>,
+        reason: Loop,
     },
     #[error("giving up on {url} after {attempts} attempts: {last}")]
     RetriesExhausted {

@@ -12,7 +12,7 @@ use super::network::{self, Traffic};
 use super::progress::Bars;
 use super::settings;
 use super::{ExitStatus, GlobalArgs};
-use crate::api::{ApiClient, ApiConfig, Cursor, Pagination};
+use crate::api::{ApiClient, ApiConfig, Batch, FileObject, Pagination};
 use crate::crypt::{Encryption, age_path};
 use crate::engine::{Engine, TransferSpec};
 use crate::store::index::Index;
@@ -42,7 +42,7 @@ pub fn clients(
     let traffic = Traffic::Api {
         base_url: config.base_url.clone(),
     };
-    let (http, engine) = network::engine(network, &traffic)?;
+    let (http, engine) = network::engine(network, &traffic, false)?;
     Ok((ApiClient::new(http, config), engine))
 }
 
@@ -88,10 +88,9 @@ async fn list_files(
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
     let (client, _) = connect(api, global)?;
-    let mut cursor: Option<Cursor> = None;
+    let mut pages = client.pages::<FileObject>(1000);
     let mut shown = 0;
-    loop {
-        let (page, next) = client.list_files(cursor.as_ref(), 1000).await?;
+    while let Some(page) = pages.next_page().await? {
         for file in page {
             if limit.is_some_and(|limit| shown >= limit) {
                 return Ok(ExitStatus::Success);
@@ -112,11 +111,8 @@ async fn list_files(
                 );
             }
         }
-        match next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(ExitStatus::Success),
-        }
     }
+    Ok(ExitStatus::Success)
 }
 
 async fn get_files(
@@ -174,9 +170,8 @@ async fn list_batches(
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
     let (client, _) = connect(api, global)?;
-    let mut cursor: Option<Cursor> = None;
-    loop {
-        let (page, next) = client.list_batches(cursor.as_ref(), 100).await?;
+    let mut pages = client.pages::<Batch>(100);
+    while let Some(page) = pages.next_page().await? {
         for batch in page {
             if json {
                 println!("{}", serde_json::to_string(&batch)?);
@@ -195,11 +190,8 @@ async fn list_batches(
                 );
             }
         }
-        match next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(ExitStatus::Success),
-        }
     }
+    Ok(ExitStatus::Success)
 }
 
 async fn batch_results(

@@ -31,7 +31,7 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
         // A configured budget is the API's: plain URLs are paced by `--rpm` only.
         network.requests_per_minute = args.network.requests_per_minute;
     }
-    let (client, engine) = network::engine(&network, &traffic)?;
+    let (client, engine) = network::engine(&network, &traffic, args.location_trusted)?;
     let cancel = engine.cancel_token();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

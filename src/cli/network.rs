@@ -25,8 +25,13 @@ pub enum Traffic {
     Urls,
 }
 
-/// The client and engine for `network` and `traffic`.
-pub fn engine(network: &NetworkArgs, traffic: &Traffic) -> anyhow::Result<(HttpClient, Engine)> {
+/// The client and engine for `network` and `traffic`; `location_trusted`: given headers follow
+/// redirects to other origins (`get --location-trusted`).
+pub fn engine(
+    network: &NetworkArgs,
+    traffic: &Traffic,
+    location_trusted: bool,
+) -> anyhow::Result<(HttpClient, Engine)> {
     let config = engine_config(network)?;
     let client = HttpClient::new(&ClientConfig {
         connect_timeout: seconds(
@@ -36,6 +41,7 @@ pub fn engine(network: &NetworkArgs, traffic: &Traffic) -> anyhow::Result<(HttpC
         )?,
         pool_per_host: config.max_connections,
         governor: governor_config(network, traffic, config.max_connections)?,
+        location_trusted,
         ..ClientConfig::default()
     })?;
     let engine = Engine::new(client.clone(), config);
