@@ -9,6 +9,8 @@
 //! - `config`: the config file, the environment and flags, through `config show` and `sync`.
 //! - `logs`: JSON log lines, `file_done` events, `--log-file`.
 //! - `crypt`: encryption at rest, checked with the real `age` CLI and plaintext scans.
+//! - `listing`: looping page cursors end `sync`, `files ls` and `batches ls` with a clear error.
+//! - `redirects`: `-H` headers stay with their origin unless `--location-trusted`.
 
 mod api;
 mod cli;
@@ -16,7 +18,9 @@ mod config;
 mod crypt;
 mod faults;
 mod governor;
+mod listing;
 mod logs;
 mod nginx;
+mod redirects;
 mod support;
 mod verify;

@@ -387,6 +387,25 @@ pub enum ApiFault {
     /// The first `times` requests to `route` get the spend-cap `429`: `rate_limit_error` with
     /// `details.error_code = "enforced_spend_limit_reached"` and no `retry-after`.
     SpendLimit { route: Route, times: u32 },
+    /// The first `times` successful list pages of `route` ([`Route::ListFiles`],
+    /// [`Route::ListBatches`]) page as `fault` says, in either page shape.
+    Listing {
+        route: Route,
+        fault: ListingFault,
+        times: u32,
+    },
+}
+
+/// A pagination that never ends (see [`ApiFault::Listing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListingFault {
+    /// Each page claims there is more and points back to the cursor it was asked with (the
+    /// first page to its own last item): GA `next_page` repeats; beta `has_more: true` with the
+    /// same `last_id`. The items are the right ones for the cursor.
+    RepeatCursor,
+    /// Each page is the first page again (the cursor is ignored), claims there is more and
+    /// points to a cursor never given before (`page_loop_N`; beta `last_id` `LAST~loopN`).
+    RepeatItems,
 }
 
 /// One request as the API saw it.
