@@ -25,6 +25,7 @@
 
 mod batches;
 mod body;
+mod chaos;
 mod clock;
 mod control;
 mod demo;
@@ -232,6 +233,21 @@ pub struct MockApiConfig {
     /// key, never limited, not logged). `false` (default): those paths are unknown API paths
     /// (`404`), so tests see the API exactly as before.
     pub stats_routes: bool,
+    /// Random `503`/`529` answers and body resets at fixed rates (after the [`ApiFault`]s);
+    /// `None` (default): none.
+    pub chaos: Option<Chaos>,
+}
+
+/// Random misbehaviour for soaks, deterministic for a seed and a request order: each API request
+/// gets `503` with probability `status_503_permille`/1000, else `529` with
+/// `status_529_permille`/1000; each successful non-empty body of file content or batch results
+/// is cut (connection aborted) at a random byte with probability `reset_permille`/1000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chaos {
+    pub seed: u64,
+    pub reset_permille: u32,
+    pub status_503_permille: u32,
+    pub status_529_permille: u32,
 }
 
 impl MockApiConfig {
@@ -247,6 +263,7 @@ impl MockApiConfig {
             absolute_results_url: false,
             rate_limit_burst: None,
             stats_routes: false,
+            chaos: None,
         }
     }
 
@@ -294,6 +311,13 @@ impl MockApiConfig {
         self
     }
 
+    /// Misbehaves at random as `chaos` says.
+    #[must_use]
+    pub fn with_chaos(mut self, chaos: Chaos) -> Self {
+        self.chaos = Some(chaos);
+        self
+    }
+
     /// Sets the accepted API key.
     #[must_use]
     pub fn with_api_key(mut self, api_key: impl Into<String>) -> Self {
@@ -335,6 +359,9 @@ pub enum Route {
     Other,
 }
 
+/// Body bytes sent, per [`Route::index`].
+type SentBytes = [u64; Route::ALL.len()];
+
 impl Route {
     const ALL: [Route; 7] = [
         Route::ListFiles,
@@ -345,6 +372,20 @@ impl Route {
         Route::BatchResults,
         Route::Other,
     ];
+
+    /// The route's name in [`MockStats`]: `list_files`, `file_meta`, `file_content`,
+    /// `list_batches`, `batch_meta`, `batch_results`, `other`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::ListFiles => "list_files",
+            Route::FileMeta => "file_meta",
+            Route::FileContent => "file_content",
+            Route::ListBatches => "list_batches",
+            Route::BatchMeta => "batch_meta",
+            Route::BatchResults => "batch_results",
+            Route::Other => "other",
+        }
+    }
 
     fn index(self) -> usize {
         Route::ALL
@@ -541,12 +582,14 @@ impl MockApi {
 
     /// The request counters since the start or the last [`MockApi::reset_stats`].
     pub fn stats(&self) -> MockStats {
-        lock(&self.shared.state).stats()
+        let sent = *self.shared.sent.borrow();
+        lock(&self.shared.state).stats(sent)
     }
 
     /// Zeroes the counters and starts a new window; returns the window it closed.
     pub fn reset_stats(&self) -> MockStats {
-        lock(&self.shared.state).reset_stats()
+        let sent = *self.shared.sent.borrow();
+        lock(&self.shared.state).reset_stats(sent)
     }
 
     /// How many requests hit `route` so far (whatever their status).
@@ -608,7 +651,7 @@ struct Shared {
     /// Whether `/_mock/*` control routes are served.
     stats_routes: bool,
     /// Successful body bytes sent, per [`Route::index`].
-    sent: watch::Sender<[u64; Route::ALL.len()]>,
+    sent: watch::Sender<SentBytes>,
     shutdown: watch::Sender<bool>,
 }
 

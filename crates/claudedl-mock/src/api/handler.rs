@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use super::batches::{BatchStore, StoredBatch};
 use super::body::{BodySource, CountedBody};
+use super::chaos::ChaosState;
 use super::control;
 use super::files::{FileStore, FileView};
 use super::listing::{
@@ -28,7 +29,7 @@ use super::listing::{
 use super::range::{Validators, requested_range};
 use super::rate_limit::TokenBucket;
 use super::stats::{MockStats, StatsWindow};
-use super::{ApiFault, ApiRequest, ListingFault, MockApiConfig, Route, Shared};
+use super::{ApiFault, ApiRequest, ListingFault, MockApiConfig, Route, SentBytes, Shared};
 use crate::http::body::Ending;
 use crate::http::lock;
 use crate::http::range::ByteRange;
@@ -72,6 +73,7 @@ pub(super) struct ApiState {
     burst: Option<u32>,
     ranges: bool,
     absolute_results_url: bool,
+    chaos: Option<ChaosState>,
     requests_seen: u64,
     /// When the API started: [`ApiRequest::at`] counts from here.
     started: Instant,
@@ -199,9 +201,10 @@ impl ApiState {
             burst,
             ranges: config.ranges,
             absolute_results_url: config.absolute_results_url,
+            chaos: config.chaos.map(ChaosState::new),
             requests_seen: 0,
             started: Instant::now(),
-            stats: StatsWindow::new(tokens),
+            stats: StatsWindow::new(tokens, [0; Route::ALL.len()]),
             log: Vec::new(),
         }
     }
@@ -237,17 +240,17 @@ impl ApiState {
         self.faults.clear();
     }
 
-    /// The counters of the current window.
-    pub(super) fn stats(&mut self) -> MockStats {
+    /// The counters of the current window; `sent`: body bytes sent since the API started.
+    pub(super) fn stats(&mut self, sent: SentBytes) -> MockStats {
         let capacity = self.bucket.as_ref().map(TokenBucket::capacity);
-        self.stats.snapshot(self.limit(), capacity)
+        self.stats.snapshot(self.limit(), capacity, sent)
     }
 
     /// Closes the current window (returned) and starts a new one with zeroed counters.
-    pub(super) fn reset_stats(&mut self) -> MockStats {
-        let closed = self.stats();
+    pub(super) fn reset_stats(&mut self, sent: SentBytes) -> MockStats {
+        let closed = self.stats(sent);
         let tokens = self.bucket.as_mut().map_or(0.0, TokenBucket::tokens);
-        self.stats = StatsWindow::new(tokens);
+        self.stats = StatsWindow::new(tokens, sent);
         closed
     }
 
@@ -278,9 +281,11 @@ impl ApiState {
         self.authenticate(&parts.headers)?;
         self.take_token()?;
         self.status_fault(target.route())?;
+        self.chaos_status()?;
         let mut reply = self.handle(parts, target, base_url)?;
         if let ReplyBody::Counted(body) = &mut reply.body {
             self.body_fault(body);
+            self.chaos_reset(body);
         }
         Ok(reply)
     }
@@ -373,6 +378,27 @@ impl ApiState {
                 body.cut(limit, ending);
             }
             return;
+        }
+    }
+
+    /// A random `503`/`529` of [`super::Chaos`].
+    fn chaos_status(&mut self) -> Result<(), ApiError> {
+        match self.chaos.as_mut().and_then(ChaosState::status) {
+            Some(status) => Err(ApiError::new(status, format!("chaos: {}", status.as_u16()))),
+            None => Ok(()),
+        }
+    }
+
+    /// A random body reset of [`super::Chaos`] (a body already cut by a fault stays as it is).
+    fn chaos_reset(&mut self, body: &mut CountedBody) {
+        let Some(chaos) = &mut self.chaos else {
+            return;
+        };
+        if !matches!(body.ending, Ending::Complete) {
+            return;
+        }
+        if let Some(at) = chaos.reset_at(body.route, body.source.len()) {
+            body.cut(at, Ending::Abort);
         }
     }
 
@@ -621,7 +647,7 @@ impl ApiState {
     }
 
     fn record(&mut self, parts: &Parts, route: Route, status: StatusCode) {
-        self.stats.count(status.as_u16());
+        self.stats.count(route, status.as_u16());
         self.log.push(ApiRequest {
             at: self.started.elapsed(),
             method: parts.method.to_string(),
