@@ -12,11 +12,14 @@ use crate::support::text;
 
 const PAYLOAD: &[u8] = b"the payload behind the redirect\n";
 
+/// Each request's path and headers (names lowercase), in arrival order.
+type Seen = Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>;
+
 /// A loopback HTTP/1.1 server that records each request's path and headers: `/data` answers
 /// the payload, `/same` redirects to `/data` on the same origin, `/away` to `away`.
 struct Hop {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>,
+    seen: Seen,
 }
 
 impl Hop {
@@ -55,7 +58,7 @@ impl Hop {
 async fn serve(
     mut stream: TcpStream,
     away: Option<String>,
-    log: Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>,
+    log: Seen,
 ) {
     let mut head = Vec::new();
     let mut byte = [0; 1];
