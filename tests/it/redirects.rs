@@ -55,11 +55,7 @@ impl Hop {
 }
 
 /// One request per connection, answered with `Connection: close`.
-async fn serve(
-    mut stream: TcpStream,
-    away: Option<String>,
-    log: Seen,
-) {
+async fn serve(mut stream: TcpStream, away: Option<String>, log: Seen) {
     let mut head = Vec::new();
     let mut byte = [0; 1];
     while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
