@@ -127,14 +127,19 @@ def content(id):
     request = urllib.request.Request(f"{clean}/v1/files/{id}/content",
         headers={"x-api-key": key, "anthropic-version": "2023-06-01"})
     return urllib.request.urlopen(request).read()
+known = {hashlib.sha256(content(id)).digest() for id, _, _ in rows}
+raw_files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(root, "raw")) for f in fs]
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).digest()
+raw_good = sum(digest(path) in known for path in raw_files)
 correct = wrong = missing = 0
 for id, state, path in rows:
     local = os.path.join(root, path) if path else None
     if state != "complete" or not local or not os.path.isfile(local):
         missing += 1
         continue
-    with open(local, "rb") as f:
-        same = hashlib.sha256(f.read()).digest() == hashlib.sha256(content(id)).digest()
+    same = digest(local) == hashlib.sha256(content(id)).digest()
     correct += same
     wrong += not same
 stats = json.load(open(stats_path))
@@ -145,7 +150,8 @@ rows_md = [
     ("finishing runs (bounded by timeout $RUN_LIMIT s)", "$finished" == "yes" and "completed" or "did not complete"),
     ("runs that hung", "$hung"),
     ("files listed / complete in the index", f"{len(rows)} / {sum(r[1] == 'complete' for r in rows)} of {files}"),
-    ("files correct (SHA-256 vs the mock) / wrong / missing", f"{correct} / {wrong} / {missing}"),
+    ("complete files correct (SHA-256 vs the mock) / wrong / not complete", f"{correct} / {wrong} / {missing}"),
+    ("files in raw/ / of those, equal to a mock file", f"{len(raw_files)} / {raw_good}"),
     ("claudedl verify exit code", "$verify_code"),
     ("content bytes fetched ÷ needed", f"{fetched / needed:.2f} ({fetched:,} / {needed:,})"),
     ("content requests per file", f"{stats.get('by_route', {}).get('file_content', 0) / files:.2f}"),
