@@ -5,7 +5,8 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::types::{Batch, FileObject, Page};
+use super::pages::{Listed, Pages};
+use super::types::{Batch, FileObject};
 use super::{API_VERSION, ApiError};
 use crate::config::Settings;
 use tokio_util::sync::CancellationToken;
@@ -102,7 +103,7 @@ impl ApiConfig {
 }
 
 /// A page position: GA's opaque `page` cursor or beta's `after_id`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Cursor {
     Page(String),
     AfterId(String),
@@ -165,53 +166,26 @@ impl ApiClient {
         url
     }
 
-    /// One page of files, newest first, and where the next one starts.
-    pub async fn list_files(
-        &self,
-        cursor: Option<&Cursor>,
-        limit: u32,
-    ) -> Result<(Vec<FileObject>, Option<Cursor>), ApiError> {
-        let mut url = self.endpoint(&["v1", "files"]);
-        url.query_pairs_mut()
-            .append_pair("limit", &limit.to_string());
-        if let Some(cursor) = cursor {
-            let (name, value) = match cursor {
-                Cursor::Page(page) => ("page", page),
-                Cursor::AfterId(id) => ("after_id", id),
-            };
-            url.query_pairs_mut().append_pair(name, value);
-        }
-        let page: Page<FileObject> = self.get_json(url).await?;
-        Ok(split_page(page))
+    /// The pages of a list endpoint (files or batches), `limit` items each, newest first; a
+    /// listing that loops is stopped (see [`Pages`]).
+    pub fn pages<T: Listed>(&self, limit: u32) -> Pages<'_, T> {
+        Pages::new(self, limit)
     }
 
     pub async fn file(&self, id: &str) -> Result<FileObject, ApiError> {
-        self.get_json(self.endpoint(&["v1", "files", id])).await
+        let (file, _) = self.get_json(self.endpoint(&["v1", "files", id])).await?;
+        Ok(file)
     }
 
     pub fn file_content_url(&self, id: &str) -> Url {
         self.endpoint(&["v1", "files", id, "content"])
     }
 
-    /// One page of batches, newest first, and where the next one starts.
-    pub async fn list_batches(
-        &self,
-        cursor: Option<&Cursor>,
-        limit: u32,
-    ) -> Result<(Vec<Batch>, Option<Cursor>), ApiError> {
-        let mut url = self.endpoint(&["v1", "messages", "batches"]);
-        url.query_pairs_mut()
-            .append_pair("limit", &limit.to_string());
-        if let Some(Cursor::AfterId(id) | Cursor::Page(id)) = cursor {
-            url.query_pairs_mut().append_pair("after_id", id);
-        }
-        let page: Page<Batch> = self.get_json(url).await?;
-        Ok(split_page(page))
-    }
-
     pub async fn batch(&self, id: &str) -> Result<Batch, ApiError> {
-        self.get_json(self.endpoint(&["v1", "messages", "batches", id]))
-            .await
+        let (batch, _) = self
+            .get_json(self.endpoint(&["v1", "messages", "batches", id]))
+            .await?;
+        Ok(batch)
     }
 
     /// Where a batch's results are: its `results_url`, absolute or relative to the base URL.
@@ -222,8 +196,11 @@ impl ApiClient {
             .or_else(|| self.config.base_url.join(raw).ok())
     }
 
-    /// GET a JSON document, retrying what is worth retrying.
-    async fn get_json<T: DeserializeOwned>(&self, url: Url) -> Result<T, ApiError> {
+    /// GET a JSON document, retrying what is worth retrying; with the answer's request-id.
+    pub(super) async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: Url,
+    ) -> Result<(T, Option<String>), ApiError> {
         let headers = self.headers();
         let redacted = redact_url(&url);
         let governor = self.http.governor();
@@ -266,16 +243,10 @@ impl ApiClient {
     }
 }
 
-fn split_page<T>(page: Page<T>) -> (Vec<T>, Option<Cursor>) {
-    let next = match (page.next_page, page.has_more, page.last_id) {
-        (Some(page), _, _) => Some(Cursor::Page(page)),
-        (None, Some(true), Some(last)) => Some(Cursor::AfterId(last)),
-        _ => None,
-    };
-    (page.data, next)
-}
-
-async fn decode<T: DeserializeOwned>(url: &Url, response: Response) -> Result<T, ApiError> {
+async fn decode<T: DeserializeOwned>(
+    url: &Url,
+    response: Response,
+) -> Result<(T, Option<String>), ApiError> {
     let request_id = request_id(response.headers());
     let body = response.bytes().await.map_err(|source| {
         ApiError::Http(crate::http::HttpError::Body {
@@ -283,11 +254,14 @@ async fn decode<T: DeserializeOwned>(url: &Url, response: Response) -> Result<T,
             source,
         })
     })?;
-    serde_json::from_slice(&body).map_err(|source| ApiError::Decode {
-        url: redact_url(url),
-        request_id,
-        source,
-    })
+    match serde_json::from_slice(&body) {
+        Ok(value) => Ok((value, request_id)),
+        Err(source) => Err(ApiError::Decode {
+            url: redact_url(url),
+            request_id,
+            source,
+        }),
+    }
 }
 
 /// How one request went.
@@ -374,30 +348,5 @@ mod tests {
         let config =
             ApiConfig::new("http://x", ApiKey::new("sk-ant-secret"), Pagination::Ga).unwrap();
         assert!(!format!("{config:?}").contains("sk-ant-secret"));
-    }
-
-    #[test]
-    fn either_page_shape_yields_the_next_cursor() {
-        let ga = Page::<u8> {
-            data: vec![],
-            next_page: Some("page_2".into()),
-            has_more: None,
-            last_id: None,
-        };
-        assert_eq!(split_page(ga).1, Some(Cursor::Page("page_2".into())));
-        let beta = Page::<u8> {
-            data: vec![],
-            next_page: None,
-            has_more: Some(true),
-            last_id: Some("f".into()),
-        };
-        assert_eq!(split_page(beta).1, Some(Cursor::AfterId("f".into())));
-        let last = Page::<u8> {
-            data: vec![],
-            next_page: None,
-            has_more: Some(false),
-            last_id: Some("f".into()),
-        };
-        assert_eq!(split_page(last).1, None);
     }
 }

@@ -1,3 +1,4 @@
+use super::pages::Loop;
 use crate::http::request_id::request_id_note;
 use crate::http::{HttpError, retry};
 
@@ -29,6 +30,17 @@ pub enum ApiError {
     },
     #[error("interrupted")]
     Cancelled,
+    #[error(
+        "stopped listing {url} after {requests} requests: the last page {reason}{}; the server's \
+         pagination loops",
+        request_id_note(.request_id)
+    )]
+    ListingLoop {
+        url: String,
+        requests: u64,
+        request_id: Option<String>,
+        reason: Loop,
+    },
     #[error("giving up on {url} after {attempts} failed attempts in a row: {last}")]
     RetriesExhausted {
         url: String,

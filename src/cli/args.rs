@@ -290,11 +290,15 @@ pub struct GetArgs {
     pub jobs: u16,
     #[command(flatten)]
     pub network: NetworkArgs,
-    /// Extra request header, `Name: value` (repeatable). Credential headers never follow a
-    /// redirect to another origin. Prefer ANTHROPIC_API_KEY for the Claude API: command-line
-    /// values are visible to other users in the process list.
+    /// Extra request header, `Name: value` (repeatable). Headers never follow a redirect to
+    /// another origin unless --location-trusted is given. Prefer ANTHROPIC_API_KEY for the
+    /// Claude API: command-line values are visible to other users in the process list.
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub headers: Vec<String>,
+    /// Send the -H headers on after a redirect to another origin too (as curl); the API key
+    /// from ANTHROPIC_API_KEY never leaves the API's origin.
+    #[arg(long)]
+    pub location_trusted: bool,
     /// Replace outputs that already exist (by default they are left alone).
     #[arg(long)]
     pub force: bool,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use claudedl::api::Cursor;
+use claudedl::api::Batch;
 use claudedl::crypt::{Encryption, output_path};
 use claudedl::engine::TransferSpec;
 use claudedl::store::index::Index;
@@ -41,9 +41,8 @@ async fn list_batches(
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
     let (client, _) = connect(api, global)?;
-    let mut cursor: Option<Cursor> = None;
-    loop {
-        let (page, next) = client.list_batches(cursor.as_ref(), 100).await?;
+    let mut pages = client.pages::<Batch>(100);
+    while let Some(page) = pages.next_page().await? {
         for batch in page {
             if json {
                 println!("{}", serde_json::to_string(&batch)?);
@@ -62,11 +61,8 @@ async fn list_batches(
                 );
             }
         }
-        match next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(ExitStatus::Success),
-        }
     }
+    Ok(ExitStatus::Success)
 }
 
 async fn batch_results(

@@ -89,7 +89,7 @@ pub fn connect(api: &ApiArgs, global: &GlobalArgs) -> anyhow::Result<(ApiClient,
 /// The API client and engine for `config`, over one HTTP client built from `network`.
 pub fn clients(mut config: ApiConfig, network: &Network) -> anyhow::Result<(ApiClient, Engine)> {
     config.retry = retry_policy(network);
-    let (http, engine) = engine(network, Some(&config.base_url))?;
+    let (http, engine) = engine(network, Some(&config.base_url), false)?;
     // One Ctrl-C token stops transfers and API calls waiting to retry alike.
     let api = ApiClient::new(http, config).with_cancel_token(engine.cancel_token());
     Ok((api, engine))
@@ -97,7 +97,13 @@ pub fn clients(mut config: ApiConfig, network: &Network) -> anyhow::Result<(ApiC
 
 /// The client and engine for `network`. With `api` (the Claude API's base URL) requests are API
 /// traffic: paced by the API budget, failing over to the backup endpoints; without, plain URLs.
-pub fn engine(network: &Network, api: Option<&Url>) -> anyhow::Result<(HttpClient, Engine)> {
+/// `location_trusted`: given headers follow redirects to other origins (`get
+/// --location-trusted`).
+pub fn engine(
+    network: &Network,
+    api: Option<&Url>,
+    location_trusted: bool,
+) -> anyhow::Result<(HttpClient, Engine)> {
     let config = EngineConfig {
         connections: network.connections,
         max_connections: network.max_connections,
@@ -112,6 +118,7 @@ pub fn engine(network: &Network, api: Option<&Url>) -> anyhow::Result<(HttpClien
         connect_timeout: network.connect_timeout,
         pool_per_host: network.max_connections,
         governor: governor_config(network, api)?,
+        location_trusted,
         ..ClientConfig::default()
     })?;
     let engine = Engine::new(client.clone(), config);

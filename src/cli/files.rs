@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::bail;
-use claudedl::api::Cursor;
+use claudedl::api::FileObject;
 use claudedl::crypt::{Encryption, output_path};
 use claudedl::engine::TransferSpec;
 use claudedl::store::names::safe_file_name;
@@ -36,10 +36,9 @@ async fn list_files(
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
     let (client, _) = connect(api, global)?;
-    let mut cursor: Option<Cursor> = None;
+    let mut pages = client.pages::<FileObject>(1000);
     let mut shown = 0;
-    loop {
-        let (page, next) = client.list_files(cursor.as_ref(), 1000).await?;
+    while let Some(page) = pages.next_page().await? {
         for file in page {
             if limit.is_some_and(|limit| shown >= limit) {
                 return Ok(ExitStatus::Success);
@@ -60,11 +59,8 @@ async fn list_files(
                 );
             }
         }
-        match next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(ExitStatus::Success),
-        }
     }
+    Ok(ExitStatus::Success)
 }
 
 async fn get_files(

@@ -24,7 +24,7 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
     let encrypt = args.encrypt.encryption(&global.settings)?;
     let specs = plan_outputs(&args, &urls, &headers, api.as_ref(), encrypt)?;
     let api_base = api_traffic(&urls, api.as_ref());
-    let (client, engine) = common::engine(&global.network, api_base)?;
+    let (client, engine) = common::engine(&global.network, api_base, args.location_trusted)?;
     common::cancel_on_ctrl_c(engine.cancel_token());
     let visible = global.bars_visible(args.json);
     let names = specs.iter().map(|s| display_name(&s.output)).collect();

@@ -10,6 +10,8 @@
 //! - `logs`: JSON log lines, `file_done` events, `--log-file`.
 //! - `crypt`: encryption at rest, checked with the real `age` CLI and plaintext scans.
 //! - `layout`: the architecture on the sources (import directions, no cycle in `src/cli`).
+//! - `listing`: looping page cursors end `sync`, `files ls` and `batches ls` with a clear error.
+//! - `redirects`: `-H` headers stay with their origin unless `--location-trusted`.
 
 mod api;
 mod cli;
@@ -18,7 +20,9 @@ mod crypt;
 mod faults;
 mod governor;
 mod layout;
+mod listing;
 mod logs;
 mod nginx;
+mod redirects;
 mod support;
 mod verify;
