@@ -10,7 +10,7 @@ use claudedl::engine::TransferSpec;
 use claudedl::store::names::safe_file_name;
 
 use super::args::{ApiArgs, FilesCommand};
-use super::common::{self, ExitStatus, GlobalArgs, connect};
+use super::common::{self, ExitStatus, GlobalArgs, Target, connect};
 use super::progress::Bars;
 
 pub async fn run(command: FilesCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
@@ -75,6 +75,7 @@ async fn get_files(
     encrypt: Option<Arc<Encryption>>,
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
+    common::local_path(&dir)?;
     let (client, engine) = connect(api, global)?;
     let mut specs = Vec::new();
     for id in ids {
@@ -107,8 +108,9 @@ async fn get_files(
             .collect(),
         visible,
     ));
+    let targets: Vec<Target> = specs.iter().map(Target::of).collect();
     let results = engine.download_all(specs, 4, bars.clone()).await;
-    let status = common::print_results(&results, json, &bars);
+    let status = common::print_results(&results, &targets, json, &bars);
     common::report_traffic(client.http(), global);
     Ok(status)
 }

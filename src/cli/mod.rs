@@ -1,7 +1,7 @@
 //! The command line: parse, resolve the settings once, run the command, map the outcome to an
 //! exit code.
 //!
-//! Exit codes: 0 all succeeded, 1 some failed, 2 usage error, 130 interrupted (state saved).
+//! Exit codes: see `exit` (the one table).
 //!
 //! - `args`: every clap type, and the layer of settings the flags set;
 //! - `common`: what the commands share (the client, engine and API client built from the
@@ -20,9 +20,11 @@ mod decrypt;
 #[cfg(feature = "demo")]
 mod demo;
 mod encrypt;
+mod exit;
 mod files;
 mod get;
 mod logging;
+mod pipe;
 mod ls;
 mod progress;
 mod sync;
@@ -33,7 +35,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use args::{Cli, Command};
-use common::{ExitStatus, GlobalArgs, UsageError};
+use common::GlobalArgs;
+use exit::ExitStatus;
 
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -79,13 +82,7 @@ pub fn main() -> ExitCode {
         Ok(status) => status.into(),
         Err(error) => {
             eprintln!("error: {error:#}");
-            let usage = error.downcast_ref::<UsageError>().is_some();
-            if usage {
-                ExitStatus::Usage
-            } else {
-                ExitStatus::Failure
-            }
-            .into()
+            ExitStatus::of_error(&error).into()
         }
     }
 }

@@ -38,6 +38,9 @@ pub async fn run(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitStat
         &api.http().governor().summary(),
     );
     common::report_traffic(api.http(), global);
+    if api.http().governor().halted().is_some() {
+        return Ok(ExitStatus::Halted);
+    }
     Ok(exit_status(&summary))
 }
 

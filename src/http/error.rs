@@ -31,16 +31,41 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    /// Whether a new attempt may succeed (network trouble, as opposed to a broken request).
+    /// Whether a new attempt may succeed: decided in [`super::retry::transient`].
     pub fn is_transient(&self) -> bool {
-        match self {
-            HttpError::Send { source, .. } | HttpError::Body { source, .. } => {
-                !source.is_builder() && !source.is_redirect()
-            }
-            HttpError::Stalled { .. } => true,
-            _ => false,
-        }
+        super::retry::transient(self)
     }
+
+    /// Whether the server's TLS certificate was rejected (unknown issuer, expired, wrong name).
+    pub fn is_certificate(&self) -> bool {
+        let (HttpError::Send { source, .. } | HttpError::Body { source, .. }) = self else {
+            return false;
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(error) = cause {
+            if is_rustls_certificate(error) {
+                return true;
+            }
+            // `io::Error::source` skips the error it wraps: look at that one too.
+            let wrapped = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+            if wrapped.is_some_and(|inner| is_rustls_certificate(inner)) {
+                return true;
+            }
+            cause = error.source();
+        }
+        false
+    }
+}
+
+fn is_rustls_certificate(error: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        error.downcast_ref::<rustls::Error>(),
+        Some(
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::UnsupportedNameType
+        )
+    )
 }
 
 /// reqwest's Display stops at "error sending request"; the cause is further down the chain.
