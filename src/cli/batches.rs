@@ -26,6 +26,7 @@ pub async fn run(command: BatchesCommand, global: &GlobalArgs) -> anyhow::Result
             id,
             output,
             encrypt,
+            ..
         } => {
             let encrypt = encrypt.encryption(&global.settings)?;
             batch_results(&api, &id, output, encrypt, global).await

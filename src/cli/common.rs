@@ -68,7 +68,7 @@ pub fn clients(mut config: ApiConfig, network: &Network) -> anyhow::Result<(ApiC
     config.retry = retry_policy(network);
     let (http, engine) = engine(network, Some(&config.base_url))?;
     // One Ctrl-C token stops transfers and API calls waiting to retry alike.
-    let api = ApiClient::new(http, config).with_cancel_token(engine.cancel_token());
+    let api = ApiClient::new(http.for_api(), config).with_cancel_token(engine.cancel_token());
     Ok((api, engine))
 }
 
@@ -85,14 +85,38 @@ pub fn engine(network: &Network, api: Option<&Url>) -> anyhow::Result<(HttpClien
         checkpoint_interval: network.checkpoint_interval,
         ..EngineConfig::default()
     };
+    if network.tls.insecure {
+        eprintln!(
+            "WARNING: --insecure: TLS certificates are NOT verified. Anyone on the network path \
+             can read and change this traffic, credentials included."
+        );
+    }
     let client = HttpClient::new(&ClientConfig {
         connect_timeout: network.connect_timeout,
         pool_per_host: network.max_connections,
         governor: governor_config(network, api)?,
+        ca_certificates: ca_certificates(network)?,
+        insecure: network.tls.insecure,
+        proxy: network.proxy.clone(),
+        bulk_http2: network.transfer_http2,
         ..ClientConfig::default()
     })?;
     let engine = Engine::new(client.clone(), config);
     Ok((client, engine))
+}
+
+/// The certificates of `--cacert` (PEM; one or more).
+fn ca_certificates(network: &Network) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let Some(path) = &network.tls.cacert else {
+        return Ok(Vec::new());
+    };
+    let usage = |why: String| UsageError(format!("--cacert {}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| usage(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| usage(e.to_string()))?;
+    if certs.is_empty() {
+        bail!(usage("no PEM certificate in it".into()));
+    }
+    Ok(certs)
 }
 
 /// How requests (the engine's and the API client's) are retried.

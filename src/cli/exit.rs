@@ -20,9 +20,10 @@ use claudedl::engine::TransferError;
 use claudedl::http::HttpError;
 use claudedl::sync::SyncError;
 
-/// The table above, for `--help`.
-pub const TABLE: &str = "\
-Exit codes:
+/// The table above as a string literal (for `concat!` in the top-level `--help`).
+macro_rules! table {
+    () => {
+        "Exit codes:
   0    success
   1    some items failed (or another failure)
   2    usage error (flags, arguments, config file)
@@ -31,7 +32,10 @@ Exit codes:
   5    spend limit reached: requests halted
   6    network unreachable (DNS, connection refused, connect timeout)
   7    TLS certificate rejected (never retried)
-  130  interrupted (Ctrl-C; progress saved)";
+  130  interrupted (Ctrl-C; progress saved)"
+    };
+}
+pub(crate) use table;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +204,7 @@ mod tests {
             Interrupted,
         ] {
             let line = format!("\n  {:<4} ", status.code());
-            assert!(TABLE.contains(&line), "{line:?}");
+            assert!(table!().contains(&line), "{line:?}");
         }
     }
 }

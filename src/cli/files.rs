@@ -8,6 +8,7 @@ use claudedl::api::Cursor;
 use claudedl::crypt::{Encryption, output_path};
 use claudedl::engine::TransferSpec;
 use claudedl::store::names::safe_file_name;
+use claudedl::sync::Selection;
 
 use super::args::{ApiArgs, FilesCommand};
 use super::common::{self, ExitStatus, GlobalArgs, Target, connect};
@@ -15,13 +16,19 @@ use super::progress::Bars;
 
 pub async fn run(command: FilesCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     match command {
-        FilesCommand::Ls { api, json, limit } => list_files(&api, json, limit, global).await,
+        FilesCommand::Ls {
+            api,
+            select,
+            json,
+            limit,
+        } => list_files(&api, &select.selection(), json, limit, global).await,
         FilesCommand::Get {
             api,
             ids,
             dir,
             json,
             encrypt,
+            ..
         } => {
             let encrypt = encrypt.encryption(&global.settings)?;
             get_files(&api, &ids, dir, json, encrypt, global).await
@@ -31,6 +38,7 @@ pub async fn run(command: FilesCommand, global: &GlobalArgs) -> anyhow::Result<E
 
 async fn list_files(
     api: &ApiArgs,
+    select: &Selection,
     json: bool,
     limit: Option<u64>,
     global: &GlobalArgs,
@@ -40,7 +48,7 @@ async fn list_files(
     let mut shown = 0;
     loop {
         let (page, next) = client.list_files(cursor.as_ref(), 1000).await?;
-        for file in page {
+        for file in page.into_iter().filter(|f| select.selects(f)) {
             if limit.is_some_and(|limit| shown >= limit) {
                 return Ok(ExitStatus::Success);
             }

@@ -22,6 +22,7 @@ mod demo;
 mod encrypt;
 mod exit;
 mod files;
+mod generate;
 mod get;
 mod logging;
 mod pipe;
@@ -50,6 +51,11 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    match &cli.command {
+        Command::Completions { shell } => return generate::completions(*shell),
+        Command::Man => return generate::man(),
+        _ => {}
+    }
     let global = match start(&cli) {
         Ok(global) => global,
         Err(status) => return status.into(),
@@ -76,6 +82,7 @@ pub fn main() -> ExitCode {
             Command::Verify(args) => verify::run(args, &global).await,
             Command::Config(command) => config::run(command, &global),
             Command::Decrypt(args) => decrypt::run(args),
+            Command::Completions { .. } | Command::Man => Ok(ExitStatus::Success),
         }
     });
     match result {
