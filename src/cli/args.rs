@@ -67,8 +67,10 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Try claudedl without a key: sync a bundled mock API into ./claudedl-demo.
     #[cfg(feature = "demo")]
+    #[command(after_long_help = "Example:\n  claudedl demo && claudedl ls --data-dir claudedl-demo --mime text/csv")]
     Demo(DemoArgs),
     /// Decrypt an age file written with --encrypt-to (same as `age -d -i IDENTITY`).
+    #[command(after_long_help = "Example:\n  claudedl decrypt data/raw/2026-08/file_1_report.csv.age -i key.txt -o report.csv")]
     Decrypt(DecryptArgs),
     /// The effective settings and where each comes from.
     #[command(subcommand)]
@@ -136,6 +138,7 @@ const COMPLETIONS_EXAMPLES: &str = "Examples:
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print every setting with its source (cli, env, file, preset, default); the key redacted.
+    #[command(after_long_help = "Examples:\n  claudedl config show\n  claudedl config show --network cloud --json | jq .network")]
     Show {
         #[command(flatten)]
         api: ApiArgs,
