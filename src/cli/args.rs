@@ -63,14 +63,20 @@ pub enum Command {
     #[command(after_long_help = LS_EXAMPLES)]
     Ls(LsArgs),
     /// Re-hash downloaded files against the index; report missing, changed and orphaned files.
-    #[command(after_long_help = "Examples:\n  claudedl verify --data-dir data\n  claudedl verify --repair -i key.txt --json")]
+    #[command(
+        after_long_help = "Examples:\n  claudedl verify --data-dir data\n  claudedl verify --repair -i key.txt --json"
+    )]
     Verify(VerifyArgs),
     /// Try claudedl without a key: sync a bundled mock API into ./claudedl-demo.
     #[cfg(feature = "demo")]
-    #[command(after_long_help = "Example:\n  claudedl demo && claudedl ls --data-dir claudedl-demo --mime text/csv")]
+    #[command(
+        after_long_help = "Example:\n  claudedl demo && claudedl ls --data-dir claudedl-demo --mime text/csv"
+    )]
     Demo(DemoArgs),
     /// Decrypt an age file written with --encrypt-to (same as `age -d -i IDENTITY`).
-    #[command(after_long_help = "Example:\n  claudedl decrypt data/raw/2026-08/file_1_report.csv.age -i key.txt -o report.csv")]
+    #[command(
+        after_long_help = "Example:\n  claudedl decrypt data/raw/2026-08/file_1_report.csv.age -i key.txt -o report.csv"
+    )]
     Decrypt(DecryptArgs),
     /// The effective settings and where each comes from.
     #[command(subcommand)]
@@ -138,7 +144,9 @@ const COMPLETIONS_EXAMPLES: &str = "Examples:
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print every setting with its source (cli, env, file, preset, default); the key redacted.
-    #[command(after_long_help = "Examples:\n  claudedl config show\n  claudedl config show --network cloud --json | jq .network")]
+    #[command(
+        after_long_help = "Examples:\n  claudedl config show\n  claudedl config show --network cloud --json | jq .network"
+    )]
     Show {
         #[command(flatten)]
         api: ApiArgs,
@@ -537,7 +545,8 @@ fn seconds(text: &str) -> Result<f64, String> {
 
 /// A `--since`/`--until` value, as Unix seconds.
 fn time(text: &str) -> Result<i64, String> {
-    claudedl::sync::select::parse_time(text, std::time::SystemTime::now()).map_err(|e| e.to_string())
+    claudedl::sync::select::parse_time(text, std::time::SystemTime::now())
+        .map_err(|e| e.to_string())
 }
 
 /// A proxy URL: http, https, socks5 or socks5h, with a host.

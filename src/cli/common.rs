@@ -283,7 +283,9 @@ pub fn local_path(path: &std::path::Path) -> Result<(), UsageError> {
     };
     let is_scheme = scheme.len() > 1
         && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
     if !is_scheme {
         return Ok(());
     }

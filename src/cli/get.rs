@@ -25,7 +25,9 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
     let encrypt = args.encrypt.encryption(&global.settings)?;
     let to_stdout = args.output.as_deref().is_some_and(pipe::is_stdio);
     if to_stdout && encrypt.is_some() {
-        bail!(usage("-o - writes plaintext to stdout: drop --encrypt-to (or pipe into age)"));
+        bail!(usage(
+            "-o - writes plaintext to stdout: drop --encrypt-to (or pipe into age)"
+        ));
     }
     let specs = plan_outputs(&args, &urls, &headers, api.as_ref(), encrypt)?;
     let api_base = api_traffic(&urls, api.as_ref());
@@ -33,7 +35,8 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
     common::cancel_on_ctrl_c(engine.cancel_token());
     if to_stdout {
         let spec = &specs[0];
-        let result = pipe::to_stdout(&client, &spec.url, &spec.headers, &engine.cancel_token()).await;
+        let result =
+            pipe::to_stdout(&client, &spec.url, &spec.headers, &engine.cancel_token()).await;
         common::report_traffic(&client, global);
         return Ok(common::print_piped(result, &Target::of(spec)));
     }

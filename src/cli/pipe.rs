@@ -49,6 +49,7 @@ pub async fn to_stdout(
             request_id: request_id(response.headers()),
         });
     }
+    let expected = response.content_length();
     let stdout_path = Path::new("<stdout>");
     let mut stdout = tokio::io::stdout();
     let mut written = 0u64;
@@ -70,7 +71,7 @@ pub async fn to_stdout(
             .map_err(TransferError::io("writing to", stdout_path))?;
         written += chunk.len() as u64;
     }
-    if let Some(expected) = response.content_length().filter(|len| *len != written) {
+    if let Some(expected) = expected.filter(|len| *len != written) {
         return Err(TransferError::ShortBody {
             url: shown,
             received: written,

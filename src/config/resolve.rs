@@ -129,8 +129,12 @@ pub fn resolve(
     Settings {
         config_file: file.map(|f| f.path.clone()),
         api_key: layers.api_key(&non_empty),
-        auth_token: non_empty(AUTH_TOKEN_VAR)
-            .map(|t| Setting::new(Secret::new(t.trim()), Source::Env(AUTH_TOKEN_VAR.to_owned()))),
+        auth_token: non_empty(AUTH_TOKEN_VAR).map(|t| {
+            Setting::new(
+                Secret::new(t.trim()),
+                Source::Env(AUTH_TOKEN_VAR.to_owned()),
+            )
+        }),
         api_key_env: layers.pick(|l| &l.api_key_env, ""),
         base_url: layers
             .pick(|l| &l.base_url, "--base-url")

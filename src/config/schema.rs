@@ -145,9 +145,11 @@ pub fn read(doc: &RawDoc) -> Result<Layer, ConfigError> {
         limit_rate: net.get("limit_rate")?,
         cacert: net.get("cacert")?,
         insecure: None,
-        proxy: net.checked("proxy", "a proxy URL (http, https, socks5, socks5h)", |u: &String| {
-            super::network::proxy_url(u).is_ok()
-        })?,
+        proxy: net.checked(
+            "proxy",
+            "a proxy URL (http, https, socks5, socks5h)",
+            |u: &String| super::network::proxy_url(u).is_ok(),
+        )?,
         transfer_http: net.get("transfer_http")?,
         data_dir: Section::new(doc, "storage").get("base_dir")?,
         chunk_size: Section::new(doc, "storage").get("chunk_size")?,

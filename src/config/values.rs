@@ -162,7 +162,10 @@ impl FromStr for TransferHttp {
         match text {
             "1.1" | "http1.1" => Ok(TransferHttp::Http11),
             "auto" | "2" => Ok(TransferHttp::Auto),
-            other => Err(format!("unknown HTTP version {other:?}: use {}", Self::NAMES)),
+            other => Err(format!(
+                "unknown HTTP version {other:?}: use {}",
+                Self::NAMES
+            )),
         }
     }
 }

@@ -41,17 +41,19 @@ impl HttpError {
         let (HttpError::Send { source, .. } | HttpError::Body { source, .. }) = self else {
             return false;
         };
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
-        while let Some(error) = cause {
+        // `io::Error::source` skips the error it wraps: look at that one too (at any depth).
+        let mut pending: Vec<&(dyn std::error::Error + 'static)> = vec![source];
+        while let Some(error) = pending.pop() {
             if is_rustls_certificate(error) {
                 return true;
             }
-            // `io::Error::source` skips the error it wraps: look at that one too.
-            let wrapped = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
-            if wrapped.is_some_and(|inner| is_rustls_certificate(inner)) {
-                return true;
+            if let Some(inner) = error
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                pending.push(inner);
             }
-            cause = error.source();
+            pending.extend(error.source());
         }
         false
     }

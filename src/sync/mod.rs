@@ -57,7 +57,10 @@ pub struct SyncOptions {
 impl SyncOptions {
     /// Whether `item` is to be downloaded in this run, if wanted.
     fn includes(&self, item: &impl Selectable) -> bool {
-        let listed = self.only.as_ref().is_none_or(|only| only.contains(item.id()));
+        let listed = self
+            .only
+            .as_ref()
+            .is_none_or(|only| only.contains(item.id()));
         listed && self.select.selects(item)
     }
 }

@@ -203,7 +203,9 @@ pub fn parse_time(text: &str, now: SystemTime) -> Result<i64, BadTime> {
         "w" => 7 * 86_400,
         _ => return Err(bad()),
     };
-    let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     Ok(now - number.checked_mul(unit_secs).ok_or_else(bad)?)
 }
 
@@ -289,7 +291,10 @@ mod tests {
     #[test]
     fn times_are_dates_rfc3339_or_ages() {
         assert_eq!(rfc3339_seconds("1970-01-02T00:00:00Z"), Some(86_400));
-        assert_eq!(rfc3339_seconds("2026-08-03T10:00:00.123Z"), Some(1_785_751_200));
+        assert_eq!(
+            rfc3339_seconds("2026-08-03T10:00:00.123Z"),
+            Some(1_785_751_200)
+        );
         assert_eq!(
             rfc3339_seconds("2026-08-03T12:00:00+02:00"),
             Some(1_785_751_200)
@@ -345,10 +350,12 @@ mod tests {
             expected_results: 0,
         };
         assert!(dates.selects(&batch));
-        assert!(!Selection {
-            include: globs(&["*"]),
-            ..Selection::default()
-        }
-        .selects(&batch));
+        assert!(
+            !Selection {
+                include: globs(&["*"]),
+                ..Selection::default()
+            }
+            .selects(&batch)
+        );
     }
 }
