@@ -513,3 +513,46 @@ async fn a_custom_ca_is_trusted_and_a_bad_certificate_fails_at_once() {
         "--transfer-http auto negotiates HTTP/2"
     );
 }
+
+/// The measurement behind `--transfer-http`'s default: one 256 MiB file over loopback TLS
+/// from nginx offering HTTP/2, 8 ranges, HTTP/1.1 (8 connections) against HTTP/2 (one
+/// connection, 8 streams), three alternating runs each. Run with
+/// `cargo test --test it bench_http2_bulk -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a test"]
+async fn bench_http2_bulk_ranged_throughput() {
+    let nginx = Nginx::start_tls(true);
+    let size = 256 * MIB;
+    nginx.put("big.bin", &data(size, 132));
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3 {
+        for version in ["1.1", "auto"] {
+            let output = dir.path().join(format!("{version}-{round}.bin"));
+            let started = std::time::Instant::now();
+            let out = crate::cli::claudedl()
+                .args([
+                    "get",
+                    &nginx.url("big.bin"),
+                    "-c",
+                    "8",
+                    "--chunk-size",
+                    "32MiB",
+                ])
+                .args(["--transfer-http", version, "--cacert"])
+                .arg(nginx.ca_cert())
+                .arg("-o")
+                .arg(&output)
+                .output()
+                .await
+                .unwrap();
+            let secs = started.elapsed().as_secs_f64();
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+            let protocols: BTreeSet<String> = nginx.log().into_iter().map(|l| l.protocol).collect();
+            println!(
+                "round {round} --transfer-http {version}: {:.0} MiB/s ({secs:.2} s) {protocols:?}",
+                size as f64 / MIB as f64 / secs
+            );
+            std::fs::remove_file(&output).unwrap();
+        }
+    }
+}
