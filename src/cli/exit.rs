@@ -1,16 +1,6 @@
-//! Exit codes: the one table, and the mapping from typed errors to it.
-//!
-//! | code | meaning |
-//! |------|---------|
-//! | 0    | success |
-//! | 1    | some items failed (or another failure) |
-//! | 2    | usage error (flags, arguments, config file) |
-//! | 3    | authentication or permission (no key, 401, 403) |
-//! | 4    | not found or expired (404, 410) |
-//! | 5    | spend limit reached, requests halted |
-//! | 6    | network unreachable (DNS, connection refused, connect timeout) |
-//! | 7    | TLS certificate rejected (never retried) |
-//! | 130  | interrupted (Ctrl-C; progress saved) |
+//! Exit codes: the one table ([`table!`], printed at the end of `claudedl --help`), the
+//! status each code stands for ([`ExitStatus::code`]), and the mapping from typed errors (the
+//! first recognised cause in an error's chain) and from runs of several items.
 
 use std::error::Error;
 use std::process::ExitCode;

@@ -556,3 +556,82 @@ async fn bench_http2_bulk_ranged_throughput() {
         }
     }
 }
+
+/// A minimal SOCKS5 server (no authentication, CONNECT to an IPv4 address or a name): the
+/// number of connections it relayed.
+async fn socks5_proxy() -> (u16, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let relayed = Arc::new(AtomicUsize::new(0));
+    let count = relayed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 2];
+                client.read_exact(&mut head).await?;
+                let mut methods = vec![0u8; head[1] as usize];
+                client.read_exact(&mut methods).await?;
+                client.write_all(&[5, 0]).await?;
+                let mut request = [0u8; 4];
+                client.read_exact(&mut request).await?;
+                let host = match request[3] {
+                    1 => {
+                        let mut ip = [0u8; 4];
+                        client.read_exact(&mut ip).await?;
+                        std::net::Ipv4Addr::from(ip).to_string()
+                    }
+                    3 => {
+                        let len = client.read_u8().await? as usize;
+                        let mut name = vec![0u8; len];
+                        client.read_exact(&mut name).await?;
+                        String::from_utf8_lossy(&name).into_owned()
+                    }
+                    _ => return Ok::<(), std::io::Error>(()),
+                };
+                let target_port = client.read_u16().await?;
+                let mut target =
+                    tokio::net::TcpStream::connect((host.as_str(), target_port)).await?;
+                client.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]).await?;
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::io::copy_bidirectional(&mut client, &mut target).await?;
+                Ok(())
+            });
+        }
+    });
+    (port, relayed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn downloads_go_through_a_socks5_proxy() {
+    let nginx = Nginx::start();
+    let content = data(3 * MIB, 133);
+    nginx.put("a.bin", &content);
+    let (port, relayed) = socks5_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("a.bin");
+    for scheme in ["socks5", "socks5h"] {
+        let before = relayed.load(Ordering::SeqCst);
+        let out = crate::cli::claudedl()
+            .args(["get", &nginx.url("a.bin"), "--force", "--proxy"])
+            .arg(format!("{scheme}://127.0.0.1:{port}"))
+            .arg("-o")
+            .arg(&output)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(sha256_file(&output), sha256(&content));
+        assert!(
+            relayed.load(Ordering::SeqCst) > before,
+            "{scheme}: through the proxy"
+        );
+    }
+    let bad = crate::cli::claudedl()
+        .args(["get", &nginx.url("a.bin"), "--proxy", "ftp://127.0.0.1:1"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
