@@ -19,13 +19,39 @@ use crate::http::retry::{Failed, Retrier, RetryPolicy, StatusClass, Stop, classi
 /// The beta flag that selects the Files API's `after_id` pagination.
 pub const FILES_BETA: &str = "files-api-2025-04-14";
 
-/// The API key; its `Debug` never shows it.
+/// The credential: an API key (sent as `x-api-key`) or a bearer token (`Authorization:
+/// Bearer`, from `ANTHROPIC_AUTH_TOKEN`); its `Debug` never shows it.
 #[derive(Clone)]
-pub struct ApiKey(String);
+pub struct ApiKey(String, KeyKind);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    ApiKey,
+    Bearer,
+}
 
 impl ApiKey {
     pub fn new(key: impl Into<String>) -> ApiKey {
-        ApiKey(key.into())
+        ApiKey(key.into(), KeyKind::ApiKey)
+    }
+
+    /// A bearer token (`Authorization: Bearer …`).
+    pub fn bearer(token: impl Into<String>) -> ApiKey {
+        ApiKey(token.into(), KeyKind::Bearer)
+    }
+
+    /// The header that carries it, marked sensitive (never logged).
+    fn header(&self) -> Option<(&'static str, HeaderValue)> {
+        let (name, value) = match self.1 {
+            KeyKind::ApiKey => ("x-api-key", HeaderValue::from_str(&self.0)),
+            KeyKind::Bearer => (
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {}", self.0)),
+            ),
+        };
+        let mut value = value.ok()?;
+        value.set_sensitive(true);
+        Some((name, value))
     }
 }
 
@@ -57,8 +83,12 @@ impl ApiConfig {
         settings: &Settings,
         pagination: Pagination,
     ) -> Result<ApiConfig, ApiError> {
-        let key = settings.api_key.as_ref().ok_or(ApiError::MissingKey)?;
-        let key = ApiKey::new(key.value.expose());
+        // As the SDKs: the API key wins when both are set.
+        let key = match (&settings.api_key, &settings.auth_token) {
+            (Some(key), _) => ApiKey::new(key.value.expose()),
+            (None, Some(token)) => ApiKey::bearer(token.value.expose()),
+            (None, None) => return Err(ApiError::MissingKey),
+        };
         ApiConfig::new(&settings.base_url.value, key, pagination)
     }
 
@@ -80,9 +110,8 @@ impl ApiConfig {
     /// The headers every API request carries (the key marked sensitive).
     pub fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        if let Ok(mut key) = HeaderValue::from_str(&self.key.0) {
-            key.set_sensitive(true);
-            headers.insert("x-api-key", key);
+        if let Some((name, value)) = self.key.header() {
+            headers.insert(name, value);
         }
         headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
         if self.pagination == Pagination::Beta {

@@ -6,7 +6,7 @@ use crate::http::{HttpError, retry};
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(
-        "no API key: set ANTHROPIC_API_KEY or [auth] api_key_env / api_key in the config file (or run `claudedl demo` to try claudedl against a bundled mock API)"
+        "no API key: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) or [auth] api_key_env / api_key in the config file (or run `claudedl demo` to try claudedl against a bundled mock API)"
     )]
     MissingKey,
     #[error("invalid base URL {0:?}: it must be an http(s) URL such as https://api.anthropic.com")]

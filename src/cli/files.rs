@@ -8,20 +8,27 @@ use claudedl::api::FileObject;
 use claudedl::crypt::{Encryption, output_path};
 use claudedl::engine::TransferSpec;
 use claudedl::store::names::safe_file_name;
+use claudedl::sync::Selection;
 
 use super::args::{ApiArgs, FilesCommand};
-use super::common::{self, ExitStatus, GlobalArgs, connect};
+use super::common::{self, ExitStatus, GlobalArgs, Target, connect};
 use super::progress::Bars;
 
 pub async fn run(command: FilesCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     match command {
-        FilesCommand::Ls { api, json, limit } => list_files(&api, json, limit, global).await,
+        FilesCommand::Ls {
+            api,
+            select,
+            json,
+            limit,
+        } => list_files(&api, &select.selection(), json, limit, global).await,
         FilesCommand::Get {
             api,
             ids,
             dir,
             json,
             encrypt,
+            ..
         } => {
             let encrypt = encrypt.encryption(&global.settings)?;
             get_files(&api, &ids, dir, json, encrypt, global).await
@@ -31,6 +38,7 @@ pub async fn run(command: FilesCommand, global: &GlobalArgs) -> anyhow::Result<E
 
 async fn list_files(
     api: &ApiArgs,
+    select: &Selection,
     json: bool,
     limit: Option<u64>,
     global: &GlobalArgs,
@@ -39,7 +47,7 @@ async fn list_files(
     let mut pages = client.pages::<FileObject>(1000);
     let mut shown = 0;
     while let Some(page) = pages.next_page().await? {
-        for file in page {
+        for file in page.into_iter().filter(|f| select.selects(f)) {
             if limit.is_some_and(|limit| shown >= limit) {
                 return Ok(ExitStatus::Success);
             }
@@ -71,6 +79,7 @@ async fn get_files(
     encrypt: Option<Arc<Encryption>>,
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
+    common::local_path(&dir)?;
     let (client, engine) = connect(api, global)?;
     let mut specs = Vec::new();
     for id in ids {
@@ -103,8 +112,9 @@ async fn get_files(
             .collect(),
         visible,
     ));
+    let targets: Vec<Target> = specs.iter().map(Target::of).collect();
     let results = engine.download_all(specs, 4, bars.clone()).await;
-    let status = common::print_results(&results, json, &bars);
+    let status = common::print_results(&results, &targets, json, &bars);
     common::report_traffic(client.http(), global);
     Ok(status)
 }

@@ -25,6 +25,14 @@ pub struct ClientConfig {
     /// Let the given headers follow a redirect to another origin (`--location-trusted`, as
     /// curl); the API key never does.
     pub location_trusted: bool,
+    /// PEM CA certificates trusted besides the system's (`--cacert`).
+    pub ca_certificates: Vec<reqwest::Certificate>,
+    /// Accept any certificate (`--insecure`).
+    pub insecure: bool,
+    /// Proxy for every request (http, https, socks5, socks5h).
+    pub proxy: Option<Url>,
+    /// Bulk transfers may use HTTP/2 when a TLS server offers it (API calls always may).
+    pub bulk_http2: bool,
 }
 
 impl Default for ClientConfig {
@@ -35,16 +43,23 @@ impl Default for ClientConfig {
             pool_per_host: 64,
             governor: GovernorConfig::default(),
             location_trusted: false,
+            ca_certificates: Vec::new(),
+            insecure: false,
+            proxy: None,
+            bulk_http2: false,
         }
     }
 }
 
-/// The process's HTTP client: HTTP/1.1 only (one TCP connection per range, so parallel ranges
-/// really run in parallel), no automatic redirects, no `Referer`, no decompression. Every
-/// request passes the process's [`Governor`].
+/// The process's HTTP client: no automatic redirects, no `Referer`, no decompression. Bulk
+/// transfers go over HTTP/1.1 (one TCP connection per range, so parallel ranges really run in
+/// parallel) unless `bulk_http2`; API calls ([`HttpClient::for_api`]) use HTTP/2 when a TLS
+/// server offers it. Every request passes the process's [`Governor`].
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     inner: reqwest::Client,
+    /// The client of API calls (HTTP/2 allowed).
+    api: reqwest::Client,
     governor: Arc<Governor>,
     location_trusted: bool,
 }
@@ -82,21 +97,20 @@ fn cross_origin_headers(headers: &HeaderMap, trusted: bool) -> HeaderMap {
 
 impl HttpClient {
     pub fn new(config: &ClientConfig) -> Result<HttpClient, HttpError> {
-        let inner = reqwest::Client::builder()
-            .http1_only()
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            .connect_timeout(config.connect_timeout)
-            .pool_max_idle_per_host(config.pool_per_host)
-            .tcp_nodelay(true)
-            .user_agent(config.user_agent.clone())
-            .build()
-            .map_err(HttpError::Build)?;
         Ok(HttpClient {
-            inner,
+            inner: build(config, config.bulk_http2)?,
+            api: build(config, true)?,
             governor: Governor::new(config.governor.clone()),
             location_trusted: config.location_trusted,
         })
+    }
+
+    /// The same client (one governor, one budget) for API calls: HTTP/2 when offered.
+    pub fn for_api(&self) -> HttpClient {
+        HttpClient {
+            inner: self.api.clone(),
+            ..self.clone()
+        }
     }
 
     /// The process's governor (budget, pauses, bandwidth cap, run summary).
@@ -238,6 +252,28 @@ impl HttpClient {
         *rebuilt.headers_mut() = headers;
         Ok(Response::from(rebuilt))
     }
+}
+
+/// A reqwest client for `config`; HTTP/1.1 only unless `http2`.
+fn build(config: &ClientConfig, http2: bool) -> Result<reqwest::Client, HttpError> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
+        .connect_timeout(config.connect_timeout)
+        .pool_max_idle_per_host(config.pool_per_host)
+        .tcp_nodelay(true)
+        .user_agent(config.user_agent.clone())
+        .tls_danger_accept_invalid_certs(config.insecure);
+    if !http2 {
+        builder = builder.http1_only();
+    }
+    if !config.ca_certificates.is_empty() {
+        builder = builder.tls_certs_merge(config.ca_certificates.iter().cloned());
+    }
+    if let Some(proxy) = &config.proxy {
+        builder = builder.proxy(reqwest::Proxy::all(proxy.as_str()).map_err(HttpError::Build)?);
+    }
+    builder.build().map_err(HttpError::Build)
 }
 
 /// Up to `limit` bytes of a body (an error body: what could not be read is not needed).

@@ -21,7 +21,7 @@ pub async fn download_files(
 ) -> Result<(), SyncError> {
     let mut wanted = Vec::new();
     let entries = sync.index.files_to_fetch()?;
-    for entry in entries.into_iter().filter(|e| options.includes(&e.meta.id)) {
+    for entry in entries.into_iter().filter(|e| options.includes(&e.meta)) {
         if entry.meta.downloadable == Some(false) {
             let reason = NOT_DOWNLOADABLE.to_owned();
             sync.index.record_file(

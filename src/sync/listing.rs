@@ -3,7 +3,7 @@
 use crate::api::{ApiClient, Batch, FileObject, Listed};
 use crate::store::index::{BatchMeta, FileMeta, Index};
 
-use super::{Sync, SyncError, SyncOptions, SyncSummary};
+use super::{Planned, Sync, SyncError, SyncOptions, SyncSummary};
 
 pub async fn list_files(
     sync: &mut Sync<'_>,
@@ -17,10 +17,10 @@ pub async fn list_files(
         let ids: Vec<&str> = page.iter().map(|f| f.id.as_str()).collect();
         if options.dry_run {
             let settled = index.settled_ids(&ids)?;
-            let fetchable = page
-                .iter()
-                .filter(|f| !settled.contains(&f.id) && f.downloadable != Some(false));
-            summary.planned.extend(fetchable.map(|f| f.id.clone()));
+            let fetchable = page.iter().filter(|f| {
+                !settled.contains(&f.id) && f.downloadable != Some(false) && options.includes(*f)
+            });
+            summary.planned.extend(fetchable.map(Planned::of));
         } else {
             let metas: Vec<FileMeta> = page.iter().map(file_meta).collect();
             summary.files_new += index.upsert_files(&metas)? as u64;
@@ -45,8 +45,10 @@ pub async fn list_batches(
             .filter(|m| !is_settled(&*index, &m.id))
             .collect();
         if options.dry_run {
-            let to_fetch = unsettled.iter().filter(|m| m.processing_status == "ended");
-            summary.planned.extend(to_fetch.map(|m| m.id.clone()));
+            let to_fetch = unsettled
+                .iter()
+                .filter(|m| m.processing_status == "ended" && options.includes(**m));
+            summary.planned.extend(to_fetch.map(|m| Planned::of(*m)));
         } else {
             index.upsert_batches(&metas)?;
         }

@@ -9,6 +9,8 @@
 //! - `config`: the config file, the environment and flags, through `config show` and `sync`.
 //! - `logs`: JSON log lines, `file_done` events, `--log-file`.
 //! - `crypt`: encryption at rest, checked with the real `age` CLI and plaintext scans.
+//! - `habits`: pipes, exit codes by kind of failure, selection flags, dry runs, completions,
+//!   `ANTHROPIC_AUTH_TOKEN`, custom CAs and certificate errors, HTTP/2 (issue 13).
 //! - `layout`: the architecture on the sources (import directions, no cycle in `src/cli`).
 //! - `listing`: looping page cursors end `sync`, `files ls` and `batches ls` with a clear error.
 //! - `redirects`: `-H` headers stay with their origin unless `--location-trusted`.
@@ -19,6 +21,7 @@ mod config;
 mod crypt;
 mod faults;
 mod governor;
+mod habits;
 mod layout;
 mod listing;
 mod logs;

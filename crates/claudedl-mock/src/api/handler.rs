@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use serde::Serialize;
@@ -292,7 +292,14 @@ impl ApiState {
 
     fn authenticate(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let unauthorized = |message| ApiError::new(StatusCode::UNAUTHORIZED, message);
-        match headers.get("x-api-key") {
+        // A bearer token (what the SDKs send for ANTHROPIC_AUTH_TOKEN) stands for the key.
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|token| HeaderValue::from_str(token).ok());
+        let key = headers.get("x-api-key").cloned().or(bearer.flatten());
+        match key.as_ref() {
             None => return Err(unauthorized("x-api-key header is required")),
             Some(key) if key.as_bytes() != self.api_key.as_bytes() => {
                 return Err(unauthorized("invalid x-api-key"));
