@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::ContentTap;
+use super::{ContentTap, TransferError};
 use super::window::{Next, Window};
 use super::writer::{PartWriter, Written};
 use crate::store::{RangeSet, ResumeState};
@@ -144,22 +144,27 @@ impl Ledger {
 }
 
 /// Sync the `.part`, then record what was written before the sync: the state never claims a
-/// byte that is not on disk.
+/// byte that is not on disk. An error names the file that failed: the `.part` or the state.
 pub async fn checkpoint(
     part: &PartWriter,
     ledger: &Ledger,
     state: &mut ResumeState,
     state_path: &std::path::Path,
-) -> std::io::Result<()> {
+) -> Result<(), TransferError> {
     state.done = ledger.snapshot();
+    let part_path = part.path().to_path_buf();
     let part = part.clone();
     tokio::task::spawn_blocking(move || part.sync_data())
         .await
-        .map_err(std::io::Error::other)??;
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(TransferError::io("syncing", part_path))?;
     let (snapshot, path) = (state.clone(), state_path.to_path_buf());
     tokio::task::spawn_blocking(move || snapshot.save(&path))
         .await
-        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(TransferError::io("saving the resume state", state_path))
 }
 
 /// Checkpoint every `interval` while bytes keep arriving, until `stop` fires.
@@ -170,7 +175,7 @@ pub async fn checkpoint_loop(
     state_path: std::path::PathBuf,
     interval: Duration,
     stop: CancellationToken,
-) -> std::io::Result<()> {
+) -> Result<(), TransferError> {
     let mut seen = ledger.changes();
     loop {
         tokio::select! {

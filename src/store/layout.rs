@@ -17,7 +17,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use super::names::safe_file_name;
+use super::names::{MAX_NAME_BYTES, safe_file_name, safe_id, truncate_keeping_extension};
 
 /// The month directory used when `created_at` carries no valid `YYYY-MM`.
 pub const UNDATED: &str = "undated";
@@ -75,19 +75,22 @@ impl DataDir {
         self.raw().join(safe_file_name(month, UNDATED))
     }
 
-    /// `DATA/raw/YYYY-MM/<id>_<filename>`, the month taken from `created_at`.
+    /// `DATA/raw/YYYY-MM/<id>_<filename>`, the month taken from `created_at`; the id as
+    /// [`safe_id`] has it (so two ids never share a name through it), the filename cut to fit.
     pub fn file_path(&self, created_at: &str, id: &str, filename: &str) -> PathBuf {
-        let id = safe_file_name(id, "file");
+        let id = safe_id(id);
         let filename = safe_file_name(filename, "download");
-        // Joined names can exceed the length cap; sanitising again cuts them, keeping the extension.
-        let name = safe_file_name(&format!("{id}_{filename}"), "file");
-        self.raw_month(&month_or_undated(created_at)).join(name)
+        let room = MAX_NAME_BYTES.saturating_sub(id.len() + 1);
+        let filename = truncate_keeping_extension(&filename, room);
+        let filename = filename.trim_end_matches(['.', ' ']);
+        let filename = if filename.is_empty() { "download" } else { filename };
+        self.raw_month(&month_or_undated(created_at))
+            .join(format!("{id}_{filename}"))
     }
 
     /// `DATA/raw/YYYY-MM/batches/<batch_id>.jsonl`.
     pub fn batch_results_path(&self, created_at: &str, batch_id: &str) -> PathBuf {
-        let id = safe_file_name(batch_id, "batch");
-        let name = safe_file_name(&format!("{id}.jsonl"), "batch.jsonl");
+        let name = format!("{}.jsonl", safe_id(batch_id));
         self.raw_month(&month_or_undated(created_at))
             .join("batches")
             .join(name)
