@@ -179,6 +179,7 @@ impl ApiClient {
     }
 
     pub async fn file(&self, id: &str) -> Result<FileObject, ApiError> {
+        checked(id, "a file")?;
         self.get_json(self.endpoint(&["v1", "files", id])).await
     }
 
@@ -203,6 +204,7 @@ impl ApiClient {
     }
 
     pub async fn batch(&self, id: &str) -> Result<Batch, ApiError> {
+        checked(id, "a batch")?;
         self.get_json(self.endpoint(&["v1", "messages", "batches", id]))
             .await
     }
@@ -257,6 +259,11 @@ impl ApiClient {
             }
         }
     }
+}
+
+/// `id` if it is one safe path segment ([`super::check_id`]).
+fn checked(id: &str, what: &'static str) -> Result<(), ApiError> {
+    super::check_id(id).map_err(|reason| ApiError::BadId { what, reason })
 }
 
 fn split_page<T>(page: Page<T>) -> (Vec<T>, Option<Cursor>) {

@@ -26,6 +26,8 @@ pub enum ApiError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("refusing to request {what}: {reason}")]
+    BadId { what: &'static str, reason: String },
     #[error("giving up on {url} after {attempts} attempts: {last}")]
     RetriesExhausted {
         url: String,

@@ -10,7 +10,7 @@ mod types;
 
 pub use client::{ApiClient, ApiConfig, ApiKey, Cursor, FILES_BETA, Pagination};
 pub use error::ApiError;
-pub use types::{Batch, FileObject, Page, RequestCounts};
+pub use types::{Batch, FileObject, Page, RequestCounts, check_id};
 
 /// The public API's base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";

@@ -192,8 +192,18 @@ pub fn ls(args: LsArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-/// The index of an existing data directory (for commands that only read it).
+/// The index of an existing data directory, opened read-only (for commands that only read
+/// it: they work on a read-only data directory or file system).
 pub(super) fn open_index(data: &DataDir) -> anyhow::Result<SqliteIndex> {
+    Ok(SqliteIndex::open_read_only(&existing_index(data)?)?)
+}
+
+/// The index of an existing data directory, for writing.
+pub(super) fn open_index_to_write(data: &DataDir) -> anyhow::Result<SqliteIndex> {
+    Ok(SqliteIndex::open(&existing_index(data)?)?)
+}
+
+fn existing_index(data: &DataDir) -> anyhow::Result<std::path::PathBuf> {
     let index_path = data.index_path();
     if !index_path.exists() {
         bail!(
@@ -201,7 +211,7 @@ pub(super) fn open_index(data: &DataDir) -> anyhow::Result<SqliteIndex> {
             index_path.display()
         );
     }
-    Ok(SqliteIndex::open(&index_path)?)
+    Ok(index_path)
 }
 
 fn parse_state(text: &str) -> anyhow::Result<FileState> {

@@ -17,7 +17,9 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use super::names::{MAX_NAME_BYTES, safe_file_name, safe_id, truncate_keeping_extension};
+use super::names::{
+    MAX_NAME_BYTES, hashed_id, safe_file_name, safe_id, truncate_keeping_extension,
+};
 
 /// The month directory used when `created_at` carries no valid `YYYY-MM`.
 pub const UNDATED: &str = "undated";
@@ -78,7 +80,16 @@ impl DataDir {
     /// `DATA/raw/YYYY-MM/<id>_<filename>`, the month taken from `created_at`; the id as
     /// [`safe_id`] has it (so two ids never share a name through it), the filename cut to fit.
     pub fn file_path(&self, created_at: &str, id: &str, filename: &str) -> PathBuf {
-        let id = safe_id(id);
+        self.file_path_with(created_at, &safe_id(id), filename)
+    }
+
+    /// [`DataDir::file_path`] with the id always hashed ([`hashed_id`]): for a file whose usual
+    /// name another file holds.
+    pub fn alternate_file_path(&self, created_at: &str, id: &str, filename: &str) -> PathBuf {
+        self.file_path_with(created_at, &hashed_id(id), filename)
+    }
+
+    fn file_path_with(&self, created_at: &str, id: &str, filename: &str) -> PathBuf {
         let filename = safe_file_name(filename, "download");
         let room = MAX_NAME_BYTES.saturating_sub(id.len() + 1);
         let filename = truncate_keeping_extension(&filename, room);
@@ -154,12 +165,31 @@ impl DataDir {
         }
     }
 
+    /// [`DataDir::lock`] for a command that only reads: `None` (no lock) when the lock file
+    /// cannot be opened for writing because the directory or file system is read-only, where
+    /// no sync can run either.
+    pub fn lock_to_read(&self) -> Result<Option<DataDirLock>, LayoutError> {
+        match self.lock() {
+            Ok(lock) => Ok(Some(lock)),
+            Err(LayoutError::Lock { source, .. })
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
     /// `DATA/raw`.
     pub fn raw(&self) -> PathBuf {
         self.root.join("raw")
     }
 
-    fn meta(&self) -> PathBuf {
+    /// `DATA/meta`.
+    pub fn meta(&self) -> PathBuf {
         self.root.join("meta")
     }
 

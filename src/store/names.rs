@@ -29,6 +29,12 @@ pub fn safe_id(id: &str) -> String {
     if plain {
         return id.to_owned();
     }
+    hashed_id(id)
+}
+
+/// An id as one safe name component that always carries the hash of the id (`file_x~1a2b…`):
+/// distinct from every [`safe_id`] of another id, for a name [`safe_id`] would share.
+pub fn hashed_id(id: &str) -> String {
     let cleaned: String = safe_file_name(id, "id")
         .chars()
         .map(|c| if c == '~' { '_' } else { c })

@@ -19,13 +19,20 @@ pub async fn list_files(
         let ids: Vec<&str> = page.iter().map(|f| f.id.as_str()).collect();
         if options.dry_run {
             let settled = index.settled_ids(&ids)?;
-            let fetchable = page
-                .iter()
-                .filter(|f| !settled.contains(&f.id) && f.downloadable != Some(false));
+            let fetchable = page.iter().filter(|f| {
+                !settled.contains(&f.id) && f.downloadable != Some(false) && f.malformed.is_none()
+            });
             summary.planned.extend(fetchable.map(|f| f.id.clone()));
         } else {
-            let metas: Vec<FileMeta> = page.iter().map(file_meta).collect();
+            let metas: Vec<FileMeta> = page
+                .iter()
+                .filter(|f| f.malformed.is_none())
+                .map(file_meta)
+                .collect();
             summary.files_new += index.upsert_files(&metas)? as u64;
+            for file in page.iter().filter(|f| f.malformed.is_some()) {
+                super::files::record_malformed(index, file, summary)?;
+            }
         }
         Ok(index.settled_ids(&ids)?.len() == page.len())
     })
@@ -85,7 +92,7 @@ fn is_settled(index: &dyn Index, id: &str) -> bool {
     entry.is_some_and(|e| matches!(e.state, FileState::Complete | FileState::Skipped))
 }
 
-fn file_meta(file: &FileObject) -> FileMeta {
+pub(super) fn file_meta(file: &FileObject) -> FileMeta {
     FileMeta {
         id: file.id.clone(),
         filename: file.filename.clone(),
