@@ -9,6 +9,8 @@
 //! - `config`: the config file, the environment and flags, through `config show` and `sync`.
 //! - `logs`: JSON log lines, `file_done` events, `--log-file`.
 //! - `crypt`: encryption at rest, checked with the real `age` CLI and plaintext scans.
+//! - `safety`: finished work survives kills; no writes through links, no shared files, no
+//!   two writers of one `.part`, no malformed entry stopping a sync, read-only reads.
 
 mod api;
 mod cli;
@@ -18,5 +20,6 @@ mod faults;
 mod governor;
 mod logs;
 mod nginx;
+mod safety;
 mod support;
 mod verify;

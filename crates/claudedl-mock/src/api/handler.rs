@@ -72,6 +72,8 @@ pub(super) struct ApiState {
     burst: Option<u32>,
     ranges: bool,
     absolute_results_url: bool,
+    /// Sent after the files of the first GA page, as they are.
+    raw_listed: Vec<serde_json::Value>,
     requests_seen: u64,
     /// When the API started: [`ApiRequest::at`] counts from here.
     started: Instant,
@@ -199,6 +201,7 @@ impl ApiState {
             burst,
             ranges: config.ranges,
             absolute_results_url: config.absolute_results_url,
+            raw_listed: config.raw_listed,
             requests_seen: 0,
             started: Instant::now(),
             stats: StatsWindow::new(tokens),
@@ -468,7 +471,12 @@ impl ApiState {
             .has_more
             .then(|| page.items.last().map(|file| encode_cursor(file.key())))
             .flatten();
-        let data = page.items.iter().map(|file| file.object(true)).collect();
+        let data: Vec<serde_json::Value> = page
+            .items
+            .iter()
+            .map(|file| serde_json::to_value(file.object(true)).expect("a file object is JSON"))
+            .chain(cursor.is_none().then(|| self.raw_listed.clone()).into_iter().flatten())
+            .collect();
         Ok(to_json(&GaPageBody { data, next_page }))
     }
 
