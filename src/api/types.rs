@@ -207,8 +207,16 @@ mod tests {
         assert_eq!(problems[1], Some("size_bytes is -1"));
         assert_eq!(problems[2], Some("filename is missing or null"));
         assert_eq!(problems[3], Some("filename is missing or null"));
-        assert!(problems[4].unwrap().contains("not a single safe path segment"));
-        assert!(problems[5].unwrap().contains("not a single safe path segment"));
+        assert!(
+            problems[4]
+                .unwrap()
+                .contains("not a single safe path segment")
+        );
+        assert!(
+            problems[5]
+                .unwrap()
+                .contains("not a single safe path segment")
+        );
     }
 
     #[test]

@@ -22,9 +22,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{ContentTap, TransferError};
 use super::window::{Next, Window};
 use super::writer::{PartWriter, Written};
+use super::{ContentTap, TransferError};
 use crate::store::{RangeSet, ResumeState};
 
 /// Writers stop waiting for a hasher that has not moved for this long (it waits for the done
@@ -499,5 +499,22 @@ mod tests {
             ResumeState::load(&path).unwrap().done.missing(10),
             vec![0..4, 8..10]
         );
+    }
+
+    /// A failed write of the state (a full disk, here a missing directory) names the state
+    /// file, not the `.part`.
+    #[tokio::test]
+    async fn a_failed_state_write_names_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = PartWriter::Plain(PartFile::open(&dir.path().join("p.part"), Some(4)).unwrap());
+        let ledger = Ledger::new(RangeSet::new(), 0);
+        let mut state = ResumeState::new("u".into());
+        let path = dir.path().join("gone/p.part.json");
+        let error = checkpoint(&part, &ledger, &mut state, &path)
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("gone/p.part.json"), "{message}");
+        assert!(message.starts_with("saving the resume state"), "{message}");
     }
 }

@@ -59,6 +59,8 @@ pub async fn download(
     }
     job.lock_part()?;
     if let Some(finished) = job.recover_installed().await {
+        // The `.part` is the empty file the lock created.
+        remove_if_present(&job.paths.part)?;
         job.release_state()?;
         return Ok(job.report(TransferStatus::Downloaded, Some(finished), started));
     }
@@ -557,7 +559,10 @@ impl Job {
         let meta = std::fs::symlink_metadata(&self.spec.output).ok()?;
         let fits = meta.is_file()
             && meta.len() == installed.stored
-            && self.spec.expected_size.is_none_or(|size| size == installed.size)
+            && self
+                .spec
+                .expected_size
+                .is_none_or(|size| size == installed.size)
             && self.spec.encrypt.is_none();
         if !fits {
             return None;
@@ -643,6 +648,7 @@ impl Job {
             sha256: finished.sha256.clone(),
             size: finished.size,
             stored: finished.stored,
+            output: self.spec.output.clone(),
         });
         state
             .save(&self.paths.state)
@@ -855,7 +861,10 @@ impl Writing {
         let part = PartWriter::open(encrypt, &paths.part, &mut state, total)
             .map_err(|e| Failure::Fatal(e.into()))?;
         state.save(&paths.state).map_err(|e| {
-            Failure::Fatal(TransferError::io("saving the resume state", paths.state.clone())(e))
+            Failure::Fatal(TransferError::io(
+                "saving the resume state",
+                paths.state.clone(),
+            )(e))
         })?;
         let resumed_from = state.done.covered();
         let window = job.pieces().window;

@@ -99,7 +99,10 @@ fn temp_owner(file_name: &str) -> Option<(&str, u32)> {
 
 /// Whether a process with id `pid` exists (one we may not signal counts as running).
 fn is_running(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
     !matches!(
@@ -146,7 +149,9 @@ mod tests {
         let target = dir.path().join("target");
         fs::write(&target, b"keep").unwrap();
         let path = dir.path().join("state.json");
-        let temp = dir.path().join(format!(".state.json.tmp-{}", std::process::id()));
+        let temp = dir
+            .path()
+            .join(format!(".state.json.tmp-{}", std::process::id()));
         std::os::unix::fs::symlink(&target, &temp).unwrap();
         write_atomic(&path, b"new").unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"keep");
@@ -170,10 +175,16 @@ mod tests {
             fs::write(dir.path().join(name), b"").unwrap();
         }
         let removed = remove_stale_temps(dir.path(), Some("a.part.json"), false).unwrap();
-        assert_eq!(removed, [dir.path().join(format!(".a.part.json.tmp-{dead}"))]);
+        assert_eq!(
+            removed,
+            [dir.path().join(format!(".a.part.json.tmp-{dead}"))]
+        );
         let removed = remove_stale_temps(dir.path(), None, true).unwrap();
         assert_eq!(removed.len(), 2, "{removed:?}");
-        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(left.len(), 2, "{left:?}");
     }
 }

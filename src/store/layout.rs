@@ -94,7 +94,11 @@ impl DataDir {
         let room = MAX_NAME_BYTES.saturating_sub(id.len() + 1);
         let filename = truncate_keeping_extension(&filename, room);
         let filename = filename.trim_end_matches(['.', ' ']);
-        let filename = if filename.is_empty() { "download" } else { filename };
+        let filename = if filename.is_empty() {
+            "download"
+        } else {
+            filename
+        };
         self.raw_month(&month_or_undated(created_at))
             .join(format!("{id}_{filename}"))
     }

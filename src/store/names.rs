@@ -125,11 +125,25 @@ mod tests {
 
     #[test]
     fn ids_map_to_distinct_names() {
-        assert_eq!(safe_id("file_011CNha8iCJcU1wXNR6q4V8w"), "file_011CNha8iCJcU1wXNR6q4V8w");
+        assert_eq!(
+            safe_id("file_011CNha8iCJcU1wXNR6q4V8w"),
+            "file_011CNha8iCJcU1wXNR6q4V8w"
+        );
         let names: std::collections::HashSet<String> = [
-            "file_c/d", "file_c_d", "file_c?d", "file_c\\d", "file_c:d", "..", ".", "", "~",
-            "file_c_d~0", "a".repeat(200).as_str(), format!("{}b", "a".repeat(199)).as_str(),
-            "CON", "_CON",
+            "file_c/d",
+            "file_c_d",
+            "file_c?d",
+            "file_c\\d",
+            "file_c:d",
+            "..",
+            ".",
+            "",
+            "~",
+            "file_c_d~0",
+            "a".repeat(200).as_str(),
+            format!("{}b", "a".repeat(199)).as_str(),
+            "CON",
+            "_CON",
         ]
         .iter()
         .map(|id| safe_id(id))

@@ -47,6 +47,8 @@ pub struct Installed {
     pub size: u64,
     /// Bytes of the output file (larger than `size` when encrypted).
     pub stored: u64,
+    /// The output the `.part` was renamed to.
+    pub output: PathBuf,
 }
 
 impl ResumeState {

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::api::{FileObject, check_id};
 use crate::crypt::age_path;
 use crate::engine::{TransferError, TransferReport, TransferSpec, release_state};
-use crate::store::index::{FileEntry, FileOutcome, Index, IndexError, MALFORMED_REASON};
+use crate::store::ResumeState;
+use crate::store::index::{FileEntry, FileOutcome, FileState, Index, IndexError, MALFORMED_REASON};
 use crate::store::layout::month_of;
 
 use super::{Sync, SyncError, SyncOptions, SyncSummary};
@@ -51,6 +52,42 @@ pub async fn download_files(
             .into_iter()
             .map(|(at, result)| (&wanted[at], &specs[at], result));
         record_landed(sync, group.collect(), summary, months)?;
+    }
+    Ok(())
+}
+
+/// Remove the resume states in `tmp/` of downloads installed and recorded complete (a kill
+/// came between the commit and their removal); those of installed downloads not recorded yet
+/// stay, for the rerun to find the output complete.
+pub fn remove_recorded_states(sync: &Sync<'_>) -> Result<(), SyncError> {
+    let tmp = sync.data.tmp();
+    let clean_error = |source| SyncError::Clean {
+        path: tmp.clone(),
+        source,
+    };
+    let entries = match std::fs::read_dir(&tmp) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(clean_error(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(clean_error)?.path();
+        if !path.to_string_lossy().ends_with(".part.json") {
+            continue;
+        }
+        let Some(installed) = ResumeState::load(&path).and_then(|state| state.installed) else {
+            continue;
+        };
+        let recorded = sync
+            .index
+            .file_at(&relative(sync.data.root(), &installed.output))?
+            .map(|id| sync.index.file(&id))
+            .transpose()?
+            .flatten()
+            .is_some_and(|e| e.state == FileState::Complete && e.sha256 == Some(installed.sha256));
+        if recorded {
+            std::fs::remove_file(&path).map_err(clean_error)?;
+        }
     }
     Ok(())
 }
@@ -136,7 +173,11 @@ fn wanted_files(
 /// their transfers kept for exactly this moment.
 fn record_landed(
     sync: &mut Sync<'_>,
-    group: Vec<(&FileEntry, &TransferSpec, Result<TransferReport, TransferError>)>,
+    group: Vec<(
+        &FileEntry,
+        &TransferSpec,
+        Result<TransferReport, TransferError>,
+    )>,
     summary: &mut SyncSummary,
     months: &mut BTreeSet<String>,
 ) -> Result<(), SyncError> {

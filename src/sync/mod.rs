@@ -195,7 +195,7 @@ impl Sync<'_> {
             crate::store::atomic::remove_stale_temps(&dir, None, true)
                 .map_err(|source| SyncError::Clean { path: dir, source })?;
         }
-        Ok(())
+        files::remove_recorded_states(self)
     }
 
     /// Rewrite the metadata of the months touched and time the run.

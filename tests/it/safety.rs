@@ -27,7 +27,10 @@ fn content_requests(api: &MockApi, id: &str) -> usize {
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !done() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting: {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -92,17 +95,26 @@ async fn a_sync_killed_after_files_landed_refetches_none_of_them() {
     for file in &files {
         let entry = index.file(&file.id).unwrap().unwrap();
         assert_eq!(entry.state, FileState::Complete, "{}", file.id);
-        assert_eq!(entry.sha256.as_deref(), Some(sha256(&file.content).as_str()));
+        assert_eq!(
+            entry.sha256.as_deref(),
+            Some(sha256(&file.content).as_str())
+        );
         let stored = std::fs::read(dir.path().join(entry.path.unwrap())).unwrap();
         assert_eq!(sha256(&stored), sha256(&file.content), "{}", file.id);
     }
-    assert!(files_under(&dir.path().join("tmp")).is_empty(), "no state left");
+    let left = files_under(&dir.path().join("tmp"));
+    assert!(left.is_empty(), "no state left: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_link_at_the_part_is_never_written_through_and_verify_reports_links() {
     let content = data(50_000, 7);
-    let files = vec![mock_file("file_a", "report.csv", "2026-08", content.clone())];
+    let files = vec![mock_file(
+        "file_a",
+        "report.csv",
+        "2026-08",
+        content.clone(),
+    )];
     let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(files))).await;
     let dir = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
@@ -122,7 +134,11 @@ async fn a_link_at_the_part_is_never_written_through_and_verify_reports_links() 
         "{}",
         text(&out.stdout)
     );
-    assert_eq!(std::fs::read(&target).unwrap(), b"precious", "target untouched");
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        b"precious",
+        "target untouched"
+    );
     assert!(!output.exists(), "no link renamed into raw/");
 
     // A link placed under raw/ (pointing outside) is reported, and verify fails.
@@ -160,7 +176,12 @@ async fn colliding_ids_get_distinct_files_with_their_own_contents() {
         assert_eq!(entry.state, FileState::Complete, "{}", file.id);
         let path = entry.path.unwrap();
         let stored = std::fs::read(dir.path().join(&path)).unwrap();
-        assert_eq!(sha256(&stored), sha256(&file.content), "{} at {path}", file.id);
+        assert_eq!(
+            sha256(&stored),
+            sha256(&file.content),
+            "{} at {path}",
+            file.id
+        );
         assert!(paths.insert(path), "{} shares a path", file.id);
     }
     assert_eq!(files_under(&dir.path().join("raw")).len(), ids.len());
@@ -191,8 +212,11 @@ async fn a_second_get_to_the_same_output_is_refused() {
 
     let second = crate::cli::claudedl()
         .args(["get", &url, "-o", &out, "-c", "1"])
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let second = tokio::time::timeout(Duration::from_secs(30), second)
         .await
+        .expect("the second get is refused at once, not left to download")
         .unwrap();
     assert_eq!(second.status.code(), Some(1), "{}", text(&second.stderr));
     let message = text(&second.stderr);
@@ -200,7 +224,11 @@ async fn a_second_get_to_the_same_output_is_refused() {
         message.contains(&format!("another claudedl is downloading {out}")),
         "{message}"
     );
-    assert_eq!(origin.request_count(), requests, "the second get sent nothing");
+    assert_eq!(
+        origin.request_count(),
+        requests,
+        "the second get sent nothing"
+    );
     first.kill().await.unwrap();
 }
 
@@ -215,7 +243,8 @@ async fn stale_temp_state_files_are_cleaned_and_verify_passes() {
     // What kills between writing and renaming a state file leave behind.
     let pid = dead_pid();
     let stale = [
-        dir.path().join(format!("tmp/.2026-08__file_b_b.csv.part.json.tmp-{pid}")),
+        dir.path()
+            .join(format!("tmp/.2026-08__file_b_b.csv.part.json.tmp-{pid}")),
         dir.path().join(format!("meta/.2026-08.json.tmp-{pid}")),
     ];
     for path in &stale {
@@ -235,7 +264,9 @@ async fn stale_temp_state_files_are_cleaned_and_verify_passes() {
     // get cleans its own output's leftovers.
     let origin = Origin::start(OriginConfig::new(Bytes::from(data(1000, 2)))).await;
     let output = dir.path().join("got.bin");
-    let leftover = dir.path().join(format!(".got.bin.part.json.tmp-{}", dead_pid()));
+    let leftover = dir
+        .path()
+        .join(format!(".got.bin.part.json.tmp-{}", dead_pid()));
     std::fs::write(&leftover, b"{}").unwrap();
     let got = crate::cli::claudedl()
         .args(["get", &origin.url("g"), "-o", output.to_str().unwrap()])
@@ -288,7 +319,10 @@ async fn malformed_entries_are_recorded_failed_and_the_rest_complete() {
     for (id, why) in reasons {
         let entry = index.file(id).unwrap().unwrap();
         assert_eq!(entry.state, FileState::Failed, "{id}");
-        assert!(entry.reason.as_deref().unwrap().contains(why), "{id}: {entry:?}");
+        assert!(
+            entry.reason.as_deref().unwrap().contains(why),
+            "{id}: {entry:?}"
+        );
     }
     let mut requested: Vec<String> = api
         .requests()
@@ -338,9 +372,18 @@ fn run_on_read_only_mount(dir: &Path, args: &[&str]) -> Option<std::process::Out
         return None;
     }
     let d = dir.to_str().unwrap();
-    let script = r#"mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && shift && exec "$@""#;
+    let script =
+        r#"mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && shift && exec "$@""#;
     let output = std::process::Command::new("unshare")
-        .args(["-rm", "sh", "-c", script, "sh", d, env!("CARGO_BIN_EXE_claudedl")])
+        .args([
+            "-rm",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            d,
+            env!("CARGO_BIN_EXE_claudedl"),
+        ])
         .args(args)
         .output()
         .unwrap();

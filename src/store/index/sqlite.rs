@@ -227,8 +227,11 @@ impl Index for SqliteIndex {
     }
 
     fn record_file(&mut self, id: &str, outcome: &FileOutcome) -> Result<(), IndexError> {
-        let changed = record_file_sql(&self.conn, id, outcome)
-            .map_err(refused("file", id, outcome_path(outcome)))?;
+        let changed = record_file_sql(&self.conn, id, outcome).map_err(refused(
+            "file",
+            id,
+            outcome_path(outcome),
+        ))?;
         known(changed, "file", id)
     }
 

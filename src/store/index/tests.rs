@@ -534,15 +534,23 @@ fn two_files_are_never_recorded_at_one_path() {
     index
         .upsert_files(&[file("file_a", "2026-08-01"), file("file_b", "2026-08-02")])
         .unwrap();
-    index.record_file("file_a", &complete("raw/2026-08/x")).unwrap();
+    index
+        .record_file("file_a", &complete("raw/2026-08/x"))
+        .unwrap();
     let error = index
         .record_file("file_b", &complete("raw/2026-08/x"))
         .unwrap_err();
     assert!(matches!(error, IndexError::PathTaken { .. }), "{error:?}");
     let message = error.to_string();
-    assert!(message.contains("file_b") && message.contains("raw/2026-08/x"), "{message}");
+    assert!(
+        message.contains("file_b") && message.contains("raw/2026-08/x"),
+        "{message}"
+    );
     assert_eq!(state_of(&index, "file_b"), FileState::Pending);
-    assert_eq!(index.file_at("raw/2026-08/x").unwrap().as_deref(), Some("file_a"));
+    assert_eq!(
+        index.file_at("raw/2026-08/x").unwrap().as_deref(),
+        Some("file_a")
+    );
 }
 
 #[test]
@@ -563,8 +571,14 @@ fn a_group_commit_records_every_outcome_and_refuses_only_the_bad_one() {
     ];
     let results = index.record_files(&outcomes).unwrap();
     assert!(results[0].is_ok() && results[3].is_ok(), "{results:?}");
-    assert!(matches!(results[1], Err(IndexError::PathTaken { .. })), "{results:?}");
-    assert!(matches!(results[2], Err(IndexError::Unknown { .. })), "{results:?}");
+    assert!(
+        matches!(results[1], Err(IndexError::PathTaken { .. })),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[2], Err(IndexError::Unknown { .. })),
+        "{results:?}"
+    );
     assert_eq!(state_of(&index, "file_a"), FileState::Complete);
     assert_eq!(state_of(&index, "file_b"), FileState::Pending);
     assert_eq!(state_of(&index, "file_c"), FileState::Complete);

@@ -475,7 +475,13 @@ impl ApiState {
             .items
             .iter()
             .map(|file| serde_json::to_value(file.object(true)).expect("a file object is JSON"))
-            .chain(cursor.is_none().then(|| self.raw_listed.clone()).into_iter().flatten())
+            .chain(
+                cursor
+                    .is_none()
+                    .then(|| self.raw_listed.clone())
+                    .into_iter()
+                    .flatten(),
+            )
             .collect();
         Ok(to_json(&GaPageBody { data, next_page }))
     }
