@@ -94,9 +94,12 @@ fn staged_files(
     found
 }
 
+/// A path relative to the data directory, and its size.
+type FileSize = (String, u64);
+
 /// Every non-directory under `dir` (none if it does not exist), as paths relative to `root`
 /// with their sizes, and every symbolic link under it as a [`Finding::Link`] (never followed).
-fn walk(root: &Path, dir: &Path) -> Result<(Vec<(String, u64)>, Vec<Finding>), VerifyError> {
+fn walk(root: &Path, dir: &Path) -> Result<(Vec<FileSize>, Vec<Finding>), VerifyError> {
     let mut found = Vec::new();
     let mut links = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
