@@ -334,6 +334,27 @@ mod tests {
     }
 
     #[test]
+    fn ids_that_sanitise_alike_get_distinct_paths() {
+        let data = DataDir::new("/data");
+        let ids = ["file_c/d", "file_c_d", "file_c?d", "file_c:d", "file_c\\d"];
+        let mut paths: Vec<PathBuf> = ids
+            .iter()
+            .map(|id| data.file_path("2026-08-01", id, "r.csv"))
+            .collect();
+        paths.push(data.alternate_file_path("2026-08-01", "file_c_d", "r.csv"));
+        paths.extend(
+            ids.iter()
+                .map(|id| data.batch_results_path("2026-08-01", id)),
+        );
+        let distinct: std::collections::HashSet<&PathBuf> = paths.iter().collect();
+        assert_eq!(distinct.len(), paths.len(), "{paths:?}");
+        assert_eq!(
+            data.file_path("2026-08-01", "file_c_d", "r.csv"),
+            Path::new("/data/raw/2026-08/file_c_d_r.csv")
+        );
+    }
+
+    #[test]
     fn long_names_are_cut_to_fit() {
         let data = DataDir::new("/data");
         let long = format!("{}.csv", "n".repeat(400));

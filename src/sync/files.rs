@@ -30,9 +30,24 @@ pub async fn download_files(
     let wanted = wanted_files(sync, options, summary, months)?;
     let mut taken = HashSet::new();
     let mut specs = Vec::with_capacity(wanted.len());
-    for entry in &wanted {
-        specs.push(spec_for(sync, options, entry, &mut taken)?);
+    let mut placed = Vec::with_capacity(wanted.len());
+    for entry in wanted {
+        match spec_for(sync, options, &entry, &mut taken)? {
+            Ok(spec) => {
+                specs.push(spec);
+                placed.push(entry);
+            }
+            Err(reason) => {
+                let outcome = FileOutcome::Failed {
+                    reason: reason.clone(),
+                    retries: 0,
+                };
+                sync.index.record_file(&entry.meta.id, &outcome)?;
+                summary.failed.push((entry.meta.id.clone(), reason));
+            }
+        }
     }
+    let wanted = placed;
     let starting: Vec<(String, FileOutcome)> = wanted
         .iter()
         .map(|entry| (entry.meta.id.clone(), FileOutcome::Downloading))
@@ -226,25 +241,39 @@ fn record_landed(
 /// fetched to in this run (`taken`): ids map to distinct names, but an id and a filename can
 /// still join into another's name (`a` + `b_c`, `a_b` + `c`); such a file gets the hashed
 /// form of its name.
+///
+/// `Ok(Err(reason))`: both names are held by others; the file is not fetched (its download
+/// would replace another's file).
 fn spec_for(
     sync: &Sync<'_>,
     options: &SyncOptions,
     entry: &FileEntry,
     taken: &mut HashSet<PathBuf>,
-) -> Result<TransferSpec, SyncError> {
+) -> Result<Result<TransferSpec, String>, SyncError> {
     let meta = &entry.meta;
     let data = sync.data;
     let sealed = |path: PathBuf| match options.encrypt {
         Some(_) => age_path(&path),
         None => path,
     };
-    let mut output = sealed(data.file_path(&meta.created_at, &meta.id, &meta.filename));
-    let owner = sync.index.file_at(&relative(data.root(), &output))?;
-    if taken.contains(&output) || owner.is_some_and(|owner| owner != meta.id) {
-        output = sealed(data.alternate_file_path(&meta.created_at, &meta.id, &meta.filename));
-    }
+    let held = |path: &PathBuf| -> Result<bool, SyncError> {
+        let owner = sync.index.file_at(&relative(data.root(), path))?;
+        Ok(taken.contains(path) || owner.is_some_and(|owner| owner != meta.id))
+    };
+    let usual = sealed(data.file_path(&meta.created_at, &meta.id, &meta.filename));
+    let alternate = sealed(data.alternate_file_path(&meta.created_at, &meta.id, &meta.filename));
+    let output = if !held(&usual)? {
+        usual
+    } else if !held(&alternate)? {
+        alternate
+    } else {
+        let place = relative(data.root(), &alternate);
+        return Ok(Err(format!(
+            "{place} and its alternative name belong to other files"
+        )));
+    };
     taken.insert(output.clone());
-    Ok(TransferSpec {
+    Ok(Ok(TransferSpec {
         headers: sync.api.headers(),
         overwrite: true,
         staging: Some(data.tmp_path_for(&output)),
@@ -253,7 +282,7 @@ fn spec_for(
         encrypt: options.encrypt.clone(),
         keep_state: true,
         ..TransferSpec::new(sync.api.file_content_url(&meta.id), output)
-    })
+    }))
 }
 
 /// Permanent per-file answers (400 not downloadable, 404/410 gone) are recorded as skipped and
