@@ -202,6 +202,7 @@ impl ApiClient {
     }
 
     pub async fn file(&self, id: &str) -> Result<FileObject, ApiError> {
+        checked(id, "a file")?;
         let (file, _) = self.get_json(self.endpoint(&["v1", "files", id])).await?;
         Ok(file)
     }
@@ -211,6 +212,7 @@ impl ApiClient {
     }
 
     pub async fn batch(&self, id: &str) -> Result<Batch, ApiError> {
+        checked(id, "a batch")?;
         let (batch, _) = self
             .get_json(self.endpoint(&["v1", "messages", "batches", id]))
             .await?;
@@ -270,6 +272,11 @@ impl ApiClient {
             Err(error) => Attempt::Final(ApiError::Http(error)),
         }
     }
+}
+
+/// `id` if it is one safe path segment ([`super::check_id`]).
+fn checked(id: &str, what: &'static str) -> Result<(), ApiError> {
+    super::check_id(id).map_err(|reason| ApiError::BadId { what, reason })
 }
 
 async fn decode<T: DeserializeOwned>(

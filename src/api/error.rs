@@ -41,6 +41,8 @@ pub enum ApiError {
         request_id: Option<String>,
         reason: Loop,
     },
+    #[error("refusing to request {what}: {reason}")]
+    BadId { what: &'static str, reason: String },
     #[error("giving up on {url} after {attempts} failed attempts in a row: {last}")]
     RetriesExhausted {
         url: String,

@@ -13,7 +13,7 @@ mod types;
 pub use client::{ApiClient, ApiConfig, ApiKey, Cursor, FILES_BETA, Pagination};
 pub use error::ApiError;
 pub use pages::{Listed, Loop, Pages};
-pub use types::{Batch, FileObject, Page, RequestCounts};
+pub use types::{Batch, FileObject, Page, RequestCounts, check_id};
 
 /// The public API's base URL.
 pub const DEFAULT_BASE_URL: &str = crate::config::defaults::BASE_URL;

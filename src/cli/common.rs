@@ -166,8 +166,18 @@ fn governor_config(network: &Network, api: Option<&Url>) -> anyhow::Result<Gover
     })
 }
 
-/// The index of an existing data directory (for commands that only read it).
+/// The index of an existing data directory, opened read-only (for commands that only read
+/// it: they work on a read-only data directory or file system).
 pub fn open_index(data: &DataDir) -> anyhow::Result<SqliteIndex> {
+    Ok(SqliteIndex::open_read_only(&existing_index(data)?)?)
+}
+
+/// The index of an existing data directory, for writing.
+pub fn open_index_to_write(data: &DataDir) -> anyhow::Result<SqliteIndex> {
+    Ok(SqliteIndex::open(&existing_index(data)?)?)
+}
+
+fn existing_index(data: &DataDir) -> anyhow::Result<std::path::PathBuf> {
     let index_path = data.index_path();
     if !index_path.exists() {
         bail!(
@@ -175,7 +185,7 @@ pub fn open_index(data: &DataDir) -> anyhow::Result<SqliteIndex> {
             index_path.display()
         );
     }
-    Ok(SqliteIndex::open(&index_path)?)
+    Ok(index_path)
 }
 
 /// Cancel `token` on Ctrl-C (transfers then stop with their state saved). Abort the handle

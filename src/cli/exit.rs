@@ -123,7 +123,7 @@ fn of_cause(cause: &(dyn Error + 'static)) -> Option<ExitStatus> {
 fn of_api(error: &ApiError) -> Option<ExitStatus> {
     match error {
         ApiError::MissingKey => Some(ExitStatus::Auth),
-        ApiError::BadBaseUrl(_) => Some(ExitStatus::Usage),
+        ApiError::BadBaseUrl(_) | ApiError::BadId { .. } => Some(ExitStatus::Usage),
         ApiError::Api { status, .. } => of_status(*status),
         ApiError::Http(error) => of_http(error),
         ApiError::Cancelled => Some(ExitStatus::Interrupted),

@@ -18,12 +18,22 @@ pub async fn list_files(
         if options.dry_run {
             let settled = index.settled_ids(&ids)?;
             let fetchable = page.iter().filter(|f| {
-                !settled.contains(&f.id) && f.downloadable != Some(false) && options.includes(*f)
+                !settled.contains(&f.id)
+                    && f.downloadable != Some(false)
+                    && f.malformed.is_none()
+                    && options.includes(*f)
             });
             summary.planned.extend(fetchable.map(Planned::of));
         } else {
-            let metas: Vec<FileMeta> = page.iter().map(file_meta).collect();
+            let metas: Vec<FileMeta> = page
+                .iter()
+                .filter(|f| f.malformed.is_none())
+                .map(file_meta)
+                .collect();
             summary.files_new += index.upsert_files(&metas)? as u64;
+            for file in page.iter().filter(|f| f.malformed.is_some()) {
+                super::files::record_malformed(index, file, summary)?;
+            }
         }
         Ok(index.settled_ids(&ids)?.len() == page.len())
     })
@@ -83,7 +93,7 @@ fn is_settled(index: &dyn Index, id: &str) -> bool {
     entry.is_some_and(|e| matches!(e.state, FileState::Complete | FileState::Skipped))
 }
 
-fn file_meta(file: &FileObject) -> FileMeta {
+pub(super) fn file_meta(file: &FileObject) -> FileMeta {
     FileMeta {
         id: file.id.clone(),
         filename: file.filename.clone(),

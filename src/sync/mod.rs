@@ -142,6 +142,12 @@ pub enum SyncError {
         root.display()
     )]
     PlaintextBesideEncrypted { root: std::path::PathBuf },
+    #[error("cleaning stale temporary files in {}: {source}", path.display())]
+    Clean {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("reading batch results {}: {source}", path.display())]
     Results {
         path: std::path::PathBuf,
@@ -173,6 +179,9 @@ impl Sync<'_> {
         let started = Instant::now();
         let mut summary = SyncSummary::default();
         let mut months = BTreeSet::new();
+        if !options.dry_run {
+            self.clean_stale_temps()?;
+        }
         if options.files {
             listing::list_files(self, options, &mut summary).await?;
             if !options.dry_run && !options.metadata_only {
@@ -196,6 +205,7 @@ impl Sync<'_> {
         let started = Instant::now();
         let mut summary = SyncSummary::default();
         let mut months = BTreeSet::new();
+        self.clean_stale_temps()?;
         if options.files {
             files::download_files(self, options, &mut summary, &mut months).await?;
         }
@@ -203,6 +213,17 @@ impl Sync<'_> {
             batches::download_batches(self, options, &mut summary, &mut months).await?;
         }
         self.finish(&months, started, summary)
+    }
+
+    /// Remove the temporary files (`.NAME.tmp-PID`) that killed processes left in `tmp/` and
+    /// `meta/`. Under the data directory's lock no other process writes there, and this one
+    /// has not started to.
+    fn clean_stale_temps(&self) -> Result<(), SyncError> {
+        for dir in [self.data.tmp(), self.data.meta()] {
+            crate::store::atomic::remove_stale_temps(&dir, None, true)
+                .map_err(|source| SyncError::Clean { path: dir, source })?;
+        }
+        files::remove_recorded_states(self)
     }
 
     /// Rewrite the metadata of the months touched and time the run.

@@ -14,6 +14,8 @@
 //! - `layout`: the architecture on the sources (import directions, no cycle in `src/cli`).
 //! - `listing`: looping page cursors end `sync`, `files ls` and `batches ls` with a clear error.
 //! - `redirects`: `-H` headers stay with their origin unless `--location-trusted`.
+//! - `safety`: finished work survives kills; no writes through links, no shared files, no
+//!   two writers of one `.part`, no malformed entry stopping a sync, read-only reads.
 
 mod api;
 mod cli;
@@ -27,5 +29,6 @@ mod listing;
 mod logs;
 mod nginx;
 mod redirects;
+mod safety;
 mod support;
 mod verify;

@@ -229,6 +229,10 @@ pub struct MockApiConfig {
     /// `true`: `results_url` is absolute (`http://127.0.0.1:PORT/v1/...`); `false` (default):
     /// relative (`/v1/messages/batches/{id}/results`).
     pub absolute_results_url: bool,
+    /// File objects sent as they are, after the files of the first page of `GET /v1/files`
+    /// (GA shape, no `page`): malformed entries (`"size_bytes": -1`, no `filename`, an id of
+    /// `..`) a client must survive. Never served otherwise (no content, no metadata).
+    pub raw_listed: Vec<serde_json::Value>,
     /// `true`: `GET /_mock/stats` and `POST /_mock/reset-stats` answer with [`MockStats`] (no
     /// key, never limited, not logged). `false` (default): those paths are unknown API paths
     /// (`404`), so tests see the API exactly as before.
@@ -264,7 +268,16 @@ impl MockApiConfig {
             rate_limit_burst: None,
             stats_routes: false,
             chaos: None,
+            raw_listed: Vec::new(),
         }
+    }
+
+    /// Adds file objects sent as they are on the first page of the listing (see
+    /// [`MockApiConfig::raw_listed`]).
+    #[must_use]
+    pub fn with_raw_listed(mut self, entries: Vec<serde_json::Value>) -> Self {
+        self.raw_listed.extend(entries);
+        self
     }
 
     /// Sets the batches.

@@ -74,6 +74,8 @@ pub(super) struct ApiState {
     ranges: bool,
     absolute_results_url: bool,
     chaos: Option<ChaosState>,
+    /// Sent after the files of the first GA page, as they are.
+    raw_listed: Vec<serde_json::Value>,
     requests_seen: u64,
     /// When the API started: [`ApiRequest::at`] counts from here.
     started: Instant,
@@ -202,6 +204,7 @@ impl ApiState {
             ranges: config.ranges,
             absolute_results_url: config.absolute_results_url,
             chaos: config.chaos.map(ChaosState::new),
+            raw_listed: config.raw_listed,
             requests_seen: 0,
             started: Instant::now(),
             stats: StatsWindow::new(tokens, [0; Route::ALL.len()]),
@@ -525,7 +528,18 @@ impl ApiState {
             Some(ListingFault::RepeatCursor) => requested.map(str::to_owned).or_else(own_next),
             Some(ListingFault::RepeatItems) => Some(format!("page_loop_{}", self.requests_seen)),
         };
-        let data = page.items.iter().map(|file| file.object(true)).collect();
+        let data: Vec<serde_json::Value> = page
+            .items
+            .iter()
+            .map(|file| serde_json::to_value(file.object(true)).expect("a file object is JSON"))
+            .chain(
+                cursor
+                    .is_none()
+                    .then(|| self.raw_listed.clone())
+                    .into_iter()
+                    .flatten(),
+            )
+            .collect();
         Ok(to_json(&GaPageBody { data, next_page }))
     }
 
