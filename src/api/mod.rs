@@ -2,7 +2,7 @@
 //!
 //! Every request carries `x-api-key` (marked sensitive, never logged), `anthropic-version` and
 //! an honest `user-agent`. JSON calls are retried like transfers (429 honouring `retry-after`,
-//! 5xx, 529, connection failures); content downloads go through the [`crate::engine`]. Lists
+//! 5xx, 529, connection failures); content downloads go through the `engine`. Lists
 //! are walked through [`Pages`], which stops a listing whose cursor loops.
 
 mod client;

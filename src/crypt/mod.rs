@@ -46,7 +46,8 @@ use age::secrecy::ExposeSecret;
 use age_core::format::FileKey;
 use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
-use serde::{Deserialize, Serialize};
+
+pub use crate::store::SealedState;
 
 pub use decrypt::decrypt_file;
 pub use keys::{RESUME_IDENTITY_ENV, Recipients, ResumeIdentity, load_identities};
@@ -118,17 +119,6 @@ pub fn age_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".age");
     PathBuf::from(name)
-}
-
-/// What the resume state of an encrypted `.part` records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SealedState {
-    /// Bytes of the age header at the start of the `.part`; the payload nonce follows.
-    pub header_len: u64,
-    /// The recipients of the header: a rerun with other recipients starts over.
-    pub recipients: Vec<String>,
-    /// The file key, age-encrypted to the resume identity (base64). Never in the clear.
-    pub wrapped_key: String,
 }
 
 /// A new age file's secrets: its file key, header and payload nonce.

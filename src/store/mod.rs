@@ -12,4 +12,4 @@ pub mod resume;
 
 pub use part::{PartFile, PartLock, PartLockError};
 pub use ranges::RangeSet;
-pub use resume::{Installed, ResumeState, StatePaths};
+pub use resume::{Installed, ResumeState, SealedState, StatePaths};

@@ -11,9 +11,19 @@ use serde::{Deserialize, Serialize};
 
 use super::RangeSet;
 use super::atomic::write_atomic;
-use crate::crypt::SealedState;
 
 const FORMAT_VERSION: u32 = 1;
+
+/// What the resume state of an encrypted `.part` records (written by the `crypt` module).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedState {
+    /// Bytes of the age header at the start of the `.part`; the payload nonce follows.
+    pub header_len: u64,
+    /// The recipients of the header: a rerun with other recipients starts over.
+    pub recipients: Vec<String>,
+    /// The file key, age-encrypted to the resume identity (base64). Never in the clear.
+    pub wrapped_key: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResumeState {
@@ -64,12 +74,6 @@ impl ResumeState {
             crypt: None,
             installed: None,
         }
-    }
-
-    /// The validator to send in `If-Range`: a strong ETag, else Last-Modified.
-    pub fn validator(&self) -> Option<&str> {
-        let strong_etag = self.etag.as_deref().filter(|tag| !tag.starts_with("W/"));
-        strong_etag.or(self.last_modified.as_deref())
     }
 
     /// Load the state at `path`; a missing, unreadable or foreign-version file yields `None`
@@ -130,17 +134,6 @@ mod tests {
         assert_eq!(ResumeState::load(&path), Some(state));
         std::fs::write(&path, b"{not json").unwrap();
         assert_eq!(ResumeState::load(&path), None);
-    }
-
-    #[test]
-    fn prefers_a_strong_etag_as_validator() {
-        let mut state = ResumeState::new("u".into());
-        state.last_modified = Some("Tue, 14 Nov 2023 22:13:20 GMT".into());
-        assert_eq!(state.validator(), Some("Tue, 14 Nov 2023 22:13:20 GMT"));
-        state.etag = Some("W/\"weak\"".into());
-        assert_eq!(state.validator(), Some("Tue, 14 Nov 2023 22:13:20 GMT"));
-        state.etag = Some("\"strong\"".into());
-        assert_eq!(state.validator(), Some("\"strong\""));
     }
 
     #[test]

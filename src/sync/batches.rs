@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
-use crate::crypt::age_path;
+use crate::crypt::output_path;
 use crate::engine::{ContentTap, TransferSpec};
 use crate::store::index::{BatchEntry, BatchOutcome, ResultRow};
 use crate::store::layout::month_of;
@@ -73,9 +73,7 @@ async fn fetch_batch(
         .encrypt
         .as_ref()
         .map(|_| Arc::new(LineTally::default()));
-    if tally.is_some() {
-        output = age_path(&output);
-    }
+    output = output_path(output, tally.is_some());
     let spec = TransferSpec {
         headers: sync.api.headers_for(&url),
         overwrite: true,

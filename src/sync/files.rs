@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::api::{FileObject, check_id};
-use crate::crypt::age_path;
+use crate::crypt::output_path;
 use crate::engine::{TransferError, TransferReport, TransferSpec, release_state};
 use crate::store::ResumeState;
 use crate::store::index::{FileEntry, FileOutcome, FileState, Index, IndexError, MALFORMED_REASON};
@@ -252,10 +252,7 @@ fn spec_for(
 ) -> Result<Result<TransferSpec, String>, SyncError> {
     let meta = &entry.meta;
     let data = sync.data;
-    let sealed = |path: PathBuf| match options.encrypt {
-        Some(_) => age_path(&path),
-        None => path,
-    };
+    let sealed = |path: PathBuf| output_path(path, options.encrypt.is_some());
     let held = |path: &PathBuf| -> Result<bool, SyncError> {
         let owner = sync.index.file_at(&relative(data.root(), path))?;
         Ok(taken.contains(path) || owner.is_some_and(|owner| owner != meta.id))

@@ -1,5 +1,6 @@
-//! The architecture, checked on the sources: `config` imports nothing from `api`, `engine` or
-//! `http`; the command line is the binary's, and its modules import each other without a cycle.
+//! The architecture, checked on the sources: no upward imports (`config` imports nothing from
+//! `api`, `engine` or `http`; `store` nothing from `crypt` or `engine`; `api` nothing from
+//! `engine`); the command line is the binary's, and its modules import each other without a cycle.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -27,11 +28,27 @@ fn rust_files(dir: &str) -> Vec<(String, String)> {
     files
 }
 
+/// Each module and what it must not import: the layers below it never reach up.
+const NO_UPWARD_IMPORTS: &[(&str, &[&str])] = &[
+    ("config", &["crate::api", "crate::engine", "crate::http"]),
+    (
+        "store",
+        &["crate::crypt", "crate::engine", "crate::sync", "crate::api"],
+    ),
+    ("api", &["crate::engine", "crate::sync", "crate::store"]),
+    (
+        "http",
+        &["crate::api", "crate::engine", "crate::sync", "crate::store"],
+    ),
+];
+
 #[test]
-fn config_imports_nothing_from_api_engine_or_http() {
-    for (name, text) in rust_files("src/config") {
-        for upward in ["crate::api", "crate::engine", "crate::http"] {
-            assert!(!text.contains(upward), "src/config/{name} uses {upward}");
+fn lower_layers_import_nothing_from_upper_ones() {
+    for (module, upward) in NO_UPWARD_IMPORTS {
+        for (name, text) in rust_files(&format!("src/{module}")) {
+            for import in *upward {
+                assert!(!text.contains(import), "src/{module}/{name} uses {import}");
+            }
         }
     }
 }
