@@ -3,6 +3,7 @@
 //! ```text
 //! claudedl-mock [--port N] [--files N] [--content-bytes N] [--seed N] [--demo] [--no-ranges]
 //!               [--rpm N] [--rpm-burst N] [--rpm-change-after SECS:RPM]
+//!               [--rpm-silent] [--connection-rate BYTES] [--organization ID]
 //! ```
 //!
 //! - `--rpm N`: a token bucket of `N` requests per minute (capacity `N`, refilled continuously),
@@ -10,6 +11,9 @@
 //! - `--rpm-burst N`: the bucket holds at most `N` tokens (e.g. `--rpm 600 --rpm-burst 10`);
 //! - `--rpm-change-after SECS:RPM`: sets the limit to `RPM` once, `SECS` after start (and says
 //!   so on stderr).
+//! - `--rpm-silent`: the limit is enforced (`429` + `retry-after`) but never advertised;
+//! - `--connection-rate BYTES`: each body is sent at most BYTES per second (a per-connection cap);
+//! - `--organization ID`: every answer names `anthropic-organization-id: ID`.
 //!
 //! Prints one line, `base_url=http://127.0.0.1:PORT api_key=KEY`, once it is listening. Also
 //! serves `GET /_mock/stats` and `POST /_mock/reset-stats` (no key needed; see
@@ -20,11 +24,12 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use claudedl_mock::api::{FileSet, MockApi, MockApiConfig, demo_config};
+use claudedl_mock::api::{FileSet, MockApi, MockApiConfig, ServerLimits, demo_config};
 
 const USAGE: &str = "usage: claudedl-mock [--port N] [--files N] [--content-bytes N] [--seed N] \
                      [--demo] [--no-ranges] [--rpm N] [--rpm-burst N] \
-                     [--rpm-change-after SECS:RPM]";
+                     [--rpm-change-after SECS:RPM] [--rpm-silent] [--connection-rate BYTES] \
+                     [--organization ID]";
 
 /// Command-line options.
 #[derive(Debug)]
@@ -39,6 +44,7 @@ struct Options {
     /// Seconds after start, and the new limit.
     rpm_change_after: Option<(u64, u32)>,
     no_ranges: bool,
+    limits: ServerLimits,
 }
 
 impl Default for Options {
@@ -53,6 +59,7 @@ impl Default for Options {
             rpm_burst: None,
             rpm_change_after: None,
             no_ranges: false,
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -72,6 +79,9 @@ impl Options {
                 "--rpm-change-after" => options.rpm_change_after = Some(change(&arg, &value()?)?),
                 "--demo" => options.demo = true,
                 "--no-ranges" => options.no_ranges = true,
+                "--rpm-silent" | "--connection-rate" | "--organization" => {
+                    limit_option(&mut options.limits, &arg, value)?;
+                }
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 _ => return Err(format!("unknown argument {arg:?}\n{USAGE}")),
             }
@@ -91,11 +101,26 @@ impl Options {
         };
         config.rate_limit = self.rpm;
         config.rate_limit_burst = self.rpm_burst;
+        config.limits = self.limits.clone();
         if self.no_ranges {
             config = config.without_ranges();
         }
         config.with_stats_routes()
     }
+}
+
+/// `--rpm-silent`, `--connection-rate BYTES`, `--organization ID`.
+fn limit_option(
+    limits: &mut ServerLimits,
+    flag: &str,
+    mut value: impl FnMut() -> Result<String, String>,
+) -> Result<(), String> {
+    match flag {
+        "--rpm-silent" => limits.rate_limit_headers = false,
+        "--connection-rate" => limits.connection_bytes_per_second = Some(number(flag, &value()?)?),
+        _ => limits.organisation = Some(value()?),
+    }
+    Ok(())
 }
 
 /// `SECS:RPM`.
@@ -184,6 +209,26 @@ mod tests {
             (Some(600), Some(10))
         );
         assert!(config.stats_routes);
+    }
+
+    #[test]
+    fn server_limit_options() {
+        let options = parse(&[
+            "--rpm",
+            "1200",
+            "--rpm-silent",
+            "--connection-rate",
+            "2097152",
+            "--organization",
+            "org-1",
+        ])
+        .unwrap();
+
+        let config = options.config();
+        assert_eq!(config.rate_limit, Some(1200));
+        assert!(!config.limits.rate_limit_headers);
+        assert_eq!(config.limits.connection_bytes_per_second, Some(2_097_152));
+        assert_eq!(config.limits.organisation.as_deref(), Some("org-1"));
     }
 
     #[test]
