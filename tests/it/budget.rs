@@ -156,11 +156,15 @@ async fn the_first_response_of_a_plain_url_download_is_used() {
     let requests = origin.requests();
     // The size is learned from the first response (1 MiB asked for), whose body is kept.
     assert_eq!(requests[0].header("range"), Some("bytes=0-1048575"));
-    assert_eq!(origin.body_bytes_sent(), 3 * MIB as u64, "nothing fetched twice");
+    assert_eq!(
+        origin.body_bytes_sent(),
+        3 * MIB as u64,
+        "nothing fetched twice"
+    );
     assert!(
-        requests[1..]
-            .iter()
-            .all(|r| r.header("range").is_some_and(|range| !range.starts_with("bytes=0-"))),
+        requests[1..].iter().all(|r| r
+            .header("range")
+            .is_some_and(|range| !range.starts_with("bytes=0-"))),
         "byte 0 asked for once"
     );
 }
@@ -206,7 +210,10 @@ async fn a_second_sync_against_a_silent_limit_starts_from_the_learned_rate() {
     let (first, first_dir) = sync(&api, &[]).await;
     assert_eq!(first["downloaded"], 12, "{first}");
     assert_eq!(synced_hashes(&first_dir), expected_hashes(&files));
-    assert!(first["requests"]["throttled"].as_u64().unwrap() >= 1, "{first}");
+    assert!(
+        first["requests"]["throttled"].as_u64().unwrap() >= 1,
+        "{first}"
+    );
     assert_eq!(first["requests"]["rate_source"], "discovered", "{first}");
 
     let (second, second_dir) = sync(&api, &[]).await;

@@ -37,9 +37,9 @@ use self::budget::{Budget, StartRate};
 use self::concurrency::{Concurrency, Slot};
 use self::endpoints::{Endpoints, OVERLOAD_STREAK, Overload};
 pub use self::memory::RateMemory;
-use self::summary::{Bound, Stats};
 pub use self::summary::TrafficSummary;
 use self::summary::WaitReason;
+use self::summary::{Bound, Stats};
 use super::retry::server_wait;
 
 /// A 429 without `retry-after` (that is not the spend cap) pauses everyone this long.

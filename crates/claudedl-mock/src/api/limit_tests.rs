@@ -46,7 +46,12 @@ async fn a_silent_limit_is_enforced_without_headers() {
 
 #[tokio::test]
 async fn every_answer_names_the_organisation() {
-    let api = MockApi::start(generated(100).with_organisation("org-42").with_rate_limit(1)).await;
+    let api = MockApi::start(
+        generated(100)
+            .with_organisation("org-42")
+            .with_rate_limit(1),
+    )
+    .await;
 
     let ok = get(&api, "/v1/files").await;
     let limited = get(&api, "/v1/files").await;
@@ -57,7 +62,9 @@ async fn every_answer_names_the_organisation() {
     }
     let plain = MockApi::start(generated(100)).await;
     assert_eq!(
-        get(&plain, "/v1/files").await.header("anthropic-organization-id"),
+        get(&plain, "/v1/files")
+            .await
+            .header("anthropic-organization-id"),
         None
     );
 }
