@@ -13,13 +13,15 @@
 # Every limit is enforced per second (bucket capacity: one second's worth, at least 2).
 # Requests needed = files + list pages (1,000 per page).
 #
-# Knobs: SCENARIOS="A B C D"  CLIENTS="claudedl naive"  MAX_SECS=240 (per run)  SKIP_BUILD=1
+# ranged: the naive client with --ranges 10 (the original design's shape: 10 ranged threads per
+# file, backoff only).
+# Knobs: SCENARIOS="A B C D"  CLIENTS="claudedl naive ranged"  MAX_SECS=240 (per run)  SKIP_BUILD=1
 #   DOC=path (default docs/benchmarks-ratelimit.md; DOC=- prints only)
 # Needs: cargo, python3 (standard library), curl or python3, coreutils timeout. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCENARIOS=${SCENARIOS:-A B C D}
-CLIENTS=${CLIENTS:-claudedl naive}
+CLIENTS=${CLIENTS:-claudedl naive ranged}
 MAX_SECS=${MAX_SECS:-240}
 DOC=${DOC:-docs/benchmarks-ratelimit.md}
 BIN=$PWD/target/release/claudedl
@@ -84,6 +86,10 @@ run() { # scenario client label state → one JSON line in $results
       ANTHROPIC_API_KEY=$key timeout -k 10 $((MAX_SECS + 40)) \
         python3 bench/naive_client.py "$url" "$MAX_SECS" --workers 8 > "$dir/out.json" 2> "$dir/err.log" || code=$?
       ;;
+    ranged)
+      ANTHROPIC_API_KEY=$key timeout -k 10 $((MAX_SECS + 40)) \
+        python3 bench/naive_client.py "$url" "$MAX_SECS" --workers 8 --ranges 10 > "$dir/out.json" 2> "$dir/err.log" || code=$?
+      ;;
   esac
   local ended; ended=$(date +%s.%N)
   mock_call GET /_mock/stats > "$dir/stats.json"
@@ -99,6 +105,8 @@ for scenario in $SCENARIOS; do
   # shellcheck disable=SC2046
   set -- $(params "$scenario")
   for client in $CLIENTS; do
+    # Files of B and C are below 1 MiB: the ranged client would repeat the naive one.
+    if [ "$client" = ranged ] && { [ "$scenario" = B ] || [ "$scenario" = C ]; }; then continue; fi
     state="$work/state-$scenario-$client"
     mkdir -p "$state"
     start_mock "$@"
@@ -132,7 +140,9 @@ $mocks- Clients, each bounded by \`timeout $MAX_SECS\`:
     directory per scenario; C runs twice on the same mock, the second run starting from the
     rate the first learned;
   - **naive**: \`bench/naive_client.py URL $MAX_SECS --workers 8\`: one request per file, 8 threads,
-    sleeps \`retry-after\` on a 429 and halves its threads.
+    sleeps \`retry-after\` on a 429 and halves its threads;
+  - **ranged**: the same with \`--ranges 10\`: files over 1 MiB as 10 ranges by 10 threads each
+    (the original design's shape, backoff only).
 - *requests* and *429s* are counted by the mock (\`/_mock/stats\`); *content req/file* is
   claudedl's own count (its \`--json\` summary), for the naive client requests − 429s − list pages;
   *wall* is the client's run time; *bound* = max(requests needed ÷ rate, bytes ÷ bandwidth) with
