@@ -63,7 +63,7 @@ start_mock() { # files bytes rpm cap extra… → url, key, mock_pid
   [ "$cap" != 0 ] && flags+=(--connection-rate "$cap")
   "$MOCK" "${flags[@]}" > "$work/mock.out" 2> "$work/mock.err" &
   mock_pid=$!
-  for _ in $(seq 200); do grep -q base_url "$work/mock.out" 2>/dev/null && break; sleep 0.05; done
+  for _ in $(seq 600); do grep -q base_url "$work/mock.out" 2>/dev/null && break; kill -0 "$mock_pid" 2>/dev/null || break; sleep 0.05; done
   url=$(sed -n 's/.*base_url=\([^ ]*\).*/\1/p' "$work/mock.out")
   key=$(sed -n 's/.*api_key=\([^ ]*\).*/\1/p' "$work/mock.out")
   case $url in http://127.0.0.1:*) ;; *) echo "the mock did not start: $(cat "$work/mock.err")"; exit 1 ;; esac
