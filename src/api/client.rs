@@ -5,7 +5,8 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::types::{Batch, FileObject, Page};
+use super::pages::{Listed, Pages};
+use super::types::{Batch, FileObject};
 use super::{API_VERSION, ApiError};
 use crate::config::Settings;
 use tokio_util::sync::CancellationToken;
@@ -18,13 +19,39 @@ use crate::http::retry::{Failed, Retrier, RetryPolicy, StatusClass, Stop, classi
 /// The beta flag that selects the Files API's `after_id` pagination.
 pub const FILES_BETA: &str = "files-api-2025-04-14";
 
-/// The API key; its `Debug` never shows it.
+/// The credential: an API key (sent as `x-api-key`) or a bearer token (`Authorization:
+/// Bearer`, from `ANTHROPIC_AUTH_TOKEN`); its `Debug` never shows it.
 #[derive(Clone)]
-pub struct ApiKey(String);
+pub struct ApiKey(String, KeyKind);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    ApiKey,
+    Bearer,
+}
 
 impl ApiKey {
     pub fn new(key: impl Into<String>) -> ApiKey {
-        ApiKey(key.into())
+        ApiKey(key.into(), KeyKind::ApiKey)
+    }
+
+    /// A bearer token (`Authorization: Bearer …`).
+    pub fn bearer(token: impl Into<String>) -> ApiKey {
+        ApiKey(token.into(), KeyKind::Bearer)
+    }
+
+    /// The header that carries it, marked sensitive (never logged).
+    fn header(&self) -> Option<(&'static str, HeaderValue)> {
+        let (name, value) = match self.1 {
+            KeyKind::ApiKey => ("x-api-key", HeaderValue::from_str(&self.0)),
+            KeyKind::Bearer => (
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {}", self.0)),
+            ),
+        };
+        let mut value = value.ok()?;
+        value.set_sensitive(true);
+        Some((name, value))
     }
 }
 
@@ -56,8 +83,12 @@ impl ApiConfig {
         settings: &Settings,
         pagination: Pagination,
     ) -> Result<ApiConfig, ApiError> {
-        let key = settings.api_key.as_ref().ok_or(ApiError::MissingKey)?;
-        let key = ApiKey::new(key.value.expose());
+        // As the SDKs: the API key wins when both are set.
+        let key = match (&settings.api_key, &settings.auth_token) {
+            (Some(key), _) => ApiKey::new(key.value.expose()),
+            (None, Some(token)) => ApiKey::bearer(token.value.expose()),
+            (None, None) => return Err(ApiError::MissingKey),
+        };
         ApiConfig::new(&settings.base_url.value, key, pagination)
     }
 
@@ -79,9 +110,8 @@ impl ApiConfig {
     /// The headers every API request carries (the key marked sensitive).
     pub fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        if let Ok(mut key) = HeaderValue::from_str(&self.key.0) {
-            key.set_sensitive(true);
-            headers.insert("x-api-key", key);
+        if let Some((name, value)) = self.key.header() {
+            headers.insert(name, value);
         }
         headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
         if self.pagination == Pagination::Beta {
@@ -102,7 +132,7 @@ impl ApiConfig {
 }
 
 /// A page position: GA's opaque `page` cursor or beta's `after_id`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Cursor {
     Page(String),
     AfterId(String),
@@ -165,53 +195,28 @@ impl ApiClient {
         url
     }
 
-    /// One page of files, newest first, and where the next one starts.
-    pub async fn list_files(
-        &self,
-        cursor: Option<&Cursor>,
-        limit: u32,
-    ) -> Result<(Vec<FileObject>, Option<Cursor>), ApiError> {
-        let mut url = self.endpoint(&["v1", "files"]);
-        url.query_pairs_mut()
-            .append_pair("limit", &limit.to_string());
-        if let Some(cursor) = cursor {
-            let (name, value) = match cursor {
-                Cursor::Page(page) => ("page", page),
-                Cursor::AfterId(id) => ("after_id", id),
-            };
-            url.query_pairs_mut().append_pair(name, value);
-        }
-        let page: Page<FileObject> = self.get_json(url).await?;
-        Ok(split_page(page))
+    /// The pages of a list endpoint (files or batches), `limit` items each, newest first; a
+    /// listing that loops is stopped (see [`Pages`]).
+    pub fn pages<T: Listed>(&self, limit: u32) -> Pages<'_, T> {
+        Pages::new(self, limit)
     }
 
     pub async fn file(&self, id: &str) -> Result<FileObject, ApiError> {
-        self.get_json(self.endpoint(&["v1", "files", id])).await
+        checked(id, "a file")?;
+        let (file, _) = self.get_json(self.endpoint(&["v1", "files", id])).await?;
+        Ok(file)
     }
 
     pub fn file_content_url(&self, id: &str) -> Url {
         self.endpoint(&["v1", "files", id, "content"])
     }
 
-    /// One page of batches, newest first, and where the next one starts.
-    pub async fn list_batches(
-        &self,
-        cursor: Option<&Cursor>,
-        limit: u32,
-    ) -> Result<(Vec<Batch>, Option<Cursor>), ApiError> {
-        let mut url = self.endpoint(&["v1", "messages", "batches"]);
-        url.query_pairs_mut()
-            .append_pair("limit", &limit.to_string());
-        if let Some(Cursor::AfterId(id) | Cursor::Page(id)) = cursor {
-            url.query_pairs_mut().append_pair("after_id", id);
-        }
-        let page: Page<Batch> = self.get_json(url).await?;
-        Ok(split_page(page))
-    }
-
     pub async fn batch(&self, id: &str) -> Result<Batch, ApiError> {
-        self.get_json(self.endpoint(&["v1", "messages", "batches", id]))
-            .await
+        checked(id, "a batch")?;
+        let (batch, _) = self
+            .get_json(self.endpoint(&["v1", "messages", "batches", id]))
+            .await?;
+        Ok(batch)
     }
 
     /// Where a batch's results are: its `results_url`, absolute or relative to the base URL.
@@ -222,8 +227,11 @@ impl ApiClient {
             .or_else(|| self.config.base_url.join(raw).ok())
     }
 
-    /// GET a JSON document, retrying what is worth retrying.
-    async fn get_json<T: DeserializeOwned>(&self, url: Url) -> Result<T, ApiError> {
+    /// GET a JSON document, retrying what is worth retrying; with the answer's request-id.
+    pub(super) async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: Url,
+    ) -> Result<(T, Option<String>), ApiError> {
         let headers = self.headers();
         let redacted = redact_url(&url);
         let governor = self.http.governor();
@@ -266,16 +274,15 @@ impl ApiClient {
     }
 }
 
-fn split_page<T>(page: Page<T>) -> (Vec<T>, Option<Cursor>) {
-    let next = match (page.next_page, page.has_more, page.last_id) {
-        (Some(page), _, _) => Some(Cursor::Page(page)),
-        (None, Some(true), Some(last)) => Some(Cursor::AfterId(last)),
-        _ => None,
-    };
-    (page.data, next)
+/// `id` if it is one safe path segment ([`super::check_id`]).
+fn checked(id: &str, what: &'static str) -> Result<(), ApiError> {
+    super::check_id(id).map_err(|reason| ApiError::BadId { what, reason })
 }
 
-async fn decode<T: DeserializeOwned>(url: &Url, response: Response) -> Result<T, ApiError> {
+async fn decode<T: DeserializeOwned>(
+    url: &Url,
+    response: Response,
+) -> Result<(T, Option<String>), ApiError> {
     let request_id = request_id(response.headers());
     let body = response.bytes().await.map_err(|source| {
         ApiError::Http(crate::http::HttpError::Body {
@@ -283,11 +290,14 @@ async fn decode<T: DeserializeOwned>(url: &Url, response: Response) -> Result<T,
             source,
         })
     })?;
-    serde_json::from_slice(&body).map_err(|source| ApiError::Decode {
-        url: redact_url(url),
-        request_id,
-        source,
-    })
+    match serde_json::from_slice(&body) {
+        Ok(value) => Ok((value, request_id)),
+        Err(source) => Err(ApiError::Decode {
+            url: redact_url(url),
+            request_id,
+            source,
+        }),
+    }
 }
 
 /// How one request went.
@@ -374,30 +384,5 @@ mod tests {
         let config =
             ApiConfig::new("http://x", ApiKey::new("sk-ant-secret"), Pagination::Ga).unwrap();
         assert!(!format!("{config:?}").contains("sk-ant-secret"));
-    }
-
-    #[test]
-    fn either_page_shape_yields_the_next_cursor() {
-        let ga = Page::<u8> {
-            data: vec![],
-            next_page: Some("page_2".into()),
-            has_more: None,
-            last_id: None,
-        };
-        assert_eq!(split_page(ga).1, Some(Cursor::Page("page_2".into())));
-        let beta = Page::<u8> {
-            data: vec![],
-            next_page: None,
-            has_more: Some(true),
-            last_id: Some("f".into()),
-        };
-        assert_eq!(split_page(beta).1, Some(Cursor::AfterId("f".into())));
-        let last = Page::<u8> {
-            data: vec![],
-            next_page: None,
-            has_more: Some(false),
-            last_id: Some("f".into()),
-        };
-        assert_eq!(split_page(last).1, None);
     }
 }

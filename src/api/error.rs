@@ -1,3 +1,4 @@
+use super::pages::Loop;
 use crate::http::request_id::request_id_note;
 use crate::http::{HttpError, retry};
 
@@ -5,7 +6,7 @@ use crate::http::{HttpError, retry};
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(
-        "no API key: set ANTHROPIC_API_KEY or [auth] api_key_env / api_key in the config file (or run `claudedl demo` to try claudedl against a bundled mock API)"
+        "no API key: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) or [auth] api_key_env / api_key in the config file (or run `claudedl demo` to try claudedl against a bundled mock API)"
     )]
     MissingKey,
     #[error("invalid base URL {0:?}: it must be an http(s) URL such as https://api.anthropic.com")]
@@ -29,6 +30,19 @@ pub enum ApiError {
     },
     #[error("interrupted")]
     Cancelled,
+    #[error(
+        "stopped listing {url} after {requests} requests: the last page {reason}{}; the server's \
+         pagination loops",
+        request_id_note(.request_id)
+    )]
+    ListingLoop {
+        url: String,
+        requests: u64,
+        request_id: Option<String>,
+        reason: Loop,
+    },
+    #[error("refusing to request {what}: {reason}")]
+    BadId { what: &'static str, reason: String },
     #[error("giving up on {url} after {attempts} failed attempts in a row: {last}")]
     RetriesExhausted {
         url: String,

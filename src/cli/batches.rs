@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use claudedl::api::Cursor;
+use claudedl::api::Batch;
 use claudedl::crypt::{Encryption, output_path};
 use claudedl::engine::TransferSpec;
 use claudedl::store::index::Index;
@@ -14,7 +14,8 @@ use claudedl::store::names::safe_file_name;
 use claudedl::sync::read_result;
 
 use super::args::{ApiArgs, BatchesCommand};
-use super::common::{self, ExitStatus, GlobalArgs, connect};
+use super::common::{self, ExitStatus, GlobalArgs, Target, UsageError, connect};
+use super::pipe;
 use super::progress::Bars;
 
 pub async fn run(command: BatchesCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
@@ -25,6 +26,7 @@ pub async fn run(command: BatchesCommand, global: &GlobalArgs) -> anyhow::Result
             id,
             output,
             encrypt,
+            ..
         } => {
             let encrypt = encrypt.encryption(&global.settings)?;
             batch_results(&api, &id, output, encrypt, global).await
@@ -41,9 +43,8 @@ async fn list_batches(
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
     let (client, _) = connect(api, global)?;
-    let mut cursor: Option<Cursor> = None;
-    loop {
-        let (page, next) = client.list_batches(cursor.as_ref(), 100).await?;
+    let mut pages = client.pages::<Batch>(100);
+    while let Some(page) = pages.next_page().await? {
         for batch in page {
             if json {
                 println!("{}", serde_json::to_string(&batch)?);
@@ -62,11 +63,8 @@ async fn list_batches(
                 );
             }
         }
-        match next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(ExitStatus::Success),
-        }
     }
+    Ok(ExitStatus::Success)
 }
 
 async fn batch_results(
@@ -76,6 +74,15 @@ async fn batch_results(
     encrypt: Option<Arc<Encryption>>,
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
+    let to_stdout = output.as_deref().is_some_and(pipe::is_stdio);
+    if to_stdout && encrypt.is_some() {
+        bail!(UsageError(
+            "-o - writes plaintext to stdout: drop --encrypt-to (or pipe into age)".into()
+        ));
+    }
+    if let Some(output) = &output {
+        common::local_path(output)?;
+    }
     let (client, engine) = connect(api, global)?;
     let batch = client.batch(id).await?;
     let Some(url) = client.results_url(&batch).filter(|_| batch.is_ended()) else {
@@ -84,6 +91,17 @@ async fn batch_results(
             batch.processing_status
         );
     };
+    if to_stdout {
+        common::cancel_on_ctrl_c(engine.cancel_token());
+        let headers = client.headers_for(&url);
+        let result = pipe::to_stdout(client.http(), &url, &headers, &engine.cancel_token()).await;
+        let target = Target {
+            url: claudedl::http::redact::redact_url(&url),
+            path: "-".into(),
+        };
+        common::report_traffic(client.http(), global);
+        return Ok(common::print_piped(result, &target));
+    }
     let output =
         output.unwrap_or_else(|| PathBuf::from(format!("{}.jsonl", safe_file_name(id, "batch"))));
     let output = output_path(output, encrypt.is_some());
@@ -97,7 +115,8 @@ async fn batch_results(
     let visible = global.bars_visible(false);
     let bars = Arc::new(Bars::new(vec![id.to_owned()], visible));
     let result = engine.download(0, &spec, bars.clone()).await;
-    let status = common::print_results(std::slice::from_ref(&result), false, &bars);
+    let targets = [Target::of(&spec)];
+    let status = common::print_results(std::slice::from_ref(&result), &targets, false, &bars);
     common::report_traffic(client.http(), global);
     Ok(status)
 }

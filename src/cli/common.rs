@@ -3,7 +3,7 @@
 //! results and the traffic report.
 
 use std::io::IsTerminal;
-use std::process::ExitCode;
+use std::path::PathBuf;
 
 use anyhow::bail;
 use claudedl::api::{ApiClient, ApiConfig, Pagination};
@@ -21,30 +21,7 @@ use url::Url;
 use super::args::ApiArgs;
 use super::progress::Bars;
 
-/// How a run ended, ordered by severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ExitStatus {
-    Success,
-    Failure,
-    Usage,
-    Interrupted,
-}
-
-impl From<ExitStatus> for ExitCode {
-    fn from(status: ExitStatus) -> ExitCode {
-        ExitCode::from(match status {
-            ExitStatus::Success => 0,
-            ExitStatus::Failure => 1,
-            ExitStatus::Usage => 2,
-            ExitStatus::Interrupted => 130,
-        })
-    }
-}
-
-/// A mistake in how the command was called (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use super::exit::{ExitStatus, UsageError};
 
 /// Options every subcommand sees.
 pub struct GlobalArgs {
@@ -89,15 +66,21 @@ pub fn connect(api: &ApiArgs, global: &GlobalArgs) -> anyhow::Result<(ApiClient,
 /// The API client and engine for `config`, over one HTTP client built from `network`.
 pub fn clients(mut config: ApiConfig, network: &Network) -> anyhow::Result<(ApiClient, Engine)> {
     config.retry = retry_policy(network);
-    let (http, engine) = engine(network, Some(&config.base_url))?;
+    let (http, engine) = engine(network, Some(&config.base_url), false)?;
     // One Ctrl-C token stops transfers and API calls waiting to retry alike.
-    let api = ApiClient::new(http, config).with_cancel_token(engine.cancel_token());
+    let api = ApiClient::new(http.for_api(), config).with_cancel_token(engine.cancel_token());
     Ok((api, engine))
 }
 
 /// The client and engine for `network`. With `api` (the Claude API's base URL) requests are API
 /// traffic: paced by the API budget, failing over to the backup endpoints; without, plain URLs.
-pub fn engine(network: &Network, api: Option<&Url>) -> anyhow::Result<(HttpClient, Engine)> {
+/// `location_trusted`: given headers follow redirects to other origins (`get
+/// --location-trusted`).
+pub fn engine(
+    network: &Network,
+    api: Option<&Url>,
+    location_trusted: bool,
+) -> anyhow::Result<(HttpClient, Engine)> {
     let config = EngineConfig {
         connections: network.connections,
         max_connections: network.max_connections,
@@ -108,14 +91,39 @@ pub fn engine(network: &Network, api: Option<&Url>) -> anyhow::Result<(HttpClien
         checkpoint_interval: network.checkpoint_interval,
         ..EngineConfig::default()
     };
+    if network.tls.insecure {
+        eprintln!(
+            "WARNING: --insecure: TLS certificates are NOT verified. Anyone on the network path \
+             can read and change this traffic, credentials included."
+        );
+    }
     let client = HttpClient::new(&ClientConfig {
         connect_timeout: network.connect_timeout,
         pool_per_host: network.max_connections,
         governor: governor_config(network, api)?,
+        location_trusted,
+        ca_certificates: ca_certificates(network)?,
+        insecure: network.tls.insecure,
+        proxy: network.proxy.clone(),
+        bulk_http2: network.transfer_http2,
         ..ClientConfig::default()
     })?;
     let engine = Engine::new(client.clone(), config);
     Ok((client, engine))
+}
+
+/// The certificates of `--cacert` (PEM; one or more).
+fn ca_certificates(network: &Network) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let Some(path) = &network.tls.cacert else {
+        return Ok(Vec::new());
+    };
+    let usage = |why: String| UsageError(format!("--cacert {}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| usage(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| usage(e.to_string()))?;
+    if certs.is_empty() {
+        bail!(usage("no PEM certificate in it".into()));
+    }
+    Ok(certs)
 }
 
 /// How requests (the engine's and the API client's) are retried.
@@ -158,8 +166,18 @@ fn governor_config(network: &Network, api: Option<&Url>) -> anyhow::Result<Gover
     })
 }
 
-/// The index of an existing data directory (for commands that only read it).
+/// The index of an existing data directory, opened read-only (for commands that only read
+/// it: they work on a read-only data directory or file system).
 pub fn open_index(data: &DataDir) -> anyhow::Result<SqliteIndex> {
+    Ok(SqliteIndex::open_read_only(&existing_index(data)?)?)
+}
+
+/// The index of an existing data directory, for writing.
+pub fn open_index_to_write(data: &DataDir) -> anyhow::Result<SqliteIndex> {
+    Ok(SqliteIndex::open(&existing_index(data)?)?)
+}
+
+fn existing_index(data: &DataDir) -> anyhow::Result<std::path::PathBuf> {
     let index_path = data.index_path();
     if !index_path.exists() {
         bail!(
@@ -167,7 +185,7 @@ pub fn open_index(data: &DataDir) -> anyhow::Result<SqliteIndex> {
             index_path.display()
         );
     }
-    Ok(SqliteIndex::open(&index_path)?)
+    Ok(index_path)
 }
 
 /// Cancel `token` on Ctrl-C (transfers then stop with their state saved). Abort the handle
@@ -199,14 +217,31 @@ pub fn report_traffic(client: &HttpClient, global: &GlobalArgs) {
     }
 }
 
-/// One line (or JSON object) per transfer; the exit status of the worst.
+/// What a transfer was: its URL (redacted) and output path, for failed ones' JSON objects.
+pub struct Target {
+    pub url: String,
+    pub path: PathBuf,
+}
+
+impl Target {
+    pub fn of(spec: &claudedl::engine::TransferSpec) -> Target {
+        Target {
+            url: claudedl::http::redact::redact_url(&spec.url),
+            path: spec.output.clone(),
+        }
+    }
+}
+
+/// One line (or JSON object) per transfer (`targets` in the same order); the exit status of
+/// the run (see [`ExitStatus::of_items`]).
 pub fn print_results(
     results: &[Result<TransferReport, TransferError>],
+    targets: &[Target],
     json: bool,
     bars: &Bars,
 ) -> ExitStatus {
-    let mut status = ExitStatus::Success;
-    for result in results {
+    let mut failures = Vec::new();
+    for (i, result) in results.iter().enumerate() {
         match result {
             Ok(report) => {
                 if json {
@@ -216,22 +251,65 @@ pub fn print_results(
                 }
             }
             Err(error) => {
+                let status = ExitStatus::of_transfer(error);
                 if json {
+                    let target = targets.get(i);
                     println!(
                         "{}",
-                        serde_json::json!({"status": "failed", "error": error.to_string()})
+                        serde_json::json!({
+                            "url": target.map(|t| &t.url),
+                            "path": target.map(|t| &t.path),
+                            "status": "failed",
+                            "error": error.to_string(),
+                            "exit_code": status.code(),
+                        })
                     );
                 }
                 eprintln!("error: {error}");
-                status = status.max(if error.is_cancelled() {
-                    ExitStatus::Interrupted
-                } else {
-                    ExitStatus::Failure
-                });
+                failures.push(status);
             }
         }
     }
-    status
+    ExitStatus::of_items(&failures, failures.len() < results.len())
+}
+
+/// The outcome of a download piped to stdout (stdout carries the content: nothing else goes
+/// there, `--json` included); its exit status.
+pub fn print_piped(result: Result<u64, TransferError>, target: &Target) -> ExitStatus {
+    match result {
+        Ok(bytes) => {
+            tracing::info!(event = "file_done", url = %target.url, bytes, "piped to stdout");
+            ExitStatus::Success
+        }
+        Err(error) => {
+            let status = ExitStatus::of_transfer(&error);
+            eprintln!(
+                "error: {error} (a pipe is never resumed: the reader got a prefix; run again)"
+            );
+            status
+        }
+    }
+}
+
+/// `path` as a local path: an output URL with a scheme (`s3://…`) is refused, not written
+/// as a directory named `s3:`.
+pub fn local_path(path: &std::path::Path) -> Result<(), UsageError> {
+    let text = path.to_string_lossy();
+    let Some((scheme, _)) = text.split_once("://") else {
+        return Ok(());
+    };
+    let is_scheme = scheme.len() > 1
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
+    if !is_scheme {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "{text}: claudedl writes local files only, not {scheme}:// URLs; download to a file \
+         and upload it, or pipe it: `-o - | <uploader> - {text}`"
+    )))
 }
 
 fn report_json(report: &TransferReport) -> serde_json::Value {

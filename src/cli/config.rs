@@ -77,9 +77,14 @@ fn rows(s: &Settings) -> Vec<Row> {
         .api_key
         .as_ref()
         .map(|k| Setting::new(k.value.redacted(), k.source.clone()));
+    let token = s
+        .auth_token
+        .as_ref()
+        .map(|t| Setting::new(t.value.redacted(), t.source.clone()));
     vec![
         optional("auth", "api_key", key.as_ref()),
         optional("auth", "api_key_env", s.api_key_env.as_ref()),
+        optional("auth", "auth_token", token.as_ref()),
         row("network", "base_url", &s.base_url),
         optional("network", "preset", s.preset.as_ref().map(display).as_ref()),
         row("network", "connect_timeout", &s.connect_timeout),
@@ -99,6 +104,10 @@ fn rows(s: &Settings) -> Vec<Row> {
             "limit_rate",
             s.limit_rate.as_ref().map(bytes).as_ref(),
         ),
+        optional("network", "cacert", s.cacert.as_ref().map(path).as_ref()),
+        row("network", "insecure", &s.insecure),
+        optional("network", "proxy", s.proxy.as_ref()),
+        row("network", "transfer_http", &display(&s.transfer_http)),
         row("storage", "base_dir", &path(&s.data_dir)),
         row("storage", "chunk_size", &bytes(&s.chunk_size)),
         row("crypt", "recipients", &s.crypt_recipients),

@@ -48,5 +48,8 @@ pub async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<ExitStat
     println!("  {root}/meta/index.sqlite      the index");
     println!("try:  claudedl ls --data-dir {root} --mime text/csv");
     println!("      claudedl demo --data-dir {root}    (again: nothing new to fetch)");
-    Ok(exit_status(&summary).min(ExitStatus::Failure))
+    Ok(match exit_status(&summary) {
+        ExitStatus::Success => ExitStatus::Success,
+        _ => ExitStatus::Failure,
+    })
 }

@@ -4,24 +4,31 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::bail;
-use claudedl::api::Cursor;
+use claudedl::api::FileObject;
 use claudedl::crypt::{Encryption, output_path};
 use claudedl::engine::TransferSpec;
 use claudedl::store::names::safe_file_name;
+use claudedl::sync::Selection;
 
 use super::args::{ApiArgs, FilesCommand};
-use super::common::{self, ExitStatus, GlobalArgs, connect};
+use super::common::{self, ExitStatus, GlobalArgs, Target, connect};
 use super::progress::Bars;
 
 pub async fn run(command: FilesCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     match command {
-        FilesCommand::Ls { api, json, limit } => list_files(&api, json, limit, global).await,
+        FilesCommand::Ls {
+            api,
+            select,
+            json,
+            limit,
+        } => list_files(&api, &select.selection(), json, limit, global).await,
         FilesCommand::Get {
             api,
             ids,
             dir,
             json,
             encrypt,
+            ..
         } => {
             let encrypt = encrypt.encryption(&global.settings)?;
             get_files(&api, &ids, dir, json, encrypt, global).await
@@ -31,16 +38,16 @@ pub async fn run(command: FilesCommand, global: &GlobalArgs) -> anyhow::Result<E
 
 async fn list_files(
     api: &ApiArgs,
+    select: &Selection,
     json: bool,
     limit: Option<u64>,
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
     let (client, _) = connect(api, global)?;
-    let mut cursor: Option<Cursor> = None;
+    let mut pages = client.pages::<FileObject>(1000);
     let mut shown = 0;
-    loop {
-        let (page, next) = client.list_files(cursor.as_ref(), 1000).await?;
-        for file in page {
+    while let Some(page) = pages.next_page().await? {
+        for file in page.into_iter().filter(|f| select.selects(f)) {
             if limit.is_some_and(|limit| shown >= limit) {
                 return Ok(ExitStatus::Success);
             }
@@ -60,11 +67,8 @@ async fn list_files(
                 );
             }
         }
-        match next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(ExitStatus::Success),
-        }
     }
+    Ok(ExitStatus::Success)
 }
 
 async fn get_files(
@@ -75,6 +79,7 @@ async fn get_files(
     encrypt: Option<Arc<Encryption>>,
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitStatus> {
+    common::local_path(&dir)?;
     let (client, engine) = connect(api, global)?;
     let mut specs = Vec::new();
     for id in ids {
@@ -107,8 +112,9 @@ async fn get_files(
             .collect(),
         visible,
     ));
+    let targets: Vec<Target> = specs.iter().map(Target::of).collect();
     let results = engine.download_all(specs, 4, bars.clone()).await;
-    let status = common::print_results(&results, json, &bars);
+    let status = common::print_results(&results, &targets, json, &bars);
     common::report_traffic(client.http(), global);
     Ok(status)
 }

@@ -14,7 +14,8 @@ use reqwest::header::HeaderMap;
 use url::Url;
 
 use super::args::GetArgs;
-use super::common::{self, ExitStatus, GlobalArgs, UsageError};
+use super::common::{self, ExitStatus, GlobalArgs, Target, UsageError};
+use super::pipe;
 use super::progress::Bars;
 
 pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
@@ -22,17 +23,31 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
     let headers = parse_headers(&args.headers)?;
     let api = ApiConfig::from_settings(&global.settings, Pagination::Ga).ok();
     let encrypt = args.encrypt.encryption(&global.settings)?;
+    let to_stdout = args.output.as_deref().is_some_and(pipe::is_stdio);
+    if to_stdout && encrypt.is_some() {
+        bail!(usage(
+            "-o - writes plaintext to stdout: drop --encrypt-to (or pipe into age)"
+        ));
+    }
     let specs = plan_outputs(&args, &urls, &headers, api.as_ref(), encrypt)?;
     let api_base = api_traffic(&urls, api.as_ref());
-    let (client, engine) = common::engine(&global.network, api_base)?;
+    let (client, engine) = common::engine(&global.network, api_base, args.location_trusted)?;
     common::cancel_on_ctrl_c(engine.cancel_token());
+    if to_stdout {
+        let spec = &specs[0];
+        let result =
+            pipe::to_stdout(&client, &spec.url, &spec.headers, &engine.cancel_token()).await;
+        common::report_traffic(&client, global);
+        return Ok(common::print_piped(result, &Target::of(spec)));
+    }
     let visible = global.bars_visible(args.json);
     let names = specs.iter().map(|s| display_name(&s.output)).collect();
+    let targets: Vec<Target> = specs.iter().map(Target::of).collect();
     let bars = Arc::new(Bars::new(names, visible));
     let results = engine
         .download_all(specs, args.jobs.into(), bars.clone())
         .await;
-    let status = common::print_results(&results, args.json, &bars);
+    let status = common::print_results(&results, &targets, args.json, &bars);
     common::report_traffic(&client, global);
     Ok(status)
 }
@@ -48,8 +63,12 @@ fn api_traffic<'a>(urls: &[Url], api: Option<&'a ApiConfig>) -> Option<&'a Url> 
 fn collect_urls(args: &GetArgs) -> anyhow::Result<Vec<Url>> {
     let mut lines = args.urls.clone();
     if let Some(file) = &args.input_file {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read the URL list {}", file.display()))?;
+        let text = if pipe::is_stdio(file) {
+            pipe::read_stdin().context("cannot read the URL list from stdin")?
+        } else {
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the URL list {}", file.display()))?
+        };
         lines.extend(
             text.lines()
                 .map(str::trim)
@@ -93,6 +112,9 @@ fn plan_outputs(
 ) -> anyhow::Result<Vec<TransferSpec>> {
     if args.output.is_some() && urls.len() > 1 {
         bail!(usage("-o names one file; use -d DIR for several URLs"));
+    }
+    for path in args.output.iter().chain(&args.dir) {
+        common::local_path(path)?;
     }
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let mut taken = HashSet::new();

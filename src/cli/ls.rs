@@ -11,12 +11,13 @@ pub fn run(args: LsArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let state = args.state.as_deref().map(state).transpose()?;
     let query = FileQuery {
         month: args.month,
-        mime: args.mime,
-        name_glob: args.name,
         state,
-        limit: args.limit,
+        ..FileQuery::default()
     };
-    for entry in index.query_files(&query)? {
+    let select = args.select.selection();
+    let entries = index.query_files(&query)?.into_iter();
+    let selected = entries.filter(|e| select.selects(&e.meta));
+    for entry in selected.take(args.limit.unwrap_or(usize::MAX)) {
         if args.json {
             let value = serde_json::json!({
                 "id": entry.meta.id, "filename": entry.meta.filename, "mime_type": entry.meta.mime_type,

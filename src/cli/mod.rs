@@ -1,7 +1,7 @@
 //! The command line: parse, resolve the settings once, run the command, map the outcome to an
 //! exit code.
 //!
-//! Exit codes: 0 all succeeded, 1 some failed, 2 usage error, 130 interrupted (state saved).
+//! Exit codes: see `exit` (the one table).
 //!
 //! - `args`: every clap type, and the layer of settings the flags set;
 //! - `common`: what the commands share (the client, engine and API client built from the
@@ -20,10 +20,13 @@ mod decrypt;
 #[cfg(feature = "demo")]
 mod demo;
 mod encrypt;
+mod exit;
 mod files;
+mod generate;
 mod get;
 mod logging;
 mod ls;
+mod pipe;
 mod progress;
 mod sync;
 mod verify;
@@ -33,7 +36,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use args::{Cli, Command};
-use common::{ExitStatus, GlobalArgs, UsageError};
+use common::GlobalArgs;
+use exit::ExitStatus;
 
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -47,6 +51,11 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    match &cli.command {
+        Command::Completions { shell } => return generate::completions(*shell),
+        Command::Man => return generate::man(),
+        _ => {}
+    }
     let global = match start(&cli) {
         Ok(global) => global,
         Err(status) => return status.into(),
@@ -73,19 +82,14 @@ pub fn main() -> ExitCode {
             Command::Verify(args) => verify::run(args, &global).await,
             Command::Config(command) => config::run(command, &global),
             Command::Decrypt(args) => decrypt::run(args),
+            Command::Completions { .. } | Command::Man => Ok(ExitStatus::Success),
         }
     });
     match result {
         Ok(status) => status.into(),
         Err(error) => {
             eprintln!("error: {error:#}");
-            let usage = error.downcast_ref::<UsageError>().is_some();
-            if usage {
-                ExitStatus::Usage
-            } else {
-                ExitStatus::Failure
-            }
-            .into()
+            ExitStatus::of_error(&error).into()
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `claudedl sync`: mirror the account into the data directory. Also the sync run and its
 //! summary that `demo` reuses.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -9,7 +10,7 @@ use claudedl::engine::Engine;
 use claudedl::http::TrafficSummary;
 use claudedl::store::index::SqliteIndex;
 use claudedl::store::layout::DataDir;
-use claudedl::sync::{Sync, SyncError, SyncOptions, SyncSummary};
+use claudedl::sync::{Planned, Sync, SyncError, SyncOptions, SyncSummary};
 
 use super::args::SyncArgs;
 use super::common::{self, ExitStatus, GlobalArgs, UsageError, connect};
@@ -27,6 +28,7 @@ pub async fn run(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitStat
         jobs: args.jobs.into(),
         encrypt: args.encrypt.encryption(&global.settings)?,
         only: None,
+        select: args.select.selection(),
         plaintext_ok: args.encrypt.no_encrypt,
     };
     let data = global.data_dir();
@@ -38,6 +40,9 @@ pub async fn run(args: SyncArgs, global: &GlobalArgs) -> anyhow::Result<ExitStat
         &api.http().governor().summary(),
     );
     common::report_traffic(api.http(), global);
+    if api.http().governor().halted().is_some() {
+        return Ok(ExitStatus::Halted);
+    }
     Ok(exit_status(&summary))
 }
 
@@ -49,9 +54,20 @@ pub async fn run_sync(
     options: &SyncOptions,
     global: &GlobalArgs,
 ) -> anyhow::Result<SyncSummary> {
-    data.create()?;
-    let _lock = data.lock()?;
-    let mut index = SqliteIndex::open(&data.index_path())?;
+    // A dry run writes nothing: it reads the index if there is one, else starts from an empty
+    // one in memory, and creates no directory nor lock.
+    let (mut index, _lock) = if options.dry_run {
+        let index = if data.index_path().exists() {
+            SqliteIndex::open(&data.index_path())?
+        } else {
+            SqliteIndex::open_in_memory()?
+        };
+        (index, None)
+    } else {
+        data.create()?;
+        let lock = data.lock()?;
+        (SqliteIndex::open(&data.index_path())?, Some(lock))
+    };
     common::cancel_on_ctrl_c(engine.cancel_token());
     let visible = global.bars_visible(false);
     let reporter = Arc::new(Bars::new(Vec::new(), visible));
@@ -98,7 +114,11 @@ pub fn print_summary(
             "results_indexed": summary.results_indexed,
             "skipped": summary.skipped.iter().map(|(id, why)| serde_json::json!({"id": id, "reason": why})).collect::<Vec<_>>(),
             "failed": summary.failed.iter().map(|(id, why)| serde_json::json!({"id": id, "reason": why})).collect::<Vec<_>>(),
-            "planned": summary.planned,
+            "planned": summary.planned.iter().map(|p| &p.id).collect::<Vec<_>>(),
+            "planned_bytes": planned_bytes(&summary.planned),
+            "planned_months": planned_months(&summary.planned).iter().map(|(month, (count, bytes))| {
+                (month.clone(), serde_json::json!({"count": count, "bytes": bytes}))
+            }).collect::<serde_json::Map<_, _>>(),
             "interrupted": summary.interrupted,
             "duration_ms": summary.duration.as_millis() as u64,
             "requests": traffic,
@@ -107,17 +127,7 @@ pub fn print_summary(
         return;
     }
     if options.dry_run {
-        println!(
-            "dry run: {} files listed; would download {} items:",
-            summary.files_listed,
-            summary.planned.len()
-        );
-        for id in summary.planned.iter().take(50) {
-            println!("  {id}");
-        }
-        if summary.planned.len() > 50 {
-            println!("  … and {} more", summary.planned.len() - 50);
-        }
+        print_plan(summary);
         return;
     }
     println!(
@@ -137,6 +147,44 @@ pub fn print_summary(
     if summary.interrupted {
         println!("interrupted: progress is saved, run the same command again to continue");
     }
+}
+
+/// The dry run's plan: the count and bytes in all and per month of creation, then the ids.
+fn print_plan(summary: &SyncSummary) {
+    let iec = |bytes: u64| bytesize::ByteSize(bytes).display().iec().to_string();
+    println!(
+        "dry run: {} files and {} batches listed; would download {} items, {} (batch results' \
+         sizes are unknown until fetched); nothing was written",
+        summary.files_listed,
+        summary.batches_listed,
+        summary.planned.len(),
+        iec(planned_bytes(&summary.planned)),
+    );
+    for (month, (count, bytes)) in planned_months(&summary.planned) {
+        println!("  {month}  {count:>6} items  {:>12}", iec(bytes));
+    }
+    for planned in summary.planned.iter().take(50) {
+        println!("  {}", planned.id);
+    }
+    if summary.planned.len() > 50 {
+        println!("  … and {} more", summary.planned.len() - 50);
+    }
+}
+
+fn planned_bytes(planned: &[Planned]) -> u64 {
+    planned.iter().filter_map(|p| p.bytes).sum()
+}
+
+/// Month of creation (`YYYY-MM`) → (items, bytes).
+fn planned_months(planned: &[Planned]) -> BTreeMap<String, (u64, u64)> {
+    let mut months = BTreeMap::new();
+    for item in planned {
+        let month = item.created_at.get(..7).unwrap_or("unknown").to_owned();
+        let entry: &mut (u64, u64) = months.entry(month).or_default();
+        entry.0 += 1;
+        entry.1 += item.bytes.unwrap_or(0);
+    }
+    months
 }
 
 fn print_reasons(what: &str, items: &[(String, String)]) {

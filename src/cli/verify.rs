@@ -28,13 +28,18 @@ use claudedl::verify::{
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::args::VerifyArgs;
-use super::common::{self, ExitStatus, GlobalArgs, connect, open_index};
+use super::common::{self, ExitStatus, GlobalArgs, connect, open_index, open_index_to_write};
 use super::progress::Bars;
 
 pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let data = global.data_dir();
-    let mut index = open_index(&data)?;
-    let _lock = data.lock()?;
+    // Without --repair nothing is written: the index is opened read-only, and the lock is
+    // skipped where the directory cannot be written (a read-only mount).
+    let (mut index, _lock) = if args.repair {
+        (open_index_to_write(&data)?, Some(data.lock()?))
+    } else {
+        (open_index(&data)?, data.lock_to_read()?)
+    };
     let identities = match args.identities.as_slice() {
         [] => None,
         files => Some(Identities::load(files)?),
@@ -375,6 +380,18 @@ fn describe(finding: &Finding) -> String {
         Finding::Orphaned { path, size } => {
             let size = ByteSize(*size).display().iec();
             format!("{label}{path} ({size}): no index entry owns it")
+        }
+        Finding::Link {
+            path,
+            target,
+            leaves_data_dir,
+        } => {
+            let outside = if *leaves_data_dir {
+                ", outside the data directory"
+            } else {
+                ""
+            };
+            format!("{label}{path} -> {target}{outside}: a symbolic link (claudedl makes none)")
         }
         Finding::InProgress {
             item,

@@ -28,11 +28,11 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use file::{ConfigFile, Format};
-pub use network::{Network, Traffic, http_url};
-pub use resolve::{BASE_URL_VAR, KEY_VAR, RPM_VAR, Settings, env_rpm, resolve};
+pub use network::{Network, Tls, Traffic, http_url, proxy_url};
+pub use resolve::{AUTH_TOKEN_VAR, BASE_URL_VAR, KEY_VAR, RPM_VAR, Settings, env_rpm, resolve};
 pub use schema::Layer;
 pub use secret::Secret;
-pub use values::{LogFormat, LogLevel, Preset};
+pub use values::{LogFormat, LogLevel, Preset, TransferHttp};
 
 /// Settings and what reading the file had to say.
 #[derive(Debug)]

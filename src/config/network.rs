@@ -41,6 +41,20 @@ pub struct Network {
     pub urls_rpm: Option<u32>,
     /// Where request rates discovered from the server are remembered.
     pub learned_rates: Option<PathBuf>,
+    pub tls: Tls,
+    /// Proxy URL for every request.
+    pub proxy: Option<Url>,
+    /// Bulk transfers may use HTTP/2.
+    pub transfer_http2: bool,
+}
+
+/// Which certificates are trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tls {
+    /// A PEM file of CA certificates trusted besides the system's.
+    pub cacert: Option<PathBuf>,
+    /// Accept any certificate.
+    pub insecure: bool,
 }
 
 /// How a kind of traffic is paced: unpaced (`None`), or a budget that starts at `start`
@@ -93,6 +107,13 @@ impl Settings {
                 .filter(|s| matches!(s.source, Source::Cli(_)))
                 .map(|s| s.value),
             learned_rates: self.learned_rates.clone(),
+            tls: Tls {
+                cacert: self.cacert.as_ref().map(|c| c.value.clone()),
+                insecure: self.insecure.value,
+            },
+            // Checked when read.
+            proxy: self.proxy.as_ref().and_then(|p| Url::parse(&p.value).ok()),
+            transfer_http2: self.transfer_http.value == super::TransferHttp::Auto,
         }
     }
 }
@@ -108,6 +129,17 @@ pub fn http_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(format!("{text:?} must be an http(s) URL with a host"));
+    }
+    Ok(url)
+}
+
+/// `text` as a proxy URL: http, https, socks5 or socks5h, with a host.
+pub fn proxy_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https" | "socks5" | "socks5h") || url.host().is_none() {
+        return Err(format!(
+            "{text:?}: a proxy is http://, https://, socks5:// or socks5h:// with a host"
+        ));
     }
     Ok(url)
 }

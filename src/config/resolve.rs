@@ -9,10 +9,14 @@ use std::path::PathBuf;
 
 use bytesize::ByteSize;
 
-use super::{ConfigFile, Layer, LogFormat, LogLevel, Preset, Secret, Setting, Source, defaults};
+use super::{
+    ConfigFile, Layer, LogFormat, LogLevel, Preset, Secret, Setting, Source, TransferHttp, defaults,
+};
 
 /// The environment variable holding the API key.
 pub const KEY_VAR: &str = "ANTHROPIC_API_KEY";
+/// The environment variable holding a bearer token (used when no API key is set, as the SDKs do).
+pub const AUTH_TOKEN_VAR: &str = "ANTHROPIC_AUTH_TOKEN";
 /// The environment variable holding the API base URL.
 pub const BASE_URL_VAR: &str = "ANTHROPIC_BASE_URL";
 /// The request budget from the environment (e.g. for a whole CI job).
@@ -54,6 +58,8 @@ pub struct Settings {
     /// The config file read, if any.
     pub config_file: Option<PathBuf>,
     pub api_key: Option<Setting<Secret>>,
+    /// `$ANTHROPIC_AUTH_TOKEN`, sent as `Authorization: Bearer` when no API key is set.
+    pub auth_token: Option<Setting<Secret>>,
     /// `[auth] api_key_env`: the variable the key is read from (when `ANTHROPIC_API_KEY` is
     /// unset).
     pub api_key_env: Option<Setting<String>>,
@@ -74,6 +80,14 @@ pub struct Settings {
     pub endpoints: Setting<Vec<String>>,
     pub overload_pause: Setting<f64>,
     pub limit_rate: Option<Setting<ByteSize>>,
+    /// `--cacert`, `[network] cacert`: extra trusted CA certificates (PEM).
+    pub cacert: Option<Setting<PathBuf>>,
+    /// `--insecure`: accept any certificate (command line only).
+    pub insecure: Setting<bool>,
+    /// `--proxy`, `[network] proxy`.
+    pub proxy: Option<Setting<String>>,
+    /// `--transfer-http`, `[network] transfer_http`.
+    pub transfer_http: Setting<TransferHttp>,
     pub data_dir: Setting<PathBuf>,
     pub chunk_size: Setting<ByteSize>,
     /// `--min-split-size` (a hidden tuning flag).
@@ -115,6 +129,12 @@ pub fn resolve(
     Settings {
         config_file: file.map(|f| f.path.clone()),
         api_key: layers.api_key(&non_empty),
+        auth_token: non_empty(AUTH_TOKEN_VAR).map(|t| {
+            Setting::new(
+                Secret::new(t.trim()),
+                Source::Env(AUTH_TOKEN_VAR.to_owned()),
+            )
+        }),
         api_key_env: layers.pick(|l| &l.api_key_env, ""),
         base_url: layers
             .pick(|l| &l.base_url, "--base-url")
@@ -148,6 +168,14 @@ pub fn resolve(
             defaults::OVERLOAD_PAUSE,
         ),
         limit_rate: layers.pick(|l| &l.limit_rate, "--limit-rate"),
+        cacert: layers.pick(|l| &l.cacert, "--cacert"),
+        insecure: layers.or(|l| &l.insecure, "--insecure", false),
+        proxy: layers.pick(|l| &l.proxy, "--proxy"),
+        transfer_http: layers.or(
+            |l| &l.transfer_http,
+            "--transfer-http",
+            defaults::TRANSFER_HTTP,
+        ),
         data_dir: layers.or(|l| &l.data_dir, "--data-dir", defaults::DATA_DIR.into()),
         chunk_size: layers.or(
             |l| &l.chunk_size,

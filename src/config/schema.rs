@@ -4,7 +4,7 @@
 //! [auth]      # api_key = "sk-ant-…" | api_key_env = "NAME"
 //! [network]   # preset, base_url, connect_timeout, read_timeout, timeout, max_retries,
 //!             # connections, max_connections, requests_per_minute, endpoints,
-//!             # overload_pause, limit_rate
+//!             # overload_pause, limit_rate, cacert, proxy, transfer_http
 //! [storage]   # base_dir, chunk_size
 //! [crypt]     # recipients = ["age1…"], recipients_file
 //! [log]       # format = "text" | "json", file, level
@@ -21,7 +21,7 @@ use std::str::FromStr;
 
 use bytesize::ByteSize;
 
-use super::{ConfigError, LogFormat, LogLevel, Preset, Secret};
+use super::{ConfigError, LogFormat, LogLevel, Preset, Secret, TransferHttp};
 
 /// Every section and its keys.
 pub const SCHEMA: &[(&str, &[&str])] = &[
@@ -41,6 +41,9 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "endpoints",
             "overload_pause",
             "limit_rate",
+            "cacert",
+            "proxy",
+            "transfer_http",
         ],
     ),
     ("storage", &["base_dir", "chunk_size"]),
@@ -65,6 +68,12 @@ pub struct Layer {
     pub endpoints: Option<Vec<String>>,
     pub overload_pause: Option<f64>,
     pub limit_rate: Option<ByteSize>,
+    /// A PEM file of extra trusted CA certificates.
+    pub cacert: Option<PathBuf>,
+    /// Command line only: accept any certificate.
+    pub insecure: Option<bool>,
+    pub proxy: Option<String>,
+    pub transfer_http: Option<TransferHttp>,
     pub data_dir: Option<PathBuf>,
     pub chunk_size: Option<ByteSize>,
     /// Command line only (hidden tuning flags; no file key).
@@ -134,6 +143,14 @@ pub fn read(doc: &RawDoc) -> Result<Layer, ConfigError> {
         endpoints: net.urls("endpoints")?,
         overload_pause: net.seconds("overload_pause")?,
         limit_rate: net.get("limit_rate")?,
+        cacert: net.get("cacert")?,
+        insecure: None,
+        proxy: net.checked(
+            "proxy",
+            "a proxy URL (http, https, socks5, socks5h)",
+            |u: &String| super::network::proxy_url(u).is_ok(),
+        )?,
+        transfer_http: net.get("transfer_http")?,
         data_dir: Section::new(doc, "storage").get("base_dir")?,
         chunk_size: Section::new(doc, "storage").get("chunk_size")?,
         min_split_size: None,
@@ -381,6 +398,9 @@ impl Named for LogFormat {
 impl Named for LogLevel {
     const NAMES: &'static str = LogLevel::NAMES;
 }
+impl Named for TransferHttp {
+    const NAMES: &'static str = TransferHttp::NAMES;
+}
 
 impl<T: Named> FromRaw for T {
     fn expected() -> String {
@@ -446,7 +466,7 @@ mod tests {
         assert_eq!(layer.crypt_recipients, Some(vec!["age1abc".to_owned()]));
         let keys: usize = SCHEMA.iter().map(|(_, keys)| keys.len()).sum();
         assert_eq!(
-            keys, 21,
+            keys, 24,
             "a line above per key (api_key_env excludes api_key)"
         );
     }

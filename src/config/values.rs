@@ -140,3 +140,41 @@ mod tests {
         assert!("wan".parse::<Preset>().is_err());
     }
 }
+
+/// The HTTP version of bulk transfers (`--transfer-http`, `[network] transfer_http`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransferHttp {
+    /// HTTP/1.1 only: one TCP connection per range.
+    #[default]
+    Http11,
+    /// HTTP/2 when a TLS server offers it (ranges share one connection), else HTTP/1.1.
+    Auto,
+}
+
+impl TransferHttp {
+    pub const NAMES: &str = "1.1 or auto";
+}
+
+impl FromStr for TransferHttp {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<TransferHttp, String> {
+        match text {
+            "1.1" | "http1.1" => Ok(TransferHttp::Http11),
+            "auto" | "2" => Ok(TransferHttp::Auto),
+            other => Err(format!(
+                "unknown HTTP version {other:?}: use {}",
+                Self::NAMES
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TransferHttp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransferHttp::Http11 => "1.1",
+            TransferHttp::Auto => "auto",
+        })
+    }
+}

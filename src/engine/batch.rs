@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::{Engine, Reporter, TransferError, TransferReport, TransferSpec};
+
+/// A finished transfer: its position among the specs, and how it ended.
+pub type Landed = (usize, Result<TransferReport, TransferError>);
 
 impl Engine {
     /// Download every spec; results come back in the order of `specs`.
@@ -16,6 +19,27 @@ impl Engine {
         files_at_once: usize,
         reporter: Arc<dyn Reporter>,
     ) -> Vec<Result<TransferReport, TransferError>> {
+        let count = specs.len();
+        let mut landed = self.download_each(specs, files_at_once, reporter);
+        let mut results: Vec<Option<Result<TransferReport, TransferError>>> =
+            std::iter::repeat_with(|| None).take(count).collect();
+        while let Some((id, result)) = landed.recv().await {
+            results[id] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every transfer reports"))
+            .collect()
+    }
+
+    /// Download every spec, handing each result over as soon as its transfer ends (so the
+    /// caller can record it while the others run). The channel closes after the last one.
+    pub fn download_each(
+        &self,
+        specs: Vec<TransferSpec>,
+        files_at_once: usize,
+        reporter: Arc<dyn Reporter>,
+    ) -> mpsc::UnboundedReceiver<Landed> {
         let sizes: Option<u64> = specs.iter().map(|s| s.expected_size).sum();
         reporter.queued(specs.len(), sizes);
         let slots = Arc::new(Semaphore::new(files_at_once.max(1)));
@@ -31,15 +55,13 @@ impl Engine {
                 (id, engine.download(id, &spec, reporter).await)
             });
         }
-        let mut results: Vec<Option<Result<TransferReport, TransferError>>> =
-            std::iter::repeat_with(|| None).take(set.len()).collect();
-        while let Some(joined) = set.join_next().await {
-            let (id, result) = joined.expect("a transfer task panicked");
-            results[id] = Some(result);
-        }
-        results
-            .into_iter()
-            .map(|r| r.expect("every transfer reports"))
-            .collect()
+        let (send, receive) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(joined) = set.join_next().await {
+                // A receiver gone (its caller failed) leaves the rest to finish unheard.
+                let _ = send.send(joined.expect("a transfer task panicked"));
+            }
+        });
+        receive
     }
 }

@@ -17,13 +17,16 @@ pub enum TransferError {
         request_id: Option<String>,
     },
     #[error(
-        "giving up on {url} (bytes {range}) after {attempts} failed attempts in a row; the partial download is kept, rerun to resume. Last error: {last}"
+        "giving up on {url} (bytes {range}) after {attempts} failed attempts in a row{}. Last error: {last}",
+        kept_note(*.kept, "rerun to resume")
     )]
     RetriesExhausted {
         url: String,
         range: String,
         attempts: u32,
         last: Box<TransferError>,
+        /// Whether written bytes were kept for a rerun (set by [`TransferError::with_kept`]).
+        kept: bool,
     },
     #[error("{url}: connection closed after {received} of {expected} bytes")]
     ShortBody {
@@ -33,12 +36,18 @@ pub enum TransferError {
     },
     #[error("{url}: the server misbehaved ({reason})")]
     Protocol { url: String, reason: String },
-    #[error("{url}: expected {expected} bytes, have {actual}; the partial download is kept")]
+    #[error("{url}: expected {expected} bytes, have {actual}{}", kept_note(*.kept, "rerun to resume"))]
     LengthMismatch {
         url: String,
         expected: u64,
         actual: u64,
+        /// Whether written bytes were kept for a rerun (set by [`TransferError::with_kept`]).
+        kept: bool,
     },
+    #[error("another claudedl is downloading {}", output.display())]
+    Busy { output: PathBuf },
+    #[error("refusing to write through the symbolic link {}", path.display())]
+    Link { path: PathBuf },
     #[error("{url} changed on the server {restarts} times during the download; try again later")]
     KeepsChanging { url: String, restarts: u32 },
     #[error("{action} {}: {source}", path.display())]
@@ -70,8 +79,26 @@ impl TransferError {
         }
     }
 
+    /// Say (in the message) whether the partial download was kept.
+    pub fn with_kept(mut self, now_kept: bool) -> TransferError {
+        if let TransferError::RetriesExhausted { kept, .. }
+        | TransferError::LengthMismatch { kept, .. } = &mut self
+        {
+            *kept = now_kept;
+        }
+        self
+    }
+
     pub fn is_cancelled(&self) -> bool {
         matches!(self, TransferError::Cancelled { .. })
+    }
+}
+
+fn kept_note(kept: bool, then: &str) -> String {
+    if kept {
+        format!("; the partial download is kept, {then}")
+    } else {
+        String::new()
     }
 }
 

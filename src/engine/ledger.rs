@@ -22,9 +22,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::ContentTap;
 use super::window::{Next, Window};
 use super::writer::{PartWriter, Written};
+use super::{ContentTap, TransferError};
 use crate::store::{RangeSet, ResumeState};
 
 /// Writers stop waiting for a hasher that has not moved for this long (it waits for the done
@@ -144,22 +144,27 @@ impl Ledger {
 }
 
 /// Sync the `.part`, then record what was written before the sync: the state never claims a
-/// byte that is not on disk.
+/// byte that is not on disk. An error names the file that failed: the `.part` or the state.
 pub async fn checkpoint(
     part: &PartWriter,
     ledger: &Ledger,
     state: &mut ResumeState,
     state_path: &std::path::Path,
-) -> std::io::Result<()> {
+) -> Result<(), TransferError> {
     state.done = ledger.snapshot();
+    let part_path = part.path().to_path_buf();
     let part = part.clone();
     tokio::task::spawn_blocking(move || part.sync_data())
         .await
-        .map_err(std::io::Error::other)??;
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(TransferError::io("syncing", part_path))?;
     let (snapshot, path) = (state.clone(), state_path.to_path_buf());
     tokio::task::spawn_blocking(move || snapshot.save(&path))
         .await
-        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(TransferError::io("saving the resume state", state_path))
 }
 
 /// Checkpoint every `interval` while bytes keep arriving, until `stop` fires.
@@ -170,7 +175,7 @@ pub async fn checkpoint_loop(
     state_path: std::path::PathBuf,
     interval: Duration,
     stop: CancellationToken,
-) -> std::io::Result<()> {
+) -> Result<(), TransferError> {
     let mut seen = ledger.changes();
     loop {
         tokio::select! {
@@ -494,5 +499,22 @@ mod tests {
             ResumeState::load(&path).unwrap().done.missing(10),
             vec![0..4, 8..10]
         );
+    }
+
+    /// A failed write of the state (a full disk, here a missing directory) names the state
+    /// file, not the `.part`.
+    #[tokio::test]
+    async fn a_failed_state_write_names_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = PartWriter::Plain(PartFile::open(&dir.path().join("p.part"), Some(4)).unwrap());
+        let ledger = Ledger::new(RangeSet::new(), 0);
+        let mut state = ResumeState::new("u".into());
+        let path = dir.path().join("gone/p.part.json");
+        let error = checkpoint(&part, &ledger, &mut state, &path)
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("gone/p.part.json"), "{message}");
+        assert!(message.starts_with("saving the resume state"), "{message}");
     }
 }

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 pub use error::TransferError;
+pub use transfer::release_state;
 
 use crate::crypt::Encryption;
 use crate::http::HttpClient;
@@ -135,6 +136,10 @@ pub struct TransferSpec {
     pub encrypt: Option<Arc<Encryption>>,
     /// Shown the content in order as it is hashed.
     pub tap: Option<Arc<dyn ContentTap>>,
+    /// Keep the resume state (marked installed) after the rename, for the caller to remove
+    /// with [`release_state`] once it has recorded the download: a rerun between the two finds
+    /// the output complete instead of fetching it again.
+    pub keep_state: bool,
 }
 
 /// Sees a transfer's content (the plaintext, when encrypting) in order, from its first byte,
@@ -159,6 +164,7 @@ impl TransferSpec {
             file_id: None,
             encrypt: None,
             tap: None,
+            keep_state: false,
         }
     }
 }

@@ -107,6 +107,7 @@ pub fn size_mismatch(url: &str, expected: Option<u64>, announced: Option<u64>) -
                 url: url.to_owned(),
                 expected,
                 actual,
+                kept: false,
             }))
         }
         _ => None,

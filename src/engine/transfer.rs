@@ -13,7 +13,7 @@
 //! that lied about ranges once is not asked for ranges again during this transfer.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::Response;
@@ -35,8 +35,8 @@ use super::{
 use crate::http::range::range_header;
 use crate::http::redact::redact_url;
 use crate::http::retry::{Failed, Retrier, Stop};
-use crate::store::atomic::rename_durable;
-use crate::store::{ResumeState, StatePaths};
+use crate::store::atomic::{is_link_error, remove_stale_temps, rename_durable};
+use crate::store::{Installed, PartLock, PartLockError, ResumeState, StatePaths};
 
 /// A response together with the connection permit it holds.
 type Held = (Response, OwnedSemaphorePermit);
@@ -61,10 +61,46 @@ pub async fn download(
             std::fs::create_dir_all(parent).map_err(TransferError::io("creating", parent))?;
         }
     }
-    let finished = job.run_to_completion().await?;
-    job.install(&finished)?;
-    engine.client.governor().file_finished();
-    Ok(job.report(TransferStatus::Downloaded, Some(finished), started))
+    job.lock_part()?;
+    if let Some(finished) = job.recover_installed().await {
+        // The `.part` is the empty file the lock created.
+        remove_if_present(&job.paths.part)?;
+        job.release_state()?;
+        return Ok(job.report(TransferStatus::Downloaded, Some(finished), started));
+    }
+    let result = match job.run_to_completion().await {
+        Ok(finished) => job.install(&finished).map(|()| finished),
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(finished) => {
+            engine.client.governor().file_finished();
+            Ok(job.report(TransferStatus::Downloaded, Some(finished), started))
+        }
+        Err(error) => Err(job.after_failure(error)),
+    }
+}
+
+/// Remove the resume state a download with [`TransferSpec::keep_state`] left beside its
+/// installed output (the caller has recorded the download).
+pub fn release_state(spec: &TransferSpec) -> Result<(), TransferError> {
+    let paths = staged_paths(spec);
+    remove_if_present(&paths.state)
+}
+
+fn staged_paths(spec: &TransferSpec) -> StatePaths {
+    StatePaths::staged(
+        &spec.output,
+        spec.staging.as_deref().unwrap_or(&spec.output),
+    )
+}
+
+fn remove_if_present(path: &std::path::Path) -> Result<(), TransferError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(TransferError::io("removing", path)(e)),
+    }
 }
 
 /// The bytes of a complete `.part`.
@@ -87,6 +123,8 @@ struct Job {
     reporter: Arc<dyn Reporter>,
     counts: Arc<Counts>,
     live: AtomicUsize,
+    /// The lock on the `.part`, held from before the first byte is read until the end.
+    part_lock: OnceLock<PartLock>,
 }
 
 impl Job {
@@ -102,13 +140,11 @@ impl Job {
             id,
             spec: spec.clone(),
             url: redact_url(&spec.url),
-            paths: StatePaths::staged(
-                &spec.output,
-                spec.staging.as_deref().unwrap_or(&spec.output),
-            ),
+            paths: staged_paths(spec),
             reporter,
             counts,
             live: AtomicUsize::new(0),
+            part_lock: OnceLock::new(),
         }
     }
 
@@ -370,7 +406,12 @@ impl Job {
 
     fn load_resume(&self) -> Option<ResumeState> {
         let state = ResumeState::load(&self.paths.state)?;
+        // An empty `.part` (created by the lock) holds none of what a state may claim; a state
+        // marked installed describes the output, not the `.part`.
+        let part_len = std::fs::symlink_metadata(&self.paths.part).map_or(0, |m| m.len());
         let usable = same_resource(&state.url, &self.url)
+            && state.installed.is_none()
+            && (part_len > 0 || state.done.covered() == 0)
             && state.ranges_supported
             && state.total.is_some_and(|total| state.done.fits(total))
             && self.paths.part.exists()
@@ -475,6 +516,7 @@ impl Job {
                     range: range.to_owned(),
                     attempts,
                     last: Box::new(error),
+                    kept: false,
                 }))
             }
         }
@@ -536,16 +578,96 @@ impl Job {
         self.reporter.notice(self.id, message);
     }
 
-    /// Remove the `.part` and its state.
+    /// Drop the state and empty the `.part` (which stays, locked).
     fn discard(&self) -> Result<(), TransferError> {
-        for path in [&self.paths.state, &self.paths.part] {
-            match std::fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(TransferError::io("removing", path.clone())(e)),
+        remove_if_present(&self.paths.state)?;
+        match self.part_lock.get() {
+            Some(lock) => lock
+                .truncate()
+                .map_err(TransferError::io("emptying", self.paths.part.clone())),
+            None => remove_if_present(&self.paths.part),
+        }
+    }
+
+    /// Lock the `.part` (refusing a second process, and a symbolic link in its place) and
+    /// clean the temporary state files dead processes left for this download.
+    fn lock_part(&self) -> Result<(), TransferError> {
+        let part = &self.paths.part;
+        let lock = PartLock::acquire(part).map_err(|error| match error {
+            PartLockError::Held => TransferError::Busy {
+                output: self.spec.output.clone(),
+            },
+            PartLockError::Io(e) if is_link_error(&e) => TransferError::Link { path: part.clone() },
+            PartLockError::Io(e) => TransferError::io("locking", part.clone())(e),
+        })?;
+        let _ = self.part_lock.set(lock);
+        let state = &self.paths.state;
+        let dir = match state.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => std::path::Path::new("."),
+        };
+        let name = state
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        remove_stale_temps(dir, Some(&name), false)
+            .map_err(TransferError::io("cleaning stale state files in", dir))?;
+        Ok(())
+    }
+
+    /// The output a previous run renamed into place and did not get to record (its state says
+    /// so, and the output has that size and hash), as this run's result. Encrypted outputs are
+    /// not checked (that needs an identity) and so are fetched again.
+    async fn recover_installed(&self) -> Option<Finished> {
+        let installed = ResumeState::load(&self.paths.state)?.installed?;
+        let meta = std::fs::symlink_metadata(&self.spec.output).ok()?;
+        let fits = meta.is_file()
+            && meta.len() == installed.stored
+            && self
+                .spec
+                .expected_size
+                .is_none_or(|size| size == installed.size)
+            && self.spec.encrypt.is_none();
+        if !fits {
+            return None;
+        }
+        let output = self.spec.output.clone();
+        let sha256 = tokio::task::spawn_blocking(move || sha256_of(&output))
+            .await
+            .ok()?
+            .ok()?;
+        (sha256 == installed.sha256).then(|| {
+            self.notice("found the output complete (installed by an interrupted run)");
+            Finished {
+                size: installed.size,
+                stored: installed.stored,
+                sha256,
+                resumed_from: installed.size,
+            }
+        })
+    }
+
+    /// After the rename: drop the state, unless the caller keeps it until it has recorded
+    /// the download ([`TransferSpec::keep_state`]).
+    fn release_state(&self) -> Result<(), TransferError> {
+        if self.spec.keep_state {
+            return Ok(());
+        }
+        remove_if_present(&self.paths.state)
+    }
+
+    /// Say in `error` whether the partial download was kept; when nothing was, remove the
+    /// (empty or unclaimed) `.part` and the state rather than leave them behind.
+    fn after_failure(&self, error: TransferError) -> TransferError {
+        let kept = ResumeState::load(&self.paths.state)
+            .is_some_and(|state| state.installed.is_none() && state.done.covered() > 0);
+        if !kept {
+            let _ = remove_if_present(&self.paths.state);
+            if self.part_lock.get().is_some() {
+                let _ = remove_if_present(&self.paths.part);
             }
         }
-        Ok(())
+        error.with_kept(kept)
     }
 
     /// A size the server announces must be the size the caller expects.
@@ -553,27 +675,39 @@ impl Job {
         size_mismatch(&self.url, self.spec.expected_size, announced).map_or(Ok(()), Err)
     }
 
-    /// Move the complete `.part` to the output name and drop the state.
+    /// Move the complete `.part` to the output name: first mark the state installed (with
+    /// the hash), then rename, then drop the state (see [`Job::release_state`]). Only the
+    /// regular file this job locked is renamed, never a link put in its place.
     fn install(&self, finished: &Finished) -> Result<(), TransferError> {
         if let Err(Failure::Fatal(error)) = self.check_size(Some(finished.size)) {
             return Err(error);
         }
         let part = &self.paths.part;
-        let actual = std::fs::metadata(part)
-            .map_err(TransferError::io("checking", part))?
-            .len();
-        if actual != finished.stored {
+        let meta = std::fs::symlink_metadata(part).map_err(TransferError::io("checking", part))?;
+        if !meta.is_file() {
+            return Err(TransferError::Link { path: part.clone() });
+        }
+        if meta.len() != finished.stored {
             return Err(TransferError::LengthMismatch {
                 url: self.url.clone(),
                 expected: finished.stored,
-                actual,
+                actual: meta.len(),
+                kept: true,
             });
         }
+        let mut state = ResumeState::load(&self.paths.state)
+            .unwrap_or_else(|| ResumeState::new(self.url.clone()));
+        state.installed = Some(Installed {
+            sha256: finished.sha256.clone(),
+            size: finished.size,
+            stored: finished.stored,
+            output: self.spec.output.clone(),
+        });
+        state
+            .save(&self.paths.state)
+            .map_err(TransferError::io("saving", self.paths.state.clone()))?;
         rename_durable(part, &self.spec.output).map_err(TransferError::io("renaming", part))?;
-        std::fs::remove_file(&self.paths.state).or_else(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Ok(()),
-            _ => Err(TransferError::io("removing", self.paths.state.clone())(e)),
-        })
+        self.release_state()
     }
 
     fn report(
@@ -611,6 +745,21 @@ fn transient(error: crate::http::HttpError) -> Failure {
         }
     } else {
         Failure::Fatal(error.into())
+    }
+}
+
+/// SHA-256 of a file, in hex (blocking).
+fn sha256_of(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hex::encode(hasher.finalize())),
+            n => hasher.update(&buf[..n]),
+        }
     }
 }
 
@@ -778,7 +927,7 @@ struct Writing {
     state: ResumeState,
     resumed_from: u64,
     stop: tokio_util::sync::CancellationToken,
-    checkpointer: tokio::task::JoinHandle<std::io::Result<()>>,
+    checkpointer: tokio::task::JoinHandle<Result<(), TransferError>>,
     hasher: tokio::task::JoinHandle<std::io::Result<Hashed>>,
 }
 
@@ -786,14 +935,15 @@ impl Writing {
     fn start(job: &Job, mut state: ResumeState, total: Option<u64>) -> Result<Writing, Failure> {
         job.check_size(total)?;
         let paths = &job.paths;
-        let fatal =
-            |action| move |e| Failure::Fatal(TransferError::io(action, paths.part.clone())(e));
         let encrypt = job.spec.encrypt.as_deref();
         let part = PartWriter::open(encrypt, &paths.part, &mut state, total)
             .map_err(|e| Failure::Fatal(e.into()))?;
-        state
-            .save(&paths.state)
-            .map_err(fatal("saving the state of"))?;
+        state.save(&paths.state).map_err(|e| {
+            Failure::Fatal(TransferError::io(
+                "saving the resume state",
+                paths.state.clone(),
+            )(e))
+        })?;
         let resumed_from = state.done.covered();
         let window = job.pieces().window;
         let ledger = Arc::new(Ledger::new(state.done.clone(), window));
@@ -839,7 +989,7 @@ impl Writing {
             self.hasher.abort();
             return Err(failure);
         }
-        saved.map_err(fatal)?;
+        saved.map_err(Failure::Fatal)?;
         let done = self.ledger.snapshot();
         if !done.is_complete(size) {
             self.hasher.abort();
@@ -847,6 +997,7 @@ impl Writing {
                 url: job.url.clone(),
                 expected: size,
                 actual: done.covered(),
+                kept: true,
             };
             return Err(Failure::Fatal(error));
         }

@@ -22,6 +22,17 @@ pub struct ClientConfig {
     pub pool_per_host: usize,
     /// Pacing, pushback and failover for every request.
     pub governor: GovernorConfig,
+    /// Let the given headers follow a redirect to another origin (`--location-trusted`, as
+    /// curl); the API key never does.
+    pub location_trusted: bool,
+    /// PEM CA certificates trusted besides the system's (`--cacert`).
+    pub ca_certificates: Vec<reqwest::Certificate>,
+    /// Accept any certificate (`--insecure`).
+    pub insecure: bool,
+    /// Proxy for every request (http, https, socks5, socks5h).
+    pub proxy: Option<Url>,
+    /// Bulk transfers may use HTTP/2 when a TLS server offers it (API calls always may).
+    pub bulk_http2: bool,
 }
 
 impl Default for ClientConfig {
@@ -31,17 +42,26 @@ impl Default for ClientConfig {
             user_agent: concat!("claudedl/", env!("CARGO_PKG_VERSION")).to_string(),
             pool_per_host: 64,
             governor: GovernorConfig::default(),
+            location_trusted: false,
+            ca_certificates: Vec::new(),
+            insecure: false,
+            proxy: None,
+            bulk_http2: false,
         }
     }
 }
 
-/// The process's HTTP client: HTTP/1.1 only (one TCP connection per range, so parallel ranges
-/// really run in parallel), no automatic redirects, no `Referer`, no decompression. Every
-/// request passes the process's [`Governor`].
+/// The process's HTTP client: no automatic redirects, no `Referer`, no decompression. Bulk
+/// transfers go over HTTP/1.1 (one TCP connection per range, so parallel ranges really run in
+/// parallel) unless `bulk_http2`; API calls ([`HttpClient::for_api`]) use HTTP/2 when a TLS
+/// server offers it. Every request passes the process's [`Governor`].
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     inner: reqwest::Client,
+    /// The client of API calls (HTTP/2 allowed).
+    api: reqwest::Client,
     governor: Arc<Governor>,
+    location_trusted: bool,
 }
 
 /// The spend-cap 429's error code.
@@ -49,35 +69,48 @@ const SPEND_LIMIT_CODE: &str = "enforced_spend_limit_reached";
 /// Longest error body read to look for the spend-cap code.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// Headers that carry credentials and must stay with the origin they were meant for.
-pub fn is_credential_header(name: &HeaderName) -> bool {
-    const NAMED: [&str; 4] = [
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "x-api-key",
-    ];
-    const HINTS: [&str; 6] = ["auth", "token", "key", "secret", "signature", "session"];
-    let name = name.as_str();
-    NAMED.contains(&name) || HINTS.iter().any(|hint| name.contains(hint))
+/// The Claude API key: it never leaves the origin it was given for.
+const API_KEY_HEADER: &str = "x-api-key";
+
+/// Headers that shape a transfer rather than say who asks: they follow any redirect.
+fn is_transfer_header(name: &HeaderName) -> bool {
+    [
+        header::RANGE,
+        header::IF_RANGE,
+        header::ACCEPT_ENCODING,
+        header::ACCEPT,
+    ]
+    .contains(name)
+}
+
+/// The headers of a request redirected to another origin: those that shape the transfer; with
+/// `trusted` (`--location-trusted`), every given header but the API key.
+fn cross_origin_headers(headers: &HeaderMap, trusted: bool) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for (name, value) in headers {
+        if is_transfer_header(name) || (trusted && name.as_str() != API_KEY_HEADER) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
 }
 
 impl HttpClient {
     pub fn new(config: &ClientConfig) -> Result<HttpClient, HttpError> {
-        let inner = reqwest::Client::builder()
-            .http1_only()
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            .connect_timeout(config.connect_timeout)
-            .pool_max_idle_per_host(config.pool_per_host)
-            .tcp_nodelay(true)
-            .user_agent(config.user_agent.clone())
-            .build()
-            .map_err(HttpError::Build)?;
         Ok(HttpClient {
-            inner,
+            inner: build(config, config.bulk_http2)?,
+            api: build(config, true)?,
             governor: Governor::new(config.governor.clone()),
+            location_trusted: config.location_trusted,
         })
+    }
+
+    /// The same client (one governor, one budget) for API calls: HTTP/2 when offered.
+    pub fn for_api(&self) -> HttpClient {
+        HttpClient {
+            inner: self.api.clone(),
+            ..self.clone()
+        }
     }
 
     /// The process's governor (budget, pauses, bandwidth cap, run summary).
@@ -86,7 +119,9 @@ impl HttpClient {
     }
 
     /// Send a GET, following redirects. `headers` go to the first origin and to any redirect
-    /// target on the same origin; credential headers are dropped as soon as a redirect leaves it.
+    /// target on the same origin; once a redirect leaves it, only the headers that shape the
+    /// transfer (`Range`, `If-Range`, ...) go on, unless the client trusts redirects (and even
+    /// then the API key stays behind).
     ///
     /// A request to the API's origin goes to the endpoint in use (see the governor); the
     /// response holds its place in flight until it is dropped.
@@ -131,7 +166,7 @@ impl HttpClient {
             };
             drop(response);
             if !same_origin(&current, &next) {
-                headers.retain_credentials_off();
+                headers = cross_origin_headers(&headers, self.location_trusted);
             }
             current = next;
         }
@@ -219,6 +254,28 @@ impl HttpClient {
     }
 }
 
+/// A reqwest client for `config`; HTTP/1.1 only unless `http2`.
+fn build(config: &ClientConfig, http2: bool) -> Result<reqwest::Client, HttpError> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
+        .connect_timeout(config.connect_timeout)
+        .pool_max_idle_per_host(config.pool_per_host)
+        .tcp_nodelay(true)
+        .user_agent(config.user_agent.clone())
+        .tls_danger_accept_invalid_certs(config.insecure);
+    if !http2 {
+        builder = builder.http1_only();
+    }
+    if !config.ca_certificates.is_empty() {
+        builder = builder.tls_certs_merge(config.ca_certificates.iter().cloned());
+    }
+    if let Some(proxy) = &config.proxy {
+        builder = builder.proxy(reqwest::Proxy::all(proxy.as_str()).map_err(HttpError::Build)?);
+    }
+    builder.build().map_err(HttpError::Build)
+}
+
 /// Up to `limit` bytes of a body (an error body: what could not be read is not needed).
 async fn read_bounded(mut response: Response, limit: usize) -> Vec<u8> {
     let mut body = Vec::new();
@@ -264,23 +321,6 @@ fn redirect_target(current: &Url, response: &Response) -> Result<Option<Url>, Ht
     Ok(Some(next))
 }
 
-trait DropCredentials {
-    fn retain_credentials_off(&mut self);
-}
-
-impl DropCredentials for HeaderMap {
-    fn retain_credentials_off(&mut self) {
-        let names: Vec<HeaderName> = self
-            .keys()
-            .filter(|name| is_credential_header(name))
-            .cloned()
-            .collect();
-        for name in names {
-            self.remove(name);
-        }
-    }
-}
-
 /// Build a header map from `Name: value` lines (as given to `-H`).
 pub fn parse_header_line(line: &str) -> Option<(HeaderName, HeaderValue)> {
     let (name, value) = line.split_once(':')?;
@@ -294,25 +334,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn credential_headers_are_recognised() {
-        for name in [
-            "authorization",
-            "x-api-key",
-            "cookie",
-            "x-auth-token",
-            "x-goog-signature",
+    fn only_transfer_headers_leave_the_origin_unless_trusted() {
+        let mut given = HeaderMap::new();
+        for (name, value) in [
+            ("x-password", "s"),
+            ("x-api-key", "sk-1"),
+            ("authorization", "Bearer t"),
+            ("range", "bytes=0-9"),
+            ("if-range", "\"e\""),
         ] {
-            assert!(
-                is_credential_header(&HeaderName::from_static(name)),
-                "{name}"
+            given.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
             );
         }
-        for name in ["accept", "user-agent", "anthropic-version", "range"] {
-            assert!(
-                !is_credential_header(&HeaderName::from_static(name)),
-                "{name}"
-            );
-        }
+        let names = |headers: HeaderMap| {
+            let mut names: Vec<String> = headers.keys().map(|n| n.to_string()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            names(cross_origin_headers(&given, false)),
+            ["if-range", "range"]
+        );
+        assert_eq!(
+            names(cross_origin_headers(&given, true)),
+            ["authorization", "if-range", "range", "x-password"]
+        );
     }
 
     #[test]

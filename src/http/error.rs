@@ -31,16 +31,43 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    /// Whether a new attempt may succeed (network trouble, as opposed to a broken request).
+    /// Whether a new attempt may succeed: decided in [`super::retry::transient`].
     pub fn is_transient(&self) -> bool {
-        match self {
-            HttpError::Send { source, .. } | HttpError::Body { source, .. } => {
-                !source.is_builder() && !source.is_redirect()
-            }
-            HttpError::Stalled { .. } => true,
-            _ => false,
-        }
+        super::retry::transient(self)
     }
+
+    /// Whether the server's TLS certificate was rejected (unknown issuer, expired, wrong name).
+    pub fn is_certificate(&self) -> bool {
+        let (HttpError::Send { source, .. } | HttpError::Body { source, .. }) = self else {
+            return false;
+        };
+        // `io::Error::source` skips the error it wraps: look at that one too (at any depth).
+        let mut pending: Vec<&(dyn std::error::Error + 'static)> = vec![source];
+        while let Some(error) = pending.pop() {
+            if is_rustls_certificate(error) {
+                return true;
+            }
+            if let Some(inner) = error
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                pending.push(inner);
+            }
+            pending.extend(error.source());
+        }
+        false
+    }
+}
+
+fn is_rustls_certificate(error: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        error.downcast_ref::<rustls::Error>(),
+        Some(
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::UnsupportedNameType
+        )
+    )
 }
 
 /// reqwest's Display stops at "error sending request"; the cause is further down the chain.

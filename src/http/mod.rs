@@ -13,6 +13,6 @@ pub mod redact;
 pub mod request_id;
 pub mod retry;
 
-pub use client::{ClientConfig, HttpClient, is_credential_header, parse_header_line};
+pub use client::{ClientConfig, HttpClient, parse_header_line};
 pub use error::HttpError;
 pub use governor::{Governor, GovernorConfig, Halted, TrafficSummary};

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::HeaderMap;
 use tokio_util::sync::CancellationToken;
 
-use super::Governor;
+use super::{Governor, HttpError};
 
 /// How retries are spaced and bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +144,22 @@ pub fn classify(status: u16, headers: &HeaderMap) -> StatusClass {
         _ if !retryable => StatusClass::Final,
         503 | 529 => StatusClass::Overload,
         _ => StatusClass::Retry,
+    }
+}
+
+/// Whether an exchange that got no answer may succeed on another attempt: network trouble
+/// (refused, reset, stalled) yes; a request that cannot be built or redirected, a halted process
+/// and a rejected TLS certificate (the same certificate comes back) no.
+pub fn transient(error: &HttpError) -> bool {
+    if error.is_certificate() {
+        return false;
+    }
+    match error {
+        HttpError::Send { source, .. } | HttpError::Body { source, .. } => {
+            !source.is_builder() && !source.is_redirect()
+        }
+        HttpError::Stalled { .. } => true,
+        _ => false,
     }
 }
 

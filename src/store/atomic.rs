@@ -1,8 +1,13 @@
-//! Replace a file's content so that a crash leaves either the old or the new version whole.
+//! Replace a file's content so that a crash leaves either the old or the new version whole;
+//! open files without following symbolic links; clean the temporary files of dead processes.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// The suffix of [`write_atomic`]'s temporary files, followed by the writer's process id.
+const TEMP_MARK: &str = ".tmp-";
 
 /// Write `bytes` to a temporary file beside `path`, fsync it, rename it over `path` and fsync
 /// the directory so the rename itself survives a crash.
@@ -12,9 +17,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let temp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
     let result = (|| {
-        let mut file = File::create(&temp)?;
+        let mut file = create_new_no_follow(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temp, path)?;
@@ -24,6 +29,86 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Create `path` anew for writing: a file left there by this process id before (a crash) is
+/// replaced; a symbolic link is removed, never followed.
+fn create_new_no_follow(path: &Path) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(no_follow())
+            .open(path)
+    };
+    match open() {
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(path)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+/// `O_NOFOLLOW`: opening a symbolic link fails (`ELOOP`) instead of opening its target.
+pub fn no_follow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
+/// Whether an open error means the path is a symbolic link (opened with [`no_follow`]).
+pub fn is_link_error(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+/// Remove the temporary files [`write_atomic`] left in `dir` when the process that wrote them
+/// died (`.NAME.tmp-PID`, PID not running; this process's own only when `own` is true, i.e. it
+/// writes none at the moment). With `name`, only those of `NAME`. Returns the paths removed.
+pub fn remove_stale_temps(dir: &Path, name: Option<&str>, own: bool) -> io::Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some((of, pid)) = temp_owner(&file_name) else {
+            continue;
+        };
+        let mine = pid == std::process::id();
+        if name.is_some_and(|name| name != of) || (mine && !own) || (!mine && is_running(pid)) {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => removed.push(entry.path()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(removed)
+}
+
+/// `.NAME.tmp-PID` → (`NAME`, PID).
+fn temp_owner(file_name: &str) -> Option<(&str, u32)> {
+    let rest = file_name.strip_prefix('.')?;
+    let (name, pid) = rest.rsplit_once(TEMP_MARK)?;
+    let pid = pid.parse().ok().filter(|&pid| pid > 0)?;
+    Some((name, pid))
+}
+
+/// Whether a process with id `pid` exists (one we may not signal counts as running).
+fn is_running(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
 }
 
 /// Rename `from` to `to` and make the rename durable.
@@ -56,5 +141,50 @@ mod tests {
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn never_writes_through_a_link_at_the_temporary_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, b"keep").unwrap();
+        let path = dir.path().join("state.json");
+        let temp = dir
+            .path()
+            .join(format!(".state.json.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&target, &temp).unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"keep");
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+    }
+
+    #[test]
+    fn removes_the_temporary_files_of_dead_processes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let live = std::process::id();
+        for name in [
+            format!(".a.part.json.tmp-{dead}"),
+            format!(".b.part.json.tmp-{dead}"),
+            format!(".a.part.json.tmp-{live}"),
+            "a.part".to_owned(),
+            ".a.part.json.tmp-x".to_owned(),
+        ] {
+            fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let removed = remove_stale_temps(dir.path(), Some("a.part.json"), false).unwrap();
+        assert_eq!(
+            removed,
+            [dir.path().join(format!(".a.part.json.tmp-{dead}"))]
+        );
+        let removed = remove_stale_temps(dir.path(), None, true).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
     }
 }

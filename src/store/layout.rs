@@ -17,7 +17,9 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use super::names::safe_file_name;
+use super::names::{
+    MAX_NAME_BYTES, hashed_id, safe_file_name, safe_id, truncate_keeping_extension,
+};
 
 /// The month directory used when `created_at` carries no valid `YYYY-MM`.
 pub const UNDATED: &str = "undated";
@@ -75,19 +77,35 @@ impl DataDir {
         self.raw().join(safe_file_name(month, UNDATED))
     }
 
-    /// `DATA/raw/YYYY-MM/<id>_<filename>`, the month taken from `created_at`.
+    /// `DATA/raw/YYYY-MM/<id>_<filename>`, the month taken from `created_at`; the id as
+    /// [`safe_id`] has it (so two ids never share a name through it), the filename cut to fit.
     pub fn file_path(&self, created_at: &str, id: &str, filename: &str) -> PathBuf {
-        let id = safe_file_name(id, "file");
+        self.file_path_with(created_at, &safe_id(id), filename)
+    }
+
+    /// [`DataDir::file_path`] with the id always hashed ([`hashed_id`]): for a file whose usual
+    /// name another file holds.
+    pub fn alternate_file_path(&self, created_at: &str, id: &str, filename: &str) -> PathBuf {
+        self.file_path_with(created_at, &hashed_id(id), filename)
+    }
+
+    fn file_path_with(&self, created_at: &str, id: &str, filename: &str) -> PathBuf {
         let filename = safe_file_name(filename, "download");
-        // Joined names can exceed the length cap; sanitising again cuts them, keeping the extension.
-        let name = safe_file_name(&format!("{id}_{filename}"), "file");
-        self.raw_month(&month_or_undated(created_at)).join(name)
+        let room = MAX_NAME_BYTES.saturating_sub(id.len() + 1);
+        let filename = truncate_keeping_extension(&filename, room);
+        let filename = filename.trim_end_matches(['.', ' ']);
+        let filename = if filename.is_empty() {
+            "download"
+        } else {
+            filename
+        };
+        self.raw_month(&month_or_undated(created_at))
+            .join(format!("{id}_{filename}"))
     }
 
     /// `DATA/raw/YYYY-MM/batches/<batch_id>.jsonl`.
     pub fn batch_results_path(&self, created_at: &str, batch_id: &str) -> PathBuf {
-        let id = safe_file_name(batch_id, "batch");
-        let name = safe_file_name(&format!("{id}.jsonl"), "batch.jsonl");
+        let name = format!("{}.jsonl", safe_id(batch_id));
         self.raw_month(&month_or_undated(created_at))
             .join("batches")
             .join(name)
@@ -151,12 +169,31 @@ impl DataDir {
         }
     }
 
+    /// [`DataDir::lock`] for a command that only reads: `None` (no lock) when the lock file
+    /// cannot be opened for writing because the directory or file system is read-only, where
+    /// no sync can run either.
+    pub fn lock_to_read(&self) -> Result<Option<DataDirLock>, LayoutError> {
+        match self.lock() {
+            Ok(lock) => Ok(Some(lock)),
+            Err(LayoutError::Lock { source, .. })
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
     /// `DATA/raw`.
     pub fn raw(&self) -> PathBuf {
         self.root.join("raw")
     }
 
-    fn meta(&self) -> PathBuf {
+    /// `DATA/meta`.
+    pub fn meta(&self) -> PathBuf {
         self.root.join("meta")
     }
 
@@ -294,6 +331,27 @@ mod tests {
                 assert_inside(root, &path);
             }
         }
+    }
+
+    #[test]
+    fn ids_that_sanitise_alike_get_distinct_paths() {
+        let data = DataDir::new("/data");
+        let ids = ["file_c/d", "file_c_d", "file_c?d", "file_c:d", "file_c\\d"];
+        let mut paths: Vec<PathBuf> = ids
+            .iter()
+            .map(|id| data.file_path("2026-08-01", id, "r.csv"))
+            .collect();
+        paths.push(data.alternate_file_path("2026-08-01", "file_c_d", "r.csv"));
+        paths.extend(
+            ids.iter()
+                .map(|id| data.batch_results_path("2026-08-01", id)),
+        );
+        let distinct: std::collections::HashSet<&PathBuf> = paths.iter().collect();
+        assert_eq!(distinct.len(), paths.len(), "{paths:?}");
+        assert_eq!(
+            data.file_path("2026-08-01", "file_c_d", "r.csv"),
+            Path::new("/data/raw/2026-08/file_c_d_r.csv")
+        );
     }
 
     #[test]

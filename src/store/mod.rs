@@ -10,6 +10,6 @@ mod part;
 pub mod ranges;
 pub mod resume;
 
-pub use part::PartFile;
+pub use part::{PartFile, PartLock, PartLockError};
 pub use ranges::RangeSet;
-pub use resume::{ResumeState, StatePaths};
+pub use resume::{Installed, ResumeState, StatePaths};

@@ -12,6 +12,47 @@ const RESERVED: [&str; 22] = [
     "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
 ];
 
+/// Longest id kept whole in a name; a longer one is cut and marked with its hash.
+const MAX_ID_BYTES: usize = 96;
+
+/// An id (a file's, a batch's) as one safe name component, injective over ids: an id made only
+/// of ASCII letters, digits, `_` and `-` (every id the API issues), and short enough, stays as it
+/// is; any other is sanitised, cut to [`MAX_ID_BYTES`] and suffixed with `~` and a hash of the raw
+/// id, so `file_c/d`, `file_c_d` and `file_c?d` get three names. Plain ids never contain `~`.
+pub fn safe_id(id: &str) -> String {
+    let plain = !id.is_empty()
+        && id.len() <= MAX_ID_BYTES
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !RESERVED.iter().any(|r| r.eq_ignore_ascii_case(id));
+    if plain {
+        return id.to_owned();
+    }
+    hashed_id(id)
+}
+
+/// An id as one safe name component that always carries the hash of the id (`file_x~1a2b…`):
+/// distinct from every [`safe_id`] of another id, for a name [`safe_id`] would share.
+pub fn hashed_id(id: &str) -> String {
+    let cleaned: String = safe_file_name(id, "id")
+        .chars()
+        .map(|c| if c == '~' { '_' } else { c })
+        .collect();
+    let mut cut = cleaned.len().min(MAX_ID_BYTES);
+    while !cleaned.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{}", &cleaned[..cut], id_hash(id))
+}
+
+/// The first 12 hex digits of the SHA-256 of `id`.
+fn id_hash(id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    hex::encode(&digest[..6])
+}
+
 /// A safe file name for `raw`, or `fallback` when nothing usable is left.
 pub fn safe_file_name(raw: &str, fallback: &str) -> String {
     let cleaned: String = raw
@@ -38,7 +79,7 @@ pub fn safe_file_name(raw: &str, fallback: &str) -> String {
     truncate_keeping_extension(&name, MAX_NAME_BYTES)
 }
 
-fn truncate_keeping_extension(name: &str, max: usize) -> String {
+pub(crate) fn truncate_keeping_extension(name: &str, max: usize) -> String {
     if name.len() <= max {
         return name.to_owned();
     }
@@ -80,6 +121,39 @@ mod tests {
         for (raw, expected) in table {
             assert_eq!(safe_file_name(raw, "fallback"), expected, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn ids_map_to_distinct_names() {
+        assert_eq!(
+            safe_id("file_011CNha8iCJcU1wXNR6q4V8w"),
+            "file_011CNha8iCJcU1wXNR6q4V8w"
+        );
+        let names: std::collections::HashSet<String> = [
+            "file_c/d",
+            "file_c_d",
+            "file_c?d",
+            "file_c\\d",
+            "file_c:d",
+            "..",
+            ".",
+            "",
+            "~",
+            "file_c_d~0",
+            "a".repeat(200).as_str(),
+            format!("{}b", "a".repeat(199)).as_str(),
+            "CON",
+            "_CON",
+        ]
+        .iter()
+        .map(|id| safe_id(id))
+        .collect();
+        assert_eq!(names.len(), 14, "{names:?}");
+        for name in &names {
+            assert_eq!(safe_file_name(name, "x"), *name, "already safe: {name}");
+            assert!(name.len() <= MAX_ID_BYTES + 13, "{name}");
+        }
+        assert!(safe_id("file_c/d").starts_with("file_c_d~"));
     }
 
     #[test]

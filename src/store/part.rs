@@ -3,9 +3,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use super::atomic::no_follow;
 
 /// A shared handle to the `.part` file; cheap to clone, safe to write from many tasks.
 #[derive(Debug, Clone)]
@@ -16,13 +18,9 @@ pub struct PartFile {
 
 impl PartFile {
     /// Open `path` keeping what it holds (for resume), sized to `len` when the size is known.
+    /// A symbolic link at `path` is refused (`ELOOP`), never written through.
     pub fn open(path: &Path, len: Option<u64>) -> io::Result<PartFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = open_regular(path)?;
         if let Some(len) = len {
             if file.metadata()?.len() != len {
                 file.set_len(len)?;
@@ -37,7 +35,7 @@ impl PartFile {
 
     /// Open `path` empty, discarding anything it held.
     pub fn create_empty(path: &Path, len: Option<u64>) -> io::Result<PartFile> {
-        File::create(path)?;
+        open_regular(path)?.set_len(0)?;
         PartFile::open(path, len)
     }
 
@@ -58,6 +56,70 @@ impl PartFile {
     /// Make written data durable (blocking).
     pub fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+}
+
+/// Open (creating) `path` for reading and writing without following a symbolic link, and
+/// only if it is a regular file.
+fn open_regular(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(no_follow())
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
+/// An exclusive advisory lock (`flock`) on a download's `.part`, held for the whole transfer
+/// so that two processes never write one `.part`. Released when dropped or the process dies.
+#[derive(Debug)]
+pub struct PartLock {
+    file: File,
+}
+
+/// Why a `.part` could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum PartLockError {
+    #[error("another process holds the lock")]
+    Held,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl PartLock {
+    /// Lock `path` (created empty if absent) without waiting. A lock taken on a `.part` that was
+    /// meanwhile removed or renamed (its holder finished) is taken again on the new file.
+    pub fn acquire(path: &Path) -> Result<PartLock, PartLockError> {
+        use rustix::fs::{FlockOperation, flock};
+        for _ in 0..3 {
+            let file = open_regular(path)?;
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => return Err(PartLockError::Held),
+                Err(errno) => return Err(PartLockError::Io(errno.into())),
+            }
+            let held = file.metadata()?;
+            let now = std::fs::symlink_metadata(path);
+            if now.is_ok_and(|now| now.dev() == held.dev() && now.ino() == held.ino()) {
+                return Ok(PartLock { file });
+            }
+        }
+        Err(PartLockError::Held)
+    }
+
+    /// Empty the locked `.part` (the file stays, and the lock with it).
+    pub fn truncate(&self) -> io::Result<()> {
+        self.file.set_len(0)
+    }
+
+    /// Whether the locked `.part` holds no bytes.
+    pub fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.file.metadata()?.len() == 0)
     }
 }
 
@@ -98,5 +160,29 @@ mod tests {
         again.read_at(&mut buf, 0).unwrap();
         assert_eq!(&buf, b"abcd");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn a_link_is_never_opened_as_the_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("outside");
+        std::fs::write(&target, b"precious").unwrap();
+        let path = dir.path().join("x.part");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let error = PartFile::open(&path, Some(4)).unwrap_err();
+        assert!(crate::store::atomic::is_link_error(&error), "{error}");
+        assert!(PartFile::create_empty(&path, None).is_err());
+        assert!(PartLock::acquire(&path).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn a_second_lock_on_one_part_is_refused_until_the_first_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.part");
+        let first = PartLock::acquire(&path).unwrap();
+        assert!(matches!(PartLock::acquire(&path), Err(PartLockError::Held)));
+        drop(first);
+        PartLock::acquire(&path).unwrap();
     }
 }

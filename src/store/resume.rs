@@ -31,6 +31,24 @@ pub struct ResumeState {
     /// For an encrypted download: where the age payload starts, and its file key, wrapped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crypt: Option<SealedState>,
+    /// Set just before the complete `.part` is renamed to the output: what the output then
+    /// holds. A rerun that finds the output so (killed between the rename and recording it)
+    /// takes it as done instead of fetching it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed: Option<Installed>,
+}
+
+/// What a complete download renamed to its output holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installed {
+    /// SHA-256 of the content (the plaintext, when encrypted).
+    pub sha256: String,
+    /// Content bytes.
+    pub size: u64,
+    /// Bytes of the output file (larger than `size` when encrypted).
+    pub stored: u64,
+    /// The output the `.part` was renamed to.
+    pub output: PathBuf,
 }
 
 impl ResumeState {
@@ -44,6 +62,7 @@ impl ResumeState {
             ranges_supported: false,
             done: RangeSet::new(),
             crypt: None,
+            installed: None,
         }
     }
 

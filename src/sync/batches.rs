@@ -34,7 +34,7 @@ pub async fn download_batches(
     months: &mut BTreeSet<String>,
 ) -> Result<(), SyncError> {
     let mut entries = sync.index.batches_to_fetch()?;
-    entries.retain(|entry| options.includes(&entry.meta.id));
+    entries.retain(|entry| options.includes(&entry.meta));
     sync.reporter.queued(entries.len(), None);
     for entry in entries {
         months.extend(month_of(&entry.meta.created_at));

@@ -1,11 +1,19 @@
-//! Downloading the files the index says are missing, and recording each outcome.
+//! Downloading the files the index says are missing, and recording each outcome as it lands.
+//!
+//! Each file is recorded complete as soon as its transfer ends, in a durable group commit with
+//! whatever else landed meanwhile, so a kill loses no finished file. The transfer marks its
+//! resume state installed (with the hash) before it renames the `.part` into `raw/`, and the
+//! state is removed only after the commit: a rerun after a kill between the two finds the file
+//! there with that size and hash and records it without fetching it again.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
 
+use crate::api::{FileObject, check_id};
 use crate::crypt::age_path;
-use crate::engine::{TransferError, TransferReport, TransferSpec};
-use crate::store::index::{FileEntry, FileOutcome};
+use crate::engine::{TransferError, TransferReport, TransferSpec, release_state};
+use crate::store::ResumeState;
+use crate::store::index::{FileEntry, FileOutcome, FileState, Index, IndexError, MALFORMED_REASON};
 use crate::store::layout::month_of;
 
 use super::{Sync, SyncError, SyncOptions, SyncSummary};
@@ -19,77 +27,262 @@ pub async fn download_files(
     summary: &mut SyncSummary,
     months: &mut BTreeSet<String>,
 ) -> Result<(), SyncError> {
+    let wanted = wanted_files(sync, options, summary, months)?;
+    let mut taken = HashSet::new();
+    let mut specs = Vec::with_capacity(wanted.len());
+    let mut placed = Vec::with_capacity(wanted.len());
+    for entry in wanted {
+        match spec_for(sync, options, &entry, &mut taken)? {
+            Ok(spec) => {
+                specs.push(spec);
+                placed.push(entry);
+            }
+            Err(reason) => {
+                let outcome = FileOutcome::Failed {
+                    reason: reason.clone(),
+                    retries: 0,
+                };
+                sync.index.record_file(&entry.meta.id, &outcome)?;
+                summary.failed.push((entry.meta.id.clone(), reason));
+            }
+        }
+    }
+    let wanted = placed;
+    let starting: Vec<(String, FileOutcome)> = wanted
+        .iter()
+        .map(|entry| (entry.meta.id.clone(), FileOutcome::Downloading))
+        .collect();
+    for result in sync.index.record_files(&starting)? {
+        result?;
+    }
+    let mut landed = sync
+        .engine
+        .download_each(specs.clone(), options.jobs, sync.reporter.clone());
+    while let Some(first) = landed.recv().await {
+        let mut group = vec![first];
+        while let Ok(more) = landed.try_recv() {
+            group.push(more);
+        }
+        let group = group
+            .into_iter()
+            .map(|(at, result)| (&wanted[at], &specs[at], result));
+        record_landed(sync, group.collect(), summary, months)?;
+    }
+    Ok(())
+}
+
+/// Remove the resume states in `tmp/` of downloads installed and recorded complete (a kill
+/// came between the commit and their removal); those of installed downloads not recorded yet
+/// stay, for the rerun to find the output complete.
+pub fn remove_recorded_states(sync: &Sync<'_>) -> Result<(), SyncError> {
+    let tmp = sync.data.tmp();
+    let clean_error = |source| SyncError::Clean {
+        path: tmp.clone(),
+        source,
+    };
+    let entries = match std::fs::read_dir(&tmp) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(clean_error(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(clean_error)?.path();
+        if !path.to_string_lossy().ends_with(".part.json") {
+            continue;
+        }
+        let Some(installed) = ResumeState::load(&path).and_then(|state| state.installed) else {
+            continue;
+        };
+        let recorded = sync
+            .index
+            .file_at(&relative(sync.data.root(), &installed.output))?
+            .map(|id| sync.index.file(&id))
+            .transpose()?
+            .flatten()
+            .is_some_and(|e| e.state == FileState::Complete && e.sha256 == Some(installed.sha256));
+        if recorded {
+            std::fs::remove_file(&path).map_err(clean_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Record a listing entry that cannot be used as listed (see [`FileObject::malformed`]) as
+/// Failed with its reason, so the rest of the sync goes on and the next listing looks again.
+/// A file already settled keeps what it has; an entry without an id is only reported.
+pub fn record_malformed(
+    index: &mut dyn Index,
+    file: &FileObject,
+    summary: &mut SyncSummary,
+) -> Result<(), SyncError> {
+    let problem = file.malformed.as_deref().unwrap_or("malformed");
+    let reason = format!("{MALFORMED_REASON}: {problem}");
+    if file.id.is_empty() {
+        summary.failed.push(("(no id)".to_owned(), reason));
+        return Ok(());
+    }
+    match index.file(&file.id)? {
+        Some(entry) if entry.state.is_settled() => {
+            tracing::warn!(id = %file.id, "{reason}; keeping the {} entry", entry.state);
+            return Ok(());
+        }
+        Some(_) => {}
+        None => {
+            index.upsert_files(&[super::listing::file_meta(file)])?;
+        }
+    }
+    let outcome = FileOutcome::Failed {
+        reason: reason.clone(),
+        retries: 0,
+    };
+    index.record_file(&file.id, &outcome)?;
+    summary.failed.push((file.id.clone(), reason));
+    Ok(())
+}
+
+/// The files to fetch now. Those not downloadable are recorded Skipped, those failed as
+/// malformed listing entries or with an id unfit for a request path are left (or recorded)
+/// Failed: neither is fetched.
+fn wanted_files(
+    sync: &mut Sync<'_>,
+    options: &SyncOptions,
+    summary: &mut SyncSummary,
+    months: &mut BTreeSet<String>,
+) -> Result<Vec<FileEntry>, SyncError> {
     let mut wanted = Vec::new();
     let entries = sync.index.files_to_fetch()?;
-    for entry in entries.into_iter().filter(|e| options.includes(&e.meta.id)) {
-        if entry.meta.downloadable == Some(false) {
+    for entry in entries.into_iter().filter(|e| options.includes(&e.meta)) {
+        let id = entry.meta.id.clone();
+        let malformed = entry
+            .reason
+            .as_deref()
+            .filter(|reason| reason.starts_with(MALFORMED_REASON));
+        if let Some(reason) = malformed {
+            if !summary.failed.iter().any(|(failed, _)| *failed == id) {
+                summary.failed.push((id, reason.to_owned()));
+            }
+        } else if let Err(problem) = check_id(&id) {
+            let reason = format!("{MALFORMED_REASON}: {problem}");
+            let outcome = FileOutcome::Failed {
+                reason: reason.clone(),
+                retries: 0,
+            };
+            sync.index.record_file(&id, &outcome)?;
+            summary.failed.push((id, reason));
+        } else if entry.meta.downloadable == Some(false) {
             let reason = NOT_DOWNLOADABLE.to_owned();
-            sync.index.record_file(
-                &entry.meta.id,
-                &FileOutcome::Skipped {
-                    reason: reason.clone(),
-                },
-            )?;
-            summary.skipped.push((entry.meta.id.clone(), reason));
+            let outcome = FileOutcome::Skipped {
+                reason: reason.clone(),
+            };
+            sync.index.record_file(&id, &outcome)?;
+            summary.skipped.push((id, reason));
             months.extend(month_of(&entry.meta.created_at));
         } else {
             wanted.push(entry);
         }
     }
-    let specs: Vec<TransferSpec> = wanted
-        .iter()
-        .map(|entry| spec_for(sync, options, entry))
-        .collect();
-    for entry in &wanted {
-        sync.index
-            .record_file(&entry.meta.id, &FileOutcome::Downloading)?;
-    }
-    let results = sync
-        .engine
-        .download_all(specs, options.jobs, sync.reporter.clone())
-        .await;
-    for (entry, result) in wanted.iter().zip(results) {
+    Ok(wanted)
+}
+
+/// Record a group of finished transfers in one durable commit, then drop the resume states
+/// their transfers kept for exactly this moment.
+fn record_landed(
+    sync: &mut Sync<'_>,
+    group: Vec<(
+        &FileEntry,
+        &TransferSpec,
+        Result<TransferReport, TransferError>,
+    )>,
+    summary: &mut SyncSummary,
+    months: &mut BTreeSet<String>,
+) -> Result<(), SyncError> {
+    let mut recorded = Vec::new();
+    let mut outcomes = Vec::new();
+    for (entry, spec, result) in group {
         months.extend(month_of(&entry.meta.created_at));
-        let outcome = outcome_of(sync.data.root(), &result);
-        match (&outcome, &result) {
-            (FileOutcome::Complete { .. }, Ok(report)) => {
-                summary.downloaded += 1;
-                summary.bytes += report.fetched;
-            }
-            (FileOutcome::Skipped { reason }, _) => summary
-                .skipped
-                .push((entry.meta.id.clone(), reason.clone())),
-            (FileOutcome::Failed { reason, .. }, _) => {
-                summary.failed.push((entry.meta.id.clone(), reason.clone()))
-            }
-            _ => {}
-        }
         if matches!(&result, Err(e) if e.is_cancelled()) {
             summary.interrupted = true;
             continue;
         }
-        sync.index.record_file(&entry.meta.id, &outcome)?;
+        outcomes.push((entry.meta.id.clone(), outcome_of(sync.data.root(), &result)));
+        recorded.push((spec, result));
+    }
+    let results = sync.index.record_files(&outcomes)?;
+    for (((id, outcome), (spec, result)), written) in outcomes.iter().zip(recorded).zip(results) {
+        match (written, outcome, &result) {
+            (Err(refused @ IndexError::PathTaken { .. }), _, _) => {
+                let reason = refused.to_string();
+                let failed = FileOutcome::Failed {
+                    reason: reason.clone(),
+                    retries: 0,
+                };
+                sync.index.record_file(id, &failed)?;
+                summary.failed.push((id.clone(), reason));
+            }
+            (Err(other), _, _) => return Err(other.into()),
+            (Ok(()), FileOutcome::Complete { .. }, Ok(report)) => {
+                summary.downloaded += 1;
+                summary.bytes += report.fetched;
+                release_state(spec)?;
+            }
+            (Ok(()), FileOutcome::Skipped { reason }, _) => {
+                summary.skipped.push((id.clone(), reason.clone()))
+            }
+            (Ok(()), FileOutcome::Failed { reason, .. }, _) => {
+                summary.failed.push((id.clone(), reason.clone()))
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
 
-fn spec_for(sync: &Sync<'_>, options: &SyncOptions, entry: &FileEntry) -> TransferSpec {
+/// The transfer of `entry` into `raw/`, at a path no other file is recorded at or is being
+/// fetched to in this run (`taken`): ids map to distinct names, but an id and a filename can
+/// still join into another's name (`a` + `b_c`, `a_b` + `c`); such a file gets the hashed
+/// form of its name.
+///
+/// `Ok(Err(reason))`: both names are held by others; the file is not fetched (its download
+/// would replace another's file).
+fn spec_for(
+    sync: &Sync<'_>,
+    options: &SyncOptions,
+    entry: &FileEntry,
+    taken: &mut HashSet<PathBuf>,
+) -> Result<Result<TransferSpec, String>, SyncError> {
     let meta = &entry.meta;
-    let mut output = sync
-        .data
-        .file_path(&meta.created_at, &meta.id, &meta.filename);
-    if options.encrypt.is_some() {
-        output = age_path(&output);
-    }
-    TransferSpec {
+    let data = sync.data;
+    let sealed = |path: PathBuf| match options.encrypt {
+        Some(_) => age_path(&path),
+        None => path,
+    };
+    let held = |path: &PathBuf| -> Result<bool, SyncError> {
+        let owner = sync.index.file_at(&relative(data.root(), path))?;
+        Ok(taken.contains(path) || owner.is_some_and(|owner| owner != meta.id))
+    };
+    let usual = sealed(data.file_path(&meta.created_at, &meta.id, &meta.filename));
+    let alternate = sealed(data.alternate_file_path(&meta.created_at, &meta.id, &meta.filename));
+    let output = if !held(&usual)? {
+        usual
+    } else if !held(&alternate)? {
+        alternate
+    } else {
+        let place = relative(data.root(), &alternate);
+        return Ok(Err(format!(
+            "{place} and its alternative name belong to other files"
+        )));
+    };
+    taken.insert(output.clone());
+    Ok(Ok(TransferSpec {
         headers: sync.api.headers(),
         overwrite: true,
-        staging: Some(sync.data.tmp_path_for(&output)),
+        staging: Some(data.tmp_path_for(&output)),
         expected_size: Some(meta.size_bytes),
         file_id: Some(meta.id.clone()),
         encrypt: options.encrypt.clone(),
+        keep_state: true,
         ..TransferSpec::new(sync.api.file_content_url(&meta.id), output)
-    }
+    }))
 }
 
 /// Permanent per-file answers (400 not downloadable, 404/410 gone) are recorded as skipped and

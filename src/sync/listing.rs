@@ -1,9 +1,9 @@
 //! Listing newest first into the index, with the incremental stop.
 
-use crate::api::{ApiClient, ApiError, Batch, Cursor, FileObject};
+use crate::api::{ApiClient, Batch, FileObject, Listed};
 use crate::store::index::{BatchMeta, FileMeta, Index};
 
-use super::{Sync, SyncError, SyncOptions, SyncSummary};
+use super::{Planned, Sync, SyncError, SyncOptions, SyncSummary};
 
 pub async fn list_files(
     sync: &mut Sync<'_>,
@@ -12,20 +12,28 @@ pub async fn list_files(
 ) -> Result<(), SyncError> {
     let api = sync.api;
     let index = &mut *sync.index;
-    let fetch =
-        async |cursor: Option<Cursor>| api.list_files(cursor.as_ref(), options.page_size).await;
-    walk_pages(options, summary, fetch, |page: &[FileObject], summary| {
+    walk_pages(api, options, summary, |page: &[FileObject], summary| {
         summary.files_listed += page.len() as u64;
         let ids: Vec<&str> = page.iter().map(|f| f.id.as_str()).collect();
         if options.dry_run {
             let settled = index.settled_ids(&ids)?;
-            let fetchable = page
-                .iter()
-                .filter(|f| !settled.contains(&f.id) && f.downloadable != Some(false));
-            summary.planned.extend(fetchable.map(|f| f.id.clone()));
+            let fetchable = page.iter().filter(|f| {
+                !settled.contains(&f.id)
+                    && f.downloadable != Some(false)
+                    && f.malformed.is_none()
+                    && options.includes(*f)
+            });
+            summary.planned.extend(fetchable.map(Planned::of));
         } else {
-            let metas: Vec<FileMeta> = page.iter().map(file_meta).collect();
+            let metas: Vec<FileMeta> = page
+                .iter()
+                .filter(|f| f.malformed.is_none())
+                .map(file_meta)
+                .collect();
             summary.files_new += index.upsert_files(&metas)? as u64;
+            for file in page.iter().filter(|f| f.malformed.is_some()) {
+                super::files::record_malformed(index, file, summary)?;
+            }
         }
         Ok(index.settled_ids(&ids)?.len() == page.len())
     })
@@ -39,9 +47,7 @@ pub async fn list_batches(
 ) -> Result<(), SyncError> {
     let api = sync.api;
     let index = &mut *sync.index;
-    let fetch =
-        async |cursor: Option<Cursor>| api.list_batches(cursor.as_ref(), options.page_size).await;
-    walk_pages(options, summary, fetch, |page: &[Batch], summary| {
+    walk_pages(api, options, summary, |page: &[Batch], summary| {
         summary.batches_listed += page.len() as u64;
         let metas: Vec<BatchMeta> = page.iter().map(|b| batch_meta(api, b)).collect();
         let unsettled: Vec<&BatchMeta> = metas
@@ -49,8 +55,10 @@ pub async fn list_batches(
             .filter(|m| !is_settled(&*index, &m.id))
             .collect();
         if options.dry_run {
-            let to_fetch = unsettled.iter().filter(|m| m.processing_status == "ended");
-            summary.planned.extend(to_fetch.map(|m| m.id.clone()));
+            let to_fetch = unsettled
+                .iter()
+                .filter(|m| m.processing_status == "ended" && options.includes(**m));
+            summary.planned.extend(to_fetch.map(|m| Planned::of(*m)));
         } else {
             index.upsert_batches(&metas)?;
         }
@@ -60,23 +68,23 @@ pub async fn list_batches(
 }
 
 /// Fetch pages newest first until the last one, or (unless `--full`) until a page that `take`
-/// reports as wholly known and settled: everything older was settled by an earlier sync.
-async fn walk_pages<T>(
+/// reports as wholly known and settled: everything older was settled by an earlier sync. A
+/// listing that loops ends with an error (see [`crate::api::Pages`]).
+async fn walk_pages<T: Listed>(
+    api: &ApiClient,
     options: &SyncOptions,
     summary: &mut SyncSummary,
-    mut fetch: impl AsyncFnMut(Option<Cursor>) -> Result<(Vec<T>, Option<Cursor>), ApiError>,
     mut take: impl FnMut(&[T], &mut SyncSummary) -> Result<bool, SyncError>,
 ) -> Result<(), SyncError> {
-    let mut cursor = None;
-    loop {
-        let (page, next) = fetch(cursor.take()).await?;
+    let mut pages = api.pages::<T>(options.page_size);
+    while let Some(page) = pages.next_page().await? {
         summary.list_requests += 1;
         let settled = take(&page, summary)?;
-        match next {
-            Some(next) if options.full || page.is_empty() || !settled => cursor = Some(next),
-            _ => return Ok(()),
+        if settled && !page.is_empty() && !options.full {
+            break;
         }
     }
+    Ok(())
 }
 
 fn is_settled(index: &dyn Index, id: &str) -> bool {
@@ -85,7 +93,7 @@ fn is_settled(index: &dyn Index, id: &str) -> bool {
     entry.is_some_and(|e| matches!(e.state, FileState::Complete | FileState::Skipped))
 }
 
-fn file_meta(file: &FileObject) -> FileMeta {
+pub(super) fn file_meta(file: &FileObject) -> FileMeta {
     FileMeta {
         id: file.id.clone(),
         filename: file.filename.clone(),

@@ -11,6 +11,7 @@
 mod batches;
 mod files;
 mod listing;
+pub mod select;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::store::meta::MetaError;
 
 pub use batches::{read_result, scan_results};
 pub use files::relative;
+pub use select::{Selectable, Selection};
 
 /// What a sync does.
 #[derive(Debug, Clone)]
@@ -45,15 +47,21 @@ pub struct SyncOptions {
     pub encrypt: Option<Arc<Encryption>>,
     /// Download only the entries with these ids (`None`: every entry wanted).
     pub only: Option<HashSet<String>>,
+    /// Download only the entries selected (`--include`, `--since`, …; see [`select`]).
+    pub select: Selection,
     /// Download in plaintext even into a directory that holds encrypted entries
     /// (`--no-encrypt`); otherwise [`Sync::run`] refuses to.
     pub plaintext_ok: bool,
 }
 
 impl SyncOptions {
-    /// Whether the entry `id` is to be downloaded in this run, if wanted.
-    fn includes(&self, id: &str) -> bool {
-        self.only.as_ref().is_none_or(|only| only.contains(id))
+    /// Whether `item` is to be downloaded in this run, if wanted.
+    fn includes(&self, item: &impl Selectable) -> bool {
+        let listed = self
+            .only
+            .as_ref()
+            .is_none_or(|only| only.contains(item.id()));
+        listed && self.select.selects(item)
     }
 }
 
@@ -69,6 +77,7 @@ impl Default for SyncOptions {
             jobs: 8,
             encrypt: None,
             only: None,
+            select: Selection::default(),
             plaintext_ok: false,
         }
     }
@@ -89,10 +98,29 @@ pub struct SyncSummary {
     pub skipped: Vec<(String, String)>,
     /// (id, reason) of items that failed this time and will be retried by the next sync.
     pub failed: Vec<(String, String)>,
-    /// Dry run: ids that would be downloaded.
-    pub planned: Vec<String>,
+    /// Dry run: what would be downloaded.
+    pub planned: Vec<Planned>,
     pub interrupted: bool,
     pub duration: Duration,
+}
+
+/// An item a dry run would download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub id: String,
+    pub created_at: String,
+    /// A file's size; `None` for batch results (unknown until fetched).
+    pub bytes: Option<u64>,
+}
+
+impl Planned {
+    fn of(item: &impl Selectable) -> Planned {
+        Planned {
+            id: item.id().to_owned(),
+            created_at: item.created_at().to_owned(),
+            bytes: item.file().map(|(_, _, size)| size),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +142,12 @@ pub enum SyncError {
         root.display()
     )]
     PlaintextBesideEncrypted { root: std::path::PathBuf },
+    #[error("cleaning stale temporary files in {}: {source}", path.display())]
+    Clean {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("reading batch results {}: {source}", path.display())]
     Results {
         path: std::path::PathBuf,
@@ -145,6 +179,9 @@ impl Sync<'_> {
         let started = Instant::now();
         let mut summary = SyncSummary::default();
         let mut months = BTreeSet::new();
+        if !options.dry_run {
+            self.clean_stale_temps()?;
+        }
         if options.files {
             listing::list_files(self, options, &mut summary).await?;
             if !options.dry_run && !options.metadata_only {
@@ -168,6 +205,7 @@ impl Sync<'_> {
         let started = Instant::now();
         let mut summary = SyncSummary::default();
         let mut months = BTreeSet::new();
+        self.clean_stale_temps()?;
         if options.files {
             files::download_files(self, options, &mut summary, &mut months).await?;
         }
@@ -175,6 +213,17 @@ impl Sync<'_> {
             batches::download_batches(self, options, &mut summary, &mut months).await?;
         }
         self.finish(&months, started, summary)
+    }
+
+    /// Remove the temporary files (`.NAME.tmp-PID`) that killed processes left in `tmp/` and
+    /// `meta/`. Under the data directory's lock no other process writes there, and this one
+    /// has not started to.
+    fn clean_stale_temps(&self) -> Result<(), SyncError> {
+        for dir in [self.data.tmp(), self.data.meta()] {
+            crate::store::atomic::remove_stale_temps(&dir, None, true)
+                .map_err(|source| SyncError::Clean { path: dir, source })?;
+        }
+        files::remove_recorded_states(self)
     }
 
     /// Rewrite the metadata of the months touched and time the run.

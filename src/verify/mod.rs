@@ -11,7 +11,8 @@
 //!    recorded plaintext size has, and counted as unchecked (not a problem).
 //! 3. `scan`: walk `raw/` for files no index row points to, and `tmp/` for in-flight
 //!    downloads, plain or encrypted (reported, never a problem), and files no in-flight entry
-//!    owns.
+//!    owns; in both, symbolic links (a problem: claudedl never makes one, and one that leaves
+//!    the data directory says so).
 //! 4. [`mark_for_repair`]: set each missing, changed or unreadable entry back to Failed, so
 //!    the sync download path ([`crate::sync::Sync::fetch_wanted`]) fetches it again through
 //!    `tmp/` and replaces the file atomically; [`repair_outcomes`] reads back how that went.
@@ -127,6 +128,13 @@ pub enum Finding {
     },
     /// A file under `raw/` no index row points to, or under `tmp/` no in-flight entry owns.
     Orphaned { path: String, size: u64 },
+    /// A symbolic link under `raw/` or `tmp/` (claudedl never makes one): what it points to,
+    /// and whether that is outside the data directory.
+    Link {
+        path: String,
+        target: String,
+        leaves_data_dir: bool,
+    },
     /// A download that has not finished (resumed by the next sync): not a problem.
     InProgress {
         item: ItemKind,
@@ -151,7 +159,7 @@ impl Finding {
             | Finding::Changed { item, .. }
             | Finding::Unreadable { item, .. }
             | Finding::Unhashed { item } => Some(item),
-            Finding::Orphaned { .. } | Finding::InProgress { .. } => None,
+            Finding::Orphaned { .. } | Finding::Link { .. } | Finding::InProgress { .. } => None,
         }
     }
 
@@ -163,6 +171,7 @@ impl Finding {
             Finding::Unreadable { .. } => "unreadable",
             Finding::Unhashed { .. } => "unhashed",
             Finding::Orphaned { .. } => "orphaned",
+            Finding::Link { .. } => "link",
             Finding::InProgress { .. } => "in_progress",
         }
     }
@@ -249,7 +258,7 @@ pub fn verify(
 
 fn sort_key(finding: &Finding) -> &str {
     match finding {
-        Finding::Orphaned { path, .. } => path,
+        Finding::Orphaned { path, .. } | Finding::Link { path, .. } => path,
         Finding::InProgress { id, .. } => id,
         other => other.repairable().map_or("", |item| &item.path),
     }

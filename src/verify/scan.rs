@@ -14,24 +14,25 @@ use crate::sync::relative;
 use super::plan::InFlight;
 use super::{Finding, VerifyError};
 
-/// Files under `raw/` whose path is not in `known`.
+/// Files under `raw/` whose path is not in `known`, and links under `raw/`.
 pub fn orphans_in_raw(
     data: &DataDir,
     known: &HashSet<String>,
 ) -> Result<Vec<Finding>, VerifyError> {
-    let files = walk(data.root(), &data.raw())?;
+    let (files, mut findings) = walk(data.root(), &data.raw())?;
     let orphans = files
         .into_iter()
         .filter(|(path, _)| !known.contains(path))
         .map(|(path, size)| Finding::Orphaned { path, size });
-    Ok(orphans.collect())
+    findings.extend(orphans);
+    Ok(findings)
 }
 
 /// The unfinished downloads (Downloading, or with a `.part` in `tmp/`, plain or encrypted) and
 /// the files of `tmp/` that belong to none of `entries`.
 pub fn in_flight(data: &DataDir, entries: &[InFlight]) -> Result<Vec<Finding>, VerifyError> {
-    let mut unowned: HashMap<String, u64> = walk(data.root(), &data.tmp())?.into_iter().collect();
-    let mut findings = Vec::new();
+    let (files, mut findings) = walk(data.root(), &data.tmp())?;
+    let mut unowned: HashMap<String, u64> = files.into_iter().collect();
     for entry in entries {
         let staged = staged_files(data, &entry.output, &mut unowned);
         if staged.is_some() || entry.state == FileState::Downloading {
@@ -93,10 +94,14 @@ fn staged_files(
     found
 }
 
+/// A path relative to the data directory, and its size.
+type FileSize = (String, u64);
+
 /// Every non-directory under `dir` (none if it does not exist), as paths relative to `root`
-/// with their sizes.
-fn walk(root: &Path, dir: &Path) -> Result<Vec<(String, u64)>, VerifyError> {
+/// with their sizes, and every symbolic link under it as a [`Finding::Link`] (never followed).
+fn walk(root: &Path, dir: &Path) -> Result<(Vec<FileSize>, Vec<Finding>), VerifyError> {
     let mut found = Vec::new();
+    let mut links = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let scan_error = |source| VerifyError::Scan {
@@ -111,12 +116,42 @@ fn walk(root: &Path, dir: &Path) -> Result<Vec<(String, u64)>, VerifyError> {
         for entry in entries {
             let entry = entry.map_err(scan_error)?;
             let metadata = entry.metadata().map_err(scan_error)?;
-            if metadata.is_dir() {
+            if metadata.is_symlink() {
+                links.push(link_finding(root, &entry.path()));
+            } else if metadata.is_dir() {
                 stack.push(entry.path());
             } else {
                 found.push((relative(root, &entry.path()), metadata.len()));
             }
         }
     }
-    Ok(found)
+    Ok((found, links))
+}
+
+/// The link at `path`, and whether its target (resolved as far as it exists) is outside `root`.
+fn link_finding(root: &Path, path: &Path) -> Finding {
+    let target = std::fs::read_link(path).unwrap_or_default();
+    let joined = path.parent().unwrap_or(root).join(&target);
+    let resolved = std::fs::canonicalize(&joined).unwrap_or_else(|_| lexical(&joined));
+    let canonical_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    Finding::Link {
+        path: relative(root, path),
+        target: target.display().to_string(),
+        leaves_data_dir: !resolved.starts_with(&canonical_root),
+    }
+}
+
+/// `path` with `.` and `..` resolved by name.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }

@@ -221,7 +221,7 @@ async fn errors_carry_the_type_the_request_id_and_a_hint() {
         .output()
         .await
         .unwrap();
-    assert_eq!(wrong_key.status.code(), Some(1));
+    assert_eq!(wrong_key.status.code(), Some(3), "authentication");
     let stderr = text(&wrong_key.stderr);
     assert!(
         stderr.contains("authentication_error")
@@ -235,7 +235,7 @@ async fn errors_carry_the_type_the_request_id_and_a_hint() {
     );
 
     let missing = run(&api, &["files", "get", "file_nope"]).await;
-    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(missing.status.code(), Some(4), "not found");
     let stderr = text(&missing.stderr);
     assert!(
         stderr.contains("not_found_error") && stderr.contains("expired"),
@@ -252,7 +252,11 @@ async fn errors_carry_the_type_the_request_id_and_a_hint() {
         .output()
         .await
         .unwrap();
-    assert_eq!(no_key.status.code(), Some(1));
+    assert_eq!(
+        no_key.status.code(),
+        Some(3),
+        "no credential: authentication"
+    );
     assert!(text(&no_key.stderr).contains("claudedl demo"));
 }
 

@@ -157,7 +157,7 @@ async fn exit_codes_tell_usage_errors_from_failures() {
     let output = dir.path().join("missing.bin");
     let url = origin.url("/missing.bin?signature=TOPSECRET");
     let failed = run(&["get", &url, "-o", output.to_str().unwrap()]).await;
-    assert_eq!(failed.status.code(), Some(1));
+    assert_eq!(failed.status.code(), Some(4), "not found");
     let stderr = text(&failed.stderr);
     assert!(
         stderr.contains("404") && stderr.contains("/missing.bin"),

@@ -255,7 +255,7 @@ async fn the_spend_cap_stops_the_run_and_a_rerun_finishes_it() {
 
     let out = run(&api, &args).await;
 
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("spend limit"), "{stderr}");
     assert!(stderr.contains("request-id req_"), "{stderr}");

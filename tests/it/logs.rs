@@ -172,7 +172,7 @@ async fn get_of_a_plain_url_logs_a_null_file_id_and_text_logs_go_to_the_file() {
         .unwrap();
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(3),
         "the mock wants a key: {}",
         text(&out.stderr)
     );
@@ -193,7 +193,7 @@ async fn get_of_a_plain_url_logs_a_null_file_id_and_text_logs_go_to_the_file() {
         .output()
         .await
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let log = std::fs::read_to_string(dir.path().join("get.log")).unwrap();
     assert!(log.contains("INFO") && log.contains("file failed"), "{log}");
     assert!(!log.contains('\u{1b}'), "no colours in a file: {log}");

@@ -10,7 +10,13 @@
 //! - `config`: the config file, the environment and flags, through `config show` and `sync`.
 //! - `logs`: JSON log lines, `file_done` events, `--log-file`.
 //! - `crypt`: encryption at rest, checked with the real `age` CLI and plaintext scans.
+//! - `habits`: pipes, exit codes by kind of failure, selection flags, dry runs, completions,
+//!   `ANTHROPIC_AUTH_TOKEN`, custom CAs and certificate errors, HTTP/2 (issue 13).
 //! - `layout`: the architecture on the sources (import directions, no cycle in `src/cli`).
+//! - `listing`: looping page cursors end `sync`, `files ls` and `batches ls` with a clear error.
+//! - `redirects`: `-H` headers stay with their origin unless `--location-trusted`.
+//! - `safety`: finished work survives kills; no writes through links, no shared files, no
+//!   two writers of one `.part`, no malformed entry stopping a sync, read-only reads.
 
 mod api;
 mod budget;
@@ -19,8 +25,12 @@ mod config;
 mod crypt;
 mod faults;
 mod governor;
+mod habits;
 mod layout;
+mod listing;
 mod logs;
 mod nginx;
+mod redirects;
+mod safety;
 mod support;
 mod verify;

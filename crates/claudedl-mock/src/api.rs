@@ -25,6 +25,7 @@
 
 mod batches;
 mod body;
+mod chaos;
 mod clock;
 mod control;
 mod demo;
@@ -230,12 +231,19 @@ pub struct MockApiConfig {
     /// `true`: `results_url` is absolute (`http://127.0.0.1:PORT/v1/...`); `false` (default):
     /// relative (`/v1/messages/batches/{id}/results`).
     pub absolute_results_url: bool,
+    /// File objects sent as they are, after the files of the first page of `GET /v1/files`
+    /// (GA shape, no `page`): malformed entries (`"size_bytes": -1`, no `filename`, an id of
+    /// `..`) a client must survive. Never served otherwise (no content, no metadata).
+    pub raw_listed: Vec<serde_json::Value>,
     /// `true`: `GET /_mock/stats` and `POST /_mock/reset-stats` answer with [`MockStats`] (no
     /// key, never limited, not logged). `false` (default): those paths are unknown API paths
     /// (`404`), so tests see the API exactly as before.
     pub stats_routes: bool,
     /// How the server's limits look to a client (see [`ServerLimits`]).
     pub limits: ServerLimits,
+    /// Random `503`/`529` answers and body resets at fixed rates (after the [`ApiFault`]s);
+    /// `None` (default): none.
+    pub chaos: Option<Chaos>,
 }
 
 /// Limits a real server imposes beyond the request budget, and what it tells about them.
@@ -262,6 +270,18 @@ impl Default for ServerLimits {
     }
 }
 
+/// Random misbehaviour for soaks, deterministic for a seed and a request order: each API request
+/// gets `503` with probability `status_503_permille`/1000, else `529` with
+/// `status_529_permille`/1000; each successful non-empty body of file content or batch results
+/// is cut (connection aborted) at a random byte with probability `reset_permille`/1000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chaos {
+    pub seed: u64,
+    pub reset_permille: u32,
+    pub status_503_permille: u32,
+    pub status_529_permille: u32,
+}
+
 impl MockApiConfig {
     /// A well-behaved API serving `files`, without batches.
     pub fn new(files: FileSet) -> Self {
@@ -276,7 +296,17 @@ impl MockApiConfig {
             rate_limit_burst: None,
             stats_routes: false,
             limits: ServerLimits::default(),
+            chaos: None,
+            raw_listed: Vec::new(),
         }
+    }
+
+    /// Adds file objects sent as they are on the first page of the listing (see
+    /// [`MockApiConfig::raw_listed`]).
+    #[must_use]
+    pub fn with_raw_listed(mut self, entries: Vec<serde_json::Value>) -> Self {
+        self.raw_listed.extend(entries);
+        self
     }
 
     /// Sets the batches.
@@ -320,6 +350,13 @@ impl MockApiConfig {
     #[must_use]
     pub fn with_stats_routes(mut self) -> Self {
         self.stats_routes = true;
+        self
+    }
+
+    /// Misbehaves at random as `chaos` says.
+    #[must_use]
+    pub fn with_chaos(mut self, chaos: Chaos) -> Self {
+        self.chaos = Some(chaos);
         self
     }
 
@@ -389,6 +426,9 @@ pub enum Route {
     Other,
 }
 
+/// Body bytes sent, per [`Route::index`].
+type SentBytes = [u64; Route::ALL.len()];
+
 impl Route {
     const ALL: [Route; 7] = [
         Route::ListFiles,
@@ -399,6 +439,20 @@ impl Route {
         Route::BatchResults,
         Route::Other,
     ];
+
+    /// The route's name in [`MockStats`]: `list_files`, `file_meta`, `file_content`,
+    /// `list_batches`, `batch_meta`, `batch_results`, `other`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::ListFiles => "list_files",
+            Route::FileMeta => "file_meta",
+            Route::FileContent => "file_content",
+            Route::ListBatches => "list_batches",
+            Route::BatchMeta => "batch_meta",
+            Route::BatchResults => "batch_results",
+            Route::Other => "other",
+        }
+    }
 
     fn index(self) -> usize {
         Route::ALL
@@ -441,6 +495,25 @@ pub enum ApiFault {
     /// The first `times` requests to `route` get the spend-cap `429`: `rate_limit_error` with
     /// `details.error_code = "enforced_spend_limit_reached"` and no `retry-after`.
     SpendLimit { route: Route, times: u32 },
+    /// The first `times` successful list pages of `route` ([`Route::ListFiles`],
+    /// [`Route::ListBatches`]) page as `fault` says, in either page shape.
+    Listing {
+        route: Route,
+        fault: ListingFault,
+        times: u32,
+    },
+}
+
+/// A pagination that never ends (see [`ApiFault::Listing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListingFault {
+    /// Each page claims there is more and points back to the cursor it was asked with (the
+    /// first page to its own last item): GA `next_page` repeats; beta `has_more: true` with the
+    /// same `last_id`. The items are the right ones for the cursor.
+    RepeatCursor,
+    /// Each page is the first page again (the cursor is ignored), claims there is more and
+    /// points to a cursor never given before (`page_loop_N`; beta `last_id` `LAST~loopN`).
+    RepeatItems,
 }
 
 /// One request as the API saw it.
@@ -576,12 +649,14 @@ impl MockApi {
 
     /// The request counters since the start or the last [`MockApi::reset_stats`].
     pub fn stats(&self) -> MockStats {
-        lock(&self.shared.state).stats()
+        let sent = *self.shared.sent.borrow();
+        lock(&self.shared.state).stats(sent)
     }
 
     /// Zeroes the counters and starts a new window; returns the window it closed.
     pub fn reset_stats(&self) -> MockStats {
-        lock(&self.shared.state).reset_stats()
+        let sent = *self.shared.sent.borrow();
+        lock(&self.shared.state).reset_stats(sent)
     }
 
     /// How many requests hit `route` so far (whatever their status).
@@ -643,7 +718,7 @@ struct Shared {
     /// Whether `/_mock/*` control routes are served.
     stats_routes: bool,
     /// Successful body bytes sent, per [`Route::index`].
-    sent: watch::Sender<[u64; Route::ALL.len()]>,
+    sent: watch::Sender<SentBytes>,
     shutdown: watch::Sender<bool>,
     /// [`ServerLimits::connection_bytes_per_second`].
     connection_cap: Option<u64>,

@@ -69,11 +69,59 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE files ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE batches ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 3: one row per path. Rows that already share a path (ids whose names collided before
+    // names were made injective) go back to pending, to be fetched again under their own names;
+    // the shared file is left for verify to report.
+    r#"
+    UPDATE files SET state = 'pending', reason = NULL, path = NULL, sha256 = NULL, etag = NULL,
+        downloaded_at = NULL
+    WHERE path IN (SELECT path FROM files WHERE path IS NOT NULL GROUP BY path
+        HAVING count(*) > 1);
+    DELETE FROM batch_results WHERE batch_id IN (SELECT id FROM batches WHERE path IN
+        (SELECT path FROM batches WHERE path IS NOT NULL GROUP BY path HAVING count(*) > 1));
+    UPDATE batches SET state = 'pending', reason = NULL, path = NULL, sha256 = NULL,
+        downloaded_at = NULL, results_indexed = 0
+    WHERE path IN (SELECT path FROM batches WHERE path IS NOT NULL GROUP BY path
+        HAVING count(*) > 1);
+    CREATE UNIQUE INDEX files_by_path ON files (path) WHERE path IS NOT NULL;
+    CREATE UNIQUE INDEX batches_by_path ON batches (path) WHERE path IS NOT NULL;
+    "#,
 ];
+
+/// The oldest schema a read-only open can query (see `SqliteIndex::open_read_only`).
+pub const MIN_READABLE: i64 = 2;
 
 /// Bring the database up to the last script, all in one transaction.
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), IndexError> {
     apply(conn, path, MIGRATIONS)
+}
+
+/// The schema version of the database, refusing one written by a newer claudedl or too old to
+/// be read without migrating it.
+pub fn check_readable(conn: &Connection, path: &Path) -> Result<(), IndexError> {
+    let found: i64 = conn
+        .query_row("SELECT user_version FROM pragma_user_version", [], |row| {
+            row.get(0)
+        })
+        .map_err(|source| IndexError::Open {
+            path: path.to_path_buf(),
+            source: source.into(),
+        })?;
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(IndexError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            known,
+        });
+    }
+    if found < MIN_READABLE {
+        return Err(IndexError::TooOld {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    Ok(())
 }
 
 fn apply(conn: &mut Connection, path: &Path, scripts: &[&str]) -> Result<(), IndexError> {
@@ -145,6 +193,39 @@ mod tests {
         );
         assert_eq!(version(&conn), 0);
         apply(&mut conn, path, &["CREATE TABLE a (x)"]).unwrap();
+    }
+
+    #[test]
+    fn rows_sharing_a_path_go_back_to_pending_and_paths_become_unique() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let path = Path::new(":memory:");
+        apply(&mut conn, path, &MIGRATIONS[..2]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO files (id, filename, mime_type, size_bytes, created_at, first_seen_at,
+                updated_at, state, path, sha256) VALUES
+             ('a', 'x', 't', 1, 'c', 'n', 'n', 'complete', 'raw/p', 'h1'),
+             ('b', 'x', 't', 1, 'c', 'n', 'n', 'complete', 'raw/p', 'h2'),
+             ('c', 'x', 't', 1, 'c', 'n', 'n', 'complete', 'raw/q', 'h3');",
+        )
+        .unwrap();
+        migrate(&mut conn, path).unwrap();
+        let states: Vec<(String, Option<String>)> = conn
+            .prepare("SELECT state, path FROM files ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("pending".into(), None),
+                ("pending".into(), None),
+                ("complete".into(), Some("raw/q".into()))
+            ]
+        );
+        let again = conn.execute("UPDATE files SET path = 'raw/q' WHERE id = 'a'", []);
+        assert!(again.is_err(), "unique path");
     }
 
     #[test]

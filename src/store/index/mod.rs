@@ -104,6 +104,10 @@ pub struct FileEntry {
     pub encrypted: bool,
 }
 
+/// How the reason of a file Failed as a malformed listing entry starts: such a file is not
+/// fetched, and goes back to Pending when a later listing gives it valid metadata.
+pub const MALFORMED_REASON: &str = "malformed listing entry";
+
 /// The end (or start) of a file's fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileOutcome {
@@ -231,6 +235,21 @@ pub enum IndexError {
     },
     #[error("index: {kind} {id} is not in the index")]
     Unknown { kind: &'static str, id: String },
+    #[error(
+        "index: {kind} {id} cannot be recorded at {path}: another {kind} is recorded there \
+         (two entries never share a file)"
+    )]
+    PathTaken {
+        kind: &'static str,
+        id: String,
+        path: String,
+    },
+    #[error(
+        "the index {} has schema version {found}, too old to read without migrating it: \
+         run `claudedl sync` on this data directory first",
+        path.display()
+    )]
+    TooOld { path: PathBuf, found: i64 },
 }
 
 /// A backend's own error, kept as the source so the trait does not name the backend.
@@ -253,8 +272,20 @@ pub trait Index: Send {
     /// Files whose state is Pending, Downloading or Failed, newest first.
     fn files_to_fetch(&self) -> Result<Vec<FileEntry>, IndexError>;
 
-    /// Record the start or end of a file's fetch; the file must be in the index.
+    /// Record the start or end of a file's fetch; the file must be in the index. A path
+    /// another file is recorded at is refused ([`IndexError::PathTaken`]).
     fn record_file(&mut self, id: &str, outcome: &FileOutcome) -> Result<(), IndexError>;
+
+    /// Record many outcomes in one durable transaction (group commit): when this returns `Ok`,
+    /// they survive a crash. One result per outcome, in order: a refused one
+    /// ([`IndexError::PathTaken`], [`IndexError::Unknown`]) does not stop the others.
+    fn record_files(
+        &mut self,
+        outcomes: &[(String, FileOutcome)],
+    ) -> Result<Vec<Result<(), IndexError>>, IndexError>;
+
+    /// The id of the file recorded at `path` (relative to the data directory), if any.
+    fn file_at(&self, path: &str) -> Result<Option<String>, IndexError>;
 
     /// Files matching `query`, newest first.
     fn query_files(&self, query: &FileQuery) -> Result<Vec<FileEntry>, IndexError>;

@@ -11,13 +11,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value, ValueRef};
-use rusqlite::{Connection, OptionalExtension, Row, ToSql, params, params_from_iter};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, ToSql, params, params_from_iter,
+};
 
-use super::migrations::migrate;
+use super::migrations::{check_readable, migrate};
 use super::time::now_rfc3339;
 use super::{
     BatchEntry, BatchMeta, BatchOutcome, FileEntry, FileMeta, FileOutcome, FileQuery, FileState,
-    Index, IndexError, ResultRow,
+    Index, IndexError, MALFORMED_REASON, ResultRow,
 };
 use crate::store::layout::month_of;
 
@@ -46,15 +48,17 @@ const INSERT_FILE: &str = "INSERT INTO files (id, filename, mime_type, size_byte
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) ON CONFLICT (id) DO NOTHING";
 
 /// Refresh a known file's metadata, writing only when something changed. A Complete file whose
-/// size changed, or a file Skipped as not downloadable that now is, goes back to Pending (all
-/// expressions see the row as it was).
+/// size changed, a file Skipped as not downloadable that now is, or a file Failed as a malformed
+/// listing entry (`?9`: the reason's pattern) goes back to Pending (all expressions see the row
+/// as it was).
 const REFRESH_FILE: &str = "UPDATE files SET \
     filename = ?2, mime_type = ?3, size_bytes = ?4, created_at = ?5, downloadable = ?6, \
     expires_at = ?7, updated_at = ?8, \
     state = CASE WHEN (state = 'complete' AND size_bytes <> ?4) \
-        OR (state = 'skipped' AND downloadable IS 0 AND ?6 IS 1) THEN 'pending' ELSE state END, \
-    reason = CASE WHEN state = 'skipped' AND downloadable IS 0 AND ?6 IS 1 \
-        THEN NULL ELSE reason END, \
+        OR (state = 'skipped' AND downloadable IS 0 AND ?6 IS 1) \
+        OR (state = 'failed' AND reason LIKE ?9) THEN 'pending' ELSE state END, \
+    reason = CASE WHEN (state = 'skipped' AND downloadable IS 0 AND ?6 IS 1) \
+        OR (state = 'failed' AND reason LIKE ?9) THEN NULL ELSE reason END, \
     sha256 = CASE WHEN state = 'complete' AND size_bytes <> ?4 THEN NULL ELSE sha256 END, \
     etag = CASE WHEN state = 'complete' AND size_bytes <> ?4 THEN NULL ELSE etag END, \
     downloaded_at = CASE WHEN state = 'complete' AND size_bytes <> ?4 \
@@ -105,6 +109,34 @@ impl SqliteIndex {
         SqliteIndex::set_up(conn, path)
     }
 
+    /// Open the database at `path` for reading only: nothing is migrated or written, so this
+    /// works on a read-only data directory or file system. SQLite still creates the `-wal` and
+    /// `-shm` files of a WAL database where it can; where it cannot (a read-only mount) and no
+    /// `-wal` file exists (no writer holds unmerged changes), the file is read as immutable.
+    pub fn open_read_only(path: &Path) -> Result<SqliteIndex, IndexError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let open = |query: &str| -> rusqlite::Result<Connection> {
+            let conn = Connection::open_with_flags(file_uri(path, query), flags)?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+            Ok(conn)
+        };
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        let conn = match open("mode=ro") {
+            Err(error) if !wal.exists() && path.exists() => open("immutable=1").map_err(|_| error),
+            other => other,
+        }
+        .map_err(|source| open_error(path, source))?;
+        check_readable(&conn, path)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(SqliteIndex {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// A fresh index in memory (for tests and dry runs).
     pub fn open_in_memory() -> Result<SqliteIndex, IndexError> {
         let path = Path::new(":memory:");
@@ -125,6 +157,22 @@ impl SqliteIndex {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// `file:PATH?QUERY`, the path percent-encoded where a URI needs it.
+fn file_uri(path: &Path, query: &str) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &byte in path.as_os_str().as_bytes() {
+        match byte {
+            b'?' | b'#' | b'%' => uri.push_str(&format!("%{byte:02X}")),
+            byte if byte.is_ascii() && !byte.is_ascii_control() => uri.push(char::from(byte)),
+            byte => uri.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    uri.push('?');
+    uri.push_str(query);
+    uri
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -179,9 +227,30 @@ impl Index for SqliteIndex {
     }
 
     fn record_file(&mut self, id: &str, outcome: &FileOutcome) -> Result<(), IndexError> {
-        let changed =
-            record_file_sql(&self.conn, id, outcome).map_err(failed("recording file", id))?;
+        let changed = record_file_sql(&self.conn, id, outcome).map_err(refused(
+            "file",
+            id,
+            outcome_path(outcome),
+        ))?;
         known(changed, "file", id)
+    }
+
+    fn record_files(
+        &mut self,
+        outcomes: &[(String, FileOutcome)],
+    ) -> Result<Vec<Result<(), IndexError>>, IndexError> {
+        let first = outcomes.first().map_or("", |(id, _)| id.as_str());
+        record_files_sql(&mut self.conn, outcomes).map_err(failed("recording files from", first))
+    }
+
+    fn file_at(&self, path: &str) -> Result<Option<String>, IndexError> {
+        let query = || {
+            self.conn
+                .prepare_cached("SELECT id FROM files WHERE path = ?1")?
+                .query_row([path], |row| row.get(0))
+                .optional()
+        };
+        query().map_err(failed("finding the file at", path))
     }
 
     fn query_files(&self, query: &FileQuery) -> Result<Vec<FileEntry>, IndexError> {
@@ -225,8 +294,12 @@ impl Index for SqliteIndex {
     }
 
     fn record_batch(&mut self, id: &str, outcome: &BatchOutcome) -> Result<(), IndexError> {
+        let path = match outcome {
+            BatchOutcome::Complete { path, .. } => Some(path.as_str()),
+            _ => None,
+        };
         let changed =
-            record_batch_sql(&self.conn, id, outcome).map_err(failed("recording batch", id))?;
+            record_batch_sql(&self.conn, id, outcome).map_err(refused("batch", id, path))?;
         known(changed, "batch", id)
     }
 
@@ -272,17 +345,19 @@ impl Index for SqliteIndex {
 
 fn upsert_files_sql(conn: &mut Connection, files: &[FileMeta]) -> rusqlite::Result<usize> {
     let now = now_rfc3339();
+    let malformed = format!("{MALFORMED_REASON}%");
     let tx = conn.transaction()?;
     let mut new = 0;
     {
         let mut insert = tx.prepare_cached(INSERT_FILE)?;
         let mut refresh = tx.prepare_cached(REFRESH_FILE)?;
         for file in files {
+            let size = to_sql_u64(file.size_bytes);
             let values = params![
                 file.id,
                 file.filename,
                 file.mime_type,
-                to_sql_u64(file.size_bytes),
+                size,
                 file.created_at,
                 file.downloadable,
                 file.expires_at,
@@ -291,7 +366,17 @@ fn upsert_files_sql(conn: &mut Connection, files: &[FileMeta]) -> rusqlite::Resu
             if insert.execute(values)? == 1 {
                 new += 1;
             } else {
-                refresh.execute(values)?;
+                refresh.execute(params![
+                    file.id,
+                    file.filename,
+                    file.mime_type,
+                    size,
+                    file.created_at,
+                    file.downloadable,
+                    file.expires_at,
+                    now,
+                    malformed,
+                ])?;
             }
         }
     }
@@ -344,6 +429,41 @@ fn record_file_sql(conn: &Connection, id: &str, outcome: &FileOutcome) -> rusqli
                  WHERE id = ?1",
             )?
             .execute(params![id, reason, retries, now]),
+    }
+}
+
+/// Every outcome in one transaction, each behind a savepoint so that a refused one is rolled
+/// back alone; committed with `synchronous = FULL`, so that it survives a power cut too.
+fn record_files_sql(
+    conn: &mut Connection,
+    outcomes: &[(String, FileOutcome)],
+) -> rusqlite::Result<Vec<Result<(), IndexError>>> {
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let result = (|| {
+        let mut tx = conn.transaction()?;
+        let mut results = Vec::with_capacity(outcomes.len());
+        for (id, outcome) in outcomes {
+            let savepoint = tx.savepoint()?;
+            let result = match record_file_sql(&savepoint, id, outcome) {
+                Ok(changed) => known(changed, "file", id),
+                Err(error) => Err(refused("file", id, outcome_path(outcome))(error)),
+            };
+            if result.is_ok() {
+                savepoint.commit()?;
+            }
+            results.push(result);
+        }
+        tx.commit()?;
+        Ok(results)
+    })();
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    result
+}
+
+fn outcome_path(outcome: &FileOutcome) -> Option<&str> {
+    match outcome {
+        FileOutcome::Complete { path, .. } => Some(path),
+        _ => None,
     }
 }
 
@@ -626,6 +746,34 @@ fn failed<'a>(
         action,
         id: id.to_owned(),
         source: source.into(),
+    }
+}
+
+/// Like [`failed`], but a unique-path violation becomes [`IndexError::PathTaken`].
+fn refused<'a>(
+    kind: &'static str,
+    id: &'a str,
+    path: Option<&'a str>,
+) -> impl FnOnce(rusqlite::Error) -> IndexError + 'a {
+    move |source| match (&source, path) {
+        (rusqlite::Error::SqliteFailure(error, _), Some(path))
+            if error.code == ErrorCode::ConstraintViolation =>
+        {
+            IndexError::PathTaken {
+                kind,
+                id: id.to_owned(),
+                path: path.to_owned(),
+            }
+        }
+        _ => IndexError::Query {
+            action: if kind == "file" {
+                "recording file"
+            } else {
+                "recording batch"
+            },
+            id: id.to_owned(),
+            source: source.into(),
+        },
     }
 }
 

@@ -504,7 +504,8 @@ fn a_hundred_thousand_files_upsert_in_pages() {
     let unchanged = started.elapsed();
 
     for meta in &metas[..PAGE / 2] {
-        index.record_file(&meta.id, &complete("x")).unwrap();
+        let path = format!("raw/{}", meta.id);
+        index.record_file(&meta.id, &complete(&path)).unwrap();
     }
     let page_ids: Vec<&str> = page.iter().map(|meta| meta.id.as_str()).collect();
     let started = Instant::now();
@@ -525,4 +526,96 @@ fn a_hundred_thousand_files_upsert_in_pages() {
          newest 50 {query:.2?}",
         upsert / (TOTAL / PAGE) as u32
     );
+}
+
+#[test]
+fn two_files_are_never_recorded_at_one_path() {
+    let mut index = memory();
+    index
+        .upsert_files(&[file("file_a", "2026-08-01"), file("file_b", "2026-08-02")])
+        .unwrap();
+    index
+        .record_file("file_a", &complete("raw/2026-08/x"))
+        .unwrap();
+    let error = index
+        .record_file("file_b", &complete("raw/2026-08/x"))
+        .unwrap_err();
+    assert!(matches!(error, IndexError::PathTaken { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("file_b") && message.contains("raw/2026-08/x"),
+        "{message}"
+    );
+    assert_eq!(state_of(&index, "file_b"), FileState::Pending);
+    assert_eq!(
+        index.file_at("raw/2026-08/x").unwrap().as_deref(),
+        Some("file_a")
+    );
+}
+
+#[test]
+fn a_group_commit_records_every_outcome_and_refuses_only_the_bad_one() {
+    let mut index = memory();
+    index
+        .upsert_files(&[
+            file("file_a", "2026-08-01"),
+            file("file_b", "2026-08-02"),
+            file("file_c", "2026-08-03"),
+        ])
+        .unwrap();
+    let outcomes = vec![
+        ("file_a".to_owned(), complete("raw/a")),
+        ("file_b".to_owned(), complete("raw/a")),
+        ("file_x".to_owned(), complete("raw/x")),
+        ("file_c".to_owned(), complete("raw/c")),
+    ];
+    let results = index.record_files(&outcomes).unwrap();
+    assert!(results[0].is_ok() && results[3].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(IndexError::PathTaken { .. })),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[2], Err(IndexError::Unknown { .. })),
+        "{results:?}"
+    );
+    assert_eq!(state_of(&index, "file_a"), FileState::Complete);
+    assert_eq!(state_of(&index, "file_b"), FileState::Pending);
+    assert_eq!(state_of(&index, "file_c"), FileState::Complete);
+}
+
+#[test]
+fn a_malformed_entry_goes_back_to_pending_once_listed_well() {
+    let mut index = memory();
+    let bad = FileMeta {
+        filename: String::new(),
+        size_bytes: 0,
+        ..file("file_a", "2026-08-01")
+    };
+    index.upsert_files(std::slice::from_ref(&bad)).unwrap();
+    let reason = format!("{MALFORMED_REASON}: filename is missing or null");
+    index
+        .record_file("file_a", &FileOutcome::Failed { reason, retries: 0 })
+        .unwrap();
+    index.upsert_files(&[bad]).unwrap();
+    assert_eq!(state_of(&index, "file_a"), FileState::Failed);
+    index.upsert_files(&[file("file_a", "2026-08-01")]).unwrap();
+    let entry = index.file("file_a").unwrap().unwrap();
+    assert_eq!((entry.state, entry.reason), (FileState::Pending, None));
+}
+
+#[test]
+fn a_read_only_open_reads_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.sqlite");
+    let mut index = SqliteIndex::open(&path).unwrap();
+    index.upsert_files(&[file("file_a", "2026-08-01")]).unwrap();
+    drop(index);
+    let before = std::fs::read(&path).unwrap();
+    let index = SqliteIndex::open_read_only(&path).unwrap();
+    assert_eq!(index.query_files(&FileQuery::default()).unwrap().len(), 1);
+    drop(index);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    let missing = SqliteIndex::open_read_only(&dir.path().join("none.sqlite")).unwrap_err();
+    assert!(matches!(missing, IndexError::Open { .. }), "{missing:?}");
 }

@@ -27,6 +27,7 @@ pub fn claudedl_binary() -> tokio::process::Command {
     let state = STATE.get_or_init(|| tempfile::tempdir().expect("a state directory"));
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_claudedl"));
     command
+        .env_remove("ANTHROPIC_AUTH_TOKEN")
         .env("XDG_STATE_HOME", state.path())
         .env("CLAUDEDL_RATES", state.path().join("rates.json"));
     command

@@ -10,6 +10,7 @@ pub struct Nginx {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
+    scheme: &'static str,
 }
 
 /// One line of the access log.
@@ -19,16 +20,41 @@ pub struct Logged {
     pub range: String,
     pub if_range: String,
     pub body_bytes: u64,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub protocol: String,
 }
 
 impl Nginx {
     pub fn start() -> Nginx {
+        Nginx::start_with(None)
+    }
+
+    /// nginx over TLS (HTTP/2 offered when `http2`), with a certificate for 127.0.0.1 issued by
+    /// a CA made for this server: its PEM is [`Nginx::ca_cert`].
+    pub fn start_tls(http2: bool) -> Nginx {
+        Nginx::start_with(Some(http2))
+    }
+
+    /// The CA certificate (PEM) of a TLS server.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn start_with(tls: Option<bool>) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("www")).unwrap();
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        if tls.is_some() {
+            make_certificates(dir.path());
+        }
         for _ in 0..5 {
             let port = free_port();
-            std::fs::write(dir.path().join("nginx.conf"), config(dir.path(), port)).unwrap();
+            let conf = config(dir.path(), port, tls);
+            std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
             let mut child = Command::new(nginx_binary())
                 .args(["-c", "nginx.conf", "-p"])
                 .arg(dir.path())
@@ -37,7 +63,13 @@ impl Nginx {
                 .spawn()
                 .expect("nginx must be installed (apt-get install nginx); .ci/run installs it");
             if wait_until_listening(port, &mut child) {
-                return Nginx { child, dir, port };
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                return Nginx {
+                    child,
+                    dir,
+                    port,
+                    scheme,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -47,7 +79,7 @@ impl Nginx {
     }
 
     pub fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{name}", self.port)
+        format!("{}://127.0.0.1:{}/{name}", self.scheme, self.port)
     }
 
     pub fn root(&self) -> PathBuf {
@@ -88,20 +120,97 @@ fn parse_line(line: &str) -> Logged {
         range: dash(fields[1]),
         if_range: dash(fields[2]),
         body_bytes: fields[3].parse().unwrap(),
+        protocol: fields.get(4).unwrap_or(&"").to_string(),
     }
 }
 
-fn config(dir: &Path, port: u16) -> String {
+/// A CA and a certificate for 127.0.0.1 it signed (`ca.pem`, `cert.pem`, `key.pem`).
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl must be installed");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=claudedl test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
+}
+
+fn config(dir: &Path, port: u16, tls: Option<bool>) -> String {
     let d = dir.display();
+    let listen = match tls {
+        None => format!("listen 127.0.0.1:{port};"),
+        // nginx 1.22 has no `http2 on;`: HTTP/2 is a parameter of `listen`.
+        Some(http2) => format!(
+            "listen 127.0.0.1:{port} ssl{}; ssl_certificate {d}/cert.pem; \
+             ssl_certificate_key {d}/key.pem;",
+            if http2 { " http2" } else { "" }
+        ),
+    };
     format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
          events {{ worker_connections 512; }}\n\
          http {{\n\
-           log_format t '$status|$http_range|$http_if_range|$body_bytes_sent';\n\
+           log_format t '$status|$http_range|$http_if_range|$body_bytes_sent|$server_protocol';\n\
            access_log {d}/access.log t;\n\
            client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
            uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-           server {{ listen 127.0.0.1:{port}; root {d}/www; }}\n\
+           server {{ {listen} root {d}/www; }}\n\
          }}\n"
     )
 }

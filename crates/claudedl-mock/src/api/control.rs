@@ -34,11 +34,12 @@ pub(super) fn answer(parts: &Parts, shared: &Arc<Shared>) -> Option<Response> {
             format!("{{\"error\":\"{path} takes {expected}\"}}").into_bytes(),
         ));
     }
+    let sent = *shared.sent.borrow();
     let mut state = lock(&shared.state);
     let stats = if path == STATS {
-        state.stats()
+        state.stats(sent)
     } else {
-        state.reset_stats()
+        state.reset_stats(sent)
     };
     drop(state);
     Some(respond(StatusCode::OK, to_json(&stats)))

@@ -12,23 +12,24 @@ use tokio::time::Instant;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use serde::Serialize;
 
 use super::batches::{BatchStore, StoredBatch};
 use super::body::{BodySource, CountedBody};
+use super::chaos::ChaosState;
 use super::control;
 use super::files::{FileStore, FileView};
 use super::listing::{
-    IdPageBody, Keyed as _, Query, decode_cursor, encode_cursor, id_page, older_page, parse_limit,
+    Keyed as _, Query, decode_cursor, encode_cursor, id_page_body, older_page, parse_limit,
     percent_decode,
 };
 use super::range::{Validators, requested_range};
 use super::rate_limit::TokenBucket;
 use super::stats::{MockStats, StatsWindow};
-use super::{ApiFault, ApiRequest, MockApiConfig, Route, Shared};
+use super::{ApiFault, ApiRequest, ListingFault, MockApiConfig, Route, SentBytes, Shared};
 use crate::http::body::Ending;
 use crate::http::lock;
 use crate::http::range::ByteRange;
@@ -75,6 +76,9 @@ pub(super) struct ApiState {
     burst: Option<u32>,
     ranges: bool,
     absolute_results_url: bool,
+    chaos: Option<ChaosState>,
+    /// Sent after the files of the first GA page, as they are.
+    raw_listed: Vec<serde_json::Value>,
     requests_seen: u64,
     /// When the API started: [`ApiRequest::at`] counts from here.
     started: Instant,
@@ -204,9 +208,11 @@ impl ApiState {
             burst,
             ranges: config.ranges,
             absolute_results_url: config.absolute_results_url,
+            chaos: config.chaos.map(ChaosState::new),
+            raw_listed: config.raw_listed,
             requests_seen: 0,
             started: Instant::now(),
-            stats: StatsWindow::new(tokens),
+            stats: StatsWindow::new(tokens, [0; Route::ALL.len()]),
             log: Vec::new(),
         }
     }
@@ -242,17 +248,17 @@ impl ApiState {
         self.faults.clear();
     }
 
-    /// The counters of the current window.
-    pub(super) fn stats(&mut self) -> MockStats {
+    /// The counters of the current window; `sent`: body bytes sent since the API started.
+    pub(super) fn stats(&mut self, sent: SentBytes) -> MockStats {
         let capacity = self.bucket.as_ref().map(TokenBucket::capacity);
-        self.stats.snapshot(self.limit(), capacity)
+        self.stats.snapshot(self.limit(), capacity, sent)
     }
 
     /// Closes the current window (returned) and starts a new one with zeroed counters.
-    pub(super) fn reset_stats(&mut self) -> MockStats {
-        let closed = self.stats();
+    pub(super) fn reset_stats(&mut self, sent: SentBytes) -> MockStats {
+        let closed = self.stats(sent);
         let tokens = self.bucket.as_mut().map_or(0.0, TokenBucket::tokens);
-        self.stats = StatsWindow::new(tokens);
+        self.stats = StatsWindow::new(tokens, sent);
         closed
     }
 
@@ -294,16 +300,25 @@ impl ApiState {
         self.authenticate(&parts.headers)?;
         self.take_token()?;
         self.status_fault(target.route())?;
+        self.chaos_status()?;
         let mut reply = self.handle(parts, target, base_url)?;
         if let ReplyBody::Counted(body) = &mut reply.body {
             self.body_fault(body);
+            self.chaos_reset(body);
         }
         Ok(reply)
     }
 
     fn authenticate(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let unauthorized = |message| ApiError::new(StatusCode::UNAUTHORIZED, message);
-        match headers.get("x-api-key") {
+        // A bearer token (what the SDKs send for ANTHROPIC_AUTH_TOKEN) stands for the key.
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|token| HeaderValue::from_str(token).ok());
+        let key = headers.get("x-api-key").cloned().or(bearer.flatten());
+        match key.as_ref() {
             None => return Err(unauthorized("x-api-key header is required")),
             Some(key) if key.as_bytes() != self.api_key.as_bytes() => {
                 return Err(unauthorized("invalid x-api-key"));
@@ -392,6 +407,44 @@ impl ApiState {
         }
     }
 
+    /// A random `503`/`529` of [`super::Chaos`].
+    fn chaos_status(&mut self) -> Result<(), ApiError> {
+        match self.chaos.as_mut().and_then(ChaosState::status) {
+            Some(status) => Err(ApiError::new(status, format!("chaos: {}", status.as_u16()))),
+            None => Ok(()),
+        }
+    }
+
+    /// A random body reset of [`super::Chaos`] (a body already cut by a fault stays as it is).
+    fn chaos_reset(&mut self, body: &mut CountedBody) {
+        let Some(chaos) = &mut self.chaos else {
+            return;
+        };
+        if !matches!(body.ending, Ending::Complete) {
+            return;
+        }
+        if let Some(at) = chaos.reset_at(body.route, body.source.len()) {
+            body.cut(at, Ending::Abort);
+        }
+    }
+
+    /// The first [`ApiFault::Listing`] for `route` with `times` left, used up by one.
+    fn listing_fault(&mut self, route: Route) -> Option<ListingFault> {
+        self.faults
+            .iter_mut()
+            .find_map(|candidate| match candidate {
+                ApiFault::Listing {
+                    route: faulty,
+                    fault,
+                    times,
+                } if *faulty == route && *times > 0 => {
+                    *times -= 1;
+                    Some(*fault)
+                }
+                _ => None,
+            })
+    }
+
     fn handle(
         &mut self,
         parts: &Parts,
@@ -407,10 +460,11 @@ impl ApiState {
         let route = target.route();
         match target {
             Target::ListFiles => {
+                let fault = self.listing_fault(route);
                 let body = if files_beta(&parts.headers) {
-                    self.list_files_beta(&query)?
+                    self.list_files_beta(&query, fault)?
                 } else {
-                    self.list_files_ga(&query)?
+                    self.list_files_ga(&query, fault)?
                 };
                 Ok(Reply::json(route, body, is_get))
             }
@@ -424,7 +478,8 @@ impl ApiState {
             }
             Target::FileContent(id) => self.file_content(id, &parts.headers, is_get),
             Target::ListBatches => {
-                let body = self.list_batches(&query, base_url)?;
+                let fault = self.listing_fault(route);
+                let body = self.list_batches(&query, base_url, fault)?;
                 Ok(Reply::json(route, body, is_get))
             }
             Target::Batch(id) => {
@@ -461,7 +516,7 @@ impl ApiState {
     }
 
     /// The GA shape: `page`/`limit` or `ids[]`; `{data, next_page}`.
-    fn list_files_ga(&self, query: &Query) -> Result<Bytes, ApiError> {
+    fn list_files_ga(&self, query: &Query, fault: Option<ListingFault>) -> Result<Bytes, ApiError> {
         if query.has("before_id") || query.has("after_id") {
             return Err(ApiError::invalid(format!(
                 "before_id and after_id need the anthropic-beta: {FILES_BETA} header; use page"
@@ -472,7 +527,10 @@ impl ApiState {
             return self.files_by_id(&ids);
         }
         let limit = parse_limit(query)?;
-        let cursor = match query.first("page") {
+        let requested = query
+            .first("page")
+            .filter(|_| fault != Some(ListingFault::RepeatItems));
+        let cursor = match requested {
             None => None,
             Some(page) => Some(
                 decode_cursor(page)
@@ -480,11 +538,24 @@ impl ApiState {
             ),
         };
         let page = older_page(&self.files, cursor.as_ref(), limit);
-        let next_page = page
-            .has_more
-            .then(|| page.items.last().map(|file| encode_cursor(file.key())))
-            .flatten();
-        let data = page.items.iter().map(|file| file.object(true)).collect();
+        let own_next = || page.items.last().map(|file| encode_cursor(file.key()));
+        let next_page = match fault {
+            None => page.has_more.then(own_next).flatten(),
+            Some(ListingFault::RepeatCursor) => requested.map(str::to_owned).or_else(own_next),
+            Some(ListingFault::RepeatItems) => Some(format!("page_loop_{}", self.requests_seen)),
+        };
+        let data: Vec<serde_json::Value> = page
+            .items
+            .iter()
+            .map(|file| serde_json::to_value(file.object(true)).expect("a file object is JSON"))
+            .chain(
+                cursor
+                    .is_none()
+                    .then(|| self.raw_listed.clone())
+                    .into_iter()
+                    .flatten(),
+            )
+            .collect();
         Ok(to_json(&GaPageBody { data, next_page }))
     }
 
@@ -505,25 +576,24 @@ impl ApiState {
     }
 
     /// The beta shape: `before_id`/`after_id`/`limit`; `{data, has_more, first_id, last_id}`.
-    fn list_files_beta(&self, query: &Query) -> Result<Bytes, ApiError> {
-        let page = id_page(&self.files, query)?;
-        Ok(to_json(&IdPageBody {
-            first_id: page.first_id(),
-            last_id: page.last_id(),
-            has_more: page.has_more,
-            data: page.items.iter().map(|file| file.object(false)).collect(),
-        }))
+    fn list_files_beta(
+        &self,
+        query: &Query,
+        fault: Option<ListingFault>,
+    ) -> Result<Bytes, ApiError> {
+        let page = id_page_body(&self.files, query, fault, self.requests_seen)?;
+        Ok(to_json(&page.show(|file| file.object(false))))
     }
 
-    fn list_batches(&self, query: &Query, base_url: &str) -> Result<Bytes, ApiError> {
-        let page = id_page(&self.batches, query)?;
+    fn list_batches(
+        &self,
+        query: &Query,
+        base_url: &str,
+        fault: Option<ListingFault>,
+    ) -> Result<Bytes, ApiError> {
         let base = self.results_base(base_url);
-        Ok(to_json(&IdPageBody {
-            first_id: page.first_id(),
-            last_id: page.last_id(),
-            has_more: page.has_more,
-            data: page.items.iter().map(|batch| batch.object(base)).collect(),
-        }))
+        let page = id_page_body(&self.batches, query, fault, self.requests_seen)?;
+        Ok(to_json(&page.show(|batch| batch.object(base))))
     }
 
     fn file_content(&self, id: &str, headers: &HeaderMap, is_get: bool) -> Result<Reply, ApiError> {
@@ -614,7 +684,7 @@ impl ApiState {
     }
 
     fn record(&mut self, parts: &Parts, route: Route, status: StatusCode) {
-        self.stats.count(status.as_u16());
+        self.stats.count(route, status.as_u16());
         self.log.push(ApiRequest {
             at: self.started.elapsed(),
             method: parts.method.to_string(),

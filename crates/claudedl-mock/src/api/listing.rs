@@ -7,6 +7,7 @@ use std::ops::Range;
 
 use serde::Serialize;
 
+use super::ListingFault;
 use super::clock::Timestamp;
 use super::handler::ApiError;
 
@@ -80,7 +81,7 @@ fn newer_page<S: Sequence>(sequence: &S, key: &SortKey, limit: usize) -> Page<S:
 }
 
 /// A page in the id-based shape: `before_id`, `after_id` (at most one) and `limit`.
-pub(super) fn id_page<S: Sequence>(sequence: &S, query: &Query) -> Result<Page<S::Item>, ApiError> {
+fn id_page<S: Sequence>(sequence: &S, query: &Query) -> Result<Page<S::Item>, ApiError> {
     let limit = parse_limit(query)?;
     let key_of = |name: &str, id: &str| {
         sequence
@@ -101,13 +102,59 @@ pub(super) fn id_page<S: Sequence>(sequence: &S, query: &Query) -> Result<Page<S
     }
 }
 
+/// An id-based page of `sequence` as `query` asks, distorted as `fault` says (`serial` makes
+/// the cursors of [`ListingFault::RepeatItems`] new on every request).
+pub(super) fn id_page_body<S: Sequence>(
+    sequence: &S,
+    query: &Query,
+    fault: Option<ListingFault>,
+    serial: u64,
+) -> Result<IdPageBody<S::Item>, ApiError> {
+    let page = match fault {
+        Some(ListingFault::RepeatItems) => older_page(sequence, None, parse_limit(query)?),
+        _ => id_page(sequence, query)?,
+    };
+    let mut body = IdPageBody {
+        first_id: page.first_id(),
+        last_id: page.last_id(),
+        has_more: page.has_more,
+        data: page.items,
+    };
+    match fault {
+        None => {}
+        Some(ListingFault::RepeatCursor) => {
+            body.has_more = true;
+            if let Some(after) = query.first("after_id") {
+                body.last_id = Some(after.to_owned());
+            }
+        }
+        Some(ListingFault::RepeatItems) => {
+            body.has_more = true;
+            body.last_id = Some(format!("{}~loop{serial}", body.last_id.unwrap_or_default()));
+        }
+    }
+    Ok(body)
+}
+
 /// The body of an id-based page.
 #[derive(Serialize)]
 pub(super) struct IdPageBody<T> {
-    pub(super) data: Vec<T>,
-    pub(super) has_more: bool,
-    pub(super) first_id: Option<String>,
-    pub(super) last_id: Option<String>,
+    data: Vec<T>,
+    has_more: bool,
+    first_id: Option<String>,
+    last_id: Option<String>,
+}
+
+impl<T> IdPageBody<T> {
+    /// The same page with each item shown by `object`.
+    pub(super) fn show<'a, U>(&'a self, object: impl Fn(&'a T) -> U) -> IdPageBody<U> {
+        IdPageBody {
+            data: self.data.iter().map(object).collect(),
+            has_more: self.has_more,
+            first_id: self.first_id.clone(),
+            last_id: self.last_id.clone(),
+        }
+    }
 }
 
 /// `limit`: default 20, 1 to 1000.

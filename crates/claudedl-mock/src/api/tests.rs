@@ -856,3 +856,70 @@ async fn stats_routes_are_off_by_default() {
     assert_eq!(api.reset_stats().requests, 1);
     assert_eq!(api.stats().requests, 0);
 }
+
+fn looping(fault: ListingFault) -> MockApiConfig {
+    generated(3).with_fault(ApiFault::Listing {
+        route: Route::ListFiles,
+        fault,
+        times: u32::MAX,
+    })
+}
+
+#[tokio::test]
+async fn repeat_cursor_points_back_in_either_shape() {
+    let api = MockApi::start(looping(ListingFault::RepeatCursor)).await;
+
+    let first = get(&api, "/v1/files?limit=2", &[]).await.json();
+    let cursor = first["next_page"].as_str().unwrap().to_owned();
+    let second = get(&api, &format!("/v1/files?limit=2&page={cursor}"), &[]).await;
+    assert_eq!(second.ids().len(), 1);
+    assert_eq!(second.json()["next_page"], cursor.as_str());
+
+    let beta = get(&api, "/v1/files?limit=2", &[BETA]).await.json();
+    let last = beta["last_id"].as_str().unwrap().to_owned();
+    let again = get(&api, &format!("/v1/files?limit=2&after_id={last}"), &[BETA]).await;
+    assert_eq!(
+        (
+            again.json()["has_more"].clone(),
+            again.json()["last_id"].clone()
+        ),
+        (Value::Bool(true), Value::from(last))
+    );
+}
+
+#[tokio::test]
+async fn repeat_items_serves_the_first_page_under_new_cursors() {
+    let api = MockApi::start(looping(ListingFault::RepeatItems)).await;
+
+    let first = get(&api, "/v1/files?limit=2", &[]).await;
+    let cursor = first.json()["next_page"].as_str().unwrap().to_owned();
+    let second = get(&api, &format!("/v1/files?limit=2&page={cursor}"), &[]).await;
+    assert_eq!(second.ids(), first.ids());
+    assert_ne!(second.json()["next_page"], cursor.as_str());
+
+    let stats = api.stats();
+    assert_eq!(stats.by_route.get("list_files"), Some(&2));
+    assert!(stats.body_bytes["list_files"] > 0);
+}
+
+#[tokio::test]
+async fn chaos_answers_overloads_and_cuts_content() {
+    let chaos = Chaos {
+        seed: 1,
+        reset_permille: 1000,
+        status_503_permille: 0,
+        status_529_permille: 0,
+    };
+    let api = MockApi::start(generated(3).with_chaos(chaos)).await;
+    let id = get(&api, "/v1/files?limit=1", &[]).await.ids()[0].clone();
+    let content = get(&api, &format!("/v1/files/{id}/content"), &[]).await;
+    assert_eq!(content.status, 200);
+    assert!(content.body.len() < 1000, "{} bytes", content.body.len());
+
+    let overloaded = Chaos {
+        status_529_permille: 1000,
+        ..chaos
+    };
+    let api = MockApi::start(generated(3).with_chaos(overloaded)).await;
+    assert_error(&get(&api, "/v1/files", &[]).await, 529, "overloaded_error");
+}

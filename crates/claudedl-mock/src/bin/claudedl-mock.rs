@@ -3,6 +3,7 @@
 //! ```text
 //! claudedl-mock [--port N] [--files N] [--content-bytes N] [--seed N] [--demo] [--no-ranges]
 //!               [--rpm N] [--rpm-burst N] [--rpm-change-after SECS:RPM]
+//!               [--reset-rate F] [--503-rate F] [--529-rate F]
 //!               [--rpm-silent] [--connection-rate BYTES] [--organization ID]
 //! ```
 //!
@@ -11,6 +12,9 @@
 //! - `--rpm-burst N`: the bucket holds at most `N` tokens (e.g. `--rpm 600 --rpm-burst 10`);
 //! - `--rpm-change-after SECS:RPM`: sets the limit to `RPM` once, `SECS` after start (and says
 //!   so on stderr).
+//! - `--reset-rate F`, `--503-rate F`, `--529-rate F` (fractions, e.g. `0.2`): random body resets
+//!   of file content and batch results, and random `503`/`529` answers (see
+//!   [`claudedl_mock::api::Chaos`]; seeded by `--seed`).
 //! - `--rpm-silent`: the limit is enforced (`429` + `retry-after`) but never advertised;
 //! - `--connection-rate BYTES`: each body is sent at most BYTES per second (a per-connection cap);
 //! - `--organization ID`: every answer names `anthropic-organization-id: ID`.
@@ -18,18 +22,19 @@
 //! Prints one line, `base_url=http://127.0.0.1:PORT api_key=KEY`, once it is listening. Also
 //! serves `GET /_mock/stats` and `POST /_mock/reset-stats` (no key needed; see
 //! [`claudedl_mock::api::MockStats`]):
-//! `{"requests":N,"by_status":{"200":n,"429":n},"elapsed_secs":f,"limit":N,"capacity":N,"allowed":f}`.
+//! `{"requests":N,"by_status":{"200":n,"429":n},"by_route":{"file_content":n,..},
+//! "body_bytes":{"file_content":n,..},"elapsed_secs":f,"limit":N,"capacity":N,"allowed":f}`.
 
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use claudedl_mock::api::{FileSet, MockApi, MockApiConfig, ServerLimits, demo_config};
+use claudedl_mock::api::{Chaos, FileSet, MockApi, MockApiConfig, ServerLimits, demo_config};
 
 const USAGE: &str = "usage: claudedl-mock [--port N] [--files N] [--content-bytes N] [--seed N] \
                      [--demo] [--no-ranges] [--rpm N] [--rpm-burst N] \
-                     [--rpm-change-after SECS:RPM] [--rpm-silent] [--connection-rate BYTES] \
-                     [--organization ID]";
+                     [--rpm-change-after SECS:RPM] [--reset-rate F] [--503-rate F] \
+                     [--529-rate F] [--rpm-silent] [--connection-rate BYTES] [--organization ID]";
 
 /// Command-line options.
 #[derive(Debug)]
@@ -44,6 +49,10 @@ struct Options {
     /// Seconds after start, and the new limit.
     rpm_change_after: Option<(u64, u32)>,
     no_ranges: bool,
+    /// Per mille: body resets, 503s, 529s.
+    reset_permille: u32,
+    status_503_permille: u32,
+    status_529_permille: u32,
     limits: ServerLimits,
 }
 
@@ -59,6 +68,9 @@ impl Default for Options {
             rpm_burst: None,
             rpm_change_after: None,
             no_ranges: false,
+            reset_permille: 0,
+            status_503_permille: 0,
+            status_529_permille: 0,
             limits: ServerLimits::default(),
         }
     }
@@ -77,6 +89,9 @@ impl Options {
                 "--rpm" => options.rpm = Some(number(&arg, &value()?)?),
                 "--rpm-burst" => options.rpm_burst = Some(number(&arg, &value()?)?),
                 "--rpm-change-after" => options.rpm_change_after = Some(change(&arg, &value()?)?),
+                "--reset-rate" => options.reset_permille = permille(&arg, &value()?)?,
+                "--503-rate" => options.status_503_permille = permille(&arg, &value()?)?,
+                "--529-rate" => options.status_529_permille = permille(&arg, &value()?)?,
                 "--demo" => options.demo = true,
                 "--no-ranges" => options.no_ranges = true,
                 "--rpm-silent" | "--connection-rate" | "--organization" => {
@@ -105,6 +120,19 @@ impl Options {
         if self.no_ranges {
             config = config.without_ranges();
         }
+        let rates = [
+            self.reset_permille,
+            self.status_503_permille,
+            self.status_529_permille,
+        ];
+        if rates.iter().any(|rate| *rate > 0) {
+            config = config.with_chaos(Chaos {
+                seed: self.seed,
+                reset_permille: self.reset_permille,
+                status_503_permille: self.status_503_permille,
+                status_529_permille: self.status_529_permille,
+            });
+        }
         config.with_stats_routes()
     }
 }
@@ -121,6 +149,15 @@ fn limit_option(
         _ => limits.organisation = Some(value()?),
     }
     Ok(())
+}
+
+/// A fraction from 0 to 1, in thousandths.
+fn permille(flag: &str, value: &str) -> Result<u32, String> {
+    let fraction: f64 = number(flag, value)?;
+    if !(0.0..=1.0).contains(&fraction) {
+        return Err(format!("{flag}: a fraction from 0 to 1, got {value:?}"));
+    }
+    Ok((fraction * 1000.0).round() as u32)
 }
 
 /// `SECS:RPM`.
@@ -229,6 +266,27 @@ mod tests {
         assert!(!config.limits.rate_limit_headers);
         assert_eq!(config.limits.connection_bytes_per_second, Some(2_097_152));
         assert_eq!(config.limits.organisation.as_deref(), Some("org-1"));
+    }
+
+    #[test]
+    fn chaos_rates_are_fractions() {
+        let options = parse(&["--reset-rate", "0.2", "--503-rate", "0.05", "--seed", "3"]).unwrap();
+        let chaos = options.config().chaos.unwrap();
+        assert_eq!(
+            (
+                chaos.seed,
+                chaos.reset_permille,
+                chaos.status_503_permille,
+                chaos.status_529_permille
+            ),
+            (3, 200, 50, 0)
+        );
+        assert!(parse(&[]).unwrap().config().chaos.is_none());
+        assert!(
+            parse(&["--529-rate", "1.5"])
+                .unwrap_err()
+                .starts_with("--529-rate")
+        );
     }
 
     #[test]
