@@ -56,26 +56,57 @@ params() {
   esac
 }
 
-start_mock() { # files bytes rpm cap extra… → url, key, mock_pid
+start_mock() { # files bytes rpm cap extra… → url, key, mock_pid (three tries)
+  mock_args=("$@")
   local files=$1 bytes=$2 rpm=$3 cap=$4; shift 4
   local burst=$((rpm / 60)); [ "$burst" -lt 2 ] && burst=2
   local flags=(--files "$files" --content-bytes "$bytes" --rpm "$rpm" --rpm-burst "$burst" "$@")
   [ "$cap" != 0 ] && flags+=(--connection-rate "$cap")
-  "$MOCK" "${flags[@]}" > "$work/mock.out" 2> "$work/mock.err" &
-  mock_pid=$!
-  for _ in $(seq 600); do grep -q base_url "$work/mock.out" 2>/dev/null && break; kill -0 "$mock_pid" 2>/dev/null || break; sleep 0.05; done
-  url=$(sed -n 's/.*base_url=\([^ ]*\).*/\1/p' "$work/mock.out")
-  key=$(sed -n 's/.*api_key=\([^ ]*\).*/\1/p' "$work/mock.out")
-  case $url in http://127.0.0.1:*) ;; *) echo "the mock did not start: $(cat "$work/mock.err")"; exit 1 ;; esac
   mock_flags="${flags[*]}"
+  local try
+  for try in 1 2 3; do
+    "$MOCK" "${flags[@]}" > "$work/mock.out" 2> "$work/mock.err" &
+    mock_pid=$!
+    for _ in $(seq 600); do
+      grep -q base_url "$work/mock.out" 2>/dev/null && break
+      kill -0 "$mock_pid" 2>/dev/null || break
+      sleep 0.05
+    done
+    url=$(sed -n 's/.*base_url=\([^ ]*\).*/\1/p' "$work/mock.out")
+    key=$(sed -n 's/.*api_key=\([^ ]*\).*/\1/p' "$work/mock.out")
+    case $url in http://127.0.0.1:*) return 0 ;; esac
+    local code=0
+    kill "$mock_pid" 2>/dev/null || true
+    wait "$mock_pid" 2>/dev/null || code=$?
+    echo "the mock did not start (try $try, exit $code): $(cat "$work/mock.err")" >&2
+    mock_pid=
+  done
+  exit 1
+}
+# A mock that died (something else on the machine may kill it) is started again.
+ensure_mock() {
+  if ! kill -0 "$mock_pid" 2>/dev/null; then
+    echo "the mock died; starting another" >&2
+    start_mock "${mock_args[@]}"
+  fi
 }
 stop_mock() { kill "$mock_pid" 2>/dev/null || true; wait "$mock_pid" 2>/dev/null || true; mock_pid=; }
 mock_call() { curl -sf --max-time 10 -X "$1" "$url$2"; }
 
-run() { # scenario client label state → one JSON line in $results
+run() { # scenario client label state → one JSON line in $results (a second try if the mock died)
+  local try
+  for try in 1 2; do
+    ensure_mock
+    run_once "$@" && return 0
+    echo "the mock died during the run; once more" >&2
+  done
+  exit 1
+}
+
+run_once() {
   local scenario=$1 client=$2 label=$3 state=$4 dir="$work/run-$RANDOM" code=0
   mkdir -p "$dir"
-  mock_call POST /_mock/reset-stats > /dev/null
+  mock_call POST /_mock/reset-stats > /dev/null || return 1
   local started; started=$(date +%s.%N)
   case $client in
     claudedl)
@@ -92,7 +123,7 @@ run() { # scenario client label state → one JSON line in $results
       ;;
   esac
   local ended; ended=$(date +%s.%N)
-  mock_call GET /_mock/stats > "$dir/stats.json"
+  mock_call GET /_mock/stats > "$dir/stats.json" || return 1
   python3 bench/budget_stats.py record "$results" "$scenario" "$label" "$code" "$started" "$ended" \
     "$dir/stats.json" "$dir/out.json" $(params "$scenario" | cut -d' ' -f1-4)
   echo "done: $scenario / $label (exit $code, $(python3 -c "print(round($ended - $started, 1))") s)" >&2
