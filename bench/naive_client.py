@@ -2,14 +2,16 @@
 """A naive Files API downloader for bench/ratelimit.sh: the shape of the original design's
 RetryDownloader, written for the comparison only (it is not part of claudedl).
 
-    naive_client.py BASE_URL SECS [--workers N] [--out DIR]
+    naive_client.py BASE_URL SECS [--workers N] [--ranges N] [--out DIR]
 
 The key comes from $ANTHROPIC_API_KEY. It lists every file (GET /v1/files?limit=1000, following
 next_page), then a pool of N threads (default 8) downloads GET /v1/files/{id}/content, each
 thread on one keep-alive connection. It never reads the anthropic-ratelimit-* headers: on a 429
 it sleeps retry-after (else an exponential backoff, 0.5 s doubling up to 8 s), halves the
 number of threads allowed to work (never below 1, never back up) and retries. Everything stops
-at SECS. Only 127.0.0.1 URLs are accepted. Prints one JSON line:
+at SECS. With --ranges N (the original design's shape), each file of more than 1 MiB is fetched
+as N byte ranges by N threads of its own (sizes from the listing), with the same backoff.
+Only 127.0.0.1 URLs are accepted. Prints one JSON line:
 {"downloaded", "files", "requests", "status_429", "errors", "secs", "workers_left"}.
 Standard library only (Python 3.11).
 """
@@ -66,13 +68,13 @@ class Client:
         self.headers = {"x-api-key": key, "anthropic-version": VERSION}
         self.conn = None
 
-    def get(self, path, timeout):
+    def get(self, path, timeout, extra=None):
         """(status, headers, body); reconnects once on a dropped keep-alive connection."""
         for attempt in (1, 2):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
             try:
-                self.conn.request("GET", path, headers=self.headers)
+                self.conn.request("GET", path, headers={**self.headers, **(extra or {})})
                 response = self.conn.getresponse()
                 body = response.read()
                 return response.status, response.headers, body
@@ -95,21 +97,21 @@ def backoff_secs(headers, attempt):
     return min(0.5 * 2**attempt, 8.0)
 
 
-def fetch(client, budget, path):
+def fetch(client, budget, path, extra=None):
     """GET with retries on 429 (and 5xx); returns the body, or None when out of time or tries."""
     for attempt in range(MAX_ATTEMPTS):
         left = budget.left()
         if left <= 0:
             return None
         try:
-            status, headers, body = client.get(path, timeout=max(1.0, min(left, 30.0)))
+            status, headers, body = client.get(path, max(1.0, min(left, 30.0)), extra)
         except (OSError, http.client.HTTPException):
             with budget.lock:
                 budget.errors += 1
             time.sleep(min(0.5, max(0.0, budget.left())))
             continue
         budget.count(status)
-        if status == 200:
+        if status in (200, 206):
             return body
         if status != 429 and status < 500:
             with budget.lock:
@@ -127,21 +129,42 @@ def list_ids(client, budget):
         if body is None:
             break
         listing = json.loads(body)
-        ids.extend(item["id"] for item in listing["data"])
+        ids.extend((item["id"], item.get("size_bytes", 0)) for item in listing["data"])
         page = listing.get("next_page")
         if not page:
             break
     return ids
 
 
-def worker(index, base, key, budget, work, out):
+def fetch_ranged(base, key, budget, path, size, n):
+    """The file as n ranges fetched by n threads at once; None if any range failed."""
+    step = -(-size // n)
+    parts = [None] * n
+
+    def one(i):
+        extra = {"Range": f"bytes={i * step}-{min(size, (i + 1) * step) - 1}"}
+        parts[i] = fetch(Client(base, key), budget, path, extra)
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=max(0.0, budget.left()) + 35.0)
+    return None if any(part is None for part in parts) else b"".join(parts)
+
+
+def worker(index, base, key, budget, work, out, ranges):
     client = Client(base, key)
     while budget.may_work(index):
         try:
-            file_id = work.get_nowait()
+            file_id, size = work.get_nowait()
         except queue.Empty:
             return
-        body = fetch(client, budget, f"/v1/files/{urllib.parse.quote(file_id)}/content")
+        path = f"/v1/files/{urllib.parse.quote(file_id)}/content"
+        if ranges > 1 and size > 1024 * 1024:
+            body = fetch_ranged(base, key, budget, path, size, ranges)
+        else:
+            body = fetch(client, budget, path)
         if body is None:
             continue
         if out:
@@ -156,6 +179,7 @@ def main():
     parser.add_argument("base_url")
     parser.add_argument("secs", type=float)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--ranges", type=int, default=1)
     parser.add_argument("--out", help="write the files here (default: discard)")
     args = parser.parse_args()
     key = os.environ.get("ANTHROPIC_API_KEY")
@@ -168,11 +192,13 @@ def main():
     budget = Budget(args.secs, args.workers)
     ids = list_ids(Client(args.base_url, key), budget)
     work = queue.Queue()
-    for file_id in ids:
-        work.put(file_id)
+    for item in ids:
+        work.put(item)
     threads = [
         threading.Thread(
-            target=worker, args=(i, args.base_url, key, budget, work, args.out), daemon=True
+            target=worker,
+            args=(i, args.base_url, key, budget, work, args.out, args.ranges),
+            daemon=True,
         )
         for i in range(args.workers)
     ]

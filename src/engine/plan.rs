@@ -5,10 +5,16 @@
 //! [`super::EngineConfig::pieces`]), handed out in order. A connection that runs out of pieces
 //! takes over the second half of the largest range still in progress, so no single slow range
 //! holds up the tail.
+//!
+//! When requests are paced by a budget, requests are what is scarce: a file of known size is one
+//! request (up to `chunk_size`), and a take-over happens only when it is worth its request
+//! ([`Costs`]): the half it takes must be at least what the file's connections deliver while the
+//! budget grants one request, measured on the range being split.
 
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Split points are multiples of this (the age format's chunk size, for encryption later).
 pub const ALIGN: u64 = 64 * 1024;
@@ -24,6 +30,35 @@ pub struct Segment {
 struct Cursor {
     next: u64,
     end: u64,
+    /// When the first bytes were claimed, and where: the segment's speed is measured from there.
+    first: Option<(Instant, u64)>,
+}
+
+/// A segment's speed is known once it has been receiving for this long.
+pub const MEASURE_AFTER: Duration = Duration::from_millis(300);
+
+/// What a take-over costs while requests are paced by a budget.
+#[derive(Debug, Clone, Copy)]
+pub struct Costs {
+    /// The rate the budget grants requests at.
+    pub requests_per_second: f64,
+    /// Connections per file.
+    pub connections: usize,
+}
+
+impl Costs {
+    /// The smallest piece worth a request: what `connections` connections at `bytes_per_second`
+    /// each deliver while the budget grants one request. A take-over of at least this saves
+    /// at least the time the budget needs to grant the file's connections their requests.
+    pub fn min_piece(&self, bytes_per_second: f64) -> u64 {
+        let rate = self.requests_per_second.max(f64::MIN_POSITIVE);
+        let piece = bytes_per_second * self.connections.max(1) as f64 / rate;
+        if piece.is_finite() {
+            piece as u64
+        } else {
+            u64::MAX
+        }
+    }
 }
 
 impl Segment {
@@ -32,6 +67,7 @@ impl Segment {
             cursor: Mutex::new(Cursor {
                 next: range.start,
                 end: range.end,
+                first: None,
             }),
         })
     }
@@ -49,7 +85,22 @@ impl Segment {
         let at = cursor.next;
         let granted = len.min(cursor.end.saturating_sub(at));
         cursor.next += granted;
+        if cursor.first.is_none() && granted > 0 {
+            // The first chunk arrived with the response: measure from its end.
+            cursor.first = Some((Instant::now(), cursor.next));
+        }
         (at, granted)
+    }
+
+    /// Bytes per second received since the first chunk, once measured for long enough.
+    fn speed(&self, now: Instant) -> Option<f64> {
+        let cursor = *self.cursor.lock().unwrap();
+        let (since, from) = cursor.first?;
+        let elapsed = now.checked_duration_since(since)?;
+        if elapsed < MEASURE_AFTER {
+            return None;
+        }
+        Some((cursor.next - from) as f64 / elapsed.as_secs_f64())
     }
 
     /// Give away the second half of what remains, if that half is worth a connection.
@@ -124,6 +175,30 @@ impl Plan {
         Some(segment)
     }
 
+    /// Like [`Plan::assign`], but a take-over only when it is worth its request (see
+    /// [`Costs`]): the half taken is at least the smallest piece worth a request at the speed
+    /// measured on the range it comes from. `None` while nothing is worth taking yet; see
+    /// [`Plan::in_progress`].
+    pub fn assign_costed(&mut self, costs: Costs, now: Instant) -> Option<Arc<Segment>> {
+        let range = match self.pending.pop_front() {
+            Some(range) => range,
+            None => {
+                let largest = self.largest()?;
+                let speed = largest.speed(now)?;
+                let min = costs.min_piece(speed).max(self.min_split);
+                largest.split(min)?
+            }
+        };
+        let segment = Segment::new(range);
+        self.active.push(Arc::clone(&segment));
+        Some(segment)
+    }
+
+    /// Whether some range is still being fetched (a take-over may become worth it).
+    pub fn in_progress(&self) -> bool {
+        !self.pending.is_empty() || !self.active.is_empty()
+    }
+
     /// Forget a finished (or abandoned) segment.
     pub fn finish(&mut self, segment: &Arc<Segment>) {
         self.active.retain(|active| !Arc::ptr_eq(active, segment));
@@ -135,11 +210,14 @@ impl Plan {
     }
 
     fn steal(&mut self) -> Option<Range<u64>> {
-        let largest = self.active.iter().max_by_key(|segment| {
+        self.largest()?.split(self.min_split)
+    }
+
+    fn largest(&self) -> Option<&Arc<Segment>> {
+        self.active.iter().max_by_key(|segment| {
             let remaining = segment.remaining();
             remaining.end.saturating_sub(remaining.start)
-        })?;
-        largest.split(self.min_split)
+        })
     }
 }
 
@@ -212,6 +290,63 @@ mod tests {
         assert!(plan.assign().is_none());
         plan.finish(&only);
         assert!(plan.assign().is_none());
+    }
+
+    /// A segment that has received `bytes` since its first chunk, `secs` ago.
+    fn measured(plan: &mut Plan, bytes: u64, secs: f64) -> (Arc<Segment>, Instant) {
+        let segment = plan.assign().unwrap();
+        segment.claim(1);
+        let start = segment.cursor.lock().unwrap().first.unwrap().0;
+        segment.claim(bytes);
+        (segment, start + Duration::from_secs_f64(secs))
+    }
+
+    #[test]
+    fn the_smallest_piece_worth_a_request_is_what_the_connections_deliver_meanwhile() {
+        let costs = Costs {
+            requests_per_second: 2.0,
+            connections: 8,
+        };
+        // 2 MiB/s per connection, 8 connections, 2 requests/s: 8 MiB.
+        assert_eq!(costs.min_piece(2.0 * MIB as f64), 8 * MIB);
+        let fast = Costs {
+            requests_per_second: 100.0,
+            connections: 4,
+        };
+        assert_eq!(fast.min_piece(100.0 * MIB as f64), 4 * MIB);
+    }
+
+    #[test]
+    fn a_paced_take_over_waits_for_a_measured_speed() {
+        let costs = Costs {
+            requests_per_second: 2.0,
+            connections: 8,
+        };
+        let mut plan = Plan::new(std::slice::from_ref(&(0..256 * MIB)), 256 * MIB, MIB);
+        let (first, _) = measured(&mut plan, 0, 0.0);
+        let now = Instant::now();
+        assert!(plan.assign_costed(costs, now).is_none(), "no speed yet");
+        assert!(plan.in_progress());
+        // 2 MiB/s measured over one second: taking half of ~254 MiB is worth a request.
+        first.claim(2 * MIB - 1);
+        let at = first.cursor.lock().unwrap().first.unwrap().0 + Duration::from_secs(1);
+        let stolen = plan.assign_costed(costs, at).unwrap().remaining();
+        assert_eq!(stolen.end, 256 * MIB);
+        assert!(stolen.start > 128 * MIB && stolen.start < 130 * MIB);
+    }
+
+    #[test]
+    fn a_fast_range_is_not_taken_over_under_a_binding_budget() {
+        let costs = Costs {
+            requests_per_second: 2.0,
+            connections: 8,
+        };
+        // 100 MiB/s: half of the 150 MiB left is below the 400 MiB one request is worth.
+        let mut plan = Plan::new(std::slice::from_ref(&(0..200 * MIB)), 200 * MIB, MIB);
+        let (_segment, at) = measured(&mut plan, 50 * MIB, 0.5);
+        assert!(plan.assign_costed(costs, at).is_none());
+        // Unpaced, the same range is split at once.
+        assert_eq!(plan.assign().unwrap().remaining(), 125 * MIB..200 * MIB);
     }
 
     #[test]

@@ -98,6 +98,22 @@ pub fn status_failure(url: &str, response: &Response) -> Failure {
     }
 }
 
+/// A server that announces a size other than the one the caller knows (the Files API's
+/// `size_bytes`) is lying one way or the other: the transfer stops, nothing is trusted.
+pub fn size_mismatch(url: &str, expected: Option<u64>, announced: Option<u64>) -> Option<Failure> {
+    match (expected, announced) {
+        (Some(expected), Some(actual)) if expected != actual => {
+            Some(Failure::Fatal(TransferError::LengthMismatch {
+                url: url.to_owned(),
+                expected,
+                actual,
+                kept: false,
+            }))
+        }
+        _ => None,
+    }
+}
+
 /// Judge the answer to `Range: bytes=start-` (`end == None`) or `bytes=start-(end-1)`.
 pub fn judge_ranged(
     url: &str,

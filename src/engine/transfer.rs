@@ -1,7 +1,9 @@
 //! One file, from the first request to the final rename.
 //!
-//! 1. Probe: `GET` with `Range: bytes=S-` (S = first missing byte; `If-Range` when resuming).
-//!    A 206 teaches size, range support and validators, and its body feeds the first segment.
+//! 1. First request: `GET` with `Range` for the first piece (S = first missing byte; `If-Range`
+//!    when resuming). When the size is known (the Files API's `size_bytes`, a resume), that is the
+//!    first planned piece, the whole file when it is not split; otherwise a probe of `min_split`
+//!    bytes. A 206 teaches (or checks) size, range support and validators, and its body is used.
 //! 2. Ranged mode: up to `connections` workers fetch the planned pieces, each request carrying
 //!    `If-Range`; a checkpointer syncs and records progress; a hasher follows the done prefix.
 //! 3. Single mode, when the server ignores or mangles ranges: one plain stream from byte 0.
@@ -12,7 +14,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use reqwest::Response;
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -21,9 +23,9 @@ use tokio::task::JoinSet;
 
 use super::events::Counts;
 use super::ledger::{Hashed, Ledger, checkpoint, checkpoint_loop, hash_prefix};
-use super::plan::{Plan, Segment};
+use super::plan::{Costs, Plan, Segment};
 use super::response::{
-    Failure, RangedReply, Validators, content_length, judge_ranged, status_failure,
+    Failure, RangedReply, Validators, content_length, judge_ranged, size_mismatch, status_failure,
 };
 use super::stream::{Sink, copy_body};
 use super::writer::PartWriter;
@@ -38,6 +40,9 @@ use crate::store::{Installed, PartLock, PartLockError, ResumeState, StatePaths};
 
 /// A response together with the connection permit it holds.
 type Held = (Response, OwnedSemaphorePermit);
+
+/// How often a paced worker with nothing to do checks whether a take-over has become worth it.
+const RECHECK_TAKE_OVER: Duration = Duration::from_millis(250);
 
 pub async fn download(
     engine: &Engine,
@@ -68,7 +73,10 @@ pub async fn download(
         Err(error) => Err(error),
     };
     match result {
-        Ok(finished) => Ok(job.report(TransferStatus::Downloaded, Some(finished), started)),
+        Ok(finished) => {
+            engine.client.governor().file_finished();
+            Ok(job.report(TransferStatus::Downloaded, Some(finished), started))
+        }
         Err(error) => Err(job.after_failure(error)),
     }
 }
@@ -185,8 +193,9 @@ impl Job {
     async fn ranged(self: &Arc<Self>) -> Result<Finished, Failure> {
         let resume = self.load_resume();
         let expected = resume.as_ref().map(validators_of).unwrap_or_default();
-        // The probe asks for exactly its first piece (bounded, so its connection is reused and
-        // never cut): the first missing range, at most `min_split` bytes of it.
+        // The first request asks for exactly its piece (bounded, so its connection is reused and
+        // never cut): the first missing range, at most the first planned piece of it when the
+        // size is known, else at most `min_split` bytes.
         let first_gap = resume.as_ref().and_then(|state| {
             state
                 .done
@@ -195,7 +204,14 @@ impl Job {
                 .cloned()
         });
         let start = first_gap.as_ref().map_or(0, |gap| gap.start);
-        let probe_end = start + self.engine.config.min_split.max(1);
+        let known = resume
+            .as_ref()
+            .and_then(|state| state.total)
+            .or(self.spec.expected_size);
+        let probe_end = match known {
+            Some(total) => (start + self.piece(total)).min(total.max(start + 1)),
+            None => start + self.engine.config.min_split.max(1),
+        };
         let probe_end = first_gap.map_or(probe_end, |gap| probe_end.min(gap.end));
         let if_range = resume.as_ref().and(expected.if_range());
         let (response, permit) = self.probe(start, probe_end, if_range).await?;
@@ -242,12 +258,7 @@ impl Job {
     ) -> Result<(), Failure> {
         let config = &self.engine.config;
         let missing = writing.ledger.snapshot().missing(total);
-        let piece = Plan::piece_size(
-            total,
-            config.connections,
-            config.min_split,
-            self.pieces().cap,
-        );
+        let piece = self.piece(total);
         // Nothing missing (killed after the last checkpoint, before the rename): the probe's
         // 206 has confirmed the file is unchanged, and the `.part` is complete.
         if missing.is_empty() {
@@ -313,6 +324,7 @@ impl Job {
     ) -> Result<Held, Failure> {
         let permit = self.permit().await?;
         let headers = self.range_headers(start, Some(end), if_range);
+        self.engine.client.governor().content_request();
         let response = self.cancellable(async {
             self.engine
                 .client
@@ -359,6 +371,7 @@ impl Job {
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
+        self.engine.client.governor().content_request();
         match self.engine.client.get(&self.spec.url, &headers).await {
             Ok(response) if response.status().is_success() => Ok((response, permit)),
             Ok(response) => Err(status_failure(&self.url, &response)),
@@ -374,7 +387,9 @@ impl Job {
         let segment = Segment::new(0..total.unwrap_or(u64::MAX));
         let sink = self.sink(&writing.part, &writing.ledger);
         self.live.fetch_add(1, Ordering::Relaxed);
+        let reading = Instant::now();
         let outcome = copy_body(response, &segment, total, &sink).await;
+        self.engine.client.governor().transferred(reading.elapsed());
         self.live.fetch_sub(1, Ordering::Relaxed);
         let size = total.unwrap_or(segment.remaining().start);
         writing.finish(self, outcome, size).await
@@ -507,6 +522,33 @@ impl Job {
         }
     }
 
+    /// The size of the pieces of a file of `total` bytes. Paced by a request budget (and not
+    /// encrypted), a file is one request up to `chunk_size`: connections come from several
+    /// files at once, and a take-over splits a file only when [`Costs`] say it is worth it.
+    /// Unpaced, it is spread over the connections.
+    fn piece(&self, total: u64) -> u64 {
+        let config = &self.engine.config;
+        let connections = if self.costs().is_some() {
+            1
+        } else {
+            config.connections
+        };
+        Plan::piece_size(total, connections, config.min_split, self.pieces().cap)
+    }
+
+    /// What a take-over costs, when requests are paced by a budget; `None`: take over at once.
+    /// Encrypted downloads keep their small in-order pieces (their window depends on it).
+    fn costs(&self) -> Option<Costs> {
+        if self.spec.encrypt.is_some() {
+            return None;
+        }
+        let requests_per_minute = self.engine.client.governor().request_rate()?;
+        Some(Costs {
+            requests_per_second: requests_per_minute / 60.0,
+            connections: self.engine.config.connections,
+        })
+    }
+
     /// How this transfer is cut into requests, and its window.
     fn pieces(&self) -> Pieces {
         let paced = self.engine.client.governor().paces_requests();
@@ -630,18 +672,7 @@ impl Job {
 
     /// A size the server announces must be the size the caller expects.
     fn check_size(&self, announced: Option<u64>) -> Result<(), Failure> {
-        match (self.spec.expected_size, announced) {
-            (Some(expected), Some(actual)) if expected != actual => {
-                let url = self.url.clone();
-                Err(Failure::Fatal(TransferError::LengthMismatch {
-                    url,
-                    expected,
-                    actual,
-                    kept: false,
-                }))
-            }
-            _ => Ok(()),
-        }
+        size_mismatch(&self.url, self.spec.expected_size, announced).map_or(Ok(()), Err)
     }
 
     /// Move the complete `.part` to the output name: first mark the state installed (with
@@ -766,14 +797,35 @@ impl Workers {
         loop {
             let (segment, held) = match first.take() {
                 Some((segment, held)) => (segment, Some(held)),
-                None => match self.plan.lock().unwrap().assign() {
-                    Some(segment) => (segment, None),
-                    None => return Ok(()),
+                None => match self.next_assignment() {
+                    Next::Segment(segment) => (segment, None),
+                    Next::Later => {
+                        let pause = async {
+                            tokio::time::sleep(RECHECK_TAKE_OVER).await;
+                            Ok(())
+                        };
+                        self.job.cancellable(pause).await?;
+                        continue;
+                    }
+                    Next::Done => return Ok(()),
                 },
             };
             let result = self.fetch_segment(&segment, held).await;
             self.plan.lock().unwrap().finish(&segment);
             result?;
+        }
+    }
+
+    /// A pending piece or a take-over; paced, a take-over only once it is worth its request.
+    fn next_assignment(&self) -> Next {
+        let mut plan = self.plan.lock().unwrap();
+        let Some(costs) = self.job.costs() else {
+            return plan.assign().map_or(Next::Done, Next::Segment);
+        };
+        match plan.assign_costed(costs, Instant::now()) {
+            Some(segment) => Next::Segment(segment),
+            None if plan.in_progress() => Next::Later,
+            None => Next::Done,
         }
     }
 
@@ -814,6 +866,7 @@ impl Workers {
         let job = &self.job;
         let _permit = job.permit().await?;
         let headers = job.range_headers(range.start, Some(range.end), self.validators.if_range());
+        job.engine.client.governor().content_request();
         let response = job.cancellable(async {
             job.engine
                 .client
@@ -850,11 +903,21 @@ impl Workers {
         let sink = job.sink(&self.part, &self.ledger);
         let live = job.live.fetch_add(1, Ordering::Relaxed) + 1;
         job.reporter.connections(job.id, live);
+        let reading = Instant::now();
         let result = copy_body(response, segment, body_len, &sink).await;
+        job.engine.client.governor().transferred(reading.elapsed());
         let live = job.live.fetch_sub(1, Ordering::Relaxed) - 1;
         job.reporter.connections(job.id, live);
         result
     }
+}
+
+/// What a worker does next.
+enum Next {
+    Segment(Arc<Segment>),
+    /// Nothing is worth a request yet, but ranges are still in progress: look again shortly.
+    Later,
+    Done,
 }
 
 /// The `.part` being written, with its checkpointer and hasher running.

@@ -4,6 +4,7 @@
 //! - `faults`: the in-repo fault origin, one named fault per test, exact request counts.
 //! - `cli`: the `claudedl` binary as a user runs it: exit codes, JSON, kill -9 and resume.
 //! - `api`: the Claude API commands and `sync` against the bundled mock API.
+//! - `budget`: request counts under a budget, splitting worth its requests, learned rates.
 //! - `governor`: the request budget, 429/529 pushback, failover and the bandwidth cap.
 //! - `verify`: `claudedl verify` after a sync into a data directory damaged by hand.
 //! - `config`: the config file, the environment and flags, through `config show` and `sync`.
@@ -18,6 +19,7 @@
 //!   two writers of one `.part`, no malformed entry stopping a sync, read-only reads.
 
 mod api;
+mod budget;
 mod cli;
 mod config;
 mod crypt;

@@ -31,6 +31,8 @@ mod control;
 mod demo;
 mod files;
 mod handler;
+#[cfg(test)]
+mod limit_tests;
 mod listing;
 mod range;
 mod rate_limit;
@@ -237,9 +239,35 @@ pub struct MockApiConfig {
     /// key, never limited, not logged). `false` (default): those paths are unknown API paths
     /// (`404`), so tests see the API exactly as before.
     pub stats_routes: bool,
+    /// How the server's limits look to a client (see [`ServerLimits`]).
+    pub limits: ServerLimits,
     /// Random `503`/`529` answers and body resets at fixed rates (after the [`ApiFault`]s);
     /// `None` (default): none.
     pub chaos: Option<Chaos>,
+}
+
+/// Limits a real server imposes beyond the request budget, and what it tells about them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// `true` (default): every answer carries the `anthropic-ratelimit-requests-*` headers of
+    /// the rate limit. `false`: the limit is enforced (`429` + `retry-after`) but never
+    /// advertised, like an API whose headers are not documented.
+    pub rate_limit_headers: bool,
+    /// Successful bodies are sent at most this fast, each (one body per connection at a time:
+    /// a per-connection bandwidth cap). `None`: as fast as the connection goes.
+    pub connection_bytes_per_second: Option<u64>,
+    /// Sent as `anthropic-organization-id` on every answer.
+    pub organisation: Option<String>,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            rate_limit_headers: true,
+            connection_bytes_per_second: None,
+            organisation: None,
+        }
+    }
 }
 
 /// Random misbehaviour for soaks, deterministic for a seed and a request order: each API request
@@ -267,6 +295,7 @@ impl MockApiConfig {
             absolute_results_url: false,
             rate_limit_burst: None,
             stats_routes: false,
+            limits: ServerLimits::default(),
             chaos: None,
             raw_listed: Vec::new(),
         }
@@ -342,6 +371,31 @@ impl MockApiConfig {
     #[must_use]
     pub fn with_absolute_results_url(mut self) -> Self {
         self.absolute_results_url = true;
+        self
+    }
+}
+
+/// The server's limits beyond the request budget (kept apart from the faults and listings).
+impl MockApiConfig {
+    /// Enforces the rate limit without ever sending `anthropic-ratelimit-requests-*` headers.
+    #[must_use]
+    pub fn with_silent_rate_limit(mut self, per_minute: u32) -> Self {
+        self.rate_limit = Some(per_minute);
+        self.limits.rate_limit_headers = false;
+        self
+    }
+
+    /// Sends each successful body at most `bytes_per_second` fast.
+    #[must_use]
+    pub fn with_connection_cap(mut self, bytes_per_second: u64) -> Self {
+        self.limits.connection_bytes_per_second = Some(bytes_per_second);
+        self
+    }
+
+    /// Names `organisation` in `anthropic-organization-id` on every answer.
+    #[must_use]
+    pub fn with_organisation(mut self, organisation: impl Into<String>) -> Self {
+        self.limits.organisation = Some(organisation.into());
         self
     }
 }
@@ -666,12 +720,15 @@ struct Shared {
     /// Successful body bytes sent, per [`Route::index`].
     sent: watch::Sender<SentBytes>,
     shutdown: watch::Sender<bool>,
+    /// [`ServerLimits::connection_bytes_per_second`].
+    connection_cap: Option<u64>,
 }
 
 impl Shared {
     fn new(config: MockApiConfig, base_url: String) -> Self {
         Shared {
             stats_routes: config.stats_routes,
+            connection_cap: config.limits.connection_bytes_per_second,
             state: Mutex::new(ApiState::new(config)),
             base_url,
             sent: watch::Sender::new([0; Route::ALL.len()]),

@@ -37,9 +37,9 @@ use self::budget::{Budget, StartRate};
 use self::concurrency::{Concurrency, Slot};
 use self::endpoints::{Endpoints, OVERLOAD_STREAK, Overload};
 pub use self::memory::RateMemory;
-use self::summary::Stats;
 pub use self::summary::TrafficSummary;
 use self::summary::WaitReason;
+use self::summary::{Bound, Stats};
 use super::retry::server_wait;
 
 /// A 429 without `retry-after` (that is not the spend cap) pauses everyone this long.
@@ -133,6 +133,7 @@ pub struct Governor {
     sent: AtomicU64,
     overload_pause: Duration,
     learning: Option<Learning>,
+    bytes_per_second: Option<u64>,
 }
 
 /// Remembering discovered rates: where, under which keys, and what was last written.
@@ -174,12 +175,33 @@ impl Governor {
             sent: AtomicU64::new(0),
             overload_pause: config.overload_pause,
             learning,
+            bytes_per_second: config.bytes_per_second,
         })
     }
 
     /// Whether requests are paced by a budget (then each request counts).
     pub fn paces_requests(&self) -> bool {
         self.budget.is_some()
+    }
+
+    /// The request rate in force, requests per minute (`None`: unpaced).
+    pub fn request_rate(&self) -> Option<f64> {
+        self.budget.as_ref().map(|b| b.lock().unwrap().rate())
+    }
+
+    /// A request for content (a transfer's probe, piece or take-over) was sent.
+    pub fn content_request(&self) {
+        self.stats.content_request();
+    }
+
+    /// A transfer finished well (for requests per file in the summary).
+    pub fn file_finished(&self) {
+        self.stats.file_finished();
+    }
+
+    /// A connection spent `time` reading a body.
+    pub fn transferred(&self, time: Duration) {
+        self.stats.transferred(time);
     }
 
     /// The same request on the endpoint in use (URLs of other origins are left alone), and
@@ -454,6 +476,7 @@ impl Governor {
 
     /// Account for `bytes` received; sleeps when the bandwidth cap is ahead of schedule.
     pub async fn received(&self, bytes: u64) {
+        self.stats.received(bytes);
         let Some(bandwidth) = &self.bandwidth else {
             return;
         };
@@ -495,7 +518,11 @@ impl Governor {
             let budget = b.lock().unwrap();
             (budget.rate(), budget.source())
         });
-        self.stats.summary(budget)
+        let bound = Bound {
+            rpm: budget.map(|(rate, _)| rate),
+            bytes_per_second: self.bytes_per_second,
+        };
+        self.stats.summary(budget, bound)
     }
 }
 

@@ -45,6 +45,21 @@ pub struct Stats {
     endpoint_switches: AtomicU64,
     statuses: Mutex<BTreeMap<u16, u64>>,
     waited: Mutex<BTreeMap<WaitReason, Duration>>,
+    /// Content: files finished, the requests they took, their body bytes, and the time spent
+    /// reading bodies (summed over connections).
+    files: AtomicU64,
+    content_requests: AtomicU64,
+    bytes: AtomicU64,
+    transferring: Mutex<Duration>,
+}
+
+/// What the lower bound of a run is computed from.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// The request budget in force, requests per minute.
+    pub rpm: Option<f64>,
+    /// The `--limit-rate` cap, bytes per second.
+    pub bytes_per_second: Option<u64>,
 }
 
 impl Stats {
@@ -55,7 +70,27 @@ impl Stats {
             endpoint_switches: AtomicU64::new(0),
             statuses: Mutex::new(BTreeMap::new()),
             waited: Mutex::new(BTreeMap::new()),
+            files: AtomicU64::new(0),
+            content_requests: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            transferring: Mutex::new(Duration::ZERO),
         }
+    }
+
+    pub fn content_request(&self) {
+        self.content_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn file_finished(&self) {
+        self.files.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn received(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn transferred(&self, time: Duration) {
+        *self.transferring.lock().unwrap() += time;
     }
 
     pub fn sent(&self) {
@@ -74,12 +109,22 @@ impl Stats {
         *self.waited.lock().unwrap().entry(reason).or_default() += wait;
     }
 
-    pub fn summary(&self, budget: Option<(f64, RateSource)>) -> TrafficSummary {
+    pub fn summary(&self, budget: Option<(f64, RateSource)>, bound: Bound) -> TrafficSummary {
         let elapsed = self.started.elapsed();
         let requests = self.requests.load(Ordering::Relaxed);
         let statuses = self.statuses.lock().unwrap();
         let minutes = elapsed.as_secs_f64() / 60.0;
+        let files = self.files.load(Ordering::Relaxed);
+        let content_requests = self.content_requests.load(Ordering::Relaxed);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        // One request per file, plus the requests that were not for content (listing).
+        let needed = requests.saturating_sub(content_requests) + files;
         TrafficSummary {
+            files,
+            content_requests,
+            bytes,
+            transfer_ms: self.transferring.lock().unwrap().as_millis() as u64,
+            lower_bound_ms: lower_bound(needed, bytes, bound).map(|b| b.as_millis() as u64),
             requests,
             throttled: statuses.get(&429).copied().unwrap_or(0),
             server_errors: statuses
@@ -107,9 +152,31 @@ impl Stats {
     }
 }
 
-/// The run summary: requests, pushback, waiting, pace, failovers.
+/// max(requests needed ÷ allowed rate, bytes ÷ bandwidth), when either is known.
+fn lower_bound(needed: u64, bytes: u64, bound: Bound) -> Option<Duration> {
+    let by_requests = bound
+        .rpm
+        .filter(|rpm| *rpm > 0.0)
+        .map(|rpm| needed as f64 * 60.0 / rpm);
+    let by_bytes = bound
+        .bytes_per_second
+        .filter(|rate| *rate > 0)
+        .map(|rate| bytes as f64 / rate as f64);
+    let seconds = by_requests.into_iter().chain(by_bytes).reduce(f64::max)?;
+    Some(Duration::from_secs_f64(seconds))
+}
+
+/// The run summary: requests, pushback, waiting, pace, failovers, and what the content cost.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrafficSummary {
+    /// Files downloaded, the requests their content took, and their body bytes.
+    pub files: u64,
+    pub content_requests: u64,
+    pub bytes: u64,
+    /// Time spent reading bodies, summed over connections.
+    pub transfer_ms: u64,
+    /// max(requests needed ÷ the budget, bytes ÷ `--limit-rate`); `None`: neither binds.
+    pub lower_bound_ms: Option<u64>,
     pub requests: u64,
     /// 429 answers.
     pub throttled: u64,
@@ -157,6 +224,38 @@ impl fmt::Display for TrafficSummary {
         }
         if self.endpoint_switches > 0 {
             write!(f, ", {} endpoint switches", self.endpoint_switches)?;
+        }
+        self.fmt_content(f)
+    }
+}
+
+impl TrafficSummary {
+    /// Requests per file, bytes per request, budget wait against transfer time, the bound.
+    fn fmt_content(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.files == 0 || self.content_requests == 0 {
+            return Ok(());
+        }
+        let per_request = self.bytes / self.content_requests;
+        write!(
+            f,
+            "; {:.2} requests per file, {} per request",
+            self.content_requests as f64 / self.files as f64,
+            bytesize::ByteSize(per_request).display().iec()
+        )?;
+        let budget = self.waited_ms.get("budget").copied().unwrap_or(0);
+        write!(
+            f,
+            ", waited for budget {:.1} s vs transferring {:.1} s",
+            budget as f64 / 1000.0,
+            self.transfer_ms as f64 / 1000.0
+        )?;
+        if let Some(bound) = self.lower_bound_ms.filter(|b| *b > 0) {
+            write!(
+                f,
+                ", {:.2}× the lower bound of {:.1} s",
+                self.elapsed_ms as f64 / bound as f64,
+                bound as f64 / 1000.0
+            )?;
         }
         Ok(())
     }

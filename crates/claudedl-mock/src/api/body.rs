@@ -11,7 +11,7 @@ use futures_util::Stream;
 
 use super::files::generated_bytes;
 use super::{Route, Shared};
-use crate::http::body::{BodySender, ChunkSource, Ending};
+use crate::http::body::{BodySender, ChunkSource, Ending, Pacer};
 use crate::http::serve::Flushes;
 
 /// Where the bytes of a body come from.
@@ -104,6 +104,13 @@ impl CountedBody {
     ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
         let (counter, route) = (Arc::clone(shared), self.route);
         let count = move |bytes| counter.count_sent(route, bytes);
+        // The cap in tenths of a second, so that a body starts at once and stays smooth.
+        let pacer = shared.connection_cap.map(|rate| {
+            Pacer::new(
+                usize::try_from(rate / 10).unwrap_or(usize::MAX),
+                std::time::Duration::from_millis(100),
+            )
+        });
         BodySender::new(
             self.source,
             self.ending,
@@ -111,6 +118,7 @@ impl CountedBody {
             shared.shutdown.subscribe(),
             flushes,
         )
+        .with_pacer(pacer)
         .into_stream()
     }
 }

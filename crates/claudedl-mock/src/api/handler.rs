@@ -69,6 +69,9 @@ pub(super) struct ApiState {
     pub(super) batches: BatchStore,
     faults: Vec<ApiFault>,
     bucket: Option<TokenBucket>,
+    /// Whether the limit is advertised, and the organisation named (see `ServerLimits`).
+    rate_limit_headers: bool,
+    organisation: Option<String>,
     /// The burst capacity of every bucket, including those [`ApiState::set_rate_limit`] makes.
     burst: Option<u32>,
     ranges: bool,
@@ -200,6 +203,8 @@ impl ApiState {
             batches: BatchStore::new(config.batches),
             faults: config.faults,
             bucket,
+            rate_limit_headers: config.limits.rate_limit_headers,
+            organisation: config.limits.organisation,
             burst,
             ranges: config.ranges,
             absolute_results_url: config.absolute_results_url,
@@ -265,13 +270,24 @@ impl ApiState {
             .decide(parts, &target, base_url)
             .unwrap_or_else(|error| Reply::error(&error, &request_id));
         reply.set(HeaderName::from_static("request-id"), request_id);
-        if let Some(bucket) = &mut self.bucket {
+        self.limit_headers(&mut reply);
+        self.record(parts, target.route(), reply.status);
+        reply
+    }
+
+    /// The rate limit's headers (unless it is silent) and the organisation.
+    fn limit_headers(&mut self, reply: &mut Reply) {
+        if let Some(bucket) = self.bucket.as_mut().filter(|_| self.rate_limit_headers) {
             for (name, value) in bucket.headers() {
                 reply.set(HeaderName::from_static(name), value);
             }
         }
-        self.record(parts, target.route(), reply.status);
-        reply
+        if let Some(organisation) = &self.organisation {
+            reply.set(
+                HeaderName::from_static("anthropic-organization-id"),
+                organisation.clone(),
+            );
+        }
     }
 
     /// Authentication, the rate limit and faults first, then the request itself.

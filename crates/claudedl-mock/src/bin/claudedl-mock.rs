@@ -4,6 +4,7 @@
 //! claudedl-mock [--port N] [--files N] [--content-bytes N] [--seed N] [--demo] [--no-ranges]
 //!               [--rpm N] [--rpm-burst N] [--rpm-change-after SECS:RPM]
 //!               [--reset-rate F] [--503-rate F] [--529-rate F]
+//!               [--rpm-silent] [--connection-rate BYTES] [--organization ID]
 //! ```
 //!
 //! - `--rpm N`: a token bucket of `N` requests per minute (capacity `N`, refilled continuously),
@@ -14,6 +15,9 @@
 //! - `--reset-rate F`, `--503-rate F`, `--529-rate F` (fractions, e.g. `0.2`): random body resets
 //!   of file content and batch results, and random `503`/`529` answers (see
 //!   [`claudedl_mock::api::Chaos`]; seeded by `--seed`).
+//! - `--rpm-silent`: the limit is enforced (`429` + `retry-after`) but never advertised;
+//! - `--connection-rate BYTES`: each body is sent at most BYTES per second (a per-connection cap);
+//! - `--organization ID`: every answer names `anthropic-organization-id: ID`.
 //!
 //! Prints one line, `base_url=http://127.0.0.1:PORT api_key=KEY`, once it is listening. Also
 //! serves `GET /_mock/stats` and `POST /_mock/reset-stats` (no key needed; see
@@ -25,12 +29,12 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use claudedl_mock::api::{Chaos, FileSet, MockApi, MockApiConfig, demo_config};
+use claudedl_mock::api::{Chaos, FileSet, MockApi, MockApiConfig, ServerLimits, demo_config};
 
 const USAGE: &str = "usage: claudedl-mock [--port N] [--files N] [--content-bytes N] [--seed N] \
                      [--demo] [--no-ranges] [--rpm N] [--rpm-burst N] \
                      [--rpm-change-after SECS:RPM] [--reset-rate F] [--503-rate F] \
-                     [--529-rate F]";
+                     [--529-rate F] [--rpm-silent] [--connection-rate BYTES] [--organization ID]";
 
 /// Command-line options.
 #[derive(Debug)]
@@ -49,6 +53,7 @@ struct Options {
     reset_permille: u32,
     status_503_permille: u32,
     status_529_permille: u32,
+    limits: ServerLimits,
 }
 
 impl Default for Options {
@@ -66,6 +71,7 @@ impl Default for Options {
             reset_permille: 0,
             status_503_permille: 0,
             status_529_permille: 0,
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -88,6 +94,9 @@ impl Options {
                 "--529-rate" => options.status_529_permille = permille(&arg, &value()?)?,
                 "--demo" => options.demo = true,
                 "--no-ranges" => options.no_ranges = true,
+                "--rpm-silent" | "--connection-rate" | "--organization" => {
+                    limit_option(&mut options.limits, &arg, value)?;
+                }
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 _ => return Err(format!("unknown argument {arg:?}\n{USAGE}")),
             }
@@ -107,6 +116,7 @@ impl Options {
         };
         config.rate_limit = self.rpm;
         config.rate_limit_burst = self.rpm_burst;
+        config.limits = self.limits.clone();
         if self.no_ranges {
             config = config.without_ranges();
         }
@@ -125,6 +135,20 @@ impl Options {
         }
         config.with_stats_routes()
     }
+}
+
+/// `--rpm-silent`, `--connection-rate BYTES`, `--organization ID`.
+fn limit_option(
+    limits: &mut ServerLimits,
+    flag: &str,
+    mut value: impl FnMut() -> Result<String, String>,
+) -> Result<(), String> {
+    match flag {
+        "--rpm-silent" => limits.rate_limit_headers = false,
+        "--connection-rate" => limits.connection_bytes_per_second = Some(number(flag, &value()?)?),
+        _ => limits.organisation = Some(value()?),
+    }
+    Ok(())
 }
 
 /// A fraction from 0 to 1, in thousandths.
@@ -222,6 +246,26 @@ mod tests {
             (Some(600), Some(10))
         );
         assert!(config.stats_routes);
+    }
+
+    #[test]
+    fn server_limit_options() {
+        let options = parse(&[
+            "--rpm",
+            "1200",
+            "--rpm-silent",
+            "--connection-rate",
+            "2097152",
+            "--organization",
+            "org-1",
+        ])
+        .unwrap();
+
+        let config = options.config();
+        assert_eq!(config.rate_limit, Some(1200));
+        assert!(!config.limits.rate_limit_headers);
+        assert_eq!(config.limits.connection_bytes_per_second, Some(2_097_152));
+        assert_eq!(config.limits.organisation.as_deref(), Some("org-1"));
     }
 
     #[test]

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Helpers for bench/budget.sh (standard library only, Python 3.11).
+
+  record RESULTS SCENARIO CLIENT EXIT STARTED ENDED STATS OUT FILES BYTES RPM CAP
+      append one JSON line: the run, the mock's /_mock/stats answer (STATS) and the client's
+      JSON output (OUT: claudedl's --json summary, or the naive client's line)
+  report RESULTS      the Markdown table
+  section DOC TEXT    put TEXT in DOC as its "## The request budget" section (replacing it)
+"""
+
+import json
+import math
+import sys
+
+HEADING = "## The request budget (issue 11)"
+CONNECTIONS = 8
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.loads(f.read().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return {}
+
+
+def record(results, scenario, client, code, started, ended, stats, out, files, size, rpm, cap):
+    row = {
+        "scenario": scenario,
+        "client": client,
+        "exit": int(code),
+        "wall": float(ended) - float(started),
+        "stats": load(stats),
+        "out": load(out),
+        "files": int(files),
+        "bytes": int(size),
+        "rpm": float(rpm),
+        "cap": int(cap),
+    }
+    with open(results, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def bound(row):
+    files, rps = row["files"], row["rpm"] / 60.0
+    needed = files + math.ceil(files / 1000)
+    if row["cap"]:
+        return row["bytes"] * files / (CONNECTIONS * row["cap"]) + CONNECTIONS / rps
+    return needed / rps
+
+
+def figures(row):
+    stats, out, files = row["stats"], row["out"], row["files"]
+    requests = stats.get("requests", 0)
+    throttled = stats.get("by_status", {}).get("429", 0)
+    if "requests" in out and isinstance(out["requests"], dict):
+        content = out["requests"].get("content_requests", 0)
+        done = out.get("downloaded", 0)
+    else:
+        content = requests - throttled - math.ceil(files / 1000)
+        done = out.get("downloaded", 0)
+    wall = row["wall"]
+    return {
+        "done": f"{done}/{files}",
+        "requests": requests,
+        "429s": throttled,
+        "per_file": content / files if files else 0,
+        "wall": wall,
+        "bound": bound(row),
+        "ratio": wall / bound(row),
+    }
+
+
+def report(results):
+    lines = [
+        "| scenario | client | files done | requests | 429s | content req/file | wall | bound | wall ÷ bound | exit |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    with open(results) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    for row in rows:
+        f = figures(row)
+        lines.append(
+            f"| {row['scenario']} | {row['client']} | {f['done']} | {f['requests']} | {f['429s']} "
+            f"| {f['per_file']:.2f} | {f['wall']:.1f} s | {f['bound']:.1f} s | {f['ratio']:.2f} "
+            f"| {row['exit']} |"
+        )
+    print("\n".join(lines))
+
+
+def section(doc, text):
+    try:
+        with open(doc) as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = ""
+    start = old.find(HEADING)
+    if start >= 0:
+        rest = old.find("\n## ", start + len(HEADING))
+        old = old[:start] + (old[rest + 1 :] if rest >= 0 else "")
+    with open(doc, "w") as f:
+        f.write(old.rstrip("\n") + "\n\n" + text.strip("\n") + "\n")
+
+
+def main():
+    command, args = sys.argv[1], sys.argv[2:]
+    {"record": record, "report": report, "section": section}[command](*args)
+
+
+if __name__ == "__main__":
+    main()
