@@ -33,6 +33,10 @@ pub const PROBE_FACTOR: f64 = 1.05;
 /// What the server accepted is measured over this window: short, so that it measures the rate
 /// just before the 429, not the slower climb before it.
 pub const ACCEPTED_WINDOW: Duration = Duration::from_secs(3);
+/// One 429 lowers the rate to no less than this fraction of it.
+pub const MAX_CUT: f64 = 0.5;
+/// A settled rate is remembered only when measured over at least this many answers.
+pub const MIN_ACCEPTED_TO_REMEMBER: usize = 20;
 /// Discovery never climbs above this (requests/minute): beyond it pacing is moot.
 const MAX_RATE: f64 = 1_000_000.0;
 
@@ -199,21 +203,25 @@ impl Budget {
         self.forget_before(now);
     }
 
-    /// A 429. With no advertised limit, settle just under what the server accepted; returns the
-    /// new rate when it changed (worth remembering).
+    /// A 429. With no advertised limit, settle just under what the server accepted, but cut
+    /// the rate by at most half: a 429 that comes before many answers were counted (a bucket
+    /// emptied by an earlier run, another client) measures what was sent more than what the
+    /// server accepts. Returns the new rate when it changed and rests on at least
+    /// [`MIN_ACCEPTED_TO_REMEMBER`] answers (worth remembering).
     pub fn throttled(&mut self, now: Instant) -> Option<f64> {
         if self.advertised.is_some() {
             return None;
         }
         self.forget_before(now);
-        let settled = clamp(SETTLE_FRACTION * self.accepted_rate(now), self.ceiling);
+        let measured = SETTLE_FRACTION * self.accepted_rate(now);
+        let settled = clamp(measured.max(self.rate * MAX_CUT), self.ceiling);
         self.discovery = Discovery::Settled(now);
-        if settled < self.rate {
-            self.rate = settled;
-            self.source = RateSource::Discovered;
-            return Some(settled);
+        if settled >= self.rate {
+            return None;
         }
-        None
+        self.rate = settled;
+        self.source = RateSource::Discovered;
+        (self.accepted.len() >= MIN_ACCEPTED_TO_REMEMBER).then_some(settled)
     }
 
     /// A rate learned for this organisation in an earlier run: used unless the user or the
@@ -471,6 +479,23 @@ mod tests {
         // Then it probes upward gently: +5 % after 10 s without a 429.
         let _ = budget.try_take(now + PROBE_EVERY);
         assert_eq!(budget.rate().round(), 1134.0);
+    }
+
+    #[test]
+    fn an_early_429_at_most_halves_the_rate_and_is_not_remembered() {
+        let start = Instant::now();
+        let learned = StartRate {
+            requests_per_minute: 1080.0,
+            source: RateSource::Learned,
+        };
+        let mut budget = Budget::new(learned, None, start);
+        // A bucket left empty by an earlier run: 429 after three answers in 200 ms.
+        for i in 0..3 {
+            budget.accepted(start + Duration::from_millis(50 * i));
+        }
+        let now = start + Duration::from_millis(200);
+        assert_eq!(budget.throttled(now), None, "too few answers to remember");
+        assert_eq!(budget.rate(), 540.0, "halved, not 90 % of 180/min");
     }
 
     #[test]
