@@ -35,8 +35,8 @@ pub const PROBE_FACTOR: f64 = 1.05;
 pub const ACCEPTED_WINDOW: Duration = Duration::from_secs(3);
 /// One 429 lowers the rate to no less than this fraction of it.
 pub const MAX_CUT: f64 = 0.5;
-/// A settled rate is remembered only when measured over at least this many answers.
-pub const MIN_ACCEPTED_TO_REMEMBER: usize = 20;
+/// A settled rate is remembered only when answers have been counted for at least this long.
+pub const MIN_MEASURED_TO_REMEMBER: Duration = Duration::from_millis(1500);
 /// Discovery never climbs above this (requests/minute): beyond it pacing is moot.
 const MAX_RATE: f64 = 1_000_000.0;
 
@@ -206,8 +206,8 @@ impl Budget {
     /// A 429. With no advertised limit, settle just under what the server accepted, but cut
     /// the rate by at most half: a 429 that comes before many answers were counted (a bucket
     /// emptied by an earlier run, another client) measures what was sent more than what the
-    /// server accepts. Returns the new rate when it changed and rests on at least
-    /// [`MIN_ACCEPTED_TO_REMEMBER`] answers (worth remembering).
+    /// server accepts. Returns the new rate when it changed and rests on answers counted for at
+    /// least [`MIN_MEASURED_TO_REMEMBER`] (worth remembering).
     pub fn throttled(&mut self, now: Instant) -> Option<f64> {
         if self.advertised.is_some() {
             return None;
@@ -221,7 +221,10 @@ impl Budget {
         }
         self.rate = settled;
         self.source = RateSource::Discovered;
-        (self.accepted.len() >= MIN_ACCEPTED_TO_REMEMBER).then_some(settled)
+        let measured_for = self.first_answer.map(|first| now.duration_since(first));
+        measured_for
+            .is_some_and(|d| d >= MIN_MEASURED_TO_REMEMBER)
+            .then_some(settled)
     }
 
     /// A rate learned for this organisation in an earlier run: used unless the user or the
@@ -494,7 +497,11 @@ mod tests {
             budget.accepted(start + Duration::from_millis(50 * i));
         }
         let now = start + Duration::from_millis(200);
-        assert_eq!(budget.throttled(now), None, "too few answers to remember");
+        assert_eq!(
+            budget.throttled(now),
+            None,
+            "measured too briefly to remember"
+        );
         assert_eq!(budget.rate(), 540.0, "halved, not 90 % of 180/min");
     }
 
