@@ -38,7 +38,9 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: crate::config::network::seconds(
+                crate::config::defaults::CONNECT_TIMEOUT,
+            ),
             user_agent: concat!("claudedl/", env!("CARGO_PKG_VERSION")).to_string(),
             pool_per_host: 64,
             governor: GovernorConfig::default(),

@@ -15,6 +15,8 @@
 //! waits for nothing but a timer (or cancellation), so a place always comes free within the
 //! longest delay, however many units of work fail at once.
 
+use crate::config::defaults;
+use crate::config::network::seconds;
 use std::fmt::Display;
 use std::time::{Duration, SystemTime};
 
@@ -43,12 +45,12 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_retries: 5,
+            max_retries: defaults::MAX_RETRIES,
             base: Duration::from_secs(1),
             cap: Duration::from_secs(60),
             max_server_wait: Duration::from_secs(15 * 60),
             overload_retries: 12,
-            overload_cap: Duration::from_secs(600),
+            overload_cap: seconds(defaults::OVERLOAD_PAUSE),
         }
     }
 }
