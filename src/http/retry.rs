@@ -15,8 +15,6 @@
 //! waits for nothing but a timer (or cancellation), so a place always comes free within the
 //! longest delay, however many units of work fail at once.
 
-use crate::config::defaults;
-use crate::config::network::seconds;
 use std::fmt::Display;
 use std::time::{Duration, SystemTime};
 
@@ -24,6 +22,8 @@ use reqwest::header::HeaderMap;
 use tokio_util::sync::CancellationToken;
 
 use super::{Governor, HttpError};
+use crate::config::defaults;
+use crate::config::network::seconds;
 
 /// How retries are spaced and bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
