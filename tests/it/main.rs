@@ -12,6 +12,7 @@
 //! - `habits`: pipes, exit codes by kind of failure, selection flags, dry runs, completions,
 //!   `ANTHROPIC_AUTH_TOKEN`, custom CAs and certificate errors, HTTP/2 (issue 13).
 //! - `layout`: the architecture on the sources (import directions, no cycle in `src/cli`).
+//! - `index`: one index suite on both backends (SQLite, PostgreSQL on a throwaway cluster).
 //! - `listing`: looping page cursors end `sync`, `files ls` and `batches ls` with a clear error.
 //! - `redirects`: `-H` headers stay with their origin unless `--location-trusted`.
 //! - `safety`: finished work survives kills; no writes through links, no shared files, no
@@ -24,6 +25,7 @@ mod crypt;
 mod faults;
 mod governor;
 mod habits;
+mod index;
 mod layout;
 mod listing;
 mod logs;

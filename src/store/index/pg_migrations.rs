@@ -1,0 +1,80 @@
+//! The PostgreSQL schema (the index and the fleet's tables) as an append-only list of SQL
+//! scripts, tracked in the one-row table `claudedl_schema`.
+//!
+//! The rules of the SQLite index's `migrations.rs` hold: never edit or reorder a script once
+//! released, add a new one at the end; a database whose version is past the end of the list was
+//! written by a newer claudedl and is refused. All scripts run in one transaction under a
+//! transaction-scoped advisory lock, so two processes migrating one database at once apply each
+//! script once. Text compared or ordered (ids, dates, paths) is `COLLATE "C"`: byte order, as
+//! SQLite sorts, whatever the database's locale.
+
+/// Script `n` takes the schema from version `n` to `n + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: files, batches and batch results (the SQLite index at its version 3).
+    r#"
+    CREATE TABLE files (
+        id             TEXT COLLATE "C" PRIMARY KEY,
+        filename       TEXT COLLATE "C" NOT NULL,
+        mime_type      TEXT NOT NULL,
+        size_bytes     BIGINT NOT NULL,
+        created_at     TEXT COLLATE "C" NOT NULL,
+        downloadable   BOOLEAN,
+        expires_at     TEXT,
+        state          TEXT NOT NULL DEFAULT 'pending',
+        reason         TEXT,
+        path           TEXT COLLATE "C",
+        sha256         TEXT,
+        etag           TEXT,
+        retries        BIGINT NOT NULL DEFAULT 0,
+        first_seen_at  TEXT NOT NULL,
+        updated_at     TEXT NOT NULL,
+        downloaded_at  TEXT,
+        encrypted      BOOLEAN NOT NULL DEFAULT false
+    );
+    CREATE INDEX files_by_created ON files (created_at DESC, id);
+    CREATE INDEX files_by_state ON files (state);
+    CREATE INDEX files_by_mime ON files (mime_type);
+    CREATE UNIQUE INDEX files_by_path ON files (path) WHERE path IS NOT NULL;
+
+    CREATE TABLE batches (
+        id                 TEXT COLLATE "C" PRIMARY KEY,
+        created_at         TEXT COLLATE "C" NOT NULL,
+        processing_status  TEXT NOT NULL,
+        ended_at           TEXT,
+        results_url        TEXT,
+        expected_results   BIGINT NOT NULL,
+        state              TEXT NOT NULL DEFAULT 'pending',
+        reason             TEXT,
+        path               TEXT COLLATE "C",
+        sha256             TEXT,
+        results_indexed    BIGINT NOT NULL DEFAULT 0,
+        first_seen_at      TEXT NOT NULL,
+        updated_at         TEXT NOT NULL,
+        downloaded_at      TEXT,
+        encrypted          BOOLEAN NOT NULL DEFAULT false
+    );
+    CREATE INDEX batches_by_created ON batches (created_at DESC, id);
+    CREATE UNIQUE INDEX batches_by_path ON batches (path) WHERE path IS NOT NULL;
+
+    CREATE TABLE batch_results (
+        batch_id     TEXT COLLATE "C" NOT NULL REFERENCES batches (id) ON DELETE CASCADE,
+        custom_id    TEXT COLLATE "C" NOT NULL,
+        result_type  TEXT NOT NULL,
+        byte_offset  BIGINT NOT NULL,
+        byte_length  BIGINT NOT NULL,
+        PRIMARY KEY (batch_id, custom_id)
+    );
+    "#,
+];
+
+/// Creates the version table if needed and serialises migrators.
+pub const PREPARE: &str = "SELECT pg_advisory_xact_lock(7205759403792793); \
+    CREATE TABLE IF NOT EXISTS claudedl_schema (version BIGINT NOT NULL); \
+    INSERT INTO claudedl_schema (version) SELECT 0 WHERE NOT EXISTS \
+        (SELECT 1 FROM claudedl_schema)";
+
+pub const READ_VERSION: &str = "SELECT version FROM claudedl_schema";
+
+pub const HAS_SCHEMA: &str = "SELECT to_regclass('claudedl_schema') IS NOT NULL";
+
+pub const WRITE_VERSION: &str = "UPDATE claudedl_schema SET version = $1";
