@@ -539,7 +539,7 @@ fn postgres_connecting_again_keeps_data_and_does_not_migrate_again() {
     }
     let version = cluster::cluster().psql(&db.name, "SELECT version FROM claudedl_schema");
     let rows = cluster::cluster().psql(&db.name, "SELECT count(*) FROM claudedl_schema");
-    assert_eq!((version.as_str(), rows.as_str()), ("1", "1"));
+    assert_eq!((version.as_str(), rows.as_str()), ("2", "1"));
 }
 
 #[test]
@@ -565,7 +565,10 @@ fn postgres_a_read_only_connection_creates_nothing() {
     let db = cluster::database();
     let config = db.url.parse().unwrap();
     let error = PgIndex::connect_read_only(&config, &db.name).unwrap_err();
-    assert!(matches!(error, IndexError::TooOld { found: 0, .. }), "{error:?}");
+    assert!(
+        matches!(error, IndexError::TooOld { found: 0, .. }),
+        "{error:?}"
+    );
     let tables = cluster::cluster().psql(
         &db.name,
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",

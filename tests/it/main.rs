@@ -4,6 +4,7 @@
 //! - `faults`: the in-repo fault origin, one named fault per test, exact request counts.
 //! - `cli`: the `claudedl` binary as a user runs it: exit codes, JSON, kill -9 and resume.
 //! - `api`: the Claude API commands and `sync` against the bundled mock API.
+//! - `fleet`: `claudedl worker` processes on one PostgreSQL queue: kills, drains, enqueue.
 //! - `governor`: the request budget, 429/529 pushback, failover and the bandwidth cap.
 //! - `verify`: `claudedl verify` after a sync into a data directory damaged by hand.
 //! - `config`: the config file, the environment and flags, through `config show` and `sync`.
@@ -23,6 +24,7 @@ mod cli;
 mod config;
 mod crypt;
 mod faults;
+mod fleet;
 mod governor;
 mod habits;
 mod index;

@@ -65,6 +65,38 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (batch_id, custom_id)
     );
     "#,
+    // 2: the fleet's work queue and its workers (see `crate::fleet`). An item is `queued`
+    // (claimable from `not_before`), `leased` (by `worker` until `lease_until`), `done` or
+    // `failed` (given up; the next enqueue queues it again). `epoch` grows at every claim: a
+    // completion counts only with the epoch of its claim.
+    r#"
+    CREATE TABLE work_items (
+        id           BIGSERIAL PRIMARY KEY,
+        file_id      TEXT COLLATE "C" NOT NULL UNIQUE REFERENCES files (id),
+        state        TEXT NOT NULL DEFAULT 'queued',
+        epoch        BIGINT NOT NULL DEFAULT 0,
+        worker       TEXT,
+        lease_until  TIMESTAMPTZ,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        not_before   TIMESTAMPTZ NOT NULL DEFAULT now(),
+        last_error   TEXT,
+        enqueued_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+        done_at      TIMESTAMPTZ,
+        completed_by TEXT,
+        bytes        BIGINT
+    );
+    CREATE INDEX work_ready ON work_items (not_before, id) WHERE state = 'queued';
+    CREATE INDEX work_leases ON work_items (lease_until) WHERE state = 'leased';
+
+    CREATE TABLE workers (
+        id            TEXT PRIMARY KEY,
+        host          TEXT NOT NULL,
+        pid           INTEGER NOT NULL,
+        started_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+        heartbeat_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+        state         TEXT NOT NULL DEFAULT 'running'
+    );
+    "#,
 ];
 
 /// Creates the version table if needed and serialises migrators.

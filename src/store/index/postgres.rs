@@ -106,7 +106,9 @@ impl std::ops::Deref for OwnRuntime {
     type Target = Runtime;
 
     fn deref(&self) -> &Runtime {
-        self.0.as_ref().expect("the runtime lives as long as the index")
+        self.0
+            .as_ref()
+            .expect("the runtime lives as long as the index")
     }
 }
 
@@ -356,7 +358,9 @@ impl Index for PgIndex {
 
     fn query_files(&self, query: &FileQuery) -> Result<Vec<FileEntry>, IndexError> {
         let (sql, texts) = file_query_sql(query);
-        let limit = query.limit.map(|limit| i64::try_from(limit).unwrap_or(i64::MAX));
+        let limit = query
+            .limit
+            .map(|limit| i64::try_from(limit).unwrap_or(i64::MAX));
         self.read(async |client| {
             let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(texts.len() + 1);
             params.extend(texts.iter().map(|text| text as &(dyn ToSql + Sync)));
@@ -479,8 +483,11 @@ impl Index for PgIndex {
 
     fn clear_results(&mut self, batch_id: &str) -> Result<(), IndexError> {
         self.write(async |tx| {
-            tx.execute("DELETE FROM batch_results WHERE batch_id = $1", &[&batch_id])
-                .await?;
+            tx.execute(
+                "DELETE FROM batch_results WHERE batch_id = $1",
+                &[&batch_id],
+            )
+            .await?;
             tx.execute(
                 "UPDATE batches SET results_indexed = 0 WHERE id = $1",
                 &[&batch_id],
@@ -556,7 +563,7 @@ async fn upsert_files_sql(tx: &Transaction<'_>, files: &[FileMeta]) -> PgResult<
     count_inserted(&rows)
 }
 
-async fn record_file_sql(tx: &Transaction<'_>, id: &str, outcome: &FileOutcome) -> PgResult<u64> {
+pub(crate) async fn record_file_sql(tx: &Transaction<'_>, id: &str, outcome: &FileOutcome) -> PgResult<u64> {
     let now = now_rfc3339();
     let changed = match outcome {
         FileOutcome::Downloading => {
@@ -665,7 +672,11 @@ async fn record_batch_sql(tx: &Transaction<'_>, id: &str, outcome: &BatchOutcome
 
 /// Insert or replace `rows` (the last of each `custom_id`) and keep `results_indexed` in step.
 /// `Ok(false)`: no such batch.
-async fn add_results_sql(tx: &Transaction<'_>, batch_id: &str, rows: &[ResultRow]) -> PgResult<bool> {
+async fn add_results_sql(
+    tx: &Transaction<'_>,
+    batch_id: &str,
+    rows: &[ResultRow],
+) -> PgResult<bool> {
     let exists = tx
         .query_opt("SELECT 1 FROM batches WHERE id = $1", &[&batch_id])
         .await?
@@ -805,7 +816,7 @@ async fn collect<T>(
     rows.iter().map(map).collect()
 }
 
-fn file_from_row(row: &Row) -> PgResult<FileEntry> {
+pub(crate) fn file_from_row(row: &Row) -> PgResult<FileEntry> {
     Ok(FileEntry {
         meta: FileMeta {
             id: row.try_get(0)?,

@@ -101,7 +101,16 @@ impl Cluster {
         let output = Command::new(self.bin.join("psql"))
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(&self.dir)
-            .args(["-p", &PORT.to_string(), "-U", "postgres", "-d", database, "-c", sql])
+            .args([
+                "-p",
+                &PORT.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-c",
+                sql,
+            ])
             .output()
             .expect("psql");
         assert!(

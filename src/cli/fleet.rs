@@ -1,0 +1,182 @@
+//! `claudedl fleet init|status`, `claudedl enqueue` and `claudedl worker`: the fleet on one
+//! PostgreSQL database (see `claudedl::fleet`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use claudedl::engine::Silent;
+use claudedl::fleet::{self, enqueue::EnqueueSummary, queue, worker};
+use claudedl::store::index::PgIndex;
+use claudedl::sync::{Sync, SyncOptions};
+use tokio_util::sync::CancellationToken;
+
+use super::args::{EnqueueArgs, FleetCommand, WorkerArgs};
+use super::common::{ExitStatus, GlobalArgs, UsageError, connect, database};
+
+/// Connections a worker keeps: claims, heartbeats and completions overlap.
+const WORKER_CONNECTIONS: usize = 4;
+
+pub async fn run(command: FleetCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
+    let (config, name) = required_db(global)?;
+    match command {
+        FleetCommand::Init => {
+            drop(PgIndex::connect(&config, &name)?);
+            println!("the fleet's schema is up to date in {name}");
+        }
+        FleetCommand::Status { json } => {
+            drop(PgIndex::connect_read_only(&config, &name)?);
+            let pool = fleet::pool(config, 1)?;
+            let status = queue::status(&pool).await?;
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                print_status(&status);
+            }
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+pub async fn enqueue(args: EnqueueArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
+    let (config, name) = required_db(global)?;
+    let (api, engine) = connect(&args.api, global)?;
+    let mut index = PgIndex::connect(&config, &name)?;
+    let pool = fleet::pool(config, 2)?;
+    let options = SyncOptions {
+        batches: false,
+        full: args.full,
+        page_size: args.page_size,
+        select: args.select.selection(),
+        ..SyncOptions::default()
+    };
+    // Listing touches no data directory; `Sync` names one all the same.
+    let data = global.data_dir();
+    let mut sync = Sync {
+        api: &api,
+        engine: &engine,
+        data: &data,
+        index: &mut index,
+        reporter: Arc::new(Silent),
+    };
+    let summary = fleet::enqueue::enqueue(&pool, &mut sync, &options).await?;
+    print_enqueued(&summary, args.json);
+    Ok(ExitStatus::Success)
+}
+
+pub async fn worker(args: WorkerArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
+    let (config, name) = required_db(global)?;
+    let (api, engine) = connect(&args.api, global)?;
+    let data = global.data_dir();
+    data.create()?;
+    let mut index = PgIndex::connect(&config, &name)?;
+    let pool = fleet::pool(config, WORKER_CONNECTIONS)?;
+    let options = worker::WorkerOptions {
+        jobs: args.jobs.into(),
+        lease: seconds(args.lease, "--lease")?,
+        exit_when_empty: args.exit_when_empty,
+        drain_timeout: seconds(args.drain_timeout, "--drain-timeout")?,
+        poll: Duration::from_millis(200),
+    };
+    let sync_options = SyncOptions {
+        batches: false,
+        jobs: args.jobs.into(),
+        ..SyncOptions::default()
+    };
+    let drain = CancellationToken::new();
+    let signals = drain_on_signals(drain.clone())?;
+    let id = worker::worker_id();
+    tracing::info!(event = "fleet_worker_started", worker = %id, db = %name, "worker started");
+    let mut sync = Sync {
+        api: &api,
+        engine: &engine,
+        data: &data,
+        index: &mut index,
+        reporter: Arc::new(Silent),
+    };
+    let summary = worker::run(&pool, &mut sync, &sync_options, &options, &id, drain).await;
+    signals.abort();
+    let summary = summary?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else if global.human_stderr() {
+        eprintln!(
+            "worker {}: {} completed, {} skipped, {} retried later, {} given up, {} discarded \
+             (lease lost), {} released{}",
+            summary.worker,
+            summary.completed,
+            summary.skipped,
+            summary.retried,
+            summary.given_up,
+            summary.lost,
+            summary.released,
+            if summary.drained { " (drained)" } else { "" }
+        );
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// SIGTERM (Kubernetes) and Ctrl-C drain the worker.
+fn drain_on_signals(drain: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    Ok(tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        drain.cancel();
+    }))
+}
+
+fn required_db(global: &GlobalArgs) -> anyhow::Result<(tokio_postgres::Config, String)> {
+    match database(global)? {
+        Some(db) => Ok(db),
+        None => bail!(UsageError(
+            "this command needs the fleet's database: pass --db URL or set $CLAUDEDL_DB".into()
+        )),
+    }
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    if !(value.is_finite() && value > 0.0) {
+        bail!(UsageError(format!("{flag}: expected a positive number of seconds")));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn print_enqueued(summary: &EnqueueSummary, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(summary).unwrap_or_default());
+    } else {
+        println!(
+            "listed {} files ({} new) in {} list requests; queued {}",
+            summary.files_listed, summary.files_new, summary.list_requests, summary.queued
+        );
+    }
+}
+
+fn print_status(status: &queue::Status) {
+    println!(
+        "queue: {} ready, {} waiting to retry, {} leased ({} expired), {} done, {} failed",
+        status.queued,
+        status.delayed,
+        status.leased,
+        status.expired_leases,
+        status.done,
+        status.failed
+    );
+    println!(
+        "last minute: {} done, {}",
+        status.done_last_minute,
+        bytesize::ByteSize(status.bytes_last_minute.max(0) as u64)
+            .display()
+            .iec()
+    );
+    for worker in &status.workers {
+        println!(
+            "  {}  {:<8} {} leases, heartbeat {:.0}s ago",
+            worker.id, worker.state, worker.leases, worker.heartbeat_age_s
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! `claudedl worker`: claim a few items, download each with the engine from sync's transfer spec
+//! into a staging file of its own claim (`tmp/fleet/ITEM.eEPOCH`), and complete it in one
+//! transaction that checks the claim's epoch before renaming the file into place and recording
+//! it in the index. A heartbeat extends the leases and sweeps expired ones back to the queue.
+//!
+//! A drain (SIGTERM) stops claiming, lets the transfers in flight finish within the drain
+//! timeout, cancels the rest (the engine saves their state), and releases every lease held so
+//! that other workers claim them at once.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::queue::{self, Claim, Completion};
+use super::{FleetError, backoff};
+use crate::engine::{Silent, TransferError, TransferReport, TransferSpec};
+use crate::store::index::FileOutcome;
+use crate::sync::files::{outcome_of, relative, spec_for};
+use crate::sync::{Sync, SyncOptions};
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Transfers at once.
+    pub jobs: usize,
+    pub lease: Duration,
+    /// Exit when nothing is queued or leased (a Kubernetes Job).
+    pub exit_when_empty: bool,
+    pub drain_timeout: Duration,
+    /// How often an idle worker looks for work.
+    pub poll: Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkerSummary {
+    pub worker: String,
+    pub completed: u64,
+    pub skipped: u64,
+    pub retried: u64,
+    pub given_up: u64,
+    /// Completions refused because the lease had been lost (the download was discarded).
+    pub lost: u64,
+    /// Leases given back by the drain.
+    pub released: u64,
+    pub bytes: u64,
+    pub drained: bool,
+}
+
+/// A worker's id: host, process and a random tag (ids never repeat across restarts).
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// One transfer in flight and where its output goes once its claim is confirmed.
+struct Flight {
+    claim: Claim,
+    staged: PathBuf,
+    output: PathBuf,
+}
+
+type Landed = (Flight, Result<TransferReport, TransferError>);
+
+/// Work until drained (`drain` cancelled) or, with `exit_when_empty`, until no work remains.
+pub async fn run(
+    pool: &Pool,
+    sync: &mut Sync<'_>,
+    sync_options: &SyncOptions,
+    options: &WorkerOptions,
+    worker: &str,
+    drain: CancellationToken,
+) -> Result<WorkerSummary, FleetError> {
+    let host = worker.rsplitn(3, '-').last().unwrap_or(worker).to_owned();
+    queue::register(pool, worker, &host).await?;
+    let beats = CancellationToken::new();
+    let heartbeat = tokio::spawn(heartbeat(
+        pool.clone(),
+        worker.to_owned(),
+        options.lease,
+        beats.clone(),
+    ));
+    let mut summary = WorkerSummary {
+        worker: worker.to_owned(),
+        ..WorkerSummary::default()
+    };
+    let result = work(pool, sync, sync_options, options, worker, &drain, &mut summary).await;
+    beats.cancel();
+    let _ = heartbeat.await;
+    summary.released = queue::release_all(pool, worker).await?;
+    summary.drained = drain.is_cancelled();
+    tracing::info!(
+        event = "fleet_worker_stopped",
+        worker,
+        completed = summary.completed,
+        released = summary.released,
+        "worker stopped"
+    );
+    result.map(|()| summary)
+}
+
+async fn work(
+    pool: &Pool,
+    sync: &mut Sync<'_>,
+    sync_options: &SyncOptions,
+    options: &WorkerOptions,
+    worker: &str,
+    drain: &CancellationToken,
+    summary: &mut WorkerSummary,
+) -> Result<(), FleetError> {
+    let mut running: JoinSet<Landed> = JoinSet::new();
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if drain.is_cancelled() && deadline.is_none() {
+            deadline = Some(Instant::now() + options.drain_timeout);
+            tracing::info!(event = "fleet_drain", worker, in_flight = running.len(), "draining");
+        }
+        if deadline.is_none() && running.len() < options.jobs {
+            let room = (options.jobs - running.len()) as i64;
+            for claim in queue::claim(pool, worker, options.lease, room).await? {
+                start(pool, sync, sync_options, claim, &mut running, summary).await?;
+            }
+        }
+        if running.is_empty() {
+            if deadline.is_some()
+                || (options.exit_when_empty && !queue::work_remains(pool).await?)
+            {
+                return Ok(());
+            }
+            tokio::select! {
+                () = tokio::time::sleep(options.poll) => {}
+                () = drain.cancelled() => {}
+            }
+            continue;
+        }
+        let until = deadline.map(tokio::time::Instant::from_std);
+        tokio::select! {
+            Some(joined) = running.join_next() => {
+                if let Ok(landed) = joined {
+                    finish(pool, sync.data.root(), landed, summary).await?;
+                }
+            }
+            () = tokio::time::sleep(options.poll), if running.len() < options.jobs
+                && deadline.is_none() => {}
+            () = drain.cancelled(), if deadline.is_none() => {}
+            () = sleep_until(until), if until.is_some() => {
+                // Out of time: the engine saves each transfer's state and ends it.
+                sync.engine.cancel_token().cancel();
+            }
+        }
+    }
+}
+
+async fn sleep_until(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Start the transfer of `claim` with sync's spec, its output moved to the claim's staging file.
+async fn start(
+    pool: &Pool,
+    sync: &mut Sync<'_>,
+    sync_options: &SyncOptions,
+    claim: Claim,
+    running: &mut JoinSet<Landed>,
+    summary: &mut WorkerSummary,
+) -> Result<(), FleetError> {
+    let staging_dir = sync.data.tmp().join("fleet");
+    let mut taken = HashSet::new();
+    let spec = tokio::task::block_in_place(|| {
+        spec_for(sync, sync_options, &claim.file, &mut taken)
+    })?;
+    let mut spec = match spec {
+        Ok(spec) => spec,
+        Err(reason) => {
+            // Both names are held by other files: nothing to download, ever.
+            give_up(pool, &claim, &reason, summary).await?;
+            return Ok(());
+        }
+    };
+    std::fs::create_dir_all(&staging_dir).map_err(|source| FleetError::Install {
+        id: claim.file.meta.id.clone(),
+        source,
+    })?;
+    let staged = staging_dir.join(format!("{}.e{}", claim.item, claim.epoch));
+    let output = std::mem::replace(&mut spec.output, staged.clone());
+    spec.staging = Some(staged.clone());
+    spec.keep_state = false;
+    spec.overwrite = true;
+    let engine = sync.engine.clone();
+    let flight = Flight {
+        claim,
+        staged,
+        output,
+    };
+    let id = usize::try_from(flight.claim.item).unwrap_or(0);
+    running.spawn(async move {
+        let result = download(&engine, id, &spec).await;
+        (flight, result)
+    });
+    Ok(())
+}
+
+async fn download(
+    engine: &crate::engine::Engine,
+    id: usize,
+    spec: &TransferSpec,
+) -> Result<TransferReport, TransferError> {
+    engine.download(id, spec, Arc::new(Silent)).await
+}
+
+/// Complete, retry later or give up a landed transfer.
+async fn finish(
+    pool: &Pool,
+    root: &Path,
+    (flight, result): Landed,
+    summary: &mut WorkerSummary,
+) -> Result<(), FleetError> {
+    let Flight {
+        claim,
+        staged,
+        output,
+    } = flight;
+    let id = claim.file.meta.id.clone();
+    if matches!(&result, Err(error) if error.is_cancelled()) {
+        return Ok(()); // Drained: the lease is released with the others.
+    }
+    let completion = match &result {
+        Ok(report) => {
+            let outcome = FileOutcome::Complete {
+                path: relative(root, &output),
+                sha256: report.sha256.clone().unwrap_or_default(),
+                etag: None,
+                retries: report.retries,
+                encrypted: report.encrypted,
+            };
+            let install = || install(&staged, &output);
+            let done = queue::complete(pool, &claim, &outcome, install).await?;
+            if done == Completion::Recorded {
+                summary.completed += 1;
+                summary.bytes += report.fetched;
+            }
+            done
+        }
+        Err(_) => match outcome_of(root, &result) {
+            skipped @ FileOutcome::Skipped { .. } => {
+                let done = queue::complete(pool, &claim, &skipped, || Ok(())).await?;
+                summary.skipped += u64::from(done == Completion::Recorded);
+                done
+            }
+            FileOutcome::Failed { reason, .. } => match backoff::after_failure(claim.attempts) {
+                Some(delay) => {
+                    let done = queue::retry_later(pool, &claim, &reason, Some(delay)).await?;
+                    summary.retried += u64::from(done == Completion::Recorded);
+                    done
+                }
+                None => give_up(pool, &claim, &reason, summary).await?,
+            },
+            _ => Completion::Recorded,
+        },
+    };
+    if completion == Completion::LeaseLost {
+        summary.lost += 1;
+        let _ = std::fs::remove_file(&staged);
+        tracing::warn!(
+            event = "fleet_lease_lost",
+            id,
+            epoch = claim.epoch,
+            "the lease was lost: download discarded"
+        );
+    } else {
+        tracing::info!(event = "fleet_item_done", id, epoch = claim.epoch, "item done");
+    }
+    Ok(())
+}
+
+async fn give_up(
+    pool: &Pool,
+    claim: &Claim,
+    reason: &str,
+    summary: &mut WorkerSummary,
+) -> Result<Completion, FleetError> {
+    let done = queue::retry_later(pool, claim, reason, None).await?;
+    summary.given_up += u64::from(done == Completion::Recorded);
+    Ok(done)
+}
+
+/// Rename the staged download into place (the parent made if needed), then make the rename
+/// durable.
+fn install(staged: &Path, output: &Path) -> std::io::Result<()> {
+    let parent = output.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    std::fs::rename(staged, output)?;
+    std::fs::File::open(parent)?.sync_all()
+}
+
+/// Every third of a lease: extend ours, and return expired ones (any worker's) to the queue.
+async fn heartbeat(pool: Pool, worker: String, lease: Duration, stop: CancellationToken) {
+    let every = lease / 3;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(error) = queue::heartbeat(&pool, &worker, lease).await {
+            tracing::warn!(event = "fleet_heartbeat_failed", worker, "{error}");
+        }
+        match queue::sweep(&pool).await {
+            Ok(0) => {}
+            Ok(swept) => tracing::info!(event = "fleet_sweep", worker, swept, "expired leases returned"),
+            Err(error) => tracing::warn!(event = "fleet_sweep_failed", worker, "{error}"),
+        }
+    }
+}

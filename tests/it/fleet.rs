@@ -1,0 +1,263 @@
+//! The fleet (issue 14): real `claudedl worker` processes on one PostgreSQL queue (the
+//! throwaway cluster), the mock API, one shared data directory.
+
+use std::collections::HashMap;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use claudedl_mock::api::{FileSet, MockApi, MockApiConfig, MockFile};
+use tokio::process::{Child, Command};
+
+use crate::support::postgres::{self, TestDb};
+use crate::support::{data, mock_file, sha256, sha256_file, text};
+
+/// `claudedl` against `api` and `db` (through `$CLAUDEDL_DB`, as a deployment sets it).
+fn claudedl(api: &MockApi, db: &TestDb) -> Command {
+    let mut command = crate::api::claudedl(api);
+    command.env("CLAUDEDL_DB", &db.url);
+    command
+}
+
+async fn run_ok(api: &MockApi, db: &TestDb, args: &[&str]) -> String {
+    let out = claudedl(api, db).args(args).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn account(count: usize, len: usize) -> Vec<MockFile> {
+    (0..count)
+        .map(|n| {
+            let day = n % 28 + 1;
+            mock_file(
+                &format!("file_{n:05}"),
+                &format!("part-{n}.bin"),
+                "2026-08",
+                data(len, n as u64 + 1),
+            )
+            .with_created_at(format!("2026-08-{day:02}T00:{:02}:{:02}Z", n / 60 % 60, n % 60))
+        })
+        .collect()
+}
+
+fn expected_hashes(files: &[MockFile]) -> HashMap<String, String> {
+    files
+        .iter()
+        .map(|f| (f.id.clone(), sha256(&f.content)))
+        .collect()
+}
+
+/// A fleet database with its schema, and an API serving `files`.
+async fn fleet(files: Vec<MockFile>) -> (MockApi, TestDb) {
+    let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(files))).await;
+    let db = postgres::database();
+    run_ok(&api, &db, &["fleet", "init"]).await;
+    (api, db)
+}
+
+fn psql(db: &TestDb, sql: &str) -> String {
+    postgres::cluster().psql(&db.name, sql)
+}
+
+fn count(db: &TestDb, sql: &str) -> i64 {
+    psql(db, sql).parse().unwrap()
+}
+
+/// A worker process on `dir` with JSON output, logs quiet.
+fn spawn_worker(api: &MockApi, db: &TestDb, dir: &str, extra: &[&str]) -> Child {
+    let mut command = claudedl(api, db);
+    command
+        .args(["worker", "--data-dir", dir, "--json", "--lease", "2"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command.spawn().unwrap()
+}
+
+/// Poll `done` until it holds (bounded: panics after 60 s).
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(60), "waited too long for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn finish(child: Child) -> (ExitStatus, serde_json::Value, String) {
+    let out = child.wait_with_output().await.unwrap();
+    let summary = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status, summary, text(&out.stderr))
+}
+
+/// Every file complete in the index with the content's SHA-256, and on disk with it.
+fn assert_all_complete(db: &TestDb, dir: &std::path::Path, files: &[MockFile]) {
+    let expected = expected_hashes(files);
+    let rows = psql(db, "SELECT id, state, sha256, path FROM files ORDER BY id");
+    let mut seen = 0;
+    for line in rows.lines() {
+        let [id, state, hash, path] = line.split('|').collect::<Vec<_>>()[..] else {
+            panic!("row {line}");
+        };
+        assert_eq!((state, hash), ("complete", expected[id].as_str()), "{id}");
+        assert_eq!(sha256_file(&dir.join(path)), expected[id], "{path}");
+        seen += 1;
+    }
+    assert_eq!(seen, files.len());
+    let not_done = count(db, "SELECT count(*) FROM work_items WHERE state <> 'done'");
+    assert_eq!(not_done, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enqueue_twice_creates_nothing_twice() {
+    let files = account(30, 100);
+    let (api, db) = fleet(files.clone()).await;
+    let first = run_ok(&api, &db, &["enqueue", "--json", "--page-size", "10"]).await;
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!((&first["files_new"], &first["queued"]), (&30.into(), &30.into()));
+    let second = run_ok(&api, &db, &["enqueue", "--json", "--page-size", "10"]).await;
+    let second: serde_json::Value = serde_json::from_str(&second).unwrap();
+    assert_eq!((&second["files_new"], &second["queued"]), (&0.into(), &0.into()));
+    assert_eq!(count(&db, "SELECT count(*) FROM work_items"), 30);
+    assert_eq!(count(&db, "SELECT count(*) FROM files"), 30);
+    // The selection flags are sync's: a narrower enqueue on a fresh database queues less.
+    let (api, db) = fleet(files).await;
+    let narrow = run_ok(&api, &db, &["enqueue", "--json", "--include", "part-1*.bin"]).await;
+    let narrow: serde_json::Value = serde_json::from_str(&narrow).unwrap();
+    assert_eq!(narrow["queued"], 11, "part-1 and part-10..19");
+}
+
+/// Three workers over 240 files; one is killed with SIGKILL mid-run. Every file ends complete
+/// exactly once with the right hash; the killed worker's leases go back to the queue and are
+/// finished by the others; refetches are bounded by what it held.
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_finish_every_item_exactly_once_when_one_is_killed() {
+    const FILES: usize = 240;
+    let files = account(FILES, 32 * 1024);
+    let (api, db) = fleet(files.clone()).await;
+    run_ok(&api, &db, &["enqueue"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    // A bandwidth cap per worker keeps a few transfers in flight at any moment.
+    let pace = ["-j", "4", "--limit-rate", "1MiB", "--exit-when-empty"];
+    let mut victim = spawn_worker(&api, &db, d, &pace);
+    let others = [
+        spawn_worker(&api, &db, d, &pace),
+        spawn_worker(&api, &db, d, &pace),
+    ];
+    let victim_pid = victim.id().unwrap();
+    wait_for("30 items done", || {
+        count(&db, "SELECT count(*) FROM work_items WHERE state = 'done'") >= 30
+    })
+    .await;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(victim_pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    victim.wait().await.unwrap();
+    let victim_id = psql(&db, &format!("SELECT id FROM workers WHERE pid = {victim_pid}"));
+    let held = count(
+        &db,
+        &format!("SELECT count(*) FROM work_items WHERE worker = '{victim_id}' AND state = 'leased'"),
+    );
+    let killed_completed = count(
+        &db,
+        &format!("SELECT count(*) FROM work_items WHERE completed_by = '{victim_id}'"),
+    );
+    let mut survivors_completed = 0;
+    for other in others {
+        let (status, summary, stderr) = finish(other).await;
+        assert!(status.success(), "{stderr}");
+        survivors_completed += summary["completed"].as_i64().unwrap();
+    }
+    assert_all_complete(&db, dir.path(), &files);
+    assert_eq!(
+        survivors_completed + killed_completed,
+        FILES as i64,
+        "each item completed exactly once"
+    );
+    assert!(held > 0, "the victim held leases when killed");
+    let reclaimed = count(
+        &db,
+        &format!(
+            "SELECT count(*) FROM work_items WHERE completed_by <> '{victim_id}' AND epoch > 1"
+        ),
+    );
+    assert!(reclaimed >= held, "{reclaimed} items claimed again, {held} held by the victim");
+    let mut fetches: HashMap<String, usize> = HashMap::new();
+    for request in api.requests() {
+        if let Some(id) = request.path.strip_prefix("/v1/files/") {
+            if let Some(id) = id.strip_suffix("/content") {
+                *fetches.entry(id.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    let refetched = fetches.values().filter(|&&n| n > 1).count() as i64;
+    assert!(refetched <= held, "{refetched} files fetched twice, {held} leases lost");
+}
+
+/// SIGTERM: the worker stops claiming, stops its transfers at the drain timeout, releases its
+/// leases (claimable at once) and exits 0; another worker then finishes everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_and_releases_leases() {
+    let files = account(12, 256 * 1024);
+    let (api, db) = fleet(files.clone()).await;
+    run_ok(&api, &db, &["enqueue"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let slow = ["-j", "3", "--limit-rate", "64KiB", "--drain-timeout", "0.2"];
+    let worker = spawn_worker(&api, &db, d, &slow);
+    wait_for("three leases", || {
+        count(&db, "SELECT count(*) FROM work_items WHERE state = 'leased'") == 3
+    })
+    .await;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(worker.id().unwrap() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let (status, summary, stderr) = finish(worker).await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(summary["drained"], true);
+    assert_eq!(summary["released"], 3, "{summary}");
+    assert_eq!(count(&db, "SELECT count(*) FROM work_items WHERE state = 'leased'"), 0);
+    let ready = count(
+        &db,
+        "SELECT count(*) FROM work_items WHERE state = 'queued' AND not_before <= now()",
+    );
+    assert_eq!(ready, 12, "released items are claimable at once");
+    let after = spawn_worker(&api, &db, d, &["-j", "4", "--exit-when-empty"]);
+    let (status, summary, stderr) = finish(after).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(summary["completed"], 12);
+    assert_all_complete(&db, dir.path(), &files);
+}
+
+/// `ls --db` and `verify --db` read the fleet's index; `fleet status --json` counts the queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn ls_verify_and_status_read_the_fleet() {
+    let files = account(5, 1000);
+    let (api, db) = fleet(files.clone()).await;
+    run_ok(&api, &db, &["enqueue"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let worker = spawn_worker(&api, &db, d, &["--exit-when-empty"]);
+    assert!(finish(worker).await.0.success());
+    let listed = run_ok(&api, &db, &["ls", "--json", "--state", "complete"]).await;
+    assert_eq!(listed.lines().count(), 5);
+    let status = run_ok(&api, &db, &["fleet", "status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!((&status["done"], &status["queued"]), (&5.into(), &0.into()));
+    run_ok(&api, &db, &["verify", "--data-dir", d]).await;
+    std::fs::write(dir.path().join(psql(&db, "SELECT path FROM files LIMIT 1")), "x").unwrap();
+    let out = claudedl(&api, &db).args(["verify", "--data-dir", d]).output().await.unwrap();
+    assert_ne!(out.status.code(), Some(0), "a changed file is found");
+    // The password never shows: not in `config show`.
+    let shown = claudedl(&api, &db)
+        .args(["config", "show", "--json"])
+        .env("CLAUDEDL_DB", format!("{} password=hunter2", db.url))
+        .output()
+        .await
+        .unwrap();
+    assert!(!text(&shown.stdout).contains("hunter2"), "{}", text(&shown.stdout));
+    assert!(text(&shown.stdout).contains(&db.name));
+}
