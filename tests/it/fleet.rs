@@ -175,6 +175,10 @@ async fn workers_finish_every_item_exactly_once_when_one_is_killed() {
         FILES as i64,
         "each item completed exactly once"
     );
+    eprintln!(
+        "killed worker: {killed_completed} completed, {held} leases held; survivors: \
+         {survivors_completed} completed"
+    );
     assert!(held > 0, "the victim held leases when killed");
     let reclaimed = count(
         &db,
@@ -192,6 +196,7 @@ async fn workers_finish_every_item_exactly_once_when_one_is_killed() {
         }
     }
     let refetched = fetches.values().filter(|&&n| n > 1).count() as i64;
+    eprintln!("{refetched} files fetched twice; {reclaimed} claimed again");
     assert!(refetched <= held, "{refetched} files fetched twice, {held} leases lost");
 }
 
@@ -260,4 +265,73 @@ async fn ls_verify_and_status_read_the_fleet() {
         .unwrap();
     assert!(!text(&shown.stdout).contains("hunter2"), "{}", text(&shown.stdout));
     assert!(text(&shown.stdout).contains(&db.name));
+}
+
+/// The fencing epoch: a worker whose lease expired, was swept and claimed by another, cannot
+/// complete (nothing recorded, nothing installed); the new holder can. A released item is
+/// claimable at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_lease_completes_nothing() {
+    use claudedl::fleet::queue::{self, Completion};
+    use claudedl::store::index::{FileMeta, FileOutcome, Index, PgIndex};
+
+    let db = postgres::database();
+    let config: tokio_postgres::Config = db.url.parse().unwrap();
+    let mut index = PgIndex::connect(&config, &db.name).unwrap();
+    let meta = FileMeta {
+        id: "file_a".into(),
+        filename: "a.bin".into(),
+        mime_type: "application/octet-stream".into(),
+        size_bytes: 3,
+        created_at: "2026-08-01T00:00:00Z".into(),
+        downloadable: Some(true),
+        expires_at: None,
+    };
+    index.upsert_files(&[meta]).unwrap();
+    let pool = claudedl::fleet::pool(config, 2).unwrap();
+    assert_eq!(queue::enqueue(&pool, &["file_a"]).await.unwrap(), 1);
+    assert_eq!(queue::enqueue(&pool, &["file_a"]).await.unwrap(), 0);
+
+    // A claims with a lease that is over at once; the sweep returns it; B claims it.
+    let a = queue::claim(&pool, "worker-a", Duration::ZERO, 5).await.unwrap();
+    assert_eq!(a.len(), 1);
+    assert!(queue::claim(&pool, "worker-b", Duration::from_secs(60), 5).await.unwrap().is_empty());
+    assert_eq!(queue::sweep(&pool).await.unwrap(), 1);
+    let b = queue::claim(&pool, "worker-b", Duration::from_secs(60), 5).await.unwrap();
+    assert_eq!((a[0].epoch, b[0].epoch), (1, 2));
+
+    let outcome = |sha: &str| FileOutcome::Complete {
+        path: "raw/a.bin".into(),
+        sha256: sha.into(),
+        etag: None,
+        retries: 0,
+        encrypted: false,
+    };
+    let mut installed = Vec::new();
+    let stale = queue::complete(&pool, &a[0], &outcome("aa"), || {
+        installed.push("a");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(stale, Completion::LeaseLost);
+    assert_eq!(index.file("file_a").unwrap().unwrap().sha256, None);
+    let fresh = queue::complete(&pool, &b[0], &outcome("bb"), || {
+        installed.push("b");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(fresh, Completion::Recorded);
+    assert_eq!(installed, ["b"]);
+    assert_eq!(index.file("file_a").unwrap().unwrap().sha256.as_deref(), Some("bb"));
+    let again = queue::complete(&pool, &b[0], &outcome("cc"), || Ok(())).await.unwrap();
+    assert_eq!(again, Completion::LeaseLost, "an item completes once");
+
+    // Done items come back only through enqueue; a released lease is claimable at once.
+    assert_eq!(queue::enqueue(&pool, &["file_a"]).await.unwrap(), 1);
+    let c = queue::claim(&pool, "worker-c", Duration::from_secs(60), 5).await.unwrap();
+    assert_eq!(queue::release_all(&pool, "worker-c").await.unwrap(), 1);
+    let d = queue::claim(&pool, "worker-d", Duration::from_secs(60), 5).await.unwrap();
+    assert_eq!(d[0].epoch, c[0].epoch + 1);
 }
