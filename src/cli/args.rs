@@ -89,10 +89,14 @@ pub enum Command {
     #[command(subcommand)]
     Fleet(FleetCommand),
     /// List the API into the fleet's index and queue what it wants (needs --db).
-    #[command(after_long_help = "Example:\n  claudedl enqueue --db postgresql://fleet@db/claudedl --include '*.csv'")]
+    #[command(
+        after_long_help = "Example:\n  claudedl enqueue --db postgresql://fleet@db/claudedl --include '*.csv'"
+    )]
     Enqueue(EnqueueArgs),
     /// Claim queued files from the fleet's database and download them (needs --db).
-    #[command(after_long_help = "Example:\n  claudedl worker --db postgresql://fleet@db/claudedl --data-dir /mnt/shared -j 8")]
+    #[command(
+        after_long_help = "Example:\n  claudedl worker --db postgresql://fleet@db/claudedl --data-dir /mnt/shared -j 8"
+    )]
     Worker(WorkerArgs),
     /// Print a shell completion script on stdout.
     #[command(after_long_help = COMPLETIONS_EXAMPLES)]

@@ -172,7 +172,10 @@ pub fn database(global: &GlobalArgs) -> anyhow::Result<Option<(tokio_postgres::C
     let Some(db) = &global.settings.db else {
         return Ok(None);
     };
-    let config = db.value.pg_config().map_err(|e| UsageError(e.to_string()))?;
+    let config = db
+        .value
+        .pg_config()
+        .map_err(|e| UsageError(e.to_string()))?;
     Ok(Some((config, db.value.redacted())))
 }
 

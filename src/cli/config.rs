@@ -82,10 +82,9 @@ fn rows(s: &Settings) -> Vec<Row> {
         .as_ref()
         .map(|t| Setting::new(t.value.redacted(), t.source.clone()));
     // The database URL may hold a password: shown without it.
-    let db = s
-        .db
-        .as_ref()
-        .map(|d| Setting::new(d.value.redacted(), d.source.clone()));
+    let db =
+        s.db.as_ref()
+            .map(|d| Setting::new(d.value.redacted(), d.source.clone()));
     vec![
         optional("auth", "api_key", key.as_ref()),
         optional("auth", "api_key_env", s.api_key_env.as_ref()),

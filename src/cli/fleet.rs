@@ -140,7 +140,9 @@ fn required_db(global: &GlobalArgs) -> anyhow::Result<(tokio_postgres::Config, S
 
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
     if !(value.is_finite() && value > 0.0) {
-        bail!(UsageError(format!("{flag}: expected a positive number of seconds")));
+        bail!(UsageError(format!(
+            "{flag}: expected a positive number of seconds"
+        )));
     }
     Ok(Duration::from_secs_f64(value))
 }

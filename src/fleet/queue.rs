@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio_postgres::Row;
 
 use super::FleetError;
-use crate::store::index::{FileEntry, FileOutcome, pg_record_file, pg_file_from_row};
+use crate::store::index::{FileEntry, FileOutcome, pg_file_from_row, pg_record_file};
 
 /// One claimed item: the file and the epoch its completion must name.
 #[derive(Debug, Clone)]

@@ -94,7 +94,16 @@ pub async fn run(
         worker: worker.to_owned(),
         ..WorkerSummary::default()
     };
-    let result = work(pool, sync, sync_options, options, worker, &drain, &mut summary).await;
+    let result = work(
+        pool,
+        sync,
+        sync_options,
+        options,
+        worker,
+        &drain,
+        &mut summary,
+    )
+    .await;
     beats.cancel();
     let _ = heartbeat.await;
     summary.released = queue::release_all(pool, worker).await?;
@@ -123,7 +132,12 @@ async fn work(
     loop {
         if drain.is_cancelled() && deadline.is_none() {
             deadline = Some(Instant::now() + options.drain_timeout);
-            tracing::info!(event = "fleet_drain", worker, in_flight = running.len(), "draining");
+            tracing::info!(
+                event = "fleet_drain",
+                worker,
+                in_flight = running.len(),
+                "draining"
+            );
         }
         if deadline.is_none() && running.len() < options.jobs {
             let room = (options.jobs - running.len()) as i64;
@@ -132,8 +146,7 @@ async fn work(
             }
         }
         if running.is_empty() {
-            if deadline.is_some()
-                || (options.exit_when_empty && !queue::work_remains(pool).await?)
+            if deadline.is_some() || (options.exit_when_empty && !queue::work_remains(pool).await?)
             {
                 return Ok(());
             }
@@ -179,9 +192,8 @@ async fn start(
 ) -> Result<(), FleetError> {
     let staging_dir = sync.data.tmp().join("fleet");
     let mut taken = HashSet::new();
-    let spec = tokio::task::block_in_place(|| {
-        spec_for(sync, sync_options, &claim.file, &mut taken)
-    })?;
+    let spec =
+        tokio::task::block_in_place(|| spec_for(sync, sync_options, &claim.file, &mut taken))?;
     let mut spec = match spec {
         Ok(spec) => spec,
         Err(reason) => {
@@ -281,7 +293,12 @@ async fn finish(
             "the lease was lost: download discarded"
         );
     } else {
-        tracing::info!(event = "fleet_item_done", id, epoch = claim.epoch, "item done");
+        tracing::info!(
+            event = "fleet_item_done",
+            id,
+            epoch = claim.epoch,
+            "item done"
+        );
     }
     Ok(())
 }
@@ -319,7 +336,12 @@ async fn heartbeat(pool: Pool, worker: String, lease: Duration, stop: Cancellati
         }
         match queue::sweep(&pool).await {
             Ok(0) => {}
-            Ok(swept) => tracing::info!(event = "fleet_sweep", worker, swept, "expired leases returned"),
+            Ok(swept) => tracing::info!(
+                event = "fleet_sweep",
+                worker,
+                swept,
+                "expired leases returned"
+            ),
             Err(error) => tracing::warn!(event = "fleet_sweep_failed", worker, "{error}"),
         }
     }

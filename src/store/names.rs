@@ -17,7 +17,7 @@ const MAX_ID_BYTES: usize = 96;
 
 /// An id (a file's, a batch's) as one safe name component, injective over ids: an id made only
 /// of ASCII letters, digits, `_` and `-` (every id the API issues), and short enough, stays as it
-/// is; any other is sanitised, cut to [`MAX_ID_BYTES`] and suffixed with `~` and a hash of the raw
+/// is; any other is sanitised, cut to `MAX_ID_BYTES` (96) and suffixed with `~` and a hash of the raw
 /// id, so `file_c/d`, `file_c_d` and `file_c?d` get three names. Plain ids never contain `~`.
 pub fn safe_id(id: &str) -> String {
     let plain = !id.is_empty()

@@ -287,7 +287,10 @@ pub(crate) fn spec_for(
 
 /// Permanent per-file answers (400 not downloadable, 404/410 gone) are recorded as skipped and
 /// not retried; anything else is a failure the next sync tries again.
-pub(crate) fn outcome_of(root: &Path, result: &Result<TransferReport, TransferError>) -> FileOutcome {
+pub(crate) fn outcome_of(
+    root: &Path,
+    result: &Result<TransferReport, TransferError>,
+) -> FileOutcome {
     match result {
         Ok(report) => FileOutcome::Complete {
             path: relative(root, &report.path),

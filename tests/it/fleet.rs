@@ -20,7 +20,12 @@ fn claudedl(api: &MockApi, db: &TestDb) -> Command {
 
 async fn run_ok(api: &MockApi, db: &TestDb, args: &[&str]) -> String {
     let out = claudedl(api, db).args(args).output().await.unwrap();
-    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        text(&out.stderr)
+    );
     text(&out.stdout)
 }
 
@@ -34,7 +39,11 @@ fn account(count: usize, len: usize) -> Vec<MockFile> {
                 "2026-08",
                 data(len, n as u64 + 1),
             )
-            .with_created_at(format!("2026-08-{day:02}T00:{:02}:{:02}Z", n / 60 % 60, n % 60))
+            .with_created_at(format!(
+                "2026-08-{day:02}T00:{:02}:{:02}Z",
+                n / 60 % 60,
+                n % 60
+            ))
         })
         .collect()
 }
@@ -77,7 +86,10 @@ fn spawn_worker(api: &MockApi, db: &TestDb, dir: &str, extra: &[&str]) -> Child 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
-        assert!(started.elapsed() < Duration::from_secs(60), "waited too long for {what}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "waited too long for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -112,15 +124,26 @@ async fn enqueue_twice_creates_nothing_twice() {
     let (api, db) = fleet(files.clone()).await;
     let first = run_ok(&api, &db, &["enqueue", "--json", "--page-size", "10"]).await;
     let first: serde_json::Value = serde_json::from_str(&first).unwrap();
-    assert_eq!((&first["files_new"], &first["queued"]), (&30.into(), &30.into()));
+    assert_eq!(
+        (&first["files_new"], &first["queued"]),
+        (&30.into(), &30.into())
+    );
     let second = run_ok(&api, &db, &["enqueue", "--json", "--page-size", "10"]).await;
     let second: serde_json::Value = serde_json::from_str(&second).unwrap();
-    assert_eq!((&second["files_new"], &second["queued"]), (&0.into(), &0.into()));
+    assert_eq!(
+        (&second["files_new"], &second["queued"]),
+        (&0.into(), &0.into())
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM work_items"), 30);
     assert_eq!(count(&db, "SELECT count(*) FROM files"), 30);
     // The selection flags are sync's: a narrower enqueue on a fresh database queues less.
     let (api, db) = fleet(files).await;
-    let narrow = run_ok(&api, &db, &["enqueue", "--json", "--include", "part-1*.bin"]).await;
+    let narrow = run_ok(
+        &api,
+        &db,
+        &["enqueue", "--json", "--include", "part-1*.bin"],
+    )
+    .await;
     let narrow: serde_json::Value = serde_json::from_str(&narrow).unwrap();
     assert_eq!(narrow["queued"], 11, "part-1 and part-10..19");
 }
@@ -154,10 +177,15 @@ async fn workers_finish_every_item_exactly_once_when_one_is_killed() {
     )
     .unwrap();
     victim.wait().await.unwrap();
-    let victim_id = psql(&db, &format!("SELECT id FROM workers WHERE pid = {victim_pid}"));
+    let victim_id = psql(
+        &db,
+        &format!("SELECT id FROM workers WHERE pid = {victim_pid}"),
+    );
     let held = count(
         &db,
-        &format!("SELECT count(*) FROM work_items WHERE worker = '{victim_id}' AND state = 'leased'"),
+        &format!(
+            "SELECT count(*) FROM work_items WHERE worker = '{victim_id}' AND state = 'leased'"
+        ),
     );
     let killed_completed = count(
         &db,
@@ -186,18 +214,23 @@ async fn workers_finish_every_item_exactly_once_when_one_is_killed() {
             "SELECT count(*) FROM work_items WHERE completed_by <> '{victim_id}' AND epoch > 1"
         ),
     );
-    assert!(reclaimed >= held, "{reclaimed} items claimed again, {held} held by the victim");
+    assert!(
+        reclaimed >= held,
+        "{reclaimed} items claimed again, {held} held by the victim"
+    );
     let mut fetches: HashMap<String, usize> = HashMap::new();
     for request in api.requests() {
-        if let Some(id) = request.path.strip_prefix("/v1/files/") {
-            if let Some(id) = id.strip_suffix("/content") {
-                *fetches.entry(id.to_owned()).or_default() += 1;
-            }
+        let file = request.path.strip_prefix("/v1/files/");
+        if let Some(id) = file.and_then(|id| id.strip_suffix("/content")) {
+            *fetches.entry(id.to_owned()).or_default() += 1;
         }
     }
     let refetched = fetches.values().filter(|&&n| n > 1).count() as i64;
     eprintln!("{refetched} files fetched twice; {reclaimed} claimed again");
-    assert!(refetched <= held, "{refetched} files fetched twice, {held} leases lost");
+    assert!(
+        refetched <= held,
+        "{refetched} files fetched twice, {held} leases lost"
+    );
 }
 
 /// SIGTERM: the worker stops claiming, stops its transfers at the drain timeout, releases its
@@ -212,7 +245,10 @@ async fn sigterm_drains_and_releases_leases() {
     let slow = ["-j", "3", "--limit-rate", "64KiB", "--drain-timeout", "0.2"];
     let worker = spawn_worker(&api, &db, d, &slow);
     wait_for("three leases", || {
-        count(&db, "SELECT count(*) FROM work_items WHERE state = 'leased'") == 3
+        count(
+            &db,
+            "SELECT count(*) FROM work_items WHERE state = 'leased'",
+        ) == 3
     })
     .await;
     rustix::process::kill_process(
@@ -224,7 +260,13 @@ async fn sigterm_drains_and_releases_leases() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_eq!(summary["drained"], true);
     assert_eq!(summary["released"], 3, "{summary}");
-    assert_eq!(count(&db, "SELECT count(*) FROM work_items WHERE state = 'leased'"), 0);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM work_items WHERE state = 'leased'"
+        ),
+        0
+    );
     let ready = count(
         &db,
         "SELECT count(*) FROM work_items WHERE state = 'queued' AND not_before <= now()",
@@ -253,8 +295,16 @@ async fn ls_verify_and_status_read_the_fleet() {
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!((&status["done"], &status["queued"]), (&5.into(), &0.into()));
     run_ok(&api, &db, &["verify", "--data-dir", d]).await;
-    std::fs::write(dir.path().join(psql(&db, "SELECT path FROM files LIMIT 1")), "x").unwrap();
-    let out = claudedl(&api, &db).args(["verify", "--data-dir", d]).output().await.unwrap();
+    std::fs::write(
+        dir.path().join(psql(&db, "SELECT path FROM files LIMIT 1")),
+        "x",
+    )
+    .unwrap();
+    let out = claudedl(&api, &db)
+        .args(["verify", "--data-dir", d])
+        .output()
+        .await
+        .unwrap();
     assert_ne!(out.status.code(), Some(0), "a changed file is found");
     // The password never shows: not in `config show`.
     let shown = claudedl(&api, &db)
@@ -263,7 +313,11 @@ async fn ls_verify_and_status_read_the_fleet() {
         .output()
         .await
         .unwrap();
-    assert!(!text(&shown.stdout).contains("hunter2"), "{}", text(&shown.stdout));
+    assert!(
+        !text(&shown.stdout).contains("hunter2"),
+        "{}",
+        text(&shown.stdout)
+    );
     assert!(text(&shown.stdout).contains(&db.name));
 }
 
@@ -293,11 +347,20 @@ async fn a_stale_lease_completes_nothing() {
     assert_eq!(queue::enqueue(&pool, &["file_a"]).await.unwrap(), 0);
 
     // A claims with a lease that is over at once; the sweep returns it; B claims it.
-    let a = queue::claim(&pool, "worker-a", Duration::ZERO, 5).await.unwrap();
+    let a = queue::claim(&pool, "worker-a", Duration::ZERO, 5)
+        .await
+        .unwrap();
     assert_eq!(a.len(), 1);
-    assert!(queue::claim(&pool, "worker-b", Duration::from_secs(60), 5).await.unwrap().is_empty());
+    assert!(
+        queue::claim(&pool, "worker-b", Duration::from_secs(60), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(queue::sweep(&pool).await.unwrap(), 1);
-    let b = queue::claim(&pool, "worker-b", Duration::from_secs(60), 5).await.unwrap();
+    let b = queue::claim(&pool, "worker-b", Duration::from_secs(60), 5)
+        .await
+        .unwrap();
     assert_eq!((a[0].epoch, b[0].epoch), (1, 2));
 
     let outcome = |sha: &str| FileOutcome::Complete {
@@ -324,14 +387,23 @@ async fn a_stale_lease_completes_nothing() {
     .unwrap();
     assert_eq!(fresh, Completion::Recorded);
     assert_eq!(installed, ["b"]);
-    assert_eq!(index.file("file_a").unwrap().unwrap().sha256.as_deref(), Some("bb"));
-    let again = queue::complete(&pool, &b[0], &outcome("cc"), || Ok(())).await.unwrap();
+    assert_eq!(
+        index.file("file_a").unwrap().unwrap().sha256.as_deref(),
+        Some("bb")
+    );
+    let again = queue::complete(&pool, &b[0], &outcome("cc"), || Ok(()))
+        .await
+        .unwrap();
     assert_eq!(again, Completion::LeaseLost, "an item completes once");
 
     // Done items come back only through enqueue; a released lease is claimable at once.
     assert_eq!(queue::enqueue(&pool, &["file_a"]).await.unwrap(), 1);
-    let c = queue::claim(&pool, "worker-c", Duration::from_secs(60), 5).await.unwrap();
+    let c = queue::claim(&pool, "worker-c", Duration::from_secs(60), 5)
+        .await
+        .unwrap();
     assert_eq!(queue::release_all(&pool, "worker-c").await.unwrap(), 1);
-    let d = queue::claim(&pool, "worker-d", Duration::from_secs(60), 5).await.unwrap();
+    let d = queue::claim(&pool, "worker-d", Duration::from_secs(60), 5)
+        .await
+        .unwrap();
     assert_eq!(d[0].epoch, c[0].epoch + 1);
 }

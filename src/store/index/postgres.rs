@@ -563,7 +563,11 @@ async fn upsert_files_sql(tx: &Transaction<'_>, files: &[FileMeta]) -> PgResult<
     count_inserted(&rows)
 }
 
-pub(crate) async fn record_file_sql(tx: &Transaction<'_>, id: &str, outcome: &FileOutcome) -> PgResult<u64> {
+pub(crate) async fn record_file_sql(
+    tx: &Transaction<'_>,
+    id: &str,
+    outcome: &FileOutcome,
+) -> PgResult<u64> {
     let now = now_rfc3339();
     let changed = match outcome {
         FileOutcome::Downloading => {

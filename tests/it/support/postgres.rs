@@ -169,14 +169,16 @@ fn start_watchdog(dir: &Path, bin: &Path) {
         "while [ -d /proc/$1 ]; do sleep 0.2; done; \
          {stop} stop -m immediate -s -D \"$3/data\" >/dev/null 2>&1; rm -rf \"$3\""
     );
-    Command::new("setsid")
-        .args(["sh", "-c", &script, "watchdog"])
+    // `-f`: setsid forks and returns at once; the watchdog lives on in its own session.
+    let status = Command::new("setsid")
+        .args(["-f", "sh", "-c", &script, "watchdog"])
         .arg(std::process::id().to_string())
         .arg(bin)
         .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .status()
         .expect("starting the cluster's watchdog");
+    assert!(status.success(), "setsid: {status}");
 }
