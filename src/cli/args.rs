@@ -427,8 +427,14 @@ pub struct SyncArgs {
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
     /// Create the schema (index, queue) in the database, or migrate it to this version.
+    #[command(
+        after_long_help = "Example:\n  claudedl fleet init --db postgresql://fleet@db/claudedl"
+    )]
     Init,
     /// Queue depth, leases, workers and the last minute's throughput.
+    #[command(
+        after_long_help = "Example:\n  CLAUDEDL_DB=postgresql://fleet@db/claudedl claudedl fleet status --json"
+    )]
     Status {
         /// Print the status as JSON.
         #[arg(long)]
