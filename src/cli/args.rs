@@ -428,9 +428,17 @@ pub struct SyncArgs {
 pub enum FleetCommand {
     /// Create the schema (index, queue) in the database, or migrate it to this version.
     #[command(
-        after_long_help = "Example:\n  claudedl fleet init --db postgresql://fleet@db/claudedl"
+        after_long_help = "Examples:\n  claudedl fleet init --db postgresql://fleet@db/claudedl\n  claudedl fleet init --rpm 1000 --burst 10"
     )]
-    Init,
+    Init {
+        /// The fleet's request budget, requests per minute shared by every worker (stored in
+        /// the database; workers pace API requests by it).
+        #[arg(long, value_name = "N")]
+        rpm: Option<f64>,
+        /// Requests the shared budget lets go back to back, beyond the first.
+        #[arg(long, default_value_t = 5, requires = "rpm")]
+        burst: u16,
+    },
     /// Queue depth, leases, workers and the last minute's throughput.
     #[command(
         after_long_help = "Example:\n  CLAUDEDL_DB=postgresql://fleet@db/claudedl claudedl fleet status --json"

@@ -20,18 +20,34 @@ const WORKER_CONNECTIONS: usize = 4;
 pub async fn run(command: FleetCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let (config, name) = required_db(global)?;
     match command {
-        FleetCommand::Init => {
+        FleetCommand::Init { rpm, burst } => {
             drop(PgIndex::connect(&config, &name)?);
             println!("the fleet's schema is up to date in {name}");
+            if let Some(rpm) = rpm {
+                if !(rpm.is_finite() && rpm > 0.0) {
+                    bail!(UsageError("--rpm: expected a positive rate".into()));
+                }
+                let pool = fleet::pool(config, 1)?;
+                fleet::budget::set(&pool, rpm, i32::from(burst)).await?;
+                println!("the fleet's request budget: {rpm}/min, burst {burst}");
+            }
         }
         FleetCommand::Status { json } => {
             drop(PgIndex::connect_read_only(&config, &name)?);
             let pool = fleet::pool(config, 1)?;
             let status = queue::status(&pool).await?;
+            let budget = fleet::budget::get(&pool).await?;
             if json {
-                println!("{}", serde_json::to_string(&status)?);
+                let mut value = serde_json::to_value(&status)?;
+                value["budget_rpm"] = budget.map(|(rpm, _)| rpm).into();
+                value["budget_burst"] = budget.map(|(_, burst)| burst).into();
+                println!("{value}");
             } else {
                 print_status(&status);
+                match budget {
+                    Some((rpm, burst)) => println!("budget: {rpm}/min shared, burst {burst}"),
+                    None => println!("budget: per worker (no shared budget set)"),
+                }
             }
         }
     }
@@ -70,7 +86,12 @@ pub async fn worker(args: WorkerArgs, global: &GlobalArgs) -> anyhow::Result<Exi
     let data = global.data_dir();
     data.create()?;
     let mut index = PgIndex::connect(&config, &name)?;
-    let pool = fleet::pool(config, WORKER_CONNECTIONS)?;
+    let pool = fleet::pool(config.clone(), WORKER_CONNECTIONS)?;
+    if fleet::budget::get(&pool).await?.is_some() {
+        // Its own pool: a reservation never waits behind the queue's statements.
+        let shared = fleet::budget::PgBudget::new(fleet::pool(config, 2)?);
+        api.http().governor().share_budget(shared);
+    }
     let options = worker::WorkerOptions {
         jobs: args.jobs.into(),
         lease: seconds(args.lease, "--lease")?,

@@ -4,12 +4,14 @@
 //! - [`queue`]: the queue's SQL (claims with `FOR UPDATE SKIP LOCKED`, leases with a fencing
 //!   epoch, completion in the index's transaction, retries, the sweep, the status);
 //! - [`backoff`]: when a transient failure is tried again (a policy that never sleeps);
+//! - [`budget`]: the fleet's request budget, one GCRA row on the database's clock;
 //! - [`enqueue`]: list the API once (one lister at a time) and queue what the index wants;
 //! - [`worker`]: claim, download with the engine and sync's transfer specs, complete, drain.
 //!
 //! One process with SQLite stays the default; nothing here runs without `--db`.
 
 pub mod backoff;
+pub mod budget;
 pub mod enqueue;
 pub mod queue;
 pub mod worker;

@@ -407,3 +407,76 @@ async fn a_stale_lease_completes_nothing() {
         .unwrap();
     assert_eq!(d[0].epoch, c[0].epoch + 1);
 }
+
+/// The budget row's schedule on the database's clock: `burst + 1` at once, then one every
+/// `60 / rate` seconds; a 429's pause is a floor for the next reservation.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shared_budget_reserves_slots_on_the_database_clock() {
+    use claudedl::fleet::budget::{self, PgBudget};
+    use claudedl::http::governor::shared::SharedBudget;
+
+    let db = postgres::database();
+    let config: tokio_postgres::Config = db.url.parse().unwrap();
+    drop(claudedl::store::index::PgIndex::connect(&config, &db.name).unwrap());
+    let pool = claudedl::fleet::pool(config, 2).unwrap();
+    let shared = PgBudget::new(pool.clone());
+    assert_eq!(
+        shared.reserve().await,
+        Duration::ZERO,
+        "no row: no shared budget"
+    );
+    budget::set(&pool, 60.0, 2).await.unwrap();
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        waits.push(shared.reserve().await.as_secs_f64());
+    }
+    assert_eq!(waits[..3], [0.0, 0.0, 0.0], "{waits:?}");
+    assert!((0.8..=1.0).contains(&waits[3]), "{waits:?}");
+    assert!((1.8..=2.0).contains(&waits[4]), "{waits:?}");
+    shared
+        .pause(std::time::SystemTime::now() + Duration::from_secs(30))
+        .await;
+    let paused = shared.paused_for().await.as_secs_f64();
+    assert!((29.0..=30.0).contains(&paused), "{paused}");
+    let next = shared.reserve().await.as_secs_f64();
+    assert!(
+        (29.0..=30.0).contains(&next),
+        "the pause is a floor: {next}"
+    );
+}
+
+/// Three workers, each allowed 60,000 requests a minute on its own, share a budget of 600 a
+/// minute (burst 2): no second of the mock's log holds more than rate + burst + 1 content
+/// requests (2 more for scheduling jitter), and every file still lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_share_one_request_budget() {
+    let files = account(40, 1024);
+    let (api, db) = fleet(files.clone()).await;
+    run_ok(
+        &api,
+        &db,
+        &["fleet", "init", "--rpm", "600", "--burst", "2"],
+    )
+    .await;
+    run_ok(&api, &db, &["enqueue"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let args = ["-j", "4", "--exit-when-empty"];
+    let workers = [
+        spawn_worker(&api, &db, d, &args),
+        spawn_worker(&api, &db, d, &args),
+        spawn_worker(&api, &db, d, &args),
+    ];
+    for worker in workers {
+        let (status, _, stderr) = finish(worker).await;
+        assert!(status.success(), "{stderr}");
+    }
+    assert_all_complete(&db, dir.path(), &files);
+    let content = |r: &claudedl_mock::api::ApiRequest| r.path.ends_with("/content");
+    let busiest = api.max_in_window(Duration::from_secs(1), content);
+    eprintln!("busiest second: {busiest} content requests (budget 10/s, burst 2)");
+    assert!(
+        busiest <= 10 + 2 + 1 + 2,
+        "{busiest} requests in one second"
+    );
+}

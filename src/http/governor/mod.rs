@@ -6,7 +6,8 @@
 //! - `concurrency`: AIMD on requests in flight (a 429 halves it, successes grow it back);
 //! - `endpoints`: failover to backup endpoints after a 503/529 streak;
 //! - `bandwidth`: the `--limit-rate` cap on bytes per second;
-//! - `summary`: what happened, for the run summary.
+//! - `summary`: what happened, for the run summary;
+//! - `shared`: a budget shared with other processes (the fleet's), consulted after this one.
 //!
 //! A 429 pauses every request of the process until its `retry-after`; overload with no backup
 //! pauses them with growing delays up to the overload pause; a spend-cap 429 halts the process:
@@ -19,6 +20,7 @@ mod budget;
 mod concurrency;
 mod endpoints;
 mod memory;
+pub mod shared;
 mod summary;
 
 use std::path::PathBuf;
@@ -133,6 +135,7 @@ pub struct Governor {
     sent: AtomicU64,
     overload_pause: Duration,
     learning: Option<Learning>,
+    shared: OnceLock<Arc<dyn shared::SharedBudget>>,
 }
 
 /// Remembering discovered rates: where, under which keys, and what was last written.
@@ -174,7 +177,13 @@ impl Governor {
             sent: AtomicU64::new(0),
             overload_pause: config.overload_pause,
             learning,
+            shared: OnceLock::new(),
         })
+    }
+
+    /// Pace requests by `budget` too, after this process's own budget (set once).
+    pub fn share_budget(&self, budget: Arc<dyn shared::SharedBudget>) {
+        let _ = self.shared.set(budget);
     }
 
     /// Whether requests are paced by a budget (then each request counts).
@@ -239,11 +248,28 @@ impl Governor {
                     .map(|at| (at, WaitReason::Budget)),
             };
             let Some((until, reason)) = next else {
-                return;
+                return self.wait_for_shared_turn().await;
             };
             let until = until.min(now + RECHECK);
             tokio::time::sleep_until(until).await;
             self.note_wait(reason, until - now);
+        }
+    }
+
+    /// Reserve a slot in the shared budget and wait for it, then out any shared pause a 429
+    /// set meanwhile (bounded: a pause is re-read at most a few times).
+    async fn wait_for_shared_turn(&self) {
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
+        let mut wait = shared.reserve().await;
+        for _ in 0..4 {
+            if wait.is_zero() {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+            self.note_wait(WaitReason::Budget, wait);
+            wait = shared.paused_for().await;
         }
     }
 
@@ -329,6 +355,11 @@ impl Governor {
         }
         let limit = self.concurrency.decrease();
         self.pause_all(now + wait, WaitReason::Throttled);
+        if let Some(shared) = self.shared.get() {
+            let shared = Arc::clone(shared);
+            let until = SystemTime::now() + wait;
+            tokio::spawn(async move { shared.pause(until).await });
+        }
         tracing::info!(
             event = "throttled",
             wait_ms = wait.as_millis() as u64,

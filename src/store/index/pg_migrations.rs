@@ -97,6 +97,17 @@ pub const MIGRATIONS: &[&str] = &[
         state         TEXT NOT NULL DEFAULT 'running'
     );
     "#,
+    // 3: the fleet's request budget, one row (see `crate::fleet::budget`): a GCRA theoretical
+    // arrival time on the database's clock, and the pause a 429 set. No row: no shared budget.
+    r#"
+    CREATE TABLE fleet_budget (
+        id                   INTEGER PRIMARY KEY CHECK (id = 1),
+        requests_per_minute  FLOAT8 NOT NULL CHECK (requests_per_minute > 0),
+        burst                INTEGER NOT NULL CHECK (burst >= 0),
+        tat                  TIMESTAMPTZ NOT NULL DEFAULT now(),
+        paused_until         TIMESTAMPTZ NOT NULL DEFAULT 'epoch'
+    );
+    "#,
 ];
 
 /// Creates the version table if needed and serialises migrators.
