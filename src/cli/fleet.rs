@@ -107,6 +107,8 @@ pub async fn worker(args: WorkerArgs, global: &GlobalArgs) -> anyhow::Result<Exi
     let drain = CancellationToken::new();
     let signals = drain_on_signals(drain.clone())?;
     let id = worker::worker_id();
+    // Every JSON log line of this process names the worker (the engine's `file_done` too).
+    super::logging::stamp_every_line("worker", id.clone());
     tracing::info!(event = "fleet_worker_started", worker = %id, db = %name, "worker started");
     let mut sync = Sync {
         api: &api,

@@ -287,8 +287,20 @@ async fn ls_verify_and_status_read_the_fleet() {
     run_ok(&api, &db, &["enqueue"]).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let worker = spawn_worker(&api, &db, d, &["--exit-when-empty"]);
-    assert!(finish(worker).await.0.success());
+    let worker = spawn_worker(&api, &db, d, &["--exit-when-empty", "--log-format", "json"]);
+    let (status, summary, stderr) = finish(worker).await;
+    assert!(status.success(), "{stderr}");
+    // Every JSON log line names the worker, the engine's file_done lines among them.
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+        .collect();
+    let done = lines.iter().filter(|l| l["event"] == "file_done").count();
+    assert_eq!(done, 5, "{stderr}");
+    assert!(
+        lines.iter().all(|l| l["worker"] == summary["worker"]),
+        "{stderr}"
+    );
     let listed = run_ok(&api, &db, &["ls", "--json", "--state", "complete"]).await;
     assert_eq!(listed.lines().count(), 5);
     let status = run_ok(&api, &db, &["fleet", "status", "--json"]).await;
