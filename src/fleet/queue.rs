@@ -30,6 +30,8 @@ pub enum Completion {
     /// The lease was lost (expired and claimed again, or released): nothing was recorded or
     /// installed.
     LeaseLost,
+    /// Another file is recorded at the output's path: nothing was recorded or installed.
+    PathTaken,
 }
 
 const CLAIM: &str = "UPDATE work_items w SET state = 'leased', epoch = w.epoch + 1, \
@@ -122,9 +124,11 @@ pub async fn sweep(pool: &Pool) -> Result<u64, FleetError> {
         .map_err(sql("sweeping expired leases"))
 }
 
-/// In one transaction: check that the lease of `claim` still holds (locking the item), run
-/// `install` (the rename into place), record `outcome` in the index and end the item (`done`).
-/// A lost lease records nothing and does not call `install`.
+/// In one transaction: check that the lease of `claim` still holds (locking the item), record
+/// `outcome` in the index, end the item (`done`), and run `install` (the rename into place)
+/// just before the commit. A lost lease or a path another file holds records nothing and does
+/// not call `install`. (A commit failing after the rename leaves the file in place unrecorded:
+/// the item's next claim downloads it again over it.)
 pub async fn complete(
     pool: &Pool,
     claim: &Claim,
@@ -139,20 +143,20 @@ pub async fn complete(
     if !holds(&tx, claim).await? {
         return Ok(Completion::LeaseLost);
     }
-    install().map_err(|source| FleetError::Install {
-        id: claim.file.meta.id.clone(),
-        source,
-    })?;
     let bytes = match outcome {
         FileOutcome::Complete { .. } => Some(claim.file.meta.size_bytes as i64),
         _ => None,
     };
-    pg_record_file(&tx, &claim.file.meta.id, outcome)
-        .await
-        .map_err(|source| FleetError::Sql {
-            action: "recording a completion",
-            source,
-        })?;
+    match pg_record_file(&tx, &claim.file.meta.id, outcome).await {
+        Ok(_) => {}
+        Err(source) if is_unique_violation(&source) => return Ok(Completion::PathTaken),
+        Err(source) => {
+            return Err(FleetError::Sql {
+                action: "recording a completion",
+                source,
+            });
+        }
+    }
     tx.execute(
         "UPDATE work_items SET state = 'done', done_at = now(), completed_by = worker, \
          worker = NULL, lease_until = NULL, last_error = NULL, bytes = $2 WHERE id = $1",
@@ -160,6 +164,10 @@ pub async fn complete(
     )
     .await
     .map_err(sql("ending an item"))?;
+    install().map_err(|source| FleetError::Install {
+        id: claim.file.meta.id.clone(),
+        source,
+    })?;
     tx.commit().await.map_err(sql("committing a completion"))?;
     Ok(Completion::Recorded)
 }
@@ -372,6 +380,13 @@ pub async fn work_remains(pool: &Pool) -> Result<bool, FleetError> {
         .await
         .map_err(sql("checking for work"))?;
     Ok(row.get(0))
+}
+
+fn is_unique_violation(error: &crate::store::index::BoxError) -> bool {
+    error
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
+        == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
 async fn get(pool: &Pool) -> Result<Object, FleetError> {

@@ -259,12 +259,20 @@ async fn finish(
                 encrypted: report.encrypted,
             };
             let install = || install(&staged, &output);
-            let done = queue::complete(pool, &claim, &outcome, install).await?;
-            if done == Completion::Recorded {
-                summary.completed += 1;
-                summary.bytes += report.fetched;
+            match queue::complete(pool, &claim, &outcome, install).await? {
+                Completion::Recorded => {
+                    summary.completed += 1;
+                    summary.bytes += report.fetched;
+                    Completion::Recorded
+                }
+                Completion::PathTaken => {
+                    let _ = std::fs::remove_file(&staged);
+                    let place = relative(root, &output);
+                    let reason = format!("{place} is recorded for another file");
+                    give_up(pool, &claim, &reason, summary).await?
+                }
+                Completion::LeaseLost => Completion::LeaseLost,
             }
-            done
         }
         Err(_) => match outcome_of(root, &result) {
             skipped @ FileOutcome::Skipped { .. } => {

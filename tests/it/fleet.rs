@@ -418,6 +418,23 @@ async fn a_stale_lease_completes_nothing() {
         .await
         .unwrap();
     assert_eq!(d[0].epoch, c[0].epoch + 1);
+
+    // Another file completing at a recorded path: refused, nothing installed.
+    let meta_b = FileMeta {
+        id: "file_b".into(),
+        ..index.file("file_a").unwrap().unwrap().meta
+    };
+    index.upsert_files(&[meta_b]).unwrap();
+    queue::enqueue(&pool, &["file_b"]).await.unwrap();
+    let e = queue::claim(&pool, "worker-e", Duration::from_secs(60), 5)
+        .await
+        .unwrap();
+    assert_eq!(e[0].file.meta.id, "file_b");
+    let taken = queue::complete(&pool, &e[0], &outcome("dd"), || panic!("installed"))
+        .await
+        .unwrap();
+    assert_eq!(taken, Completion::PathTaken);
+    assert_eq!(index.file("file_b").unwrap().unwrap().sha256, None);
 }
 
 /// The budget row's schedule on the database's clock: `burst + 1` at once, then one every
