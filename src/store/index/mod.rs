@@ -255,6 +255,10 @@ pub enum IndexError {
         path.display()
     )]
     TooOld { path: PathBuf, found: i64 },
+    #[error(
+        "the database {database} holds no claudedl schema: run `claudedl fleet init` on it first"
+    )]
+    NoSchema { database: String },
 }
 
 /// A backend's own error, kept as the source so the trait does not name the backend.

@@ -150,6 +150,11 @@ impl PgIndex {
                 known,
             });
         }
+        if found == 0 {
+            return Err(IndexError::NoSchema {
+                database: index.name.clone(),
+            });
+        }
         if found < MIN_READABLE {
             return Err(IndexError::TooOld {
                 path: index.name.clone().into(),
