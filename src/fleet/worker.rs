@@ -1,11 +1,14 @@
 //! `claudedl worker`: claim a few items, download each with the engine from sync's transfer spec
-//! into a staging file of its own claim (`tmp/fleet/ITEM.eEPOCH`), and complete it in one
-//! transaction that checks the claim's epoch before renaming the file into place and recording
-//! it in the index. A heartbeat extends the leases and sweeps expired ones back to the queue.
+//! into the item's staging file (`tmp/fleet/ITEM`, its `.part` and resume state beside it), and
+//! complete it in one transaction that checks the claim's epoch before recording it in the index
+//! and renaming the file into place. A heartbeat extends the leases and sweeps expired ones back
+//! to the queue.
 //!
 //! A drain (SIGTERM) stops claiming, lets the transfers in flight finish within the drain
-//! timeout, cancels the rest (the engine saves their state), and releases every lease held so
-//! that other workers claim them at once.
+//! timeout, cancels the rest (the engine saves their state: the next claimer of the item, on
+//! the same shared directory, resumes it), and releases every lease held so that other workers
+//! claim them at once. The engine's lock on a `.part` keeps a worker that lost its lease and
+//! the item's new claimer from writing it at once (the second fails as busy and retries later).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -206,7 +209,7 @@ async fn start(
         id: claim.file.meta.id.clone(),
         source,
     })?;
-    let staged = staging_dir.join(format!("{}.e{}", claim.item, claim.epoch));
+    let staged = staging_dir.join(claim.item.to_string());
     let output = std::mem::replace(&mut spec.output, staged.clone());
     spec.staging = Some(staged.clone());
     spec.keep_state = false;
@@ -292,8 +295,8 @@ async fn finish(
         },
     };
     if completion == Completion::LeaseLost {
+        // The staged file is left alone: it may be the item's new claimer's by now.
         summary.lost += 1;
-        let _ = std::fs::remove_file(&staged);
         tracing::warn!(
             event = "fleet_lease_lost",
             id,

@@ -277,6 +277,16 @@ async fn sigterm_drains_and_releases_leases() {
     assert!(status.success(), "{stderr}");
     assert_eq!(summary["completed"], 12);
     assert_all_complete(&db, dir.path(), &files);
+    // The drained transfers were checkpointed: the next worker fetched less than everything.
+    let fetched = summary["bytes"].as_u64().unwrap();
+    eprintln!(
+        "after the drain: {fetched} of {} bytes fetched",
+        12 * 256 * 1024
+    );
+    assert!(
+        fetched < 12 * 256 * 1024,
+        "{fetched} bytes: nothing was resumed"
+    );
 }
 
 /// `ls --db` and `verify --db` read the fleet's index; `fleet status --json` counts the queue.
