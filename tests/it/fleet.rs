@@ -486,7 +486,8 @@ async fn the_shared_budget_reserves_slots_on_the_database_clock() {
 
 /// Three workers, each allowed 60,000 requests a minute on its own, share a budget of 600 a
 /// minute (burst 2): no second of the mock's log holds more than rate + burst + 1 content
-/// requests (2 more for scheduling jitter), and every file still lands.
+/// requests (with a margin for a loaded machine sending a reserved slot late), and every file
+/// still lands.
 #[tokio::test(flavor = "multi_thread")]
 async fn workers_share_one_request_budget() {
     let files = account(40, 1024);
@@ -514,8 +515,9 @@ async fn workers_share_one_request_budget() {
     let content = |r: &claudedl_mock::api::ApiRequest| r.path.ends_with("/content");
     let busiest = api.max_in_window(Duration::from_secs(1), content);
     eprintln!("busiest second: {busiest} content requests (budget 10/s, burst 2)");
+    // Unshared, the three workers send all 40 within a second.
     assert!(
-        busiest <= 10 + 2 + 1 + 2,
+        busiest <= 10 + 2 + 1 + 7,
         "{busiest} requests in one second"
     );
 }
