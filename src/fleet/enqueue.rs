@@ -10,7 +10,7 @@ use crate::store::index::MALFORMED_REASON;
 use crate::sync::{Sync, SyncOptions, SyncSummary};
 
 /// The advisory lock key of the lister (any constant no other user of the database takes).
-const LISTER_LOCK: i64 = 0x636c_6475_6c73_7431;
+pub const LISTER_LOCK: i64 = 0x636c_6475_6c73_7431;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct EnqueueSummary {

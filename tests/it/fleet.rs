@@ -136,6 +136,26 @@ async fn enqueue_twice_creates_nothing_twice() {
     );
     assert_eq!(count(&db, "SELECT count(*) FROM work_items"), 30);
     assert_eq!(count(&db, "SELECT count(*) FROM files"), 30);
+    // One lister at a time: while another holds the lister's lock, enqueue refuses at once.
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let lock = claudedl::fleet::enqueue::LISTER_LOCK;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&lock])
+        .await
+        .unwrap();
+    let listed_before = api.requests().len();
+    let busy = claudedl(&api, &db).arg("enqueue").output().await.unwrap();
+    assert_eq!(busy.status.code(), Some(1), "{}", text(&busy.stderr));
+    assert!(
+        text(&busy.stderr).contains("one lister at a time"),
+        "{}",
+        text(&busy.stderr)
+    );
+    assert_eq!(api.requests().len(), listed_before, "nothing listed");
+    drop(client);
     // The selection flags are sync's: a narrower enqueue on a fresh database queues less.
     let (api, db) = fleet(files).await;
     let narrow = run_ok(
