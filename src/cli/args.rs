@@ -494,6 +494,8 @@ pub struct WorkerArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub encrypt: EncryptArgs,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use claudedl::engine::Silent;
 use claudedl::fleet::{self, enqueue::EnqueueSummary, queue, worker};
-use claudedl::store::index::PgIndex;
+use claudedl::store::index::{Index, PgIndex};
 use claudedl::sync::{Sync, SyncOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -102,8 +102,20 @@ pub async fn worker(args: WorkerArgs, global: &GlobalArgs) -> anyhow::Result<Exi
     let sync_options = SyncOptions {
         batches: false,
         jobs: args.jobs.into(),
+        encrypt: args.encrypt.encryption(&global.settings)?,
+        plaintext_ok: args.encrypt.no_encrypt,
         ..SyncOptions::default()
     };
+    // As sync: no plaintext download beside encrypted ones by accident.
+    if sync_options.encrypt.is_none()
+        && !sync_options.plaintext_ok
+        && tokio::task::block_in_place(|| index.holds_encrypted())?
+    {
+        bail!(UsageError(format!(
+            "the fleet's index at {name} holds encrypted downloads: pass --encrypt-to (or \
+             --no-encrypt to store plaintext beside them)"
+        )));
+    }
     let drain = CancellationToken::new();
     let signals = drain_on_signals(drain.clone())?;
     let id = worker::worker_id();

@@ -609,3 +609,52 @@ async fn queue_throughput() {
         ITEMS as f64 / elapsed.as_secs_f64()
     );
 }
+
+/// `worker --encrypt-to`: every file lands as an age file the real `age` CLI decrypts to the
+/// content, and the index keeps the plaintext's hash; a later plaintext worker is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_encrypt_at_rest() {
+    let keys = crate::crypt::Keys::new();
+    let files = account(4, 70_000);
+    let (api, db) = fleet(files.clone()).await;
+    run_ok(&api, &db, &["enqueue"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let sealed = ["--exit-when-empty", "--encrypt-to", keys.recipient.as_str()];
+    let (status, summary, stderr) = finish(spawn_worker(&api, &db, d, &sealed)).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(summary["completed"], 4);
+    let expected = expected_hashes(&files);
+    let contents: HashMap<String, Vec<u8>> = files
+        .iter()
+        .map(|f| (f.id.clone(), f.content.to_vec()))
+        .collect();
+    let rows = psql(
+        &db,
+        "SELECT id, sha256, path, encrypted FROM files ORDER BY id",
+    );
+    for line in rows.lines() {
+        let [id, hash, path, encrypted] = line.split('|').collect::<Vec<_>>()[..] else {
+            panic!("row {line}");
+        };
+        assert_eq!((hash, encrypted), (expected[id].as_str(), "t"), "{id}");
+        assert!(path.ends_with(".age"), "{path}");
+        assert_eq!(
+            keys.age_decrypt(&dir.path().join(path)),
+            contents[id],
+            "{path}"
+        );
+    }
+    psql(&db, "UPDATE work_items SET state = 'queued'");
+    let plain = claudedl(&api, &db)
+        .args(["worker", "--data-dir", d, "--exit-when-empty"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(2), "{}", text(&plain.stderr));
+    assert!(
+        text(&plain.stderr).contains("encrypted"),
+        "{}",
+        text(&plain.stderr)
+    );
+}
