@@ -159,6 +159,7 @@ async fn work(
             }
             continue;
         }
+        let stopping = sync.engine.cancel_token().is_cancelled();
         let until = deadline.map(tokio::time::Instant::from_std);
         tokio::select! {
             Some(joined) = running.join_next() => {
@@ -169,7 +170,7 @@ async fn work(
             () = tokio::time::sleep(options.poll), if running.len() < options.jobs
                 && deadline.is_none() => {}
             () = drain.cancelled(), if deadline.is_none() => {}
-            () = sleep_until(until), if until.is_some() => {
+            () = sleep_until(until), if until.is_some() && !stopping => {
                 // Out of time: the engine saves each transfer's state and ends it.
                 sync.engine.cancel_token().cancel();
             }
