@@ -658,3 +658,37 @@ async fn workers_encrypt_at_rest() {
         text(&plain.stderr)
     );
 }
+
+/// A database that cannot be reached is an error naming it without its password, not a crash.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_database_is_a_clear_error() {
+    let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(Vec::new()))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let commands = [
+        &["ls", "--data-dir", d][..],
+        &["fleet", "status"],
+        &["enqueue"],
+    ];
+    for args in commands {
+        let out = crate::api::claudedl(&api)
+            .args(args)
+            .env(
+                "CLAUDEDL_DB",
+                "postgresql://fleet:hunter2@127.0.0.1:1/claudedl",
+            )
+            .output()
+            .await
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("postgresql://fleet@127.0.0.1:1/claudedl"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("hunter2") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
+}

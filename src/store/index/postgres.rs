@@ -169,10 +169,13 @@ impl PgIndex {
             path: PathBuf::from(name),
             source,
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|error| open_error(error.into()))?;
+        // Wrapped at once: a failed connection drops it, perhaps inside another runtime.
+        let runtime = OwnRuntime(Some(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| open_error(error.into()))?,
+        ));
         let config = config.clone();
         let client = block(&runtime, move || async move {
             let (client, connection) = config.connect(NoTls).await?;
@@ -184,7 +187,7 @@ impl PgIndex {
         })
         .map_err(|error| open_error(error.into()))?;
         Ok(PgIndex {
-            runtime: OwnRuntime(Some(runtime)),
+            runtime,
             client,
             name: name.to_owned(),
         })
