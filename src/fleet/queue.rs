@@ -4,6 +4,7 @@
 //! Every write that ends a lease names the epoch of its claim: a worker whose lease expired and
 //! was claimed again (a new epoch) changes nothing.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
@@ -90,8 +91,12 @@ pub async fn claim(
     Ok(claims)
 }
 
-/// Extend every lease `worker` still holds; return how many it holds.
-pub async fn heartbeat(pool: &Pool, worker: &str, lease: Duration) -> Result<u64, FleetError> {
+/// Extend every lease `worker` still holds; return the items it holds.
+pub async fn heartbeat(
+    pool: &Pool,
+    worker: &str,
+    lease: Duration,
+) -> Result<HashSet<i64>, FleetError> {
     let client = get(pool).await?;
     client
         .execute(
@@ -100,14 +105,15 @@ pub async fn heartbeat(pool: &Pool, worker: &str, lease: Duration) -> Result<u64
         )
         .await
         .map_err(sql("recording a heartbeat"))?;
-    client
-        .execute(
+    let held = client
+        .query(
             "UPDATE work_items SET lease_until = now() + make_interval(secs => $2) \
-             WHERE worker = $1 AND state = 'leased'",
+             WHERE worker = $1 AND state = 'leased' RETURNING id",
             &[&worker, &lease.as_secs_f64()],
         )
         .await
-        .map_err(sql("extending leases"))
+        .map_err(sql("extending leases"))?;
+    Ok(held.iter().map(|row| row.get(0)).collect())
 }
 
 /// Return expired leases to the queue (their holders' completions will find a new epoch or a

@@ -2,7 +2,8 @@
 //! into the item's staging file (`tmp/fleet/ITEM`, its `.part` and resume state beside it), and
 //! complete it in one transaction that checks the claim's epoch before recording it in the index
 //! and renaming the file into place. A heartbeat extends the leases and sweeps expired ones back
-//! to the queue.
+//! to the queue; a transfer whose lease the heartbeat no longer finds (expired and claimed by
+//! another) is abandoned at once rather than finished for nothing.
 //!
 //! A drain (SIGTERM) stops claiming, lets the transfers in flight finish within the drain
 //! timeout, cancels the rest (the engine saves their state: the next claimer of the item, on
@@ -50,6 +51,8 @@ pub struct WorkerSummary {
     pub lost: u64,
     /// Leases given back by the drain.
     pub released: u64,
+    /// Transfers stopped because the heartbeat found their lease gone.
+    pub abandoned: u64,
     pub bytes: u64,
     pub drained: bool,
 }
@@ -75,6 +78,12 @@ struct Flight {
 
 type Landed = (Flight, Result<TransferReport, TransferError>);
 
+/// What the last heartbeat found: when it started, and the items still held then.
+type Beat = Option<(Instant, HashSet<i64>)>;
+
+/// Transfers in flight by item: when claimed, and how to stop them.
+type InFlight = std::collections::HashMap<i64, (Instant, tokio::task::AbortHandle)>;
+
 /// Work until drained (`drain` cancelled) or, with `exit_when_empty`, until no work remains.
 pub async fn run(
     pool: &Pool,
@@ -87,11 +96,13 @@ pub async fn run(
     let host = worker.rsplitn(3, '-').last().unwrap_or(worker).to_owned();
     queue::register(pool, worker, &host).await?;
     let beats = CancellationToken::new();
+    let (beat, held) = tokio::sync::watch::channel(None);
     let heartbeat = tokio::spawn(heartbeat(
         pool.clone(),
         worker.to_owned(),
         options.lease,
         beats.clone(),
+        beat,
     ));
     let mut summary = WorkerSummary {
         worker: worker.to_owned(),
@@ -103,7 +114,7 @@ pub async fn run(
         sync_options,
         options,
         worker,
-        &drain,
+        (&drain, held),
         &mut summary,
     )
     .await;
@@ -127,10 +138,11 @@ async fn work(
     sync_options: &SyncOptions,
     options: &WorkerOptions,
     worker: &str,
-    drain: &CancellationToken,
+    (drain, mut held): (&CancellationToken, tokio::sync::watch::Receiver<Beat>),
     summary: &mut WorkerSummary,
 ) -> Result<(), FleetError> {
     let mut running: JoinSet<Landed> = JoinSet::new();
+    let mut in_flight = InFlight::new();
     let mut deadline: Option<Instant> = None;
     loop {
         if drain.is_cancelled() && deadline.is_none() {
@@ -145,7 +157,13 @@ async fn work(
         if deadline.is_none() && running.len() < options.jobs {
             let room = (options.jobs - running.len()) as i64;
             for claim in queue::claim(pool, worker, options.lease, room).await? {
-                start(pool, sync, sync_options, claim, &mut running, summary).await?;
+                let item = claim.item;
+                let claimed = Instant::now();
+                if let Some(handle) =
+                    start(pool, sync, sync_options, claim, &mut running, summary).await?
+                {
+                    in_flight.insert(item, (claimed, handle));
+                }
             }
         }
         if running.is_empty() {
@@ -164,8 +182,13 @@ async fn work(
         tokio::select! {
             Some(joined) = running.join_next() => {
                 if let Ok(landed) = joined {
+                    in_flight.remove(&landed.0.claim.item);
                     finish(pool, sync.data.root(), landed, summary).await?;
                 }
+            }
+            Ok(()) = held.changed() => {
+                let beat = held.borrow_and_update().clone();
+                abandon_lost(beat, &mut in_flight, worker, summary);
             }
             () = tokio::time::sleep(options.poll), if running.len() < options.jobs
                 && deadline.is_none() => {}
@@ -176,6 +199,27 @@ async fn work(
             }
         }
     }
+}
+
+/// Stop the transfers of items claimed before the last heartbeat that it did not find held.
+fn abandon_lost(beat: Beat, in_flight: &mut InFlight, worker: &str, summary: &mut WorkerSummary) {
+    let Some((at, held)) = beat else {
+        return;
+    };
+    in_flight.retain(|item, (claimed, handle)| {
+        let lost = *claimed < at && !held.contains(item);
+        if lost {
+            handle.abort();
+            summary.abandoned += 1;
+            tracing::warn!(
+                event = "fleet_lease_abandoned",
+                worker,
+                item,
+                "the lease is gone: transfer stopped"
+            );
+        }
+        !lost
+    });
 }
 
 async fn sleep_until(until: Option<tokio::time::Instant>) {
@@ -193,7 +237,7 @@ async fn start(
     claim: Claim,
     running: &mut JoinSet<Landed>,
     summary: &mut WorkerSummary,
-) -> Result<(), FleetError> {
+) -> Result<Option<tokio::task::AbortHandle>, FleetError> {
     let staging_dir = sync.data.tmp().join("fleet");
     let mut taken = HashSet::new();
     let spec =
@@ -203,7 +247,7 @@ async fn start(
         Err(reason) => {
             // Both names are held by other files: nothing to download, ever.
             give_up(pool, &claim, &reason, summary).await?;
-            return Ok(());
+            return Ok(None);
         }
     };
     std::fs::create_dir_all(&staging_dir).map_err(|source| FleetError::Install {
@@ -222,11 +266,11 @@ async fn start(
         output,
     };
     let id = usize::try_from(flight.claim.item).unwrap_or(0);
-    running.spawn(async move {
+    let handle = running.spawn(async move {
         let result = download(&engine, id, &spec).await;
         (flight, result)
     });
-    Ok(())
+    Ok(Some(handle))
 }
 
 async fn download(
@@ -336,15 +380,25 @@ fn install(staged: &Path, output: &Path) -> std::io::Result<()> {
 }
 
 /// Every third of a lease: extend ours, and return expired ones (any worker's) to the queue.
-async fn heartbeat(pool: Pool, worker: String, lease: Duration, stop: CancellationToken) {
+async fn heartbeat(
+    pool: Pool,
+    worker: String,
+    lease: Duration,
+    stop: CancellationToken,
+    beat: tokio::sync::watch::Sender<Beat>,
+) {
     let every = lease / 3;
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
         }
-        if let Err(error) = queue::heartbeat(&pool, &worker, lease).await {
-            tracing::warn!(event = "fleet_heartbeat_failed", worker, "{error}");
+        let started = Instant::now();
+        match queue::heartbeat(&pool, &worker, lease).await {
+            Ok(held) => {
+                let _ = beat.send(Some((started, held)));
+            }
+            Err(error) => tracing::warn!(event = "fleet_heartbeat_failed", worker, "{error}"),
         }
         match queue::sweep(&pool).await {
             Ok(0) => {}

@@ -692,3 +692,64 @@ async fn an_unreachable_database_is_a_clear_error() {
         );
     }
 }
+
+/// A worker whose lease is taken from it (expired and claimed by another) stops that transfer
+/// at its next heartbeat instead of finishing it for nothing, and records nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_whose_lease_is_gone_is_abandoned() {
+    let files = account(1, 1024 * 1024);
+    let (api, db) = fleet(files).await;
+    run_ok(&api, &db, &["enqueue"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let log = dir.path().join("worker.log");
+    let log_arg = log.to_str().unwrap();
+    let slow = [
+        "--limit-rate",
+        "32KiB",
+        "--log-format",
+        "json",
+        "--log-file",
+        log_arg,
+    ];
+    let worker = spawn_worker(&api, &db, d, &slow);
+    wait_for("the lease", || {
+        count(
+            &db,
+            "SELECT count(*) FROM work_items WHERE state = 'leased'",
+        ) == 1
+    })
+    .await;
+    // What a sweep and another worker's claim do to it.
+    psql(
+        &db,
+        "UPDATE work_items SET worker = 'intruder', epoch = epoch + 1, \
+         lease_until = now() + interval '1 hour'",
+    );
+    wait_for("the transfer to be abandoned", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("fleet_lease_abandoned"))
+    })
+    .await;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(worker.id().unwrap() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let (status, summary, stderr) = finish(worker).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        (
+            &summary["abandoned"],
+            &summary["lost"],
+            &summary["released"]
+        ),
+        (&1.into(), &0.into(), &0.into()),
+        "{summary}"
+    );
+    let item = psql(&db, "SELECT worker, epoch, state FROM work_items");
+    assert_eq!(
+        item, "intruder|2|leased",
+        "the new holder's lease is untouched"
+    );
+    assert_eq!(psql(&db, "SELECT state FROM files"), "pending");
+}
