@@ -148,6 +148,10 @@ pub async fn worker(args: WorkerArgs, global: &GlobalArgs) -> anyhow::Result<Exi
             if summary.drained { " (drained)" } else { "" }
         );
     }
+    if let Some(reason) = &summary.halted {
+        eprintln!("error: {reason}");
+        return Ok(ExitStatus::Halted);
+    }
     Ok(ExitStatus::Success)
 }
 

@@ -55,6 +55,8 @@ pub struct WorkerSummary {
     pub abandoned: u64,
     pub bytes: u64,
     pub drained: bool,
+    /// Why the worker stopped sending requests (the spend limit, here or in another worker).
+    pub halted: Option<String>,
 }
 
 /// A worker's id: host, process and a random tag (ids never repeat across restarts).
@@ -144,7 +146,15 @@ async fn work(
     let mut running: JoinSet<Landed> = JoinSet::new();
     let mut in_flight = InFlight::new();
     let mut deadline: Option<Instant> = None;
+    let governor = sync.api.http().governor();
     loop {
+        if let Some(halted) = governor.halted().filter(|_| summary.halted.is_none()) {
+            // No request may be sent: stop as a drain does (leases released, state saved), and
+            // halt the others (written here, before this process can exit).
+            summary.halted = Some(halted.to_string());
+            drain.cancel();
+            super::budget::halt(pool, &halted.to_string()).await?;
+        }
         if drain.is_cancelled() && deadline.is_none() {
             deadline = Some(Instant::now() + options.drain_timeout);
             tracing::info!(
@@ -183,7 +193,10 @@ async fn work(
             Some(joined) = running.join_next() => {
                 if let Ok(landed) = joined {
                     in_flight.remove(&landed.0.claim.item);
-                    finish(pool, sync.data.root(), landed, summary).await?;
+                    // A transfer the halt stopped is not a failure of its item.
+                    if !(landed.1.is_err() && governor.halted().is_some()) {
+                        finish(pool, sync.data.root(), landed, summary).await?;
+                    }
                 }
             }
             Ok(()) = held.changed() => {

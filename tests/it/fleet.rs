@@ -753,3 +753,73 @@ async fn a_transfer_whose_lease_is_gone_is_abandoned() {
     );
     assert_eq!(psql(&db, "SELECT state FROM files"), "pending");
 }
+
+/// A spend-limit 429 met by one worker halts the fleet through the budget row: every worker
+/// stops sending, releases its leases and exits 5; `fleet init --rpm` clears the halt and a new
+/// worker finishes everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_spend_limit_halts_the_whole_fleet() {
+    use claudedl_mock::api::{ApiFault, Route};
+
+    let files = account(30, 2048);
+    let cap = ApiFault::SpendLimit {
+        route: Route::FileContent,
+        times: 1,
+    };
+    let api =
+        MockApi::start(MockApiConfig::new(FileSet::Explicit(files.clone())).with_fault(cap)).await;
+    let db = postgres::database();
+    run_ok(
+        &api,
+        &db,
+        &["fleet", "init", "--rpm", "300", "--burst", "1"],
+    )
+    .await;
+    run_ok(&api, &db, &["enqueue"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let args = ["-j", "2", "--exit-when-empty"];
+    let workers = [
+        spawn_worker(&api, &db, d, &args),
+        spawn_worker(&api, &db, d, &args),
+        spawn_worker(&api, &db, d, &args),
+    ];
+    for worker in workers {
+        let (status, summary, stderr) = finish(worker).await;
+        assert_eq!(status.code(), Some(5), "{summary} {stderr}");
+        assert!(
+            summary["halted"].as_str().unwrap().contains("spend limit"),
+            "{summary}"
+        );
+    }
+    let log = api.requests();
+    let capped = log.iter().position(|r| r.status == 429).expect("the 429");
+    let after = log[capped + 1..]
+        .iter()
+        .filter(|r| r.path.ends_with("/content"))
+        .count();
+    assert!(after <= 2, "{after} content requests after the spend limit");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM work_items WHERE state = 'leased'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM work_items WHERE state = 'failed'"
+        ),
+        0
+    );
+    assert_ne!(
+        psql(&db, "SELECT coalesce(halted, '') FROM fleet_budget"),
+        ""
+    );
+
+    run_ok(&api, &db, &["fleet", "init", "--rpm", "6000"]).await;
+    let (status, _, stderr) = finish(spawn_worker(&api, &db, d, &args)).await;
+    assert!(status.success(), "{stderr}");
+    assert_all_complete(&db, dir.path(), &files);
+}

@@ -263,6 +263,9 @@ impl Governor {
             return;
         };
         let mut wait = shared.reserve().await;
+        if let Some(reason) = shared.halted() {
+            return self.halt(reason);
+        }
         for _ in 0..4 {
             if wait.is_zero() {
                 return;
@@ -468,6 +471,10 @@ impl Governor {
     pub fn halt(&self, reason: String) {
         if self.halted.set(Halted(reason.clone())).is_ok() {
             tracing::error!(event = "halt", %reason, "no further requests will be sent");
+            if let Some(shared) = self.shared.get() {
+                let shared = Arc::clone(shared);
+                tokio::spawn(async move { shared.halt(reason).await });
+            }
         }
     }
 

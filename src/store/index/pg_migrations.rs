@@ -98,14 +98,16 @@ pub const MIGRATIONS: &[&str] = &[
     );
     "#,
     // 3: the fleet's request budget, one row (see `crate::fleet::budget`): a GCRA theoretical
-    // arrival time on the database's clock, and the pause a 429 set. No row: no shared budget.
+    // arrival time on the database's clock, the pause a 429 set, and why the fleet halted (a
+    // spend-limit 429; `fleet init --rpm` clears it). No row: no shared budget.
     r#"
     CREATE TABLE fleet_budget (
         id                   INTEGER PRIMARY KEY CHECK (id = 1),
         requests_per_minute  FLOAT8 NOT NULL CHECK (requests_per_minute > 0),
         burst                INTEGER NOT NULL CHECK (burst >= 0),
         tat                  TIMESTAMPTZ NOT NULL DEFAULT now(),
-        paused_until         TIMESTAMPTZ NOT NULL DEFAULT 'epoch'
+        paused_until         TIMESTAMPTZ NOT NULL DEFAULT 'epoch',
+        halted               TEXT
     );
     "#,
 ];
