@@ -49,6 +49,7 @@ pub mod api;
 pub mod config;
 pub mod crypt;
 pub mod engine;
+pub mod fleet;
 pub mod http;
 pub mod store;
 pub mod sync;

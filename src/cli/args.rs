@@ -43,6 +43,10 @@ pub struct SettingsArgs {
     /// Write logs to FILE (appended) instead of stderr.
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// The fleet's PostgreSQL database (a URL or key=value string; else $CLAUDEDL_DB; the
+    /// password from it or $PGPASSWORD). With it, `ls` and `verify` read the fleet's index.
+    #[arg(long, global = true, value_name = "URL")]
+    pub db: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +85,19 @@ pub enum Command {
     /// The effective settings and where each comes from.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The fleet's database: create or migrate its schema, show the queue.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+    /// List the API into the fleet's index and queue what it wants (needs --db).
+    #[command(
+        after_long_help = "Example:\n  claudedl enqueue --db postgresql://fleet@db/claudedl --include '*.csv'"
+    )]
+    Enqueue(EnqueueArgs),
+    /// Claim queued files from the fleet's database and download them (needs --db).
+    #[command(
+        after_long_help = "Example:\n  claudedl worker --db postgresql://fleet@db/claudedl --data-dir /mnt/shared -j 8"
+    )]
+    Worker(WorkerArgs),
     /// Print a shell completion script on stdout.
     #[command(after_long_help = COMPLETIONS_EXAMPLES)]
     Completions {
@@ -407,6 +424,80 @@ pub struct SyncArgs {
     pub encrypt: EncryptArgs,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Create the schema (index, queue) in the database, or migrate it to this version.
+    #[command(
+        after_long_help = "Examples:\n  claudedl fleet init --db postgresql://fleet@db/claudedl\n  claudedl fleet init --rpm 1000 --burst 10"
+    )]
+    Init {
+        /// The fleet's request budget, requests per minute shared by every worker (stored in
+        /// the database; workers pace API requests by it).
+        #[arg(long, value_name = "N")]
+        rpm: Option<f64>,
+        /// Requests the shared budget lets go back to back, beyond the first.
+        #[arg(long, default_value_t = 5, requires = "rpm")]
+        burst: u16,
+    },
+    /// Queue depth, leases, workers and the last minute's throughput.
+    #[command(
+        after_long_help = "Example:\n  CLAUDEDL_DB=postgresql://fleet@db/claudedl claudedl fleet status --json"
+    )]
+    Status {
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Which files to queue; the listing still records every file.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// List everything instead of stopping at the first page already known and complete.
+    #[arg(long)]
+    pub full: bool,
+    /// Items per list request (1-1000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub page_size: u32,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    /// The (shared) data directory downloads go to.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Files downloaded at once.
+    #[arg(short = 'j', long = "jobs", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// Exit when nothing is queued or leased (a Kubernetes Job).
+    #[arg(long)]
+    pub exit_when_empty: bool,
+    /// On SIGTERM, how long transfers in flight may take to finish before they are stopped
+    /// and their leases released, in seconds.
+    #[arg(long, default_value_t = 25.0, value_name = "SECONDS")]
+    pub drain_timeout: f64,
+    /// How long a claim holds without a heartbeat, in seconds (a dead worker's items go back
+    /// to the queue after this).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub lease: f64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub encrypt: EncryptArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct LsArgs {
     #[command(flatten)]
@@ -575,6 +666,7 @@ impl Cli {
             preset,
             log_format,
             log_file,
+            db,
             ..
         } = &self.settings;
         let request = network.map(NetworkArgs::layer).unwrap_or_default();
@@ -586,6 +678,7 @@ impl Cli {
                 .filter(|e| !e.is_empty()),
             data_dir: data.and_then(|data| data.data_dir.clone()),
             preset: *preset,
+            db: db.clone().map(config::Secret::new),
             log_format: *log_format,
             log_file: log_file.clone(),
             log_level: match self.verbose {
@@ -611,6 +704,9 @@ impl Command {
             Command::Sync(sync) => (Some(&sync.api), Some(&sync.data)),
             Command::Verify(verify) => (Some(&verify.api), Some(&verify.data)),
             Command::Config(ConfigCommand::Show { api, data, .. }) => (Some(api), Some(data)),
+            Command::Enqueue(enqueue) => (Some(&enqueue.api), None),
+            Command::Worker(worker) => (Some(&worker.api), Some(&worker.data)),
+            Command::Fleet(_) => (None, None),
             Command::Get(_) | Command::Decrypt(_) | Command::Completions { .. } | Command::Man => {
                 (None, None)
             }
@@ -627,7 +723,8 @@ impl Command {
             | Command::Verify(VerifyArgs { transfer, .. })
             | Command::Files(FilesCommand::Get { transfer, .. })
             | Command::Batches(BatchesCommand::Results { transfer, .. })
-            | Command::Config(ConfigCommand::Show { transfer, .. }) => Some(transfer),
+            | Command::Config(ConfigCommand::Show { transfer, .. })
+            | Command::Worker(WorkerArgs { transfer, .. }) => Some(transfer),
             _ => None,
         }
     }

@@ -12,7 +12,7 @@ use claudedl::engine::{Engine, EngineConfig, TransferError, TransferReport, Tran
 use claudedl::http::governor::Pacing;
 use claudedl::http::retry::RetryPolicy;
 use claudedl::http::{ClientConfig, GovernorConfig, HttpClient};
-use claudedl::store::index::SqliteIndex;
+use claudedl::store::index::{Index, PgIndex, SqliteIndex};
 use claudedl::store::layout::DataDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -163,6 +163,37 @@ fn governor_config(network: &Network, api: Option<&Url>) -> anyhow::Result<Gover
         overload_pause: network.overload_pause,
         bytes_per_second: network.bytes_per_second,
         max_concurrent_retries: (network.max_connections / 4).max(2),
+    })
+}
+
+/// The fleet's database named by `--db` or `$CLAUDEDL_DB`, if any: its connection settings and
+/// its name for messages (no password).
+pub fn database(global: &GlobalArgs) -> anyhow::Result<Option<(tokio_postgres::Config, String)>> {
+    let Some(db) = &global.settings.db else {
+        return Ok(None);
+    };
+    let config = db
+        .value
+        .pg_config()
+        .map_err(|e| UsageError(e.to_string()))?;
+    Ok(Some((config, db.value.redacted())))
+}
+
+/// The index `ls` and `verify` read: the fleet's database when one is named, else the data
+/// directory's (see [`open_index`] and [`open_index_to_write`]). A database is never migrated
+/// here (`claudedl fleet init` does that).
+pub fn open_any_index(
+    global: &GlobalArgs,
+    data: &DataDir,
+    write: bool,
+) -> anyhow::Result<Box<dyn Index>> {
+    if let Some((config, name)) = database(global)? {
+        return Ok(Box::new(PgIndex::connect_read_only(&config, &name)?));
+    }
+    Ok(if write {
+        Box::new(open_index_to_write(data)?)
+    } else {
+        Box::new(open_index(data)?)
     })
 }
 

@@ -81,6 +81,10 @@ fn rows(s: &Settings) -> Vec<Row> {
         .auth_token
         .as_ref()
         .map(|t| Setting::new(t.value.redacted(), t.source.clone()));
+    // The database URL may hold a password: shown without it.
+    let db =
+        s.db.as_ref()
+            .map(|d| Setting::new(d.value.redacted(), d.source.clone()));
     vec![
         optional("auth", "api_key", key.as_ref()),
         optional("auth", "api_key_env", s.api_key_env.as_ref()),
@@ -116,6 +120,7 @@ fn rows(s: &Settings) -> Vec<Row> {
             "recipients_file",
             s.crypt_recipients_file.as_ref().map(path).as_ref(),
         ),
+        optional("fleet", "db", db.as_ref()),
         row("log", "format", &display(&s.log_format)),
         optional("log", "file", s.log_file.as_ref().map(path).as_ref()),
         optional("log", "level", s.log_level.as_ref().map(display).as_ref()),

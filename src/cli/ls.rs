@@ -1,13 +1,13 @@
 //! `claudedl ls`: query the index offline.
 
 use anyhow::bail;
-use claudedl::store::index::{FileQuery, FileState, Index};
+use claudedl::store::index::{FileQuery, FileState};
 
 use super::args::LsArgs;
-use super::common::{ExitStatus, GlobalArgs, UsageError, open_index};
+use super::common::{ExitStatus, GlobalArgs, UsageError, open_any_index};
 
 pub fn run(args: LsArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    let index = open_index(&global.data_dir())?;
+    let index = open_any_index(global, &global.data_dir(), false)?;
     let state = args.state.as_deref().map(state).transpose()?;
     let query = FileQuery {
         month: args.month,

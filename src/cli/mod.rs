@@ -22,6 +22,7 @@ mod demo;
 mod encrypt;
 mod exit;
 mod files;
+mod fleet;
 mod generate;
 mod get;
 mod logging;
@@ -81,6 +82,9 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args, &global).await,
             Command::Verify(args) => verify::run(args, &global).await,
             Command::Config(command) => config::run(command, &global),
+            Command::Fleet(command) => fleet::run(command, &global).await,
+            Command::Enqueue(args) => fleet::enqueue(args, &global).await,
+            Command::Worker(args) => fleet::worker(args, &global).await,
             Command::Decrypt(args) => decrypt::run(args),
             Command::Completions { .. } | Command::Man => Ok(ExitStatus::Success),
         }

@@ -18,7 +18,7 @@ use bytesize::ByteSize;
 use claudedl::api::ApiClient;
 use claudedl::crypt::Encryption;
 use claudedl::engine::Engine;
-use claudedl::store::index::SqliteIndex;
+use claudedl::store::index::Index;
 use claudedl::store::layout::DataDir;
 use claudedl::sync::{Sync, SyncOptions, SyncSummary};
 use claudedl::verify::{
@@ -28,7 +28,7 @@ use claudedl::verify::{
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::args::VerifyArgs;
-use super::common::{self, ExitStatus, GlobalArgs, connect, open_index, open_index_to_write};
+use super::common::{self, ExitStatus, GlobalArgs, connect, open_any_index};
 use super::progress::Bars;
 
 pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
@@ -36,9 +36,9 @@ pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<ExitSt
     // Without --repair nothing is written: the index is opened read-only, and the lock is
     // skipped where the directory cannot be written (a read-only mount).
     let (mut index, _lock) = if args.repair {
-        (open_index_to_write(&data)?, Some(data.lock()?))
+        (open_any_index(global, &data, true)?, Some(data.lock()?))
     } else {
-        (open_index(&data)?, data.lock_to_read()?)
+        (open_any_index(global, &data, false)?, data.lock_to_read()?)
     };
     let identities = match args.identities.as_slice() {
         [] => None,
@@ -54,14 +54,14 @@ pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<ExitSt
     let report = tokio::task::block_in_place(|| {
         let bar = HashBar::new(visible);
         let files = DataFiles::new(data.root(), identities.as_ref());
-        verify(&data, &index, &files, jobs, &bar)
+        verify(&data, &*index, &files, jobs, &bar)
     })?;
     let output = Output { json: args.json };
     output.findings(&report.findings);
     let mut repairs = Vec::new();
     let mut interrupted = false;
     if let Some(fix) = &fixer {
-        (repairs, interrupted) = fix.repair(&mut index, &report, visible).await?;
+        (repairs, interrupted) = fix.repair(&mut *index, &report, visible).await?;
         output.repairs(&repairs);
         common::report_traffic(fix.api.http(), global);
     }
@@ -121,7 +121,7 @@ impl<'a> Fixer<'a> {
     /// whether Ctrl-C interrupted the downloads.
     async fn repair(
         &self,
-        index: &mut SqliteIndex,
+        index: &mut dyn Index,
         report: &VerifyReport,
         visible: bool,
     ) -> anyhow::Result<(Vec<Repair>, bool)> {
@@ -182,7 +182,7 @@ impl<'a> Fixer<'a> {
 
     async fn fetch(
         &self,
-        index: &mut SqliteIndex,
+        index: &mut dyn Index,
         options: &SyncOptions,
         visible: bool,
     ) -> anyhow::Result<SyncSummary> {

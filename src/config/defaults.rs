@@ -54,6 +54,7 @@ pub fn rule(section: &str, key: &str) -> Option<String> {
         ("auth", "auth_token") => "not set".to_owned(),
         ("crypt", "recipients_file") => "none".to_owned(),
         ("log", "file") => "stderr".to_owned(),
+        ("fleet", "db") => "none: the index is SQLite in the data directory".to_owned(),
         ("log", "level") => {
             "warn on stderr, info for JSON or a file; $CLAUDEDL_LOG overrides".to_owned()
         }

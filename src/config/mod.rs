@@ -8,6 +8,7 @@
 //! - [`resolve`]: layering (command line > environment > file > network preset > default) into
 //!   [`Settings`], where every value is a [`Setting`] that knows its [`Source`];
 //! - [`defaults`]: every default, in one table;
+//! - `database`: the fleet's PostgreSQL database (`--db`, `$CLAUDEDL_DB`, `$PGPASSWORD`);
 //! - [`network`]: the network settings as the typed values the engine, the HTTP client, the
 //!   governor and the API client are built from, and the request budget of each kind of
 //!   traffic.
@@ -16,6 +17,7 @@
 //! (besides the log filter), and imports nothing from `api`, `engine` or `http`. Nothing here
 //! prints or logs: warnings are returned for the caller to show.
 
+mod database;
 pub mod defaults;
 pub mod file;
 mod ini;
@@ -27,6 +29,7 @@ mod values;
 
 use std::path::{Path, PathBuf};
 
+pub use database::{DB_VAR, Database, DatabaseError, PASSWORD_VAR, redacted as redacted_db};
 pub use file::{ConfigFile, Format};
 pub use network::{Network, Tls, Traffic, http_url, proxy_url};
 pub use resolve::{AUTH_TOKEN_VAR, BASE_URL_VAR, KEY_VAR, RPM_VAR, Settings, env_rpm, resolve};

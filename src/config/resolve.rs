@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use bytesize::ByteSize;
 
 use super::{
-    ConfigFile, Layer, LogFormat, LogLevel, Preset, Secret, Setting, Source, TransferHttp, defaults,
+    ConfigFile, DB_VAR, Database, Layer, LogFormat, LogLevel, PASSWORD_VAR, Preset, Secret,
+    Setting, Source, TransferHttp, defaults,
 };
 
 /// The environment variable holding the API key.
@@ -101,6 +102,9 @@ pub struct Settings {
     pub log_format: Setting<LogFormat>,
     pub log_file: Option<Setting<PathBuf>>,
     pub log_level: Option<Setting<LogLevel>>,
+    /// `--db`, else `$CLAUDEDL_DB`: the fleet's PostgreSQL database (the password from the URL,
+    /// else `$PGPASSWORD`). Unset: the index is SQLite in the data directory.
+    pub db: Option<Setting<Database>>,
 }
 
 /// Resolve `cli` (flags given), the environment (`var`) and `file` into [`Settings`].
@@ -197,7 +201,21 @@ pub fn resolve(
         log_format: layers.or(|l| &l.log_format, "--log-format", LogFormat::Text),
         log_file: layers.pick(|l| &l.log_file, "--log-file"),
         log_level: layers.pick(|l| &l.log_level, "-v"),
+        db: database(cli, &non_empty),
     }
+}
+
+/// `--db`, else `$CLAUDEDL_DB`; the password from `$PGPASSWORD` where the URL has none.
+fn database(cli: &Layer, var: &impl Fn(&str) -> Option<String>) -> Option<Setting<Database>> {
+    let password = var(PASSWORD_VAR).map(Secret::new);
+    let (url, source) = match &cli.db {
+        Some(url) => (url.clone(), Source::Cli("--db")),
+        None => (
+            Secret::new(var(DB_VAR)?.trim()),
+            Source::Env(DB_VAR.to_owned()),
+        ),
+    };
+    Some(Setting::new(Database::new(url, password), source))
 }
 
 struct Layers<'a> {

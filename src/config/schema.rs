@@ -84,6 +84,8 @@ pub struct Layer {
     pub log_format: Option<LogFormat>,
     pub log_file: Option<PathBuf>,
     pub log_level: Option<LogLevel>,
+    /// Command line only: the fleet's database URL (`--db`; it may hold a password).
+    pub db: Option<Secret>,
 }
 
 /// A value as the file spelled it: typed (TOML) or text (INI; `None` for a bare key).
@@ -145,6 +147,7 @@ pub fn read(doc: &RawDoc) -> Result<Layer, ConfigError> {
         limit_rate: net.get("limit_rate")?,
         cacert: net.get("cacert")?,
         insecure: None,
+        db: None,
         proxy: net.checked(
             "proxy",
             "a proxy URL (http, https, socks5, socks5h)",

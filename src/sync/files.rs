@@ -244,7 +244,7 @@ fn record_landed(
 ///
 /// `Ok(Err(reason))`: both names are held by others; the file is not fetched (its download
 /// would replace another's file).
-fn spec_for(
+pub(crate) fn spec_for(
     sync: &Sync<'_>,
     options: &SyncOptions,
     entry: &FileEntry,
@@ -284,7 +284,10 @@ fn spec_for(
 
 /// Permanent per-file answers (400 not downloadable, 404/410 gone) are recorded as skipped and
 /// not retried; anything else is a failure the next sync tries again.
-fn outcome_of(root: &Path, result: &Result<TransferReport, TransferError>) -> FileOutcome {
+pub(crate) fn outcome_of(
+    root: &Path,
+    result: &Result<TransferReport, TransferError>,
+) -> FileOutcome {
     match result {
         Ok(report) => FileOutcome::Complete {
             path: relative(root, &report.path),

@@ -9,8 +9,8 @@
 //! 4. Rewrite the per-month metadata JSON of every month touched.
 
 mod batches;
-mod files;
-mod listing;
+pub(crate) mod files;
+pub(crate) mod listing;
 pub mod select;
 
 use std::collections::{BTreeSet, HashSet};
@@ -56,7 +56,7 @@ pub struct SyncOptions {
 
 impl SyncOptions {
     /// Whether `item` is to be downloaded in this run, if wanted.
-    fn includes(&self, item: &impl Selectable) -> bool {
+    pub(crate) fn includes(&self, item: &impl Selectable) -> bool {
         let listed = self
             .only
             .as_ref()

@@ -5,6 +5,7 @@
 //! - `cli`: the `claudedl` binary as a user runs it: exit codes, JSON, kill -9 and resume.
 //! - `api`: the Claude API commands and `sync` against the bundled mock API.
 //! - `budget`: request counts under a budget, splitting worth its requests, learned rates.
+//! - `fleet`: `claudedl worker` processes on one PostgreSQL queue: kills, drains, enqueue.
 //! - `governor`: the request budget, 429/529 pushback, failover and the bandwidth cap.
 //! - `verify`: `claudedl verify` after a sync into a data directory damaged by hand.
 //! - `config`: the config file, the environment and flags, through `config show` and `sync`.
@@ -13,6 +14,7 @@
 //! - `habits`: pipes, exit codes by kind of failure, selection flags, dry runs, completions,
 //!   `ANTHROPIC_AUTH_TOKEN`, custom CAs and certificate errors, HTTP/2 (issue 13).
 //! - `layout`: the architecture on the sources (import directions, no cycle in `src/cli`).
+//! - `index`: one index suite on both backends (SQLite, PostgreSQL on a throwaway cluster).
 //! - `listing`: looping page cursors end `sync`, `files ls` and `batches ls` with a clear error.
 //! - `redirects`: `-H` headers stay with their origin unless `--location-trusted`.
 //! - `safety`: finished work survives kills; no writes through links, no shared files, no
@@ -24,8 +26,10 @@ mod cli;
 mod config;
 mod crypt;
 mod faults;
+mod fleet;
 mod governor;
 mod habits;
+mod index;
 mod layout;
 mod listing;
 mod logs;

@@ -4,7 +4,8 @@
 //! `event` is the event's own `event` field when it has one (`retry`, `wait`, `throttled`,
 //! `endpoint_switch`, `run_summary`, `file_done`, …), else the message in snake case. A field
 //! the event declares but leaves empty (an `Option` that is `None`) is `null`, so every event
-//! of one kind has the same keys. Spans are not recorded.
+//! of one kind has the same keys. Spans are not recorded; a field stamped with
+//! [`stamp_every_line`] (a fleet worker's id) is on every line.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,6 +23,14 @@ use tracing_subscriber::layer::{Context, Layer};
 const RESERVED: [&str; 5] = ["timestamp", "level", "event", "message", "target"];
 /// Words of a message kept in a derived `event` name.
 const EVENT_WORDS: usize = 6;
+
+/// A field written on every line from now on (first call wins).
+static STAMP: std::sync::OnceLock<(&'static str, String)> = std::sync::OnceLock::new();
+
+/// Put `key: value` on every line from now on (the worker id of a fleet worker).
+pub fn stamp_every_line(key: &'static str, value: String) {
+    let _ = STAMP.set((key, value));
+}
 
 /// A layer writing each event as one JSON line to `W`.
 pub struct JsonLayer<W> {
@@ -60,6 +69,9 @@ pub fn json_line(event: &Event<'_>, timestamp: &str) -> String {
     let mut fields = fields.0;
     for field in event.metadata().fields() {
         fields.entry(field.name().to_owned()).or_insert(Value::Null);
+    }
+    if let Some((key, value)) = STAMP.get() {
+        fields.insert((*key).to_owned(), Value::from(value.as_str()));
     }
     let message = fields.remove("message").unwrap_or(Value::Null);
     let name = match fields.remove("event") {

@@ -21,7 +21,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use claudedl::config::{LogFormat, LogLevel, Settings, Source};
 
-pub use json::JsonLayer;
+pub use json::{JsonLayer, stamp_every_line};
 
 /// The variable holding a log filter.
 pub const FILTER_VAR: &str = "CLAUDEDL_LOG";

@@ -6,7 +6,8 @@
 //! - `concurrency`: AIMD on requests in flight (a 429 halves it, successes grow it back);
 //! - `endpoints`: failover to backup endpoints after a 503/529 streak;
 //! - `bandwidth`: the `--limit-rate` cap on bytes per second;
-//! - `summary`: what happened, for the run summary.
+//! - `summary`: what happened, for the run summary;
+//! - `shared`: a budget shared with other processes (the fleet's), consulted after this one.
 //!
 //! A 429 pauses every request of the process until its `retry-after`; overload with no backup
 //! pauses them with growing delays up to the overload pause; a spend-cap 429 halts the process:
@@ -19,6 +20,7 @@ mod budget;
 mod concurrency;
 mod endpoints;
 mod memory;
+pub mod shared;
 mod summary;
 
 use std::path::PathBuf;
@@ -134,6 +136,7 @@ pub struct Governor {
     overload_pause: Duration,
     learning: Option<Learning>,
     bytes_per_second: Option<u64>,
+    shared: OnceLock<Arc<dyn shared::SharedBudget>>,
 }
 
 /// Remembering discovered rates: where, under which keys, and what was last written.
@@ -176,7 +179,13 @@ impl Governor {
             overload_pause: config.overload_pause,
             learning,
             bytes_per_second: config.bytes_per_second,
+            shared: OnceLock::new(),
         })
+    }
+
+    /// Pace requests by `budget` too, after this process's own budget (set once).
+    pub fn share_budget(&self, budget: Arc<dyn shared::SharedBudget>) {
+        let _ = self.shared.set(budget);
     }
 
     /// Whether requests are paced by a budget (then each request counts).
@@ -261,11 +270,31 @@ impl Governor {
                     .map(|at| (at, WaitReason::Budget)),
             };
             let Some((until, reason)) = next else {
-                return;
+                return self.wait_for_shared_turn().await;
             };
             let until = until.min(now + RECHECK);
             tokio::time::sleep_until(until).await;
             self.note_wait(reason, until - now);
+        }
+    }
+
+    /// Reserve a slot in the shared budget and wait for it, then out any shared pause a 429
+    /// set meanwhile (bounded: a pause is re-read at most a few times).
+    async fn wait_for_shared_turn(&self) {
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
+        let mut wait = shared.reserve().await;
+        if let Some(reason) = shared.halted() {
+            return self.halt(reason);
+        }
+        for _ in 0..4 {
+            if wait.is_zero() {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+            self.note_wait(WaitReason::Budget, wait);
+            wait = shared.paused_for().await;
         }
     }
 
@@ -351,6 +380,11 @@ impl Governor {
         }
         let limit = self.concurrency.decrease();
         self.pause_all(now + wait, WaitReason::Throttled);
+        if let Some(shared) = self.shared.get() {
+            let shared = Arc::clone(shared);
+            let until = SystemTime::now() + wait;
+            tokio::spawn(async move { shared.pause(until).await });
+        }
         tracing::info!(
             event = "throttled",
             wait_ms = wait.as_millis() as u64,
@@ -459,6 +493,10 @@ impl Governor {
     pub fn halt(&self, reason: String) {
         if self.halted.set(Halted(reason.clone())).is_ok() {
             tracing::error!(event = "halt", %reason, "no further requests will be sent");
+            if let Some(shared) = self.shared.get() {
+                let shared = Arc::clone(shared);
+                tokio::spawn(async move { shared.halt(reason).await });
+            }
         }
     }
 

@@ -1,10 +1,13 @@
 //! The index: the authoritative record of what a sync has seen, fetched, skipped or failed.
 //!
-//! [`Index`] is deliberately narrow so that another backend (PostgreSQL, say) can implement it
-//! later; [`SqliteIndex`] is the one in use, kept at `DATA/meta/index.sqlite`. Timestamps are
-//! RFC 3339 UTC text, paths are relative to the data directory with `/` separators.
+//! [`Index`] is deliberately narrow so that two backends implement it: [`SqliteIndex`], the
+//! default, kept at `DATA/meta/index.sqlite`, and [`PgIndex`], the fleet's index in PostgreSQL
+//! (`--db`). Timestamps are RFC 3339 UTC text, paths are relative to the data directory with
+//! `/` separators.
 
 mod migrations;
+pub(crate) mod pg_migrations;
+mod postgres;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -16,6 +19,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use postgres::PgIndex;
+pub(crate) use postgres::{file_from_row as pg_file_from_row, record_file_sql as pg_record_file};
 pub use sqlite::SqliteIndex;
 
 /// Where a file (or batch's results) stands. Stored as lowercase text.
@@ -250,6 +255,10 @@ pub enum IndexError {
         path.display()
     )]
     TooOld { path: PathBuf, found: i64 },
+    #[error(
+        "the database {database} holds no claudedl schema: run `claudedl fleet init` on it first"
+    )]
+    NoSchema { database: String },
 }
 
 /// A backend's own error, kept as the source so the trait does not name the backend.

@@ -1,0 +1,64 @@
+//! The fleet: many `claudedl worker` processes, on one machine or many, sharing one PostgreSQL
+//! database that holds the index and a work queue.
+//!
+//! - [`queue`]: the queue's SQL (claims with `FOR UPDATE SKIP LOCKED`, leases with a fencing
+//!   epoch, completion in the index's transaction, retries, the sweep, the status);
+//! - [`backoff`]: when a transient failure is tried again (a policy that never sleeps);
+//! - [`budget`]: the fleet's request budget, one GCRA row on the database's clock;
+//! - [`enqueue`]: list the API once (one lister at a time) and queue what the index wants;
+//! - [`worker`]: claim, download with the engine and sync's transfer specs, complete, drain.
+//!
+//! One process with SQLite stays the default; nothing here runs without `--db`.
+
+pub mod backoff;
+pub mod budget;
+pub mod enqueue;
+pub mod queue;
+pub mod worker;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+
+use crate::store::index::BoxError;
+use crate::sync::SyncError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("the fleet's database: {action}: {source}")]
+    Sql {
+        action: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error("the fleet's database: no connection: {0}")]
+    Pool(String),
+    #[error("installing the download of {id}: {source}")]
+    Install {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "another `claudedl enqueue` is listing into this database; one lister at a time \
+         (try again when it ends)"
+    )]
+    ListerBusy,
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error(transparent)]
+    Index(#[from] crate::store::index::IndexError),
+}
+
+/// A pool of `size` connections to the database of `config`.
+pub fn pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, FleetError> {
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .map_err(|error| FleetError::Pool(error.to_string()))
+}

@@ -1,0 +1,409 @@
+//! The work queue's SQL: claiming with `FOR UPDATE SKIP LOCKED`, leases with a fencing epoch,
+//! completion in the index's transaction, retries with backoff, the sweep, the status.
+//!
+//! Every write that ends a lease names the epoch of its claim: a worker whose lease expired and
+//! was claimed again (a new epoch) changes nothing.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use deadpool_postgres::{Object, Pool};
+use serde::Serialize;
+use tokio_postgres::Row;
+
+use super::FleetError;
+use crate::store::index::{FileEntry, FileOutcome, pg_file_from_row, pg_record_file};
+
+/// One claimed item: the file and the epoch its completion must name.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub item: i64,
+    pub epoch: i64,
+    pub attempts: i32,
+    pub file: FileEntry,
+}
+
+/// How a completion went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// Recorded; the output was installed.
+    Recorded,
+    /// The lease was lost (expired and claimed again, or released): nothing was recorded or
+    /// installed.
+    LeaseLost,
+    /// Another file is recorded at the output's path: nothing was recorded or installed.
+    PathTaken,
+}
+
+const CLAIM: &str = "UPDATE work_items w SET state = 'leased', epoch = w.epoch + 1, \
+        worker = $1, lease_until = now() + make_interval(secs => $2), attempts = w.attempts + 1 \
+    FROM (SELECT id FROM work_items WHERE state = 'queued' AND not_before <= now() \
+          ORDER BY not_before, id LIMIT $3 FOR UPDATE SKIP LOCKED) c \
+    WHERE w.id = c.id \
+    RETURNING w.id, w.epoch, w.attempts, w.file_id";
+
+const FILE_COLUMNS: &str = "id, filename, mime_type, size_bytes, created_at, downloadable, \
+    expires_at, state, reason, path, sha256, etag, retries, first_seen_at, updated_at, \
+    downloaded_at, encrypted";
+
+/// Claim up to `limit` ready items for `worker`, leased for `lease`.
+pub async fn claim(
+    pool: &Pool,
+    worker: &str,
+    lease: Duration,
+    limit: i64,
+) -> Result<Vec<Claim>, FleetError> {
+    let client = get(pool).await?;
+    let rows = client
+        .query(CLAIM, &[&worker, &lease.as_secs_f64(), &limit])
+        .await
+        .map_err(sql("claiming work"))?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = rows.iter().map(|row| row.get(3)).collect();
+    let sql_files = format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ANY($1)");
+    let files = client
+        .query(&sql_files, &[&ids])
+        .await
+        .map_err(sql("reading claimed files"))?;
+    let mut claims = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let file_id: String = row.get(3);
+        let file = files
+            .iter()
+            .find(|f| f.get::<_, &str>(0) == file_id)
+            .map(pg_file_from_row)
+            .transpose()
+            .map_err(|source| FleetError::Sql {
+                action: "reading claimed files",
+                source,
+            })?;
+        if let Some(file) = file {
+            claims.push(Claim {
+                item: row.get(0),
+                epoch: row.get(1),
+                attempts: row.get(2),
+                file,
+            });
+        }
+    }
+    Ok(claims)
+}
+
+/// Extend every lease `worker` still holds; return the items it holds.
+pub async fn heartbeat(
+    pool: &Pool,
+    worker: &str,
+    lease: Duration,
+) -> Result<HashSet<i64>, FleetError> {
+    let client = get(pool).await?;
+    client
+        .execute(
+            "UPDATE workers SET heartbeat_at = now() WHERE id = $1",
+            &[&worker],
+        )
+        .await
+        .map_err(sql("recording a heartbeat"))?;
+    let held = client
+        .query(
+            "UPDATE work_items SET lease_until = now() + make_interval(secs => $2) \
+             WHERE worker = $1 AND state = 'leased' RETURNING id",
+            &[&worker, &lease.as_secs_f64()],
+        )
+        .await
+        .map_err(sql("extending leases"))?;
+    Ok(held.iter().map(|row| row.get(0)).collect())
+}
+
+/// Return expired leases to the queue (their holders' completions will find a new epoch or a
+/// queued item, and record nothing). Returns how many.
+pub async fn sweep(pool: &Pool) -> Result<u64, FleetError> {
+    get(pool)
+        .await?
+        .execute(
+            "UPDATE work_items SET state = 'queued', worker = NULL, lease_until = NULL \
+             WHERE state = 'leased' AND lease_until < now()",
+            &[],
+        )
+        .await
+        .map_err(sql("sweeping expired leases"))
+}
+
+/// In one transaction: check that the lease of `claim` still holds (locking the item), record
+/// `outcome` in the index, end the item (`done`), and run `install` (the rename into place)
+/// just before the commit. A lost lease or a path another file holds records nothing and does
+/// not call `install`. (A commit failing after the rename leaves the file in place unrecorded:
+/// the item's next claim downloads it again over it.)
+pub async fn complete(
+    pool: &Pool,
+    claim: &Claim,
+    outcome: &FileOutcome,
+    install: impl FnOnce() -> std::io::Result<()>,
+) -> Result<Completion, FleetError> {
+    let mut client = get(pool).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(sql("starting a completion"))?;
+    if !holds(&tx, claim).await? {
+        return Ok(Completion::LeaseLost);
+    }
+    let bytes = match outcome {
+        FileOutcome::Complete { .. } => Some(claim.file.meta.size_bytes as i64),
+        _ => None,
+    };
+    match pg_record_file(&tx, &claim.file.meta.id, outcome).await {
+        Ok(_) => {}
+        Err(source) if is_unique_violation(&source) => return Ok(Completion::PathTaken),
+        Err(source) => {
+            return Err(FleetError::Sql {
+                action: "recording a completion",
+                source,
+            });
+        }
+    }
+    tx.execute(
+        "UPDATE work_items SET state = 'done', done_at = now(), completed_by = worker, \
+         worker = NULL, lease_until = NULL, last_error = NULL, bytes = $2 WHERE id = $1",
+        &[&claim.item, &bytes],
+    )
+    .await
+    .map_err(sql("ending an item"))?;
+    install().map_err(|source| FleetError::Install {
+        id: claim.file.meta.id.clone(),
+        source,
+    })?;
+    tx.commit().await.map_err(sql("committing a completion"))?;
+    Ok(Completion::Recorded)
+}
+
+/// Put `claim` back in the queue, claimable after `delay` (a transient failure), or give it up
+/// (`delay` None: state `failed`, the index records `reason`). A lost lease changes nothing.
+pub async fn retry_later(
+    pool: &Pool,
+    claim: &Claim,
+    reason: &str,
+    delay: Option<Duration>,
+) -> Result<Completion, FleetError> {
+    let mut client = get(pool).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(sql("starting a retry"))?;
+    if !holds(&tx, claim).await? {
+        return Ok(Completion::LeaseLost);
+    }
+    match delay {
+        Some(delay) => tx
+            .execute(
+                "UPDATE work_items SET state = 'queued', worker = NULL, lease_until = NULL, \
+                 last_error = $2, not_before = now() + make_interval(secs => $3) WHERE id = $1",
+                &[&claim.item, &reason, &delay.as_secs_f64()],
+            )
+            .await
+            .map_err(sql("queueing a retry"))?,
+        None => {
+            let failed = FileOutcome::Failed {
+                reason: reason.to_owned(),
+                retries: u32::try_from(claim.attempts).unwrap_or(0),
+            };
+            pg_record_file(&tx, &claim.file.meta.id, &failed)
+                .await
+                .map_err(|source| FleetError::Sql {
+                    action: "recording a failure",
+                    source,
+                })?;
+            tx.execute(
+                "UPDATE work_items SET state = 'failed', worker = NULL, lease_until = NULL, \
+                 last_error = $2, done_at = now() WHERE id = $1",
+                &[&claim.item, &reason],
+            )
+            .await
+            .map_err(sql("giving up an item"))?
+        }
+    };
+    tx.commit().await.map_err(sql("committing a retry"))?;
+    Ok(Completion::Recorded)
+}
+
+/// Give back every lease `worker` holds, claimable again at once (a drain).
+pub async fn release_all(pool: &Pool, worker: &str) -> Result<u64, FleetError> {
+    let client = get(pool).await?;
+    let released = client
+        .execute(
+            "UPDATE work_items SET state = 'queued', worker = NULL, lease_until = NULL, \
+             attempts = greatest(attempts - 1, 0), not_before = now() \
+             WHERE worker = $1 AND state = 'leased'",
+            &[&worker],
+        )
+        .await
+        .map_err(sql("releasing leases"))?;
+    client
+        .execute(
+            "UPDATE workers SET state = 'stopped', heartbeat_at = now() WHERE id = $1",
+            &[&worker],
+        )
+        .await
+        .map_err(sql("recording a stop"))?;
+    Ok(released)
+}
+
+/// Whether `claim`'s lease still holds, locking its row until the transaction ends (so a sweep
+/// waits for this completion rather than racing it).
+async fn holds(tx: &tokio_postgres::Transaction<'_>, claim: &Claim) -> Result<bool, FleetError> {
+    let row = tx
+        .query_opt(
+            "SELECT 1 FROM work_items WHERE id = $1 AND epoch = $2 AND state = 'leased' \
+             FOR UPDATE",
+            &[&claim.item, &claim.epoch],
+        )
+        .await
+        .map_err(sql("checking a lease"))?;
+    Ok(row.is_some())
+}
+
+/// Register `worker` (its host and process id) for `fleet status`.
+pub async fn register(pool: &Pool, worker: &str, host: &str) -> Result<(), FleetError> {
+    get(pool)
+        .await?
+        .execute(
+            "INSERT INTO workers (id, host, pid) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), state = 'running'",
+            &[&worker, &host, &(std::process::id() as i32)],
+        )
+        .await
+        .map_err(sql("registering the worker"))?;
+    Ok(())
+}
+
+/// Queue the files `ids` (those without an item, and those whose item ended `done` or `failed`
+/// while the index still wants them). Returns how many items were created or queued again.
+pub async fn enqueue(pool: &Pool, ids: &[&str]) -> Result<u64, FleetError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    get(pool)
+        .await?
+        .execute(
+            "INSERT INTO work_items (file_id) SELECT unnest($1::text[]) \
+             ON CONFLICT (file_id) DO UPDATE SET state = 'queued', not_before = now(), \
+                attempts = 0, last_error = NULL, done_at = NULL \
+             WHERE work_items.state IN ('done', 'failed')",
+            &[&ids],
+        )
+        .await
+        .map_err(sql("queueing files"))
+}
+
+/// The queue at a glance.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    pub queued: i64,
+    /// Queued but waiting for their backoff.
+    pub delayed: i64,
+    pub leased: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub expired_leases: i64,
+    pub workers: Vec<WorkerStatus>,
+    /// Completions in the last minute, fleet-wide.
+    pub done_last_minute: i64,
+    pub bytes_last_minute: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerStatus {
+    pub id: String,
+    pub host: String,
+    pub pid: i32,
+    pub state: String,
+    pub leases: i64,
+    pub heartbeat_age_s: f64,
+}
+
+pub async fn status(pool: &Pool) -> Result<Status, FleetError> {
+    let client = get(pool).await?;
+    let row = client
+        .query_one(
+            "SELECT \
+               count(*) FILTER (WHERE state = 'queued' AND not_before <= now()), \
+               count(*) FILTER (WHERE state = 'queued' AND not_before > now()), \
+               count(*) FILTER (WHERE state = 'leased'), \
+               count(*) FILTER (WHERE state = 'done'), \
+               count(*) FILTER (WHERE state = 'failed'), \
+               count(*) FILTER (WHERE state = 'leased' AND lease_until < now()), \
+               count(*) FILTER (WHERE state = 'done' AND done_at > now() - interval '1 minute'), \
+               coalesce(sum(bytes) FILTER (WHERE state = 'done' \
+                   AND done_at > now() - interval '1 minute'), 0)::int8 \
+             FROM work_items",
+            &[],
+        )
+        .await
+        .map_err(sql("reading the queue"))?;
+    let workers = client
+        .query(
+            "SELECT w.id, w.host, w.pid, w.state, \
+               (SELECT count(*) FROM work_items i WHERE i.worker = w.id AND i.state = 'leased'), \
+               extract(epoch FROM now() - w.heartbeat_at)::float8 \
+             FROM workers w ORDER BY w.started_at, w.id",
+            &[],
+        )
+        .await
+        .map_err(sql("reading the workers"))?;
+    Ok(Status {
+        queued: row.get(0),
+        delayed: row.get(1),
+        leased: row.get(2),
+        done: row.get(3),
+        failed: row.get(4),
+        expired_leases: row.get(5),
+        done_last_minute: row.get(6),
+        bytes_last_minute: row.get(7),
+        workers: workers.iter().map(worker_status).collect(),
+    })
+}
+
+fn worker_status(row: &Row) -> WorkerStatus {
+    WorkerStatus {
+        id: row.get(0),
+        host: row.get(1),
+        pid: row.get(2),
+        state: row.get(3),
+        leases: row.get(4),
+        heartbeat_age_s: row.get(5),
+    }
+}
+
+/// Whether any item is queued (ready or delayed) or leased: work remains.
+pub async fn work_remains(pool: &Pool) -> Result<bool, FleetError> {
+    let row = get(pool)
+        .await?
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM work_items WHERE state IN ('queued', 'leased'))",
+            &[],
+        )
+        .await
+        .map_err(sql("checking for work"))?;
+    Ok(row.get(0))
+}
+
+fn is_unique_violation(error: &crate::store::index::BoxError) -> bool {
+    error
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
+        == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+async fn get(pool: &Pool) -> Result<Object, FleetError> {
+    pool.get()
+        .await
+        .map_err(|source| FleetError::Pool(source.to_string()))
+}
+
+fn sql(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> FleetError {
+    move |source| FleetError::Sql {
+        action,
+        source: source.into(),
+    }
+}

@@ -1,0 +1,427 @@
+//! `claudedl worker`: claim a few items, download each with the engine from sync's transfer spec
+//! into the item's staging file (`tmp/fleet/ITEM`, its `.part` and resume state beside it), and
+//! complete it in one transaction that checks the claim's epoch before recording it in the index
+//! and renaming the file into place. A heartbeat extends the leases and sweeps expired ones back
+//! to the queue; a transfer whose lease the heartbeat no longer finds (expired and claimed by
+//! another) is abandoned at once rather than finished for nothing.
+//!
+//! A drain (SIGTERM) stops claiming, lets the transfers in flight finish within the drain
+//! timeout, cancels the rest (the engine saves their state: the next claimer of the item, on
+//! the same shared directory, resumes it), and releases every lease held so that other workers
+//! claim them at once. The engine's lock on a `.part` keeps a worker that lost its lease and
+//! the item's new claimer from writing it at once (the second fails as busy and retries later).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::queue::{self, Claim, Completion};
+use super::{FleetError, backoff};
+use crate::engine::{Silent, TransferError, TransferReport, TransferSpec};
+use crate::store::index::FileOutcome;
+use crate::sync::files::{outcome_of, relative, spec_for};
+use crate::sync::{Sync, SyncOptions};
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Transfers at once.
+    pub jobs: usize,
+    pub lease: Duration,
+    /// Exit when nothing is queued or leased (a Kubernetes Job).
+    pub exit_when_empty: bool,
+    pub drain_timeout: Duration,
+    /// How often an idle worker looks for work.
+    pub poll: Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkerSummary {
+    pub worker: String,
+    pub completed: u64,
+    pub skipped: u64,
+    pub retried: u64,
+    pub given_up: u64,
+    /// Completions refused because the lease had been lost (the download was discarded).
+    pub lost: u64,
+    /// Leases given back by the drain.
+    pub released: u64,
+    /// Transfers stopped because the heartbeat found their lease gone.
+    pub abandoned: u64,
+    pub bytes: u64,
+    pub drained: bool,
+    /// Why the worker stopped sending requests (the spend limit, here or in another worker).
+    pub halted: Option<String>,
+}
+
+/// A worker's id: host, process and a random tag (ids never repeat across restarts).
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// One transfer in flight and where its output goes once its claim is confirmed.
+struct Flight {
+    claim: Claim,
+    staged: PathBuf,
+    output: PathBuf,
+}
+
+type Landed = (Flight, Result<TransferReport, TransferError>);
+
+/// What the last heartbeat found: when it started, and the items still held then.
+type Beat = Option<(Instant, HashSet<i64>)>;
+
+/// Transfers in flight by item: when claimed, and how to stop them.
+type InFlight = std::collections::HashMap<i64, (Instant, tokio::task::AbortHandle)>;
+
+/// Work until drained (`drain` cancelled) or, with `exit_when_empty`, until no work remains.
+pub async fn run(
+    pool: &Pool,
+    sync: &mut Sync<'_>,
+    sync_options: &SyncOptions,
+    options: &WorkerOptions,
+    worker: &str,
+    drain: CancellationToken,
+) -> Result<WorkerSummary, FleetError> {
+    let host = worker.rsplitn(3, '-').last().unwrap_or(worker).to_owned();
+    queue::register(pool, worker, &host).await?;
+    let beats = CancellationToken::new();
+    let (beat, held) = tokio::sync::watch::channel(None);
+    let heartbeat = tokio::spawn(heartbeat(
+        pool.clone(),
+        worker.to_owned(),
+        options.lease,
+        beats.clone(),
+        beat,
+    ));
+    let mut summary = WorkerSummary {
+        worker: worker.to_owned(),
+        ..WorkerSummary::default()
+    };
+    let result = work(
+        pool,
+        sync,
+        sync_options,
+        options,
+        worker,
+        (&drain, held),
+        &mut summary,
+    )
+    .await;
+    beats.cancel();
+    let _ = heartbeat.await;
+    summary.released = queue::release_all(pool, worker).await?;
+    summary.drained = drain.is_cancelled();
+    tracing::info!(
+        event = "fleet_worker_stopped",
+        worker,
+        completed = summary.completed,
+        released = summary.released,
+        "worker stopped"
+    );
+    result.map(|()| summary)
+}
+
+async fn work(
+    pool: &Pool,
+    sync: &mut Sync<'_>,
+    sync_options: &SyncOptions,
+    options: &WorkerOptions,
+    worker: &str,
+    (drain, mut held): (&CancellationToken, tokio::sync::watch::Receiver<Beat>),
+    summary: &mut WorkerSummary,
+) -> Result<(), FleetError> {
+    let mut running: JoinSet<Landed> = JoinSet::new();
+    let mut in_flight = InFlight::new();
+    let mut deadline: Option<Instant> = None;
+    let governor = sync.api.http().governor();
+    loop {
+        if let Some(halted) = governor.halted().filter(|_| summary.halted.is_none()) {
+            // No request may be sent: stop as a drain does (leases released, state saved), and
+            // halt the others (written here, before this process can exit).
+            summary.halted = Some(halted.to_string());
+            drain.cancel();
+            super::budget::halt(pool, &halted.to_string()).await?;
+        }
+        if drain.is_cancelled() && deadline.is_none() {
+            deadline = Some(Instant::now() + options.drain_timeout);
+            tracing::info!(
+                event = "fleet_drain",
+                worker,
+                in_flight = running.len(),
+                "draining"
+            );
+        }
+        if deadline.is_none() && running.len() < options.jobs {
+            let room = (options.jobs - running.len()) as i64;
+            for claim in queue::claim(pool, worker, options.lease, room).await? {
+                let item = claim.item;
+                let claimed = Instant::now();
+                if let Some(handle) =
+                    start(pool, sync, sync_options, claim, &mut running, summary).await?
+                {
+                    in_flight.insert(item, (claimed, handle));
+                }
+            }
+        }
+        if running.is_empty() {
+            if deadline.is_some() || (options.exit_when_empty && !queue::work_remains(pool).await?)
+            {
+                return Ok(());
+            }
+            tokio::select! {
+                () = tokio::time::sleep(options.poll) => {}
+                () = drain.cancelled() => {}
+            }
+            continue;
+        }
+        let stopping = sync.engine.cancel_token().is_cancelled();
+        let until = deadline.map(tokio::time::Instant::from_std);
+        tokio::select! {
+            Some(joined) = running.join_next() => {
+                if let Ok(landed) = joined {
+                    in_flight.remove(&landed.0.claim.item);
+                    // A transfer the halt stopped is not a failure of its item.
+                    if !(landed.1.is_err() && governor.halted().is_some()) {
+                        finish(pool, sync.data.root(), landed, summary).await?;
+                    }
+                }
+            }
+            Ok(()) = held.changed() => {
+                let beat = held.borrow_and_update().clone();
+                abandon_lost(beat, &mut in_flight, worker, summary);
+            }
+            () = tokio::time::sleep(options.poll), if running.len() < options.jobs
+                && deadline.is_none() => {}
+            () = drain.cancelled(), if deadline.is_none() => {}
+            () = sleep_until(until), if until.is_some() && !stopping => {
+                // Out of time: the engine saves each transfer's state and ends it.
+                sync.engine.cancel_token().cancel();
+            }
+        }
+    }
+}
+
+/// Stop the transfers of items claimed before the last heartbeat that it did not find held.
+fn abandon_lost(beat: Beat, in_flight: &mut InFlight, worker: &str, summary: &mut WorkerSummary) {
+    let Some((at, held)) = beat else {
+        return;
+    };
+    in_flight.retain(|item, (claimed, handle)| {
+        let lost = *claimed < at && !held.contains(item);
+        if lost {
+            handle.abort();
+            summary.abandoned += 1;
+            tracing::warn!(
+                event = "fleet_lease_abandoned",
+                worker,
+                item,
+                "the lease is gone: transfer stopped"
+            );
+        }
+        !lost
+    });
+}
+
+async fn sleep_until(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Start the transfer of `claim` with sync's spec, its output moved to the claim's staging file.
+async fn start(
+    pool: &Pool,
+    sync: &mut Sync<'_>,
+    sync_options: &SyncOptions,
+    claim: Claim,
+    running: &mut JoinSet<Landed>,
+    summary: &mut WorkerSummary,
+) -> Result<Option<tokio::task::AbortHandle>, FleetError> {
+    let staging_dir = sync.data.tmp().join("fleet");
+    let mut taken = HashSet::new();
+    let spec =
+        tokio::task::block_in_place(|| spec_for(sync, sync_options, &claim.file, &mut taken))?;
+    let mut spec = match spec {
+        Ok(spec) => spec,
+        Err(reason) => {
+            // Both names are held by other files: nothing to download, ever.
+            give_up(pool, &claim, &reason, summary).await?;
+            return Ok(None);
+        }
+    };
+    std::fs::create_dir_all(&staging_dir).map_err(|source| FleetError::Install {
+        id: claim.file.meta.id.clone(),
+        source,
+    })?;
+    let staged = staging_dir.join(claim.item.to_string());
+    let output = std::mem::replace(&mut spec.output, staged.clone());
+    spec.staging = Some(staged.clone());
+    spec.keep_state = false;
+    spec.overwrite = true;
+    let engine = sync.engine.clone();
+    let flight = Flight {
+        claim,
+        staged,
+        output,
+    };
+    let id = usize::try_from(flight.claim.item).unwrap_or(0);
+    let handle = running.spawn(async move {
+        let result = download(&engine, id, &spec).await;
+        (flight, result)
+    });
+    Ok(Some(handle))
+}
+
+async fn download(
+    engine: &crate::engine::Engine,
+    id: usize,
+    spec: &TransferSpec,
+) -> Result<TransferReport, TransferError> {
+    engine.download(id, spec, Arc::new(Silent)).await
+}
+
+/// Complete, retry later or give up a landed transfer.
+async fn finish(
+    pool: &Pool,
+    root: &Path,
+    (flight, result): Landed,
+    summary: &mut WorkerSummary,
+) -> Result<(), FleetError> {
+    let Flight {
+        claim,
+        staged,
+        output,
+    } = flight;
+    let id = claim.file.meta.id.clone();
+    if matches!(&result, Err(error) if error.is_cancelled()) {
+        return Ok(()); // Drained: the lease is released with the others.
+    }
+    let completion = match &result {
+        Ok(report) => {
+            let outcome = FileOutcome::Complete {
+                path: relative(root, &output),
+                sha256: report.sha256.clone().unwrap_or_default(),
+                etag: None,
+                retries: report.retries,
+                encrypted: report.encrypted,
+            };
+            let install = || install(&staged, &output);
+            match queue::complete(pool, &claim, &outcome, install).await? {
+                Completion::Recorded => {
+                    summary.completed += 1;
+                    summary.bytes += report.fetched;
+                    Completion::Recorded
+                }
+                Completion::PathTaken => {
+                    let _ = std::fs::remove_file(&staged);
+                    let place = relative(root, &output);
+                    let reason = format!("{place} is recorded for another file");
+                    give_up(pool, &claim, &reason, summary).await?
+                }
+                Completion::LeaseLost => Completion::LeaseLost,
+            }
+        }
+        Err(_) => match outcome_of(root, &result) {
+            skipped @ FileOutcome::Skipped { .. } => {
+                let done = queue::complete(pool, &claim, &skipped, || Ok(())).await?;
+                summary.skipped += u64::from(done == Completion::Recorded);
+                done
+            }
+            FileOutcome::Failed { reason, .. } => match backoff::after_failure(claim.attempts) {
+                Some(delay) => {
+                    let done = queue::retry_later(pool, &claim, &reason, Some(delay)).await?;
+                    summary.retried += u64::from(done == Completion::Recorded);
+                    done
+                }
+                None => give_up(pool, &claim, &reason, summary).await?,
+            },
+            _ => Completion::Recorded,
+        },
+    };
+    if completion == Completion::LeaseLost {
+        // The staged file is left alone: it may be the item's new claimer's by now.
+        summary.lost += 1;
+        tracing::warn!(
+            event = "fleet_lease_lost",
+            id,
+            epoch = claim.epoch,
+            "the lease was lost: download discarded"
+        );
+    } else {
+        tracing::info!(
+            event = "fleet_item_done",
+            id,
+            epoch = claim.epoch,
+            "item done"
+        );
+    }
+    Ok(())
+}
+
+async fn give_up(
+    pool: &Pool,
+    claim: &Claim,
+    reason: &str,
+    summary: &mut WorkerSummary,
+) -> Result<Completion, FleetError> {
+    let done = queue::retry_later(pool, claim, reason, None).await?;
+    summary.given_up += u64::from(done == Completion::Recorded);
+    Ok(done)
+}
+
+/// Rename the staged download into place (the parent made if needed), then make the rename
+/// durable.
+fn install(staged: &Path, output: &Path) -> std::io::Result<()> {
+    let parent = output.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    std::fs::rename(staged, output)?;
+    std::fs::File::open(parent)?.sync_all()
+}
+
+/// Every third of a lease: extend ours, and return expired ones (any worker's) to the queue.
+async fn heartbeat(
+    pool: Pool,
+    worker: String,
+    lease: Duration,
+    stop: CancellationToken,
+    beat: tokio::sync::watch::Sender<Beat>,
+) {
+    let every = lease / 3;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+        let started = Instant::now();
+        match queue::heartbeat(&pool, &worker, lease).await {
+            Ok(held) => {
+                let _ = beat.send(Some((started, held)));
+            }
+            Err(error) => tracing::warn!(event = "fleet_heartbeat_failed", worker, "{error}"),
+        }
+        match queue::sweep(&pool).await {
+            Ok(0) => {}
+            Ok(swept) => tracing::info!(
+                event = "fleet_sweep",
+                worker,
+                swept,
+                "expired leases returned"
+            ),
+            Err(error) => tracing::warn!(event = "fleet_sweep_failed", worker, "{error}"),
+        }
+    }
+}

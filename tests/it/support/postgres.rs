@@ -1,0 +1,184 @@
+//! A throwaway PostgreSQL cluster shared by the tests of one process: `initdb` in a temporary
+//! directory, the server on a Unix socket in it (no TCP), durability off (fsync,
+//! synchronous_commit, full_page_writes). Each test takes a fresh database of its own.
+//!
+//! initdb refuses to run as root (CI runs as root), so as root every server command runs as the
+//! `postgres` user in a directory it owns. A watchdog started before initdb (in its own session,
+//! so a ^C to the test run does not reach it) stops the server with `-m immediate` and removes
+//! the directory once this process is gone, however it ends: statics are never dropped, and a
+//! panic or a kill must not leave a server behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The server's port: it only names the socket file (`.s.PGSQL.5432`) in our own directory.
+const PORT: u16 = 5432;
+
+pub struct Cluster {
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+/// One test's database.
+pub struct TestDb {
+    /// A connection string for `--db` / `CLAUDEDL_DB` / `PgIndex::connect`.
+    pub url: String,
+    pub name: String,
+}
+
+/// The cluster of this test process, started on first use.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(Cluster::start)
+}
+
+/// A fresh, empty database on the shared cluster.
+pub fn database() -> TestDb {
+    cluster().create_database()
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let bin = server_bin();
+        let dir = PathBuf::from(
+            String::from_utf8(
+                as_server_user("mktemp")
+                    .args(["-d", "/tmp/claudedl-pg.XXXXXX"])
+                    .output()
+                    .expect("mktemp")
+                    .stdout,
+            )
+            .unwrap()
+            .trim(),
+        );
+        assert!(dir.is_dir(), "mktemp made no directory");
+        start_watchdog(&dir, &bin);
+        let data = dir.join("data");
+        run(as_server_user(bin.join("initdb"))
+            .args(["--no-sync", "-A", "trust", "-U", "postgres", "-E", "UTF8"])
+            .arg("-D")
+            .arg(&data));
+        let options = format!(
+            "-k {} -p {PORT} -c listen_addresses='' -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=200",
+            dir.display()
+        );
+        run(as_server_user(bin.join("pg_ctl"))
+            .args(["start", "-w", "-s", "-D"])
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("server.log"))
+            .args(["-o", &options]));
+        Cluster { dir, bin }
+    }
+
+    /// The socket directory.
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "host={} port={PORT} user=postgres dbname={database}",
+            self.dir.display()
+        )
+    }
+
+    fn create_database(&self) -> TestDb {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        TestDb {
+            url: self.url(&name),
+            name,
+        }
+    }
+
+    /// Run `sql` with psql on `database`; its output, unaligned and without headers.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let output = Command::new(self.bin.join("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.dir)
+            .args([
+                "-p",
+                &PORT.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql");
+        assert!(
+            output.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+}
+
+/// The newest installed server's binaries (Debian keeps them out of `PATH`).
+fn server_bin() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (apt-get install postgresql; .ci/run does)")
+        .map(|entry| entry.unwrap().path().join("bin"))
+        .filter(|bin| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("an initdb under /usr/lib/postgresql")
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// `program` as the `postgres` user when we are root, as ourselves otherwise.
+fn as_server_user(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(command: &mut Command) {
+    let output = command.output().expect("starting a PostgreSQL command");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Once this process is gone: stop the server at once and remove its directory.
+fn start_watchdog(dir: &Path, bin: &Path) {
+    let stop = if is_root() {
+        "runuser -u postgres -- \"$2/pg_ctl\""
+    } else {
+        "\"$2/pg_ctl\""
+    };
+    let script = format!(
+        "while [ -d /proc/$1 ]; do sleep 0.2; done; \
+         {stop} stop -m immediate -s -D \"$3/data\" >/dev/null 2>&1; rm -rf \"$3\""
+    );
+    // `-f`: setsid forks and returns at once; the watchdog lives on in its own session.
+    let status = Command::new("setsid")
+        .args(["-f", "sh", "-c", &script, "watchdog"])
+        .arg(std::process::id().to_string())
+        .arg(bin)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("starting the cluster's watchdog");
+    assert!(status.success(), "setsid: {status}");
+}
