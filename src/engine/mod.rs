@@ -8,16 +8,19 @@
 //! - [`ledger`]: what is written, checkpointed and hashed; `window`: the content written ahead
 //!   of the hashed prefix, kept in memory for the hasher;
 //! - `writer`: the `.part` as is, or sealed into an age file when encrypting;
-//! - `transfer`: one file from probe to rename; `batch`: many files at once.
+//! - `transfer`: one file from probe to rename; `batch`: many files at once;
+//! - `commit`: small files (fetched whole in one request) written and made durable in groups.
 //!
 //! The engine never prints: it tells a [`Reporter`].
 
 mod batch;
+mod commit;
 mod error;
 mod events;
 pub mod ledger;
 pub mod plan;
 pub mod response;
+mod small;
 mod stream;
 mod transfer;
 mod window;
@@ -220,6 +223,8 @@ pub struct Engine {
     config: Arc<EngineConfig>,
     connections: Arc<Semaphore>,
     cancel: CancellationToken,
+    /// The group committer of small files, started with the first one.
+    committer: Arc<std::sync::OnceLock<commit::Committer>>,
 }
 
 impl Engine {
@@ -230,12 +235,17 @@ impl Engine {
             config: Arc::new(config),
             connections,
             cancel: CancellationToken::new(),
+            committer: Arc::default(),
         }
     }
 
     /// Cancelling this token stops every transfer, saving its resume state.
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+
+    fn committer(&self) -> &commit::Committer {
+        self.committer.get_or_init(commit::Committer::start)
     }
 
     /// Download one file; `id` identifies it to the reporter.

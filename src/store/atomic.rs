@@ -33,7 +33,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Create `path` anew for writing: a file left there by this process id before (a crash) is
 /// replaced; a symbolic link is removed, never followed.
-fn create_new_no_follow(path: &Path) -> io::Result<File> {
+pub fn create_new_no_follow(path: &Path) -> io::Result<File> {
     let open = || {
         OpenOptions::new()
             .write(true)
@@ -64,6 +64,19 @@ pub fn is_link_error(error: &io::Error) -> bool {
 /// died (`.NAME.tmp-PID`, PID not running; this process's own only when `own` is true, i.e. it
 /// writes none at the moment). With `name`, only those of `NAME`. Returns the paths removed.
 pub fn remove_stale_temps(dir: &Path, name: Option<&str>, own: bool) -> io::Result<Vec<PathBuf>> {
+    remove_stale_matching(dir, own, |of| name.is_none_or(|name| name == of))
+}
+
+/// [`remove_stale_temps`] of those whose `NAME` contains `mark`.
+pub fn remove_stale_marked(dir: &Path, mark: &str) -> io::Result<Vec<PathBuf>> {
+    remove_stale_matching(dir, false, |of| of.contains(mark))
+}
+
+fn remove_stale_matching(
+    dir: &Path,
+    own: bool,
+    wanted: impl Fn(&str) -> bool,
+) -> io::Result<Vec<PathBuf>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -77,7 +90,7 @@ pub fn remove_stale_temps(dir: &Path, name: Option<&str>, own: bool) -> io::Resu
             continue;
         };
         let mine = pid == std::process::id();
-        if name.is_some_and(|name| name != of) || (mine && !own) || (!mine && is_running(pid)) {
+        if !wanted(of) || (mine && !own) || (!mine && is_running(pid)) {
             continue;
         }
         match fs::remove_file(entry.path()) {
@@ -122,7 +135,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn parent_dir(path: &Path) -> &Path {
+pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
