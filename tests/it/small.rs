@@ -29,6 +29,20 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// `.part` files and resume states under `dir` (none on the small-file path, ever).
+fn staging_files(dir: &Path) -> Vec<PathBuf> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.ends_with(".part") || name.ends_with(".part.json")
+        })
+        .collect()
+}
+
 fn visible_files(dir: &Path) -> Vec<PathBuf> {
     if !dir.exists() {
         return Vec::new();
@@ -79,14 +93,38 @@ async fn get_list(list: &Path, out: &Path, jobs: &str) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_list_of_small_files_takes_one_request_each_and_leaves_nothing_else() {
     let content = data(SMALL, 1);
-    let origin = Origin::start(OriginConfig::new(Bytes::from(content.clone()))).await;
+    let throttle = Throttle {
+        bytes: 1024,
+        every: Duration::from_millis(5),
+    };
+    let origin =
+        Origin::start(OriginConfig::new(Bytes::from(content.clone())).with_throttle(throttle))
+            .await;
     let work = tempfile::tempdir().unwrap();
     let count = 200;
     let list = url_list(&origin, count, work.path());
     let out = work.path().join("out");
 
-    let run = get_list(&list, &out, "16").await;
-    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let mut child = claudedl_binary()
+        .args(["get", "-q", "-i"])
+        .arg(&list)
+        .arg("-d")
+        .arg(&out)
+        .args(["-j", "16"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Watched while it runs (bodies are paced): no `.part` and no resume state, ever.
+    let mut staged = Vec::new();
+    let status = loop {
+        staged.extend(staging_files(&out));
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    assert!(status.success());
+    assert!(staged.is_empty(), "staging files seen: {staged:?}");
     assert_eq!(origin.request_count(), count, "one request per file");
     assert_eq!(origin.body_bytes_sent(), (count * SMALL) as u64);
     let all = files_under(&out);
@@ -195,9 +233,15 @@ async fn a_small_file_sync_killed_at_several_points_loses_nothing_and_verifies()
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        wait_until("files land in raw/", || visible_files(&raw).len() >= landed).await;
+        let mut staged = Vec::new();
+        wait_until("files land in raw/", || {
+            staged.extend(staging_files(&dir.path().join("tmp")));
+            visible_files(&raw).len() >= landed
+        })
+        .await;
         child.start_kill().unwrap();
         child.wait().await.unwrap();
+        assert!(staged.is_empty(), "no .part or resume state: {staged:?}");
         assert_index_consistent(dir.path(), &files);
     }
     let out = claudedl(&api)
