@@ -96,9 +96,11 @@ async fn run(mut receive: mpsc::UnboundedReceiver<Pending>) {
             .filter(|dir| cleaned.insert(dir.clone()))
             .collect();
         let committed = tokio::task::spawn_blocking(move || {
-            // The temporary small files killed runs left in these directories (once per run).
+            // What killed runs left in these directories (once per run): temporary small
+            // files and resume states (a small file takes no lock that would clean the latter).
             for dir in fresh {
-                if let Err(e) = remove_stale_marked(&dir, SMALL_TEMP_MARK) {
+                let stale = |name: &str| name.contains(SMALL_TEMP_MARK) || name.ends_with(".part.json");
+                if let Err(e) = remove_stale_marked(&dir, stale) {
                     tracing::warn!(dir = %dir.display(), "cannot clean stale temporary files: {e}");
                 }
             }

@@ -67,9 +67,9 @@ pub fn remove_stale_temps(dir: &Path, name: Option<&str>, own: bool) -> io::Resu
     remove_stale_matching(dir, own, |of| name.is_none_or(|name| name == of))
 }
 
-/// [`remove_stale_temps`] of those whose `NAME` contains `mark`.
-pub fn remove_stale_marked(dir: &Path, mark: &str) -> io::Result<Vec<PathBuf>> {
-    remove_stale_matching(dir, false, |of| of.contains(mark))
+/// [`remove_stale_temps`] of those whose `NAME` is `wanted`.
+pub fn remove_stale_marked(dir: &Path, wanted: impl Fn(&str) -> bool) -> io::Result<Vec<PathBuf>> {
+    remove_stale_matching(dir, false, wanted)
 }
 
 fn remove_stale_matching(
