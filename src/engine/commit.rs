@@ -99,7 +99,8 @@ async fn run(mut receive: mpsc::UnboundedReceiver<Pending>) {
             // What killed runs left in these directories (once per run): temporary small
             // files and resume states (a small file takes no lock that would clean the latter).
             for dir in fresh {
-                let stale = |name: &str| name.contains(SMALL_TEMP_MARK) || name.ends_with(".part.json");
+                let stale =
+                    |name: &str| name.contains(SMALL_TEMP_MARK) || name.ends_with(".part.json");
                 if let Err(e) = remove_stale_marked(&dir, stale) {
                     tracing::warn!(dir = %dir.display(), "cannot clean stale temporary files: {e}");
                 }
@@ -126,7 +127,9 @@ fn commit_group(group: &[Pending]) -> Vec<io::Result<()>> {
     let synced = results
         .iter()
         .find_map(|r| r.as_ref().ok().and_then(Option::as_ref))
-        .map_or(Ok(()), |file| rustix::fs::syncfs(file).map_err(io::Error::from));
+        .map_or(Ok(()), |file| {
+            rustix::fs::syncfs(file).map_err(io::Error::from)
+        });
     let mut dirs = BTreeSet::new();
     for (pending, result) in group.iter().zip(results.iter_mut()) {
         if result.is_err() {
@@ -143,8 +146,10 @@ fn commit_group(group: &[Pending]) -> Vec<io::Result<()>> {
             Err(e) => *result = Err(e),
         }
     }
-    let dir_results: Vec<(PathBuf, io::Result<()>)> =
-        dirs.into_iter().map(|d| (d.clone(), sync_dir(&d))).collect();
+    let dir_results: Vec<(PathBuf, io::Result<()>)> = dirs
+        .into_iter()
+        .map(|d| (d.clone(), sync_dir(&d)))
+        .collect();
     group
         .iter()
         .zip(results)

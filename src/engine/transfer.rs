@@ -393,7 +393,9 @@ impl Job {
                 .committer()
                 .commit(&self.paths.part, &self.spec.output, body)
                 .await
-                .map_err(|e| Failure::Fatal(TransferError::io("writing", self.spec.output.clone())(e)))
+                .map_err(|e| {
+                    Failure::Fatal(TransferError::io("writing", self.spec.output.clone())(e))
+                })
         });
         committed.await?;
         Ok(Finished {
@@ -408,9 +410,10 @@ impl Job {
     /// A second request for a small file must get the same file whole.
     async fn refetch_small(&self, response: Response, total: u64) -> Result<bytes::Bytes, Failure> {
         match judge_ranged(&self.url, &response, 0, Some(total.max(1)))? {
-            RangedReply::Partial { total: again, range } if again == total && range == (0..total) => {
-                self.read_small(response, total).await
-            }
+            RangedReply::Partial {
+                total: again,
+                range,
+            } if again == total && range == (0..total) => self.read_small(response, total).await,
             RangedReply::Untrustworthy(reason) => Err(Failure::Untrustworthy(reason)),
             _ => Err(Failure::Changed),
         }

@@ -64,7 +64,11 @@ fn assert_only_whole_outputs(dir: &Path, content: &[u8], count: usize) {
             .unwrap_or_else(|| panic!("only outputs under final names, found {name}"));
         assert!(number < count, "{name}");
         let got = std::fs::read(&path).unwrap();
-        assert_eq!(got.len(), content.len(), "{name}: whole, never partial or empty");
+        assert_eq!(
+            got.len(),
+            content.len(),
+            "{name}: whole, never partial or empty"
+        );
         assert_eq!(sha256(&got), sha256(content), "{name}");
     }
 }
@@ -128,7 +132,11 @@ async fn a_list_of_small_files_takes_one_request_each_and_leaves_nothing_else() 
     assert_eq!(origin.request_count(), count, "one request per file");
     assert_eq!(origin.body_bytes_sent(), (count * SMALL) as u64);
     let all = files_under(&out);
-    assert_eq!(all.len(), count, "no .part, state or temporary file: {all:?}");
+    assert_eq!(
+        all.len(),
+        count,
+        "no .part, state or temporary file: {all:?}"
+    );
     assert_only_whole_outputs(&out, &content, count);
 }
 
@@ -176,14 +184,23 @@ async fn a_small_file_get_killed_at_several_points_leaves_only_whole_files() {
         "the rerun fetches only the files not there"
     );
     let left = files_under(&out);
-    assert_eq!(left.len(), count, "the rerun cleans what the kills left: {left:?}");
+    assert_eq!(
+        left.len(),
+        count,
+        "the rerun cleans what the kills left: {left:?}"
+    );
 }
 
 fn small_account(count: usize) -> Vec<MockFile> {
     (0..count)
         .map(|i| {
             let month = if i % 2 == 0 { "2026-07" } else { "2026-08" };
-            mock_file(&format!("file_{i:03}"), "s.bin", month, data(SMALL, i as u64))
+            mock_file(
+                &format!("file_{i:03}"),
+                "s.bin",
+                month,
+                data(SMALL, i as u64),
+            )
         })
         .collect()
 }
@@ -201,7 +218,10 @@ fn assert_index_consistent(dir: &Path, files: &[MockFile]) -> usize {
             let path = dir.join(entry.path.unwrap());
             let got = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", file.id));
             assert_eq!(sha256(&got), sha256(&file.content), "{}", file.id);
-            assert_eq!(entry.sha256.as_deref(), Some(sha256(&file.content).as_str()));
+            assert_eq!(
+                entry.sha256.as_deref(),
+                Some(sha256(&file.content).as_str())
+            );
         }
     }
     for path in visible_files(&dir.join("raw")) {
