@@ -19,12 +19,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::store::atomic::{create_new_no_follow, parent_dir, remove_stale_marked, sync_dir};
 
 /// The most files one group commits.
-pub const MAX_GROUP: usize = 512;
+pub const MAX_GROUP: usize = 1024;
+/// Bodies waiting for their group take at most this much memory (in 4 KiB pages: 64 MiB).
+const ROOM_PAGES: usize = 16 * 1024;
+const PAGE: usize = 4096;
 /// Marks the temporary names of small files (`.NAME.part~N.tmp-PID`).
 pub const SMALL_TEMP_MARK: &str = ".part~";
 
@@ -34,12 +39,15 @@ struct Pending {
     output: PathBuf,
     body: Bytes,
     done: oneshot::Sender<io::Result<()>>,
+    /// The memory the body takes, given back once it is committed.
+    _room: OwnedSemaphorePermit,
 }
 
 /// The queue of files waiting for a group commit; its task ends with the last handle.
 #[derive(Debug)]
 pub struct Committer {
     queue: mpsc::UnboundedSender<Pending>,
+    room: Arc<Semaphore>,
 }
 
 impl Committer {
@@ -47,17 +55,36 @@ impl Committer {
     pub fn start() -> Committer {
         let (queue, receive) = mpsc::unbounded_channel();
         tokio::spawn(run(receive));
-        Committer { queue }
+        Committer {
+            queue,
+            room: Arc::new(Semaphore::new(ROOM_PAGES)),
+        }
+    }
+
+    /// Wait until a body of `len` bytes may wait for its group (bounded memory).
+    pub async fn room(&self, len: usize) -> OwnedSemaphorePermit {
+        let pages = len.div_ceil(PAGE).clamp(1, ROOM_PAGES);
+        Arc::clone(&self.room)
+            .acquire_many_owned(pages as u32)
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// Write `body` as `output` (staged beside `part`), durably; returns once it is in place.
-    pub async fn commit(&self, part: &Path, output: &Path, body: Bytes) -> io::Result<()> {
+    pub async fn commit(
+        &self,
+        part: &Path,
+        output: &Path,
+        body: Bytes,
+        room: OwnedSemaphorePermit,
+    ) -> io::Result<()> {
         let (done, heard) = oneshot::channel();
         let pending = Pending {
             temp: temp_name(part),
             output: output.to_path_buf(),
             body,
             done,
+            _room: room,
         };
         self.queue
             .send(pending)
@@ -189,7 +216,10 @@ mod tests {
             let part = dir.path().join(format!("f{i}.part"));
             let body = Bytes::from(vec![i; 100 + usize::from(i)]);
             let committer = std::sync::Arc::clone(&committer);
-            waits.spawn(async move { committer.commit(&part, &output, body).await });
+            waits.spawn(async move {
+                let room = committer.room(body.len()).await;
+                committer.commit(&part, &output, body, room).await
+            });
         }
         while let Some(result) = waits.join_next().await {
             result.unwrap().unwrap();

@@ -255,9 +255,21 @@ impl Engine {
         spec: &TransferSpec,
         reporter: Arc<dyn Reporter>,
     ) -> Result<TransferReport, TransferError> {
+        self.download_in(id, spec, reporter, None).await
+    }
+
+    /// [`Engine::download`] holding `slot`, one of a batch's files-at-once: a small file gives
+    /// it back as soon as its body is in memory, so the next file starts while it commits.
+    async fn download_in(
+        &self,
+        id: usize,
+        spec: &TransferSpec,
+        reporter: Arc<dyn Reporter>,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<TransferReport, TransferError> {
         let started = Instant::now();
         let counts = Arc::new(events::Counts::default());
-        let result = transfer::download(self, id, spec, Arc::clone(&reporter), &counts).await;
+        let result = transfer::download(self, id, spec, Arc::clone(&reporter), &counts, slot).await;
         events::file_done(spec, &result, &counts, started.elapsed());
         reporter.finished(id, &result);
         result

@@ -50,14 +50,21 @@ pub async fn download(
     spec: &TransferSpec,
     reporter: Arc<dyn Reporter>,
     counts: &Arc<Counts>,
+    slot: Option<OwnedSemaphorePermit>,
 ) -> Result<TransferReport, TransferError> {
-    let job = Arc::new(Job::new(engine, id, spec, reporter, Arc::clone(counts)));
+    let mut job = Job::new(engine, id, spec, reporter, Arc::clone(counts));
+    job.slot = Mutex::new(slot);
+    let job = Arc::new(job);
     let started = Instant::now();
     if spec.output.exists() && !spec.overwrite && !job.paths.state.exists() {
         return Ok(job.report(TransferStatus::AlreadyPresent, None, started));
     }
-    for path in [&spec.output, &job.paths.part] {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+    let parents = [spec.output.parent(), job.paths.part.parent()];
+    for (at, parent) in parents.iter().enumerate() {
+        let Some(parent) = parent.filter(|p| !p.as_os_str().is_empty()) else {
+            continue;
+        };
+        if at == 0 || parents[0] != Some(parent) {
             std::fs::create_dir_all(parent).map_err(TransferError::io("creating", parent))?;
         }
     }
@@ -129,6 +136,8 @@ struct Job {
     live: AtomicUsize,
     /// The lock on the `.part`, held from before the first byte is read until the end.
     part_lock: OnceLock<PartLock>,
+    /// The batch's files-at-once slot this transfer holds (given back early by a small file).
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl Job {
@@ -149,6 +158,7 @@ impl Job {
             counts,
             live: AtomicUsize::new(0),
             part_lock: OnceLock::new(),
+            slot: Mutex::new(None),
         }
     }
 
@@ -388,10 +398,14 @@ impl Job {
         self.reporter.progress(self.id, total);
         self.counts.fetched.fetch_add(total, Ordering::Relaxed);
         let sha256 = super::small::sha256_hex(&body);
+        let committer = self.engine.committer();
+        let room = self.cancellable(async { Ok(committer.room(body.len()).await) });
+        let room = room.await?;
+        // The body waits for its group in memory: the next file of the batch may start.
+        drop(self.slot.lock().unwrap().take());
         let committed = self.cancellable(async {
-            self.engine
-                .committer()
-                .commit(&self.paths.part, &self.spec.output, body)
+            committer
+                .commit(&self.paths.part, &self.spec.output, body, room)
                 .await
                 .map_err(|e| {
                     Failure::Fatal(TransferError::io("writing", self.spec.output.clone())(e))
@@ -491,6 +505,8 @@ impl Job {
     // ---- shared steps ----
 
     fn load_resume(&self) -> Option<ResumeState> {
+        // Unlocked: there was no state when this transfer began (see `download`).
+        self.part_lock.get()?;
         let state = ResumeState::load(&self.paths.state)?;
         // An empty `.part` (created by the lock) holds none of what a state may claim; a state
         // marked installed describes the output, not the `.part`.
