@@ -53,7 +53,8 @@ for label, rs in runs.items():
 PY
 }
 
-# ---- get -i from nginx ------------------------------------------------------------------------
+# ---- get -i from nginx (GET_FILES=0 skips it) ----------------------------------------------------
+if [[ $GET_FILES != 0 ]]; then
 mkdir -p "$work/www" "$work/ng"
 python3 - "$work/www" "$GET_FILES" <<'PY'
 import os, sys
@@ -80,7 +81,9 @@ for round in $(seq "$ROUNDS"); do
   fresh; timed "$get_results" "curl-xargs-P16" sh -c "cd '$d' && xargs -P16 -n $per curl -s --remote-name-all < '$work/urls.txt'"
   fresh; timed "$get_results" "wget-i" wget -q -i "$work/urls.txt" -P "$d"
   fresh; timed "$get_results" "aria2c-i-j16" aria2c -q -i "$work/urls.txt" -d "$d" -j16 --allow-overwrite=true --auto-file-renaming=false
-  [[ -n "${BASE:-}" ]] && { fresh; timed "$get_results" "base-get-i-j$JOBS" "$BASE" get -q -i "$work/urls.txt" -d "$d" -j "$JOBS"; }
+  if [[ -n "${BASE:-}" ]]; then
+    fresh; timed "$get_results" "base-get-i-j$JOBS" "$BASE" get -q -i "$work/urls.txt" -d "$d" -j "$JOBS"
+  fi
   got=$(find "$mine" -type f -name 'f*.bin' | wc -l)
   [[ $got == "$GET_FILES" ]] || echo "claudedl round $round: $got files of $GET_FILES" >&2
 done
@@ -89,6 +92,7 @@ echo
 table "$get_results" "$GET_FILES"
 echo
 kill "${pids[-1]}" 2>/dev/null || true
+fi
 
 # ---- sync from the mock -----------------------------------------------------------------------
 export CLAUDEDL_RPM=1000000
@@ -127,7 +131,9 @@ for n in $SYNC_FILES; do
   for round in $(seq "$ROUNDS"); do
     fresh; timed "$results" "claudedl-sync-j$JOBS" "$BIN" sync --data-dir "$d" --files-only -j "$JOBS" --json
     fresh; timed "$results" "curl-16-configs" sh -c "cd '$d' && for k in \$(seq 0 15); do curl -s -K '$cfgs/curl'\$k.cfg & done; wait"
-    [[ -n "${BASE:-}" && $n -le 5000 ]] && { fresh; timed "$results" "base-sync-j$JOBS" "$BASE" sync --data-dir "$d" --files-only -j "$JOBS" --json; }
+    if [[ -n "${BASE:-}" && $n -le 5000 ]]; then # the old binary takes minutes beyond
+      fresh; timed "$results" "base-sync-j$JOBS" "$BASE" sync --data-dir "$d" --files-only -j "$JOBS" --json
+    fi
   done
   echo "## sync: $n × 4 KiB from the mock API, no budget (medians of $ROUNDS)"
   echo

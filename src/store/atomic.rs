@@ -12,6 +12,14 @@ const TEMP_MARK: &str = ".tmp-";
 /// Write `bytes` to a temporary file beside `path`, fsync it, rename it over `path` and fsync
 /// the directory so the rename itself survives a crash.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |out| out.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `write` writes (through a buffer): content of any size.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = parent_dir(path);
     let name = path
         .file_name()
@@ -19,8 +27,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .unwrap_or_default();
     let temp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
     let result = (|| {
-        let mut file = create_new_no_follow(&temp)?;
-        file.write_all(bytes)?;
+        let mut out = io::BufWriter::with_capacity(1 << 16, create_new_no_follow(&temp)?);
+        write(&mut out)?;
+        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         fs::rename(&temp, path)?;
         sync_dir(dir)

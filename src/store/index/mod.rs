@@ -290,6 +290,29 @@ pub trait Index: Send {
         Ok(all.filter(beyond).take(limit).collect())
     }
 
+    /// Show `visit` each file created in `month` (`YYYY-MM`), oldest first (by `created_at`,
+    /// then `id`), one at a time. The default sorts [`Index::query_files`]; backends override it.
+    fn each_file_of_month(
+        &self,
+        month: &str,
+        visit: &mut dyn FnMut(FileEntry) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), IndexError> {
+        let query = FileQuery {
+            month: Some(month.to_owned()),
+            ..FileQuery::default()
+        };
+        let mut files = self.query_files(&query)?;
+        files.sort_by(|a, b| {
+            (&a.meta.created_at, &a.meta.id).cmp(&(&b.meta.created_at, &b.meta.id))
+        });
+        for entry in files {
+            if visit(entry).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Show `visit` each file matching `query`, newest first, one at a time (memory stays
     /// bounded at any index size) until it breaks. The default collects [`Index::query_files`];
     /// backends override it.

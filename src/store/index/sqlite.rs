@@ -245,6 +245,29 @@ impl Index for SqliteIndex {
             .map_err(failed("listing", "files to fetch"))
     }
 
+    fn each_file_of_month(
+        &self,
+        month: &str,
+        visit: &mut dyn FnMut(FileEntry) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), IndexError> {
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM files \
+             WHERE created_at >= ?1 AND created_at < ?2 AND substr(created_at, 1, 7) = ?1 \
+             ORDER BY created_at, id"
+        );
+        let mut walk = || -> rusqlite::Result<()> {
+            let mut statement = self.conn.prepare_cached(&sql)?;
+            let mut rows = statement.query(params![month, format!("{month}\u{7f}")])?;
+            while let Some(row) = rows.next()? {
+                if visit(file_from_row(row)?).is_break() {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        walk().map_err(failed("querying the files of", month))
+    }
+
     fn each_file(
         &self,
         query: &FileQuery,
