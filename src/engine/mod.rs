@@ -143,6 +143,11 @@ pub struct TransferSpec {
     /// with [`release_state`] once it has recorded the download: a rerun between the two finds
     /// the output complete instead of fetching it again.
     pub keep_state: bool,
+    /// An output already there with `expected_size` bytes (and no resume state) is this file,
+    /// placed by an interrupted run of ours that did not get to record it (a small file has no
+    /// state to say so): it is hashed and reported downloaded without a request. Only for a
+    /// caller that knows it began this download (sync: an entry left Downloading).
+    pub adopt_output: bool,
 }
 
 /// Sees a transfer's content (the plaintext, when encrypting) in order, from its first byte,
@@ -168,6 +173,7 @@ impl TransferSpec {
             encrypt: None,
             tap: None,
             keep_state: false,
+            adopt_output: false,
         }
     }
 }

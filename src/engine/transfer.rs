@@ -68,6 +68,11 @@ pub async fn download(
             std::fs::create_dir_all(parent).map_err(TransferError::io("creating", parent))?;
         }
     }
+    if spec.adopt_output && !job.paths.state.exists() {
+        if let Some(finished) = job.adopt_output().await {
+            return Ok(job.report(TransferStatus::Downloaded, Some(finished), started));
+        }
+    }
     // Without a resume state, the `.part` is locked only once there is something to write to
     // it (never for a small file).
     if job.paths.state.exists() {
@@ -723,6 +728,29 @@ impl Job {
                 resumed_from: installed.size,
                 committed: false,
             }
+        })
+    }
+
+    /// The output an interrupted run placed whole and did not record (see
+    /// [`TransferSpec::adopt_output`]): a regular file of the expected size, never encrypted.
+    async fn adopt_output(&self) -> Option<Finished> {
+        let size = self.spec.expected_size?;
+        let meta = std::fs::symlink_metadata(&self.spec.output).ok()?;
+        if !meta.is_file() || meta.len() != size || self.spec.encrypt.is_some() {
+            return None;
+        }
+        let output = self.spec.output.clone();
+        let sha256 = tokio::task::spawn_blocking(move || sha256_of(&output))
+            .await
+            .ok()?
+            .ok()?;
+        self.notice("found the output complete (placed by an interrupted run)");
+        Some(Finished {
+            size,
+            stored: size,
+            sha256,
+            resumed_from: size,
+            committed: true,
         })
     }
 

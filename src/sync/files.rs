@@ -309,6 +309,8 @@ fn spec_for(
         file_id: Some(meta.id.clone()),
         encrypt: options.encrypt.clone(),
         keep_state: true,
+        // Left Downloading by a killed run: an output already there is that run's (whole).
+        adopt_output: entry.state == FileState::Downloading && options.encrypt.is_none(),
         ..TransferSpec::new(sync.api.file_content_url(&meta.id), output)
     }))
 }
