@@ -68,10 +68,11 @@ pub async fn download(
             std::fs::create_dir_all(parent).map_err(TransferError::io("creating", parent))?;
         }
     }
-    if spec.adopt_output && !job.paths.state.exists() {
-        if let Some(finished) = job.adopt_output().await {
-            return Ok(job.report(TransferStatus::Downloaded, Some(finished), started));
-        }
+    if spec.adopt_output
+        && !job.paths.state.exists()
+        && let Some(finished) = job.adopt_output().await
+    {
+        return Ok(job.report(TransferStatus::Downloaded, Some(finished), started));
     }
     // Without a resume state, the `.part` is locked only once there is something to write to
     // it (never for a small file).
