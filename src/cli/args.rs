@@ -412,7 +412,7 @@ pub struct SyncArgs {
     #[arg(long, conflicts_with = "dry_run")]
     pub metadata_only: bool,
     /// Files downloaded at once.
-    #[arg(short = 'j', long = "jobs", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(short = 'j', long = "jobs", default_value_t = config::defaults::FILES_AT_ONCE, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
     /// Items per list request (1-1000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -542,7 +542,7 @@ pub struct GetArgs {
     #[arg(short, long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Files downloaded at once.
-    #[arg(short = 'j', long = "jobs", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(short = 'j', long = "jobs", default_value_t = config::defaults::FILES_AT_ONCE, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
     #[command(flatten)]
     pub network: NetworkArgs,

@@ -16,6 +16,10 @@ pub const MAX_RETRIES: u32 = 5;
 pub const CONNECTIONS: u16 = 8;
 /// Connections across all files, when unset: the larger of this and `connections`.
 pub const MIN_MAX_CONNECTIONS: u16 = 16;
+/// Files downloaded at once (`get -j`, `sync -j`): as many as there are pooled connections,
+/// so that each small file in flight has a kept-alive connection of its own (measured in
+/// docs/benchmarks-small.md: fewer leave the connections idle between small files).
+pub const FILES_AT_ONCE: u16 = MIN_MAX_CONNECTIONS;
 /// Where API traffic's request budget starts when no ceiling is set and nothing was learned:
 /// the lowest tier (it then follows the server's advertised limit, or discovers it).
 pub const API_RPM: u32 = 50;

@@ -48,11 +48,14 @@ impl Engine {
             let (engine, slots, reporter) =
                 (self.clone(), Arc::clone(&slots), Arc::clone(&reporter));
             set.spawn(async move {
-                let _slot = slots
+                let slot = slots
                     .acquire_owned()
                     .await
                     .expect("the semaphore is never closed");
-                (id, engine.download(id, &spec, reporter).await)
+                (
+                    id,
+                    engine.download_in(id, &spec, reporter, Some(slot)).await,
+                )
             });
         }
         let (send, receive) = mpsc::unbounded_channel();

@@ -8,16 +8,19 @@
 //! - [`ledger`]: what is written, checkpointed and hashed; `window`: the content written ahead
 //!   of the hashed prefix, kept in memory for the hasher;
 //! - `writer`: the `.part` as is, or sealed into an age file when encrypting;
-//! - `transfer`: one file from probe to rename; `batch`: many files at once.
+//! - `transfer`: one file from probe to rename; `batch`: many files at once;
+//! - `commit`: small files (fetched whole in one request) written and made durable in groups.
 //!
 //! The engine never prints: it tells a [`Reporter`].
 
 mod batch;
+mod commit;
 mod error;
 mod events;
 pub mod ledger;
 pub mod plan;
 pub mod response;
+mod small;
 mod stream;
 mod transfer;
 mod window;
@@ -140,6 +143,11 @@ pub struct TransferSpec {
     /// with [`release_state`] once it has recorded the download: a rerun between the two finds
     /// the output complete instead of fetching it again.
     pub keep_state: bool,
+    /// An output already there with `expected_size` bytes (and no resume state) is this file,
+    /// placed by an interrupted run of ours that did not get to record it (a small file has no
+    /// state to say so): it is hashed and reported downloaded without a request. Only for a
+    /// caller that knows it began this download (sync: an entry left Downloading).
+    pub adopt_output: bool,
 }
 
 /// Sees a transfer's content (the plaintext, when encrypting) in order, from its first byte,
@@ -165,6 +173,7 @@ impl TransferSpec {
             encrypt: None,
             tap: None,
             keep_state: false,
+            adopt_output: false,
         }
     }
 }
@@ -220,6 +229,8 @@ pub struct Engine {
     config: Arc<EngineConfig>,
     connections: Arc<Semaphore>,
     cancel: CancellationToken,
+    /// The group committer of small files, started with the first one.
+    committer: Arc<std::sync::OnceLock<commit::Committer>>,
 }
 
 impl Engine {
@@ -230,12 +241,17 @@ impl Engine {
             config: Arc::new(config),
             connections,
             cancel: CancellationToken::new(),
+            committer: Arc::default(),
         }
     }
 
     /// Cancelling this token stops every transfer, saving its resume state.
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+
+    fn committer(&self) -> &commit::Committer {
+        self.committer.get_or_init(commit::Committer::start)
     }
 
     /// Download one file; `id` identifies it to the reporter.
@@ -245,9 +261,21 @@ impl Engine {
         spec: &TransferSpec,
         reporter: Arc<dyn Reporter>,
     ) -> Result<TransferReport, TransferError> {
+        self.download_in(id, spec, reporter, None).await
+    }
+
+    /// [`Engine::download`] holding `slot`, one of a batch's files-at-once: a small file gives
+    /// it back as soon as its body is in memory, so the next file starts while it commits.
+    async fn download_in(
+        &self,
+        id: usize,
+        spec: &TransferSpec,
+        reporter: Arc<dyn Reporter>,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<TransferReport, TransferError> {
         let started = Instant::now();
         let counts = Arc::new(events::Counts::default());
-        let result = transfer::download(self, id, spec, Arc::clone(&reporter), &counts).await;
+        let result = transfer::download(self, id, spec, Arc::clone(&reporter), &counts, slot).await;
         events::file_done(spec, &result, &counts, started.elapsed());
         reporter.finished(id, &result);
         result

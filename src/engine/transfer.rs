@@ -9,6 +9,11 @@
 //! 3. Single mode, when the server ignores or mangles ranges: one plain stream from byte 0.
 //! 4. Finish: every byte accounted for, length checked, synced, renamed over the output.
 //!
+//! A file the probe fetched whole (a fresh plain download of at most `min_split` bytes) takes
+//! the small-file path instead: no `.part`, no lock, no resume state; its body is read into
+//! memory and handed to the engine's group committer (`commit`), which writes it, makes it
+//! durable with the other files of its group and renames it into place.
+//!
 //! A file that changed on the server is started over (a bounded number of times); a server
 //! that lied about ranges once is not asked for ranges again during this transfer.
 
@@ -50,25 +55,43 @@ pub async fn download(
     spec: &TransferSpec,
     reporter: Arc<dyn Reporter>,
     counts: &Arc<Counts>,
+    slot: Option<OwnedSemaphorePermit>,
 ) -> Result<TransferReport, TransferError> {
-    let job = Arc::new(Job::new(engine, id, spec, reporter, Arc::clone(counts)));
+    let mut job = Job::new(engine, id, spec, reporter, Arc::clone(counts));
+    job.slot = Mutex::new(slot);
+    let job = Arc::new(job);
     let started = Instant::now();
     if spec.output.exists() && !spec.overwrite && !job.paths.state.exists() {
         return Ok(job.report(TransferStatus::AlreadyPresent, None, started));
     }
-    for path in [&spec.output, &job.paths.part] {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+    let parents = [spec.output.parent(), job.paths.part.parent()];
+    for (at, parent) in parents.iter().enumerate() {
+        let Some(parent) = parent.filter(|p| !p.as_os_str().is_empty()) else {
+            continue;
+        };
+        if at == 0 || parents[0] != Some(parent) {
             std::fs::create_dir_all(parent).map_err(TransferError::io("creating", parent))?;
         }
     }
-    job.lock_part()?;
-    if let Some(finished) = job.recover_installed().await {
-        // The `.part` is the empty file the lock created.
-        remove_if_present(&job.paths.part)?;
-        job.release_state()?;
+    if spec.adopt_output
+        && !job.paths.state.exists()
+        && let Some(finished) = job.adopt_output().await
+    {
         return Ok(job.report(TransferStatus::Downloaded, Some(finished), started));
     }
+    // Without a resume state, the `.part` is locked only once there is something to write to
+    // it (never for a small file).
+    if job.paths.state.exists() {
+        job.lock_part()?;
+        if let Some(finished) = job.recover_installed().await {
+            // The `.part` is the empty file the lock created.
+            remove_if_present(&job.paths.part)?;
+            job.release_state()?;
+            return Ok(job.report(TransferStatus::Downloaded, Some(finished), started));
+        }
+    }
     let result = match job.run_to_completion().await {
+        Ok(finished) if finished.committed => Ok(finished),
         Ok(finished) => job.install(&finished).map(|()| finished),
         Err(error) => Err(error),
     };
@@ -111,6 +134,8 @@ struct Finished {
     stored: u64,
     sha256: String,
     resumed_from: u64,
+    /// Already in place (the small-file path's group commit): nothing to install.
+    committed: bool,
 }
 
 /// Everything the workers of one transfer share.
@@ -125,6 +150,8 @@ struct Job {
     live: AtomicUsize,
     /// The lock on the `.part`, held from before the first byte is read until the end.
     part_lock: OnceLock<PartLock>,
+    /// The batch's files-at-once slot this transfer holds (given back early by a small file).
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl Job {
@@ -145,6 +172,7 @@ impl Job {
             counts,
             live: AtomicUsize::new(0),
             part_lock: OnceLock::new(),
+            slot: Mutex::new(None),
         }
     }
 
@@ -236,6 +264,9 @@ impl Job {
             }
             RangedReply::Untrustworthy(reason) => return Err(Failure::Untrustworthy(reason)),
         };
+        if resume.is_none() && self.is_small(total, &probed) {
+            return self.small((response, permit), total, probe_end).await;
+        }
         let state = match resume {
             Some(state) if state.total == Some(total) && !expected.differ(&found) => state,
             Some(_) => return Err(Failure::Changed),
@@ -341,6 +372,96 @@ impl Job {
         }
     }
 
+    // ---- small files ----
+
+    /// Whether the probe fetched the whole file and it takes the small-file path: a fresh,
+    /// plain download (an encrypted one needs its sealed `.part`).
+    fn is_small(&self, total: u64, probed: &std::ops::Range<u64>) -> bool {
+        self.spec.encrypt.is_none()
+            && total <= self.engine.config.min_split.max(1)
+            && *probed == (0..total)
+    }
+
+    /// Read the whole body (fetching it again from byte 0 after a cut), hash it, and hand it
+    /// to the group committer; returns once it is durable under its final name.
+    async fn small(
+        self: &Arc<Self>,
+        probe: Held,
+        total: u64,
+        probe_end: u64,
+    ) -> Result<Finished, Failure> {
+        let mut retrier = self.retrier();
+        let mut held = Some(probe);
+        self.reporter.started(self.id, &self.url, Some(total), 0);
+        let body = loop {
+            let attempt = match held.take() {
+                Some((response, _permit)) => self.read_small(response, total).await,
+                None => match self.probe_once(0, probe_end, None).await {
+                    Ok((response, _permit)) => self.refetch_small(response, total).await,
+                    Err(failure) => Err(failure),
+                },
+            };
+            match attempt {
+                Ok(body) => break body,
+                Err(failure) => {
+                    let range = format!("0-{}", total.saturating_sub(1));
+                    self.retry(&mut retrier, failure, &range, 0).await?;
+                }
+            }
+        };
+        if let Some(tap) = &self.spec.tap {
+            tap.restart();
+            tap.feed(&body);
+        }
+        self.reporter.progress(self.id, total);
+        self.counts.fetched.fetch_add(total, Ordering::Relaxed);
+        let sha256 = super::small::sha256_hex(&body);
+        let committer = self.engine.committer();
+        let room = self.cancellable(async { Ok(committer.room(body.len()).await) });
+        let room = room.await?;
+        // The body waits for its group in memory: the next file of the batch may start.
+        drop(self.slot.lock().unwrap().take());
+        let committed = self.cancellable(async {
+            committer
+                .commit(&self.paths.part, &self.spec.output, body, room)
+                .await
+                .map_err(|e| {
+                    Failure::Fatal(TransferError::io("writing", self.spec.output.clone())(e))
+                })
+        });
+        committed.await?;
+        Ok(Finished {
+            size: total,
+            stored: total,
+            sha256,
+            resumed_from: 0,
+            committed: true,
+        })
+    }
+
+    /// A second request for a small file must get the same file whole.
+    async fn refetch_small(&self, response: Response, total: u64) -> Result<bytes::Bytes, Failure> {
+        match judge_ranged(&self.url, &response, 0, Some(total.max(1)))? {
+            RangedReply::Partial {
+                total: again,
+                range,
+            } if again == total && range == (0..total) => self.read_small(response, total).await,
+            RangedReply::Untrustworthy(reason) => Err(Failure::Untrustworthy(reason)),
+            _ => Err(Failure::Changed),
+        }
+    }
+
+    async fn read_small(&self, response: Response, total: u64) -> Result<bytes::Bytes, Failure> {
+        let reading = super::small::Reading {
+            url: &self.url,
+            read_timeout: self.engine.config.read_timeout,
+            cancel: &self.engine.cancel,
+            governor: self.engine.client.governor(),
+            state: &self.paths.state,
+        };
+        super::small::read_whole(response, total, &reading).await
+    }
+
     // ---- single-stream mode ----
 
     /// One plain `GET` from byte 0 (or the 200 the probe already received). A failure mid-body
@@ -405,6 +526,8 @@ impl Job {
     // ---- shared steps ----
 
     fn load_resume(&self) -> Option<ResumeState> {
+        // Unlocked: there was no state when this transfer began (see `download`).
+        self.part_lock.get()?;
         let state = ResumeState::load(&self.paths.state)?;
         // An empty `.part` (created by the lock) holds none of what a state may claim; a state
         // marked installed describes the output, not the `.part`.
@@ -580,18 +703,21 @@ impl Job {
 
     /// Drop the state and empty the `.part` (which stays, locked).
     fn discard(&self) -> Result<(), TransferError> {
+        // Unlocked, this transfer has written nothing yet.
+        let Some(lock) = self.part_lock.get() else {
+            return Ok(());
+        };
         remove_if_present(&self.paths.state)?;
-        match self.part_lock.get() {
-            Some(lock) => lock
-                .truncate()
-                .map_err(TransferError::io("emptying", self.paths.part.clone())),
-            None => remove_if_present(&self.paths.part),
-        }
+        lock.truncate()
+            .map_err(TransferError::io("emptying", self.paths.part.clone()))
     }
 
     /// Lock the `.part` (refusing a second process, and a symbolic link in its place) and
     /// clean the temporary state files dead processes left for this download.
     fn lock_part(&self) -> Result<(), TransferError> {
+        if self.part_lock.get().is_some() {
+            return Ok(());
+        }
         let part = &self.paths.part;
         let lock = PartLock::acquire(part).map_err(|error| match error {
             PartLockError::Held => TransferError::Busy {
@@ -643,7 +769,31 @@ impl Job {
                 stored: installed.stored,
                 sha256,
                 resumed_from: installed.size,
+                committed: false,
             }
+        })
+    }
+
+    /// The output an interrupted run placed whole and did not record (see
+    /// [`TransferSpec::adopt_output`]): a regular file of the expected size, never encrypted.
+    async fn adopt_output(&self) -> Option<Finished> {
+        let size = self.spec.expected_size?;
+        let meta = std::fs::symlink_metadata(&self.spec.output).ok()?;
+        if !meta.is_file() || meta.len() != size || self.spec.encrypt.is_some() {
+            return None;
+        }
+        let output = self.spec.output.clone();
+        let sha256 = tokio::task::spawn_blocking(move || sha256_of(&output))
+            .await
+            .ok()?
+            .ok()?;
+        self.notice("found the output complete (placed by an interrupted run)");
+        Some(Finished {
+            size,
+            stored: size,
+            sha256,
+            resumed_from: size,
+            committed: true,
         })
     }
 
@@ -659,6 +809,10 @@ impl Job {
     /// Say in `error` whether the partial download was kept; when nothing was, remove the
     /// (empty or unclaimed) `.part` and the state rather than leave them behind.
     fn after_failure(&self, error: TransferError) -> TransferError {
+        if self.part_lock.get().is_none() {
+            // Nothing was written: the `.part` and state, if any, are another process's.
+            return error.with_kept(false);
+        }
         let kept = ResumeState::load(&self.paths.state)
             .is_some_and(|state| state.installed.is_none() && state.done.covered() > 0);
         if !kept {
@@ -934,6 +1088,7 @@ struct Writing {
 impl Writing {
     fn start(job: &Job, mut state: ResumeState, total: Option<u64>) -> Result<Writing, Failure> {
         job.check_size(total)?;
+        job.lock_part().map_err(Failure::Fatal)?;
         let paths = &job.paths;
         let encrypt = job.spec.encrypt.as_deref();
         let part = PartWriter::open(encrypt, &paths.part, &mut state, total)
@@ -1014,6 +1169,7 @@ impl Writing {
             stored: self.part.stored_len(size),
             sha256: hashed.sha256,
             resumed_from: self.resumed_from,
+            committed: false,
         })
     }
 

@@ -12,6 +12,14 @@ const TEMP_MARK: &str = ".tmp-";
 /// Write `bytes` to a temporary file beside `path`, fsync it, rename it over `path` and fsync
 /// the directory so the rename itself survives a crash.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |out| out.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `write` writes (through a buffer): content of any size.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = parent_dir(path);
     let name = path
         .file_name()
@@ -19,8 +27,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .unwrap_or_default();
     let temp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
     let result = (|| {
-        let mut file = create_new_no_follow(&temp)?;
-        file.write_all(bytes)?;
+        let mut out = io::BufWriter::with_capacity(1 << 16, create_new_no_follow(&temp)?);
+        write(&mut out)?;
+        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         fs::rename(&temp, path)?;
         sync_dir(dir)
@@ -33,7 +42,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Create `path` anew for writing: a file left there by this process id before (a crash) is
 /// replaced; a symbolic link is removed, never followed.
-fn create_new_no_follow(path: &Path) -> io::Result<File> {
+pub fn create_new_no_follow(path: &Path) -> io::Result<File> {
     let open = || {
         OpenOptions::new()
             .write(true)
@@ -64,6 +73,19 @@ pub fn is_link_error(error: &io::Error) -> bool {
 /// died (`.NAME.tmp-PID`, PID not running; this process's own only when `own` is true, i.e. it
 /// writes none at the moment). With `name`, only those of `NAME`. Returns the paths removed.
 pub fn remove_stale_temps(dir: &Path, name: Option<&str>, own: bool) -> io::Result<Vec<PathBuf>> {
+    remove_stale_matching(dir, own, |of| name.is_none_or(|name| name == of))
+}
+
+/// [`remove_stale_temps`] of those whose `NAME` is `wanted`.
+pub fn remove_stale_marked(dir: &Path, wanted: impl Fn(&str) -> bool) -> io::Result<Vec<PathBuf>> {
+    remove_stale_matching(dir, false, wanted)
+}
+
+fn remove_stale_matching(
+    dir: &Path,
+    own: bool,
+    wanted: impl Fn(&str) -> bool,
+) -> io::Result<Vec<PathBuf>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -77,7 +99,7 @@ pub fn remove_stale_temps(dir: &Path, name: Option<&str>, own: bool) -> io::Resu
             continue;
         };
         let mine = pid == std::process::id();
-        if name.is_some_and(|name| name != of) || (mine && !own) || (!mine && is_running(pid)) {
+        if !wanted(of) || (mine && !own) || (!mine && is_running(pid)) {
             continue;
         }
         match fs::remove_file(entry.path()) {
@@ -122,7 +144,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn parent_dir(path: &Path) -> &Path {
+pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),

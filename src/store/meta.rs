@@ -11,13 +11,13 @@
 //! Entries are sorted by `created_at`, then `id`; paths are relative to the data directory.
 //! The index stays the authoritative record: these files are for people and other tools.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::atomic::write_atomic;
-use super::index::{BatchEntry, FileEntry, FileQuery, FileState, Index, IndexError};
+use super::atomic::write_atomic_with;
+use super::index::{BatchEntry, FileEntry, FileState, Index, IndexError};
 use super::layout::{DataDir, month_of};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +39,38 @@ pub enum MetaError {
 #[derive(Serialize)]
 struct MonthMeta<'a> {
     month: &'a str,
-    files: Vec<FileRecord<'a>>,
+    files: MonthFiles<'a>,
     batches: Vec<BatchRecord<'a>>,
+}
+
+/// A month's files, serialized as they stream from the index (oldest first): a month of any
+/// size is written in bounded memory.
+struct MonthFiles<'a> {
+    index: &'a dyn Index,
+    month: &'a str,
+    /// Why the index stopped the walk, if it did.
+    failed: std::cell::RefCell<Option<IndexError>>,
+}
+
+impl Serialize for MonthFiles<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = serializer.serialize_seq(None)?;
+        let mut written = Ok(());
+        let walked = self.index.each_file_of_month(self.month, &mut |entry| {
+            written = seq.serialize_element(&file_record(&entry));
+            match written {
+                Ok(()) => std::ops::ControlFlow::Continue(()),
+                Err(_) => std::ops::ControlFlow::Break(()),
+            }
+        });
+        written?;
+        if let Err(error) = walked {
+            *self.failed.borrow_mut() = Some(error);
+            return Err(S::Error::custom("the index failed"));
+        }
+        seq.end()
+    }
 }
 
 #[derive(Serialize)]
@@ -80,19 +110,17 @@ pub fn write_month(dir: &DataDir, index: &dyn Index, month: &str) -> Result<(), 
         month: month.to_owned(),
         source,
     };
-    let query = FileQuery {
-        month: Some(month.to_owned()),
-        ..FileQuery::default()
-    };
-    let mut files = index.query_files(&query).map_err(index_error)?;
-    files.sort_by(|a, b| (&a.meta.created_at, &a.meta.id).cmp(&(&b.meta.created_at, &b.meta.id)));
     let mut batches: Vec<BatchEntry> = index.query_batches().map_err(index_error)?;
     batches.retain(|batch| month_of(&batch.meta.created_at).as_deref() == Some(month));
     batches.sort_by(|a, b| (&a.meta.created_at, &a.meta.id).cmp(&(&b.meta.created_at, &b.meta.id)));
 
     let meta = MonthMeta {
         month,
-        files: files.iter().map(file_record).collect(),
+        files: MonthFiles {
+            index,
+            month,
+            failed: Default::default(),
+        },
         batches: batches.iter().map(batch_record).collect(),
     };
     let path = dir.meta_month(month);
@@ -100,12 +128,17 @@ pub fn write_month(dir: &DataDir, index: &dyn Index, month: &str) -> Result<(), 
         path: path.clone(),
         source,
     };
-    let mut bytes = serde_json::to_vec_pretty(&meta).map_err(|e| write_error(e.into()))?;
-    bytes.push(b'\n');
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(write_error)?;
     }
-    write_atomic(&path, &bytes).map_err(write_error)
+    let written = write_atomic_with(&path, |out| {
+        serde_json::to_writer_pretty(&mut *out, &meta).map_err(io::Error::from)?;
+        out.write_all(b"\n")
+    });
+    if let Some(failed) = meta.files.failed.take() {
+        return Err(index_error(failed));
+    }
+    written.map_err(write_error)
 }
 
 fn file_record(entry: &FileEntry) -> FileRecord<'_> {

@@ -21,13 +21,41 @@ use super::{Sync, SyncError, SyncOptions, SyncSummary};
 const NOT_DOWNLOADABLE: &str =
     "not downloadable: only files created by code execution or skills can be downloaded";
 
+/// Files taken from the index at once: a window's entries, specs and transfers are all this
+/// run holds in memory, whatever the number of files to fetch.
+const WINDOW: usize = 4096;
+
 pub async fn download_files(
     sync: &mut Sync<'_>,
     options: &SyncOptions,
     summary: &mut SyncSummary,
     months: &mut BTreeSet<String>,
 ) -> Result<(), SyncError> {
-    let wanted = wanted_files(sync, options, summary, months)?;
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let cursor = after.as_ref().map(|(c, i)| (c.as_str(), i.as_str()));
+        let page = sync.index.files_to_fetch_page(cursor, WINDOW)?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = Some((last.meta.created_at.clone(), last.meta.id.clone()));
+        let wanted = wanted_files(sync, options, summary, months, page)?;
+        download_window(sync, options, summary, months, wanted).await?;
+        if summary.interrupted {
+            return Ok(());
+        }
+    }
+}
+
+/// Fetch one window of files, recording each group of them as it lands. Windows run one
+/// after the other, so the outputs of earlier ones are recorded before later ones are placed.
+async fn download_window(
+    sync: &mut Sync<'_>,
+    options: &SyncOptions,
+    summary: &mut SyncSummary,
+    months: &mut BTreeSet<String>,
+    wanted: Vec<FileEntry>,
+) -> Result<(), SyncError> {
     let mut taken = HashSet::new();
     let mut specs = Vec::with_capacity(wanted.len());
     let mut placed = Vec::with_capacity(wanted.len());
@@ -140,7 +168,7 @@ pub fn record_malformed(
     Ok(())
 }
 
-/// The files to fetch now. Those not downloadable are recorded Skipped, those failed as
+/// Of one page of files to fetch, those to fetch now. Those not downloadable are recorded Skipped, those failed as
 /// malformed listing entries or with an id unfit for a request path are left (or recorded)
 /// Failed: neither is fetched.
 fn wanted_files(
@@ -148,9 +176,9 @@ fn wanted_files(
     options: &SyncOptions,
     summary: &mut SyncSummary,
     months: &mut BTreeSet<String>,
+    entries: Vec<FileEntry>,
 ) -> Result<Vec<FileEntry>, SyncError> {
     let mut wanted = Vec::new();
-    let entries = sync.index.files_to_fetch()?;
     for entry in entries.into_iter().filter(|e| options.includes(&e.meta)) {
         let id = entry.meta.id.clone();
         let malformed = entry
@@ -278,6 +306,8 @@ pub(crate) fn spec_for(
         file_id: Some(meta.id.clone()),
         encrypt: options.encrypt.clone(),
         keep_state: true,
+        // Left Downloading by a killed run: an output already there is that run's (whole).
+        adopt_output: entry.state == FileState::Downloading && options.encrypt.is_none(),
         ..TransferSpec::new(sync.api.file_content_url(&meta.id), output)
     }))
 }

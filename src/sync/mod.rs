@@ -74,7 +74,7 @@ impl Default for SyncOptions {
             dry_run: false,
             metadata_only: false,
             page_size: 1000,
-            jobs: 8,
+            jobs: crate::config::defaults::FILES_AT_ONCE.into(),
             encrypt: None,
             only: None,
             select: Selection::default(),

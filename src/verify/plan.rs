@@ -33,11 +33,12 @@ pub struct Plan {
 impl Plan {
     pub fn from_index(data: &DataDir, index: &dyn Index) -> Result<Plan, VerifyError> {
         let mut plan = Plan::default();
-        for entry in index.query_files(&FileQuery::default())? {
+        index.each_file(&FileQuery::default(), &mut |entry| {
             let output =
                 data.file_path(&entry.meta.created_at, &entry.meta.id, &entry.meta.filename);
             plan.add(data, Row::file(entry), output);
-        }
+            std::ops::ControlFlow::Continue(())
+        })?;
         for entry in index.query_batches()? {
             let output = data.batch_results_path(&entry.meta.created_at, &entry.meta.id);
             plan.add(data, Row::batch(entry), output);

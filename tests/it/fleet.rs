@@ -257,7 +257,8 @@ async fn workers_finish_every_item_exactly_once_when_one_is_killed() {
 /// leases (claimable at once) and exits 0; another worker then finishes everything.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_and_releases_leases() {
-    let files = account(12, 256 * 1024);
+    // Files above the small-file size (1 MiB): only the ranged path checkpoints a transfer.
+    let files = account(12, 2 * 1024 * 1024);
     let (api, db) = fleet(files.clone()).await;
     run_ok(&api, &db, &["enqueue"]).await;
     let dir = tempfile::tempdir().unwrap();
@@ -301,10 +302,10 @@ async fn sigterm_drains_and_releases_leases() {
     let fetched = summary["bytes"].as_u64().unwrap();
     eprintln!(
         "after the drain: {fetched} of {} bytes fetched",
-        12 * 256 * 1024
+        12 * 2 * 1024 * 1024
     );
     assert!(
-        fetched < 12 * 256 * 1024,
+        fetched < 12 * 2 * 1024 * 1024,
         "{fetched} bytes: nothing was resumed"
     );
 }

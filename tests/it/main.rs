@@ -19,6 +19,8 @@
 //! - `redirects`: `-H` headers stay with their origin unless `--location-trusted`.
 //! - `safety`: finished work survives kills; no writes through links, no shared files, no
 //!   two writers of one `.part`, no malformed entry stopping a sync, read-only reads.
+//! - `small`: small files in group commits: one request each, nothing but whole files under
+//!   final names after kills, a consistent index (issue 12).
 
 mod api;
 mod budget;
@@ -36,5 +38,6 @@ mod logs;
 mod nginx;
 mod redirects;
 mod safety;
+mod small;
 mod support;
 mod verify;

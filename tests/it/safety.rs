@@ -108,7 +108,8 @@ async fn a_sync_killed_after_files_landed_refetches_none_of_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_link_at_the_part_is_never_written_through_and_verify_reports_links() {
-    let content = data(50_000, 7);
+    // Larger than the first request's piece: the `.part` path (a small file opens no `.part`).
+    let content = data(2 * MIB, 7);
     let files = vec![mock_file(
         "file_a",
         "report.csv",

@@ -281,6 +281,63 @@ pub trait Index: Send {
     /// Files whose state is Pending, Downloading or Failed, newest first.
     fn files_to_fetch(&self) -> Result<Vec<FileEntry>, IndexError>;
 
+    /// Up to `limit` of [`Index::files_to_fetch`], those after `after` (the `created_at` and
+    /// `id` of the last one of the previous page) in its order: a sync of any size holds one
+    /// page at a time. The default pages through `files_to_fetch`; backends override it.
+    fn files_to_fetch_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<FileEntry>, IndexError> {
+        let beyond = |e: &FileEntry| {
+            after.is_none_or(|(created, id)| {
+                (e.meta.created_at.as_str() < created)
+                    || (e.meta.created_at == created && e.meta.id.as_str() > id)
+            })
+        };
+        let all = self.files_to_fetch()?.into_iter();
+        Ok(all.filter(beyond).take(limit).collect())
+    }
+
+    /// Show `visit` each file created in `month` (`YYYY-MM`), oldest first (by `created_at`,
+    /// then `id`), one at a time. The default sorts [`Index::query_files`]; backends override it.
+    fn each_file_of_month(
+        &self,
+        month: &str,
+        visit: &mut dyn FnMut(FileEntry) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), IndexError> {
+        let query = FileQuery {
+            month: Some(month.to_owned()),
+            ..FileQuery::default()
+        };
+        let mut files = self.query_files(&query)?;
+        files.sort_by(|a, b| {
+            (&a.meta.created_at, &a.meta.id).cmp(&(&b.meta.created_at, &b.meta.id))
+        });
+        for entry in files {
+            if visit(entry).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Show `visit` each file matching `query`, newest first, one at a time (memory stays
+    /// bounded at any index size) until it breaks. The default collects [`Index::query_files`];
+    /// backends override it.
+    fn each_file(
+        &self,
+        query: &FileQuery,
+        visit: &mut dyn FnMut(FileEntry) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), IndexError> {
+        for entry in self.query_files(query)? {
+            if visit(entry).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Record the start or end of a file's fetch; the file must be in the index. A path
     /// another file is recorded at is refused ([`IndexError::PathTaken`]).
     fn record_file(&mut self, id: &str, outcome: &FileOutcome) -> Result<(), IndexError>;

@@ -226,6 +226,67 @@ impl Index for SqliteIndex {
         collect(&self.conn, &sql, [], file_from_row).map_err(failed("listing", "files to fetch"))
     }
 
+    fn files_to_fetch_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<FileEntry>, IndexError> {
+        // `+state`: walk `files_by_created` from the cursor (each page costs its rows, not a
+        // sort of every file to fetch).
+        let (created, id) = after.unwrap_or(("\u{10ffff}", ""));
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM files \
+             WHERE +state IN ('pending', 'downloading', 'failed') \
+             AND created_at <= ?1 AND (created_at < ?1 OR id > ?2) \
+             ORDER BY created_at DESC, id LIMIT ?3"
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        collect(&self.conn, &sql, params![created, id, limit], file_from_row)
+            .map_err(failed("listing", "files to fetch"))
+    }
+
+    fn each_file_of_month(
+        &self,
+        month: &str,
+        visit: &mut dyn FnMut(FileEntry) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), IndexError> {
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM files \
+             WHERE created_at >= ?1 AND created_at < ?2 AND substr(created_at, 1, 7) = ?1 \
+             ORDER BY created_at, id"
+        );
+        let mut walk = || -> rusqlite::Result<()> {
+            let mut statement = self.conn.prepare_cached(&sql)?;
+            let mut rows = statement.query(params![month, format!("{month}\u{7f}")])?;
+            while let Some(row) = rows.next()? {
+                if visit(file_from_row(row)?).is_break() {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        walk().map_err(failed("querying the files of", month))
+    }
+
+    fn each_file(
+        &self,
+        query: &FileQuery,
+        visit: &mut dyn FnMut(FileEntry) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), IndexError> {
+        let (sql, values) = file_query_sql(query);
+        let walk = || -> rusqlite::Result<()> {
+            let mut statement = self.conn.prepare_cached(&sql)?;
+            let mut rows = statement.query(params_from_iter(values))?;
+            while let Some(row) = rows.next()? {
+                if visit(file_from_row(row)?).is_break() {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        walk().map_err(failed("querying", "files"))
+    }
+
     fn record_file(&mut self, id: &str, outcome: &FileOutcome) -> Result<(), IndexError> {
         let changed = record_file_sql(&self.conn, id, outcome).map_err(refused(
             "file",

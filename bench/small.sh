@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Small files (issue 12): claudedl against curl at its best, wget and aria2c. See
+# docs/benchmarks-small.md.
+#   get:  N × 4 KiB from loopback nginx: claudedl get -i, curl (xargs -P16, ~625 URLs per
+#         process on one keep-alive connection, --remote-name-all), wget -i, aria2c -i -j16
+#   sync: M × 4 KiB from the mock API (no budget): claudedl sync vs 16 curl processes, each
+#         with a config file listing 1/16 of the content URLs with the API headers
+#   big:  1,000,000 × 1 KiB sync (BIG=1): wall, peak RSS, files/s
+# Each run writes into a new directory; tools alternate within a round; medians of ROUNDS.
+#   ROUNDS=3 GET_FILES=10000 SYNC_FILES="5000 100000" BIG=0 JOBS=16 bash bench/small.sh
+# Needs a release build (cargo build --release --workspace), nginx, curl, wget, aria2c,
+# /usr/bin/time. Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+GET_FILES=${GET_FILES:-10000}
+SYNC_FILES=${SYNC_FILES:-"5000 100000"}
+BIG=${BIG:-0}
+JOBS=${JOBS:-16}
+BIN=${CLAUDEDL:-target/release/claudedl}
+MOCK=${CLAUDEDL_MOCK:-target/release/claudedl-mock}
+for tool in "$BIN" "$MOCK" /usr/bin/time nginx curl wget aria2c python3; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "missing $tool"; exit 2; }
+done
+work=$(mktemp -d "${BENCH_TMP:-/tmp}/claudedl-bench-small.XXXXXX")
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+run_no=0
+fresh() { run_no=$((run_no + 1)); d="$work/run$run_no"; mkdir -p "$d"; } # sets $d
+# timed RESULTS LABEL FILES cmd… : appends "label wall rss_kib" (the command runs in a new dir)
+timed() {
+  local results=$1 label=$2; shift 2
+  timeout 1800 /usr/bin/time -f "%e %M" -o "$work/time" "$@" > "$work/last.out" 2> "$work/last.err" \
+    || { echo "$label failed: $(tail -3 "$work/last.err")" >&2; return 0; }
+  read -r wall rss < "$work/time"
+  echo "$label $wall $rss" >> "$results"
+}
+table() { # RESULTS FILES
+  python3 - "$1" "$2" <<'PY'
+import sys, statistics, collections
+runs = collections.OrderedDict()
+for line in open(sys.argv[1]):
+    label, wall, rss = line.split()
+    runs.setdefault(label, []).append((float(wall), int(rss)))
+files = int(sys.argv[2])
+print("| tool | runs | median wall s | files/s | peak RSS MiB |")
+print("| --- | --- | --- | --- | --- |")
+for label, rs in runs.items():
+    wall = statistics.median(w for w, _ in rs)
+    rss = max(r for _, r in rs) / 1024
+    print(f"| {label} | {len(rs)} | {wall:.2f} | {files / wall:.0f} | {rss:.0f} |")
+PY
+}
+
+# ---- get -i from nginx (GET_FILES=0 skips it) ----------------------------------------------------
+if [[ $GET_FILES != 0 ]]; then
+mkdir -p "$work/www" "$work/ng"
+python3 - "$work/www" "$GET_FILES" <<'PY'
+import os, sys
+for i in range(int(sys.argv[2])):
+    with open(os.path.join(sys.argv[1], f"f{i:07}.bin"), "wb") as f:
+        f.write(os.urandom(4096))
+PY
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/ng/nginx.conf" <<CONF
+daemon off; master_process off; worker_processes 1; error_log $work/ng/error.log; pid $work/ng/pid;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $work/ng; proxy_temp_path $work/ng; fastcgi_temp_path $work/ng;
+  uwsgi_temp_path $work/ng; scgi_temp_path $work/ng; keepalive_requests 100000; keepalive_timeout 120s;
+  server { listen 127.0.0.1:$port; root $work/www; } }
+CONF
+nginx -p "$work/ng/" -c "$work/ng/nginx.conf" -e "$work/ng/error.log" &
+pids+=($!)
+for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/f0000000.bin" && break; sleep 0.1; done
+ls "$work/www" | sed "s|^|http://127.0.0.1:$port/|" > "$work/urls.txt"
+per=$(( (GET_FILES + 15) / 16 ))
+get_results=$work/get.tsv
+for round in $(seq "$ROUNDS"); do
+  fresh; mine=$d; timed "$get_results" "claudedl-get-i-j$JOBS" "$BIN" get -q -i "$work/urls.txt" -d "$d" -j "$JOBS"
+  fresh; timed "$get_results" "curl-xargs-P16" sh -c "cd '$d' && xargs -P16 -n $per curl -s --remote-name-all < '$work/urls.txt'"
+  fresh; timed "$get_results" "wget-i" wget -q -i "$work/urls.txt" -P "$d"
+  fresh; timed "$get_results" "aria2c-i-j16" aria2c -q -i "$work/urls.txt" -d "$d" -j16 --allow-overwrite=true --auto-file-renaming=false
+  if [[ -n "${BASE:-}" ]]; then
+    fresh; timed "$get_results" "base-get-i-j$JOBS" "$BASE" get -q -i "$work/urls.txt" -d "$d" -j "$JOBS"
+  fi
+  got=$(find "$mine" -type f -name 'f*.bin' | wc -l)
+  [[ $got == "$GET_FILES" ]] || echo "claudedl round $round: $got files of $GET_FILES" >&2
+done
+echo "## get -i: $GET_FILES × 4 KiB from loopback nginx (medians of $ROUNDS)"
+echo
+table "$get_results" "$GET_FILES"
+echo
+kill "${pids[-1]}" 2>/dev/null || true
+fi
+
+# ---- sync from the mock -----------------------------------------------------------------------
+export CLAUDEDL_RPM=1000000
+start_mock() { # args → ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY
+  "$MOCK" "$@" > "$work/mock.out" &
+  pids+=($!)
+  for _ in $(seq 200); do grep -q base_url "$work/mock.out" 2>/dev/null && break; sleep 0.05; done
+  export ANTHROPIC_BASE_URL=$(sed -n 's/.*base_url=\([^ ]*\).*/\1/p' "$work/mock.out")
+  export ANTHROPIC_API_KEY=$(sed -n 's/.*api_key=\([^ ]*\).*/\1/p' "$work/mock.out")
+}
+curl_configs() { # N DIR → 16 curl config files listing the content URLs with the API headers
+  python3 - "$1" "$2" "$ANTHROPIC_BASE_URL" "$ANTHROPIC_API_KEY" <<'PY'
+import json, os, sys, urllib.request
+n, out, base, key = int(sys.argv[1]), sys.argv[2], sys.argv[3].rstrip("/"), sys.argv[4]
+headers = {"x-api-key": key, "anthropic-version": "2023-06-01", "anthropic-beta": "files-api-2025-04-14"}
+ids, after = [], None
+while True:
+    url = f"{base}/v1/files?limit=1000" + (f"&after_id={after}" if after else "")
+    page = json.load(urllib.request.urlopen(urllib.request.Request(url, headers=headers)))
+    ids += [f["id"] for f in page["data"]]
+    if not page.get("has_more"):
+        break
+    after = page["last_id"]
+for k in range(16):
+    with open(os.path.join(out, f"curl{k}.cfg"), "w") as cfg:
+        for name, value in headers.items():
+            cfg.write(f'header = "{name}: {value}"\n')
+        for i, fid in enumerate(ids[k::16]):
+            cfg.write(f'url = "{base}/v1/files/{fid}/content"\noutput = "{fid}"\n')
+PY
+}
+for n in $SYNC_FILES; do
+  start_mock --files "$n" --content-bytes 4096
+  cfgs=$work/cfg$n; mkdir -p "$cfgs"; curl_configs "$n" "$cfgs"
+  results=$work/sync$n.tsv
+  for round in $(seq "$ROUNDS"); do
+    fresh; timed "$results" "claudedl-sync-j$JOBS" "$BIN" sync --data-dir "$d" --files-only -j "$JOBS" --json
+    fresh; timed "$results" "curl-16-configs" sh -c "cd '$d' && for k in \$(seq 0 15); do curl -s -K '$cfgs/curl'\$k.cfg & done; wait"
+    if [[ -n "${BASE:-}" && $n -le 5000 ]]; then # the old binary takes minutes beyond
+      fresh; timed "$results" "base-sync-j$JOBS" "$BASE" sync --data-dir "$d" --files-only -j "$JOBS" --json
+    fi
+  done
+  echo "## sync: $n × 4 KiB from the mock API, no budget (medians of $ROUNDS)"
+  echo
+  table "$results" "$n"
+  echo
+  kill "${pids[-1]}" 2>/dev/null || true
+done
+
+# ---- 1,000,000 × 1 KiB --------------------------------------------------------------------------
+if [[ $BIG != 0 ]]; then
+  n=${BIG_FILES:-1000000}
+  start_mock --files "$n" --content-bytes 1024
+  results=$work/big.tsv
+  fresh; timed "$results" "claudedl-sync-j$JOBS" "$BIN" sync --data-dir "$d" --files-only -j "$JOBS" --json
+  echo "## sync: $n × 1 KiB from the mock API (one run)"
+  echo
+  table "$results" "$n"
+fi
