@@ -491,6 +491,10 @@ pub struct WorkerArgs {
     /// to the queue after this).
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub lease: f64,
+    /// Touch this file at start and at every heartbeat (a Kubernetes liveness probe checks its
+    /// age).
+    #[arg(long, value_name = "PATH")]
+    pub health_file: Option<PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,

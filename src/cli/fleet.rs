@@ -98,6 +98,7 @@ pub async fn worker(args: WorkerArgs, global: &GlobalArgs) -> anyhow::Result<Exi
         exit_when_empty: args.exit_when_empty,
         drain_timeout: seconds(args.drain_timeout, "--drain-timeout")?,
         poll: Duration::from_millis(200),
+        health_file: args.health_file,
     };
     let sync_options = SyncOptions {
         batches: false,

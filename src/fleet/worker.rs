@@ -38,6 +38,8 @@ pub struct WorkerOptions {
     pub drain_timeout: Duration,
     /// How often an idle worker looks for work.
     pub poll: Duration,
+    /// Touched at start and at every heartbeat (a liveness probe checks its age).
+    pub health_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -97,14 +99,15 @@ pub async fn run(
 ) -> Result<WorkerSummary, FleetError> {
     let host = worker.rsplitn(3, '-').last().unwrap_or(worker).to_owned();
     queue::register(pool, worker, &host).await?;
+    touch(options.health_file.as_deref(), worker);
     let beats = CancellationToken::new();
     let (beat, held) = tokio::sync::watch::channel(None);
     let heartbeat = tokio::spawn(heartbeat(
         pool.clone(),
         worker.to_owned(),
         options.lease,
-        beats.clone(),
-        beat,
+        options.health_file.clone(),
+        (beats.clone(), beat),
     ));
     let mut summary = WorkerSummary {
         worker: worker.to_owned(),
@@ -392,13 +395,23 @@ fn install(staged: &Path, output: &Path) -> std::io::Result<()> {
     std::fs::File::open(parent)?.sync_all()
 }
 
+/// Rewrite the health file (empty), which sets its modification time to now.
+fn touch(health_file: Option<&Path>, worker: &str) {
+    if let Some(path) = health_file
+        && let Err(error) = std::fs::write(path, b"")
+    {
+        let path = path.display().to_string();
+        tracing::warn!(event = "fleet_health_file_failed", worker, path, "{error}");
+    }
+}
+
 /// Every third of a lease: extend ours, and return expired ones (any worker's) to the queue.
 async fn heartbeat(
     pool: Pool,
     worker: String,
     lease: Duration,
-    stop: CancellationToken,
-    beat: tokio::sync::watch::Sender<Beat>,
+    health_file: Option<PathBuf>,
+    (stop, beat): (CancellationToken, tokio::sync::watch::Sender<Beat>),
 ) {
     let every = lease / 3;
     loop {
@@ -410,6 +423,7 @@ async fn heartbeat(
         match queue::heartbeat(&pool, &worker, lease).await {
             Ok(held) => {
                 let _ = beat.send(Some((started, held)));
+                touch(health_file.as_deref(), &worker);
             }
             Err(error) => tracing::warn!(event = "fleet_heartbeat_failed", worker, "{error}"),
         }

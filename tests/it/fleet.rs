@@ -824,3 +824,26 @@ async fn the_spend_limit_halts_the_whole_fleet() {
     assert!(status.success(), "{stderr}");
     assert_all_complete(&db, dir.path(), &files);
 }
+
+/// `--health-file`: written at start and rewritten at every heartbeat (every third of the
+/// lease), so a liveness probe can check its age.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_health_file_is_touched_at_every_heartbeat() {
+    let (api, db) = fleet(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let health = dir.path().join("alive");
+    let worker = spawn_worker(&api, &db, d, &["--health-file", health.to_str().unwrap()]);
+    let modified = || std::fs::metadata(&health).and_then(|m| m.modified()).ok();
+    wait_for("the health file", || modified().is_some()).await;
+    let first = modified().unwrap();
+    // A lease of 2 s beats every 0.67 s; the registration wrote the file before any beat.
+    wait_for("a heartbeat to touch it", || modified() > Some(first)).await;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(worker.id().unwrap() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let (status, _, stderr) = finish(worker).await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
