@@ -241,6 +241,11 @@ pub fn generated_file(
     files::GeneratedFiles::new(count, seed, content_len).materialize(index)
 }
 
+/// The length of file `index` of a [`FileSet::Mixed`] set of `count` files.
+pub fn mixed_file_len(seed: u64, index: usize, count: usize, sizes: SizeMix) -> usize {
+    files::GeneratedFiles::mixed(count, seed, sizes).content_len(index)
+}
+
 /// What a [`MockApi`] serves and how it misbehaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MockApiConfig {

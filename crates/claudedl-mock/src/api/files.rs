@@ -230,7 +230,7 @@ impl GeneratedFiles {
 
     /// The length of file `index`: big if it is one of `big_count` evenly spaced indices, else
     /// drawn from `min..=max` by the hash of its content key.
-    fn content_len(&self, index: usize) -> usize {
+    pub(super) fn content_len(&self, index: usize) -> usize {
         let SizeMix {
             min,
             max,

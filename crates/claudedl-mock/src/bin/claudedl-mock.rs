@@ -23,7 +23,8 @@
 //! - `--connection-rate BYTES`: each body is sent at most BYTES per second (a per-connection cap);
 //! - `--organization ID`: every answer names `anthropic-organization-id: ID`.
 //!
-//! Prints one line, `base_url=http://127.0.0.1:PORT api_key=KEY`, once it is listening. Also
+//! Prints one line, `base_url=http://127.0.0.1:PORT api_key=KEY total_bytes=N` (N: the content
+//! of every generated file), once it is listening. Also
 //! serves `GET /_mock/stats` and `POST /_mock/reset-stats` (no key needed; see
 //! [`claudedl_mock::api::MockStats`]):
 //! `{"requests":N,"by_status":{"200":n,"429":n},"by_route":{"file_content":n,..},
@@ -34,7 +35,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use claudedl_mock::api::{
-    Chaos, FileSet, MockApi, MockApiConfig, ServerLimits, SizeMix, demo_config,
+    Chaos, FileSet, MockApi, MockApiConfig, ServerLimits, SizeMix, demo_config, mixed_file_len,
 };
 
 const USAGE: &str = "usage: claudedl-mock [--port N] [--files N] [--content-bytes N] [--seed N] \
@@ -172,6 +173,19 @@ impl Options {
     }
 }
 
+/// The bytes of every generated file (0 with `--demo`).
+fn total_bytes(files: &FileSet) -> u64 {
+    match *files {
+        FileSet::Generated {
+            count, content_len, ..
+        } => count as u64 * content_len as u64,
+        FileSet::Mixed { count, seed, sizes } => (0..count)
+            .map(|index| mixed_file_len(seed, index, count, sizes) as u64)
+            .sum(),
+        FileSet::Explicit(_) => 0,
+    }
+}
+
 /// `A:B`, two numbers.
 fn pair(flag: &str, value: &str) -> Result<(usize, usize), String> {
     let (a, b) = value
@@ -247,9 +261,14 @@ async fn main() -> ExitCode {
         }
     };
     let mut stdout = std::io::stdout().lock();
+    let total = if options.demo {
+        0
+    } else {
+        total_bytes(&options.file_set())
+    };
     let _ = writeln!(
         stdout,
-        "base_url={} api_key={}",
+        "base_url={} api_key={} total_bytes={total}",
         api.base_url(),
         api.api_key()
     );
