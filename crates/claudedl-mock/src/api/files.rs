@@ -237,9 +237,9 @@ impl GeneratedFiles {
             big_count,
             big_len,
         } = self.sizes;
-        if big_count > 0 {
-            let stride = (self.count / big_count).max(1);
-            if index % stride == 0 && index / stride < big_count {
+        if let Some(stride) = self.count.checked_div(big_count) {
+            let stride = stride.max(1);
+            if index.is_multiple_of(stride) && index / stride < big_count {
                 return big_len;
             }
         }
