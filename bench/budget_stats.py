@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Helpers for bench/budget.sh (standard library only, Python 3.11).
 
-  record RESULTS SCENARIO CLIENT EXIT STARTED ENDED STATS OUT FILES BYTES RPM CAP
+  record RESULTS SCENARIO CLIENT EXIT STARTED ENDED STATS OUT FILES TOTAL_BYTES RPM CAP
       append one JSON line: the run, the mock's /_mock/stats answer (STATS) and the client's
       JSON output (OUT: claudedl's --json summary, or the naive client's line)
   report RESULTS      the Markdown table
@@ -14,6 +14,8 @@ import sys
 
 HEADING = "## The request budget (issue 11)"
 CONNECTIONS = 8
+# claudedl's default --max-connections: the bandwidth bound of a many-file scenario (E).
+MAX_CONNECTIONS = 16
 
 
 def load(path):
@@ -33,7 +35,7 @@ def record(results, scenario, client, code, started, ended, stats, out, files, s
         "stats": load(stats),
         "out": load(out),
         "files": int(files),
-        "bytes": int(size),
+        "total_bytes": int(size),
         "rpm": float(rpm),
         "cap": int(cap),
     }
@@ -44,8 +46,12 @@ def record(results, scenario, client, code, started, ended, stats, out, files, s
 def bound(row):
     files, rps = row["files"], row["rpm"] / 60.0
     needed = files + math.ceil(files / 1000)
+    # Rows recorded before total_bytes existed held the bytes of one file.
+    total = row.get("total_bytes", row.get("bytes", 0) * files)
+    if row["cap"] and row["scenario"] == "E":
+        return max(needed / rps, total / (MAX_CONNECTIONS * row["cap"]))
     if row["cap"]:
-        return row["bytes"] * files / (CONNECTIONS * row["cap"]) + CONNECTIONS / rps
+        return total / (CONNECTIONS * row["cap"]) + CONNECTIONS / rps
     return needed / rps
 
 

@@ -198,6 +198,37 @@ pub enum FileSet {
         seed: u64,
         content_len: usize,
     },
+    /// Like [`FileSet::Generated`], with the length of each file drawn from `sizes`.
+    Mixed {
+        count: usize,
+        seed: u64,
+        sizes: SizeMix,
+    },
+}
+
+/// The lengths of a [`FileSet::Mixed`] set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeMix {
+    /// A file that is not big has from `min` to `max` bytes (inclusive, uniform), fixed by the
+    /// seed and its index.
+    pub min: usize,
+    pub max: usize,
+    /// This many files, spread evenly over the indices (the first at index 0), have `big_len`
+    /// bytes instead.
+    pub big_count: usize,
+    pub big_len: usize,
+}
+
+impl SizeMix {
+    /// Every file `len` bytes.
+    pub fn fixed(len: usize) -> Self {
+        SizeMix {
+            min: len,
+            max: len,
+            big_count: 0,
+            big_len: 0,
+        }
+    }
 }
 
 /// File `index` of a [`FileSet::Generated`] set, content included (what the API would serve).
@@ -208,6 +239,11 @@ pub fn generated_file(
     content_len: usize,
 ) -> Option<MockFile> {
     files::GeneratedFiles::new(count, seed, content_len).materialize(index)
+}
+
+/// The length of file `index` of a [`FileSet::Mixed`] set of `count` files.
+pub fn mixed_file_len(seed: u64, index: usize, count: usize, sizes: SizeMix) -> usize {
+    files::GeneratedFiles::mixed(count, seed, sizes).content_len(index)
 }
 
 /// What a [`MockApi`] serves and how it misbehaves.

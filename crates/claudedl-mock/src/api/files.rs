@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::body::BodySource;
 use super::clock::{DAY_SECS, Timestamp, parse_rfc3339};
 use super::listing::{Keyed, Sequence, SortKey, merge, newer_range, older_range};
-use super::{FileSet, MockFile};
+use super::{FileSet, MockFile, SizeMix};
 
 /// `created_at` of generated file 0: 2026-03-01T00:00:00Z.
 const GENERATED_START_SECS: i64 = 1_772_323_200;
@@ -143,6 +143,9 @@ impl FileStore {
                 seed,
                 content_len,
             } => store.generated = Some(GeneratedFiles::new(count, seed, content_len)),
+            FileSet::Mixed { count, seed, sizes } => {
+                store.generated = Some(GeneratedFiles::mixed(count, seed, sizes));
+            }
         }
         store
     }
@@ -213,16 +216,37 @@ impl Sequence for FileStore {
 pub(super) struct GeneratedFiles {
     count: usize,
     seed: u64,
-    content_len: usize,
+    sizes: SizeMix,
 }
 
 impl GeneratedFiles {
     pub(super) fn new(count: usize, seed: u64, content_len: usize) -> Self {
-        GeneratedFiles {
-            count,
-            seed,
-            content_len,
+        Self::mixed(count, seed, SizeMix::fixed(content_len))
+    }
+
+    pub(super) fn mixed(count: usize, seed: u64, sizes: SizeMix) -> Self {
+        GeneratedFiles { count, seed, sizes }
+    }
+
+    /// The length of file `index`: big if it is one of `big_count` evenly spaced indices, else
+    /// drawn from `min..=max` by the hash of its content key.
+    pub(super) fn content_len(&self, index: usize) -> usize {
+        let SizeMix {
+            min,
+            max,
+            big_count,
+            big_len,
+        } = self.sizes;
+        if let Some(stride) = self.count.checked_div(big_count) {
+            let stride = stride.max(1);
+            if index.is_multiple_of(stride) && index / stride < big_count {
+                return big_len;
+            }
         }
+        let spread = max.saturating_sub(min) as u64 + 1;
+        // Rotated: the content's first word is `splitmix64(key)` itself.
+        let draw = splitmix64(content_key(self.seed, index).rotate_left(32));
+        min + (draw % spread) as usize
     }
 
     fn id(index: usize) -> String {
@@ -267,7 +291,7 @@ impl GeneratedFiles {
             expired: false,
             content: BodySource::Generated {
                 key: content_key(self.seed, index),
-                range: 0..self.content_len as u64,
+                range: 0..self.content_len(index) as u64,
             },
             key,
         })
@@ -275,7 +299,7 @@ impl GeneratedFiles {
 
     pub(super) fn materialize(&self, index: usize) -> Option<MockFile> {
         let view = self.view(index)?;
-        let content = generated_bytes(content_key(self.seed, index), 0, self.content_len);
+        let content = generated_bytes(content_key(self.seed, index), 0, self.content_len(index));
         Some(MockFile {
             id: view.key.id,
             filename: view.filename,
@@ -336,6 +360,29 @@ mod tests {
         assert_eq!(generated_bytes(7, 13, 100), whole[13..113]);
         assert_eq!(generated_bytes(7, 999, 1), whole[999..]);
         assert_ne!(generated_bytes(8, 0, 1000), whole);
+    }
+
+    #[test]
+    fn mixed_sizes_stay_in_range_and_place_the_big_files() {
+        let sizes = SizeMix {
+            min: 4096,
+            max: 8192,
+            big_count: 4,
+            big_len: 1 << 20,
+        };
+        let files = GeneratedFiles::mixed(204, 3, sizes);
+        let lens: Vec<usize> = (0..204).map(|i| files.content_len(i)).collect();
+        let big: Vec<usize> = (0..204).filter(|&i| lens[i] == 1 << 20).collect();
+        assert_eq!(big, [0, 51, 102, 153]);
+        let small: Vec<usize> = lens.iter().copied().filter(|&len| len != 1 << 20).collect();
+        assert!(small.iter().all(|len| (4096..=8192).contains(len)));
+        let distinct: std::collections::BTreeSet<usize> = small.iter().copied().collect();
+        assert!(distinct.len() > 150, "{} distinct sizes", distinct.len());
+        let view = files.view(7).unwrap();
+        assert_eq!(view.object(true).size_bytes, lens[7] as u64);
+        assert_eq!(files.materialize(7).unwrap().content.len(), lens[7]);
+        let fixed = GeneratedFiles::new(10, 3, 100);
+        assert!((0..10).all(|i| fixed.content_len(i) == 100));
     }
 
     #[test]

@@ -2,11 +2,15 @@
 //!
 //! ```text
 //! claudedl-mock [--port N] [--files N] [--content-bytes N] [--seed N] [--demo] [--no-ranges]
+//!               [--content-bytes-range MIN:MAX] [--big-files N:SIZE]
 //!               [--rpm N] [--rpm-burst N] [--rpm-change-after SECS:RPM]
 //!               [--reset-rate F] [--503-rate F] [--529-rate F]
 //!               [--rpm-silent] [--connection-rate BYTES] [--organization ID]
 //! ```
 //!
+//! - `--content-bytes-range MIN:MAX`: each file has MIN to MAX bytes (uniform, fixed by the seed
+//!   and the file's index) instead of `--content-bytes`;
+//! - `--big-files N:SIZE`: N of the `--files`, spread evenly over the listing, have SIZE bytes;
 //! - `--rpm N`: a token bucket of `N` requests per minute (capacity `N`, refilled continuously),
 //!   with `anthropic-ratelimit-requests-*` headers and `429` + `retry-after`;
 //! - `--rpm-burst N`: the bucket holds at most `N` tokens (e.g. `--rpm 600 --rpm-burst 10`);
@@ -19,7 +23,8 @@
 //! - `--connection-rate BYTES`: each body is sent at most BYTES per second (a per-connection cap);
 //! - `--organization ID`: every answer names `anthropic-organization-id: ID`.
 //!
-//! Prints one line, `base_url=http://127.0.0.1:PORT api_key=KEY`, once it is listening. Also
+//! Prints one line, `base_url=http://127.0.0.1:PORT api_key=KEY total_bytes=N` (N: the content
+//! of every generated file), once it is listening. Also
 //! serves `GET /_mock/stats` and `POST /_mock/reset-stats` (no key needed; see
 //! [`claudedl_mock::api::MockStats`]):
 //! `{"requests":N,"by_status":{"200":n,"429":n},"by_route":{"file_content":n,..},
@@ -29,10 +34,12 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use claudedl_mock::api::{Chaos, FileSet, MockApi, MockApiConfig, ServerLimits, demo_config};
+use claudedl_mock::api::{
+    Chaos, FileSet, MockApi, MockApiConfig, ServerLimits, SizeMix, demo_config, mixed_file_len,
+};
 
 const USAGE: &str = "usage: claudedl-mock [--port N] [--files N] [--content-bytes N] [--seed N] \
-                     [--demo] [--no-ranges] [--rpm N] [--rpm-burst N] \
+                     [--content-bytes-range MIN:MAX] [--big-files N:SIZE] [--demo] [--no-ranges] [--rpm N] [--rpm-burst N] \
                      [--rpm-change-after SECS:RPM] [--reset-rate F] [--503-rate F] \
                      [--529-rate F] [--rpm-silent] [--connection-rate BYTES] [--organization ID]";
 
@@ -42,6 +49,10 @@ struct Options {
     port: u16,
     files: usize,
     content_bytes: usize,
+    /// `--content-bytes-range MIN:MAX`.
+    content_range: Option<(usize, usize)>,
+    /// `--big-files N:SIZE`.
+    big_files: Option<(usize, usize)>,
     seed: u64,
     demo: bool,
     rpm: Option<u32>,
@@ -62,6 +73,8 @@ impl Default for Options {
             port: 0,
             files: 100,
             content_bytes: 1024,
+            content_range: None,
+            big_files: None,
             seed: 0,
             demo: false,
             rpm: None,
@@ -85,6 +98,8 @@ impl Options {
                 "--port" => options.port = number(&arg, &value()?)?,
                 "--files" => options.files = number(&arg, &value()?)?,
                 "--content-bytes" => options.content_bytes = number(&arg, &value()?)?,
+                "--content-bytes-range" => options.content_range = Some(pair(&arg, &value()?)?),
+                "--big-files" => options.big_files = Some(pair(&arg, &value()?)?),
                 "--seed" => options.seed = number(&arg, &value()?)?,
                 "--rpm" => options.rpm = Some(number(&arg, &value()?)?),
                 "--rpm-burst" => options.rpm_burst = Some(number(&arg, &value()?)?),
@@ -108,11 +123,7 @@ impl Options {
         let mut config = if self.demo {
             demo_config()
         } else {
-            MockApiConfig::new(FileSet::Generated {
-                count: self.files,
-                seed: self.seed,
-                content_len: self.content_bytes,
-            })
+            MockApiConfig::new(self.file_set())
         };
         config.rate_limit = self.rpm;
         config.rate_limit_burst = self.rpm_burst;
@@ -135,6 +146,52 @@ impl Options {
         }
         config.with_stats_routes()
     }
+}
+
+impl Options {
+    /// One size for every file unless a range or big files are asked for.
+    fn file_set(&self) -> FileSet {
+        let (count, seed) = (self.files, self.seed);
+        if self.content_range.is_none() && self.big_files.is_none() {
+            return FileSet::Generated {
+                count,
+                seed,
+                content_len: self.content_bytes,
+            };
+        }
+        let (min, max) = self
+            .content_range
+            .unwrap_or((self.content_bytes, self.content_bytes));
+        let (big_count, big_len) = self.big_files.unwrap_or((0, 0));
+        let sizes = SizeMix {
+            min,
+            max,
+            big_count,
+            big_len,
+        };
+        FileSet::Mixed { count, seed, sizes }
+    }
+}
+
+/// The bytes of every generated file (0 with `--demo`).
+fn total_bytes(files: &FileSet) -> u64 {
+    match *files {
+        FileSet::Generated {
+            count, content_len, ..
+        } => count as u64 * content_len as u64,
+        FileSet::Mixed { count, seed, sizes } => (0..count)
+            .map(|index| mixed_file_len(seed, index, count, sizes) as u64)
+            .sum(),
+        FileSet::Explicit(_) => 0,
+    }
+}
+
+/// `A:B`, two numbers.
+fn pair(flag: &str, value: &str) -> Result<(usize, usize), String> {
+    let (a, b) = value
+        .split_once(':')
+        .ok_or_else(|| format!("{flag}: expected two numbers as A:B, got {value:?}"))?;
+    Ok((number(flag, a)?, number(flag, b)?))
 }
 
 /// `--rpm-silent`, `--connection-rate BYTES`, `--organization ID`.
@@ -204,9 +261,14 @@ async fn main() -> ExitCode {
         }
     };
     let mut stdout = std::io::stdout().lock();
+    let total = if options.demo {
+        0
+    } else {
+        total_bytes(&options.file_set())
+    };
     let _ = writeln!(
         stdout,
-        "base_url={} api_key={}",
+        "base_url={} api_key={} total_bytes={total}",
         api.base_url(),
         api.api_key()
     );
@@ -222,6 +284,7 @@ async fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::Options;
+    use claudedl_mock::api::{FileSet, SizeMix};
 
     fn parse(args: &[&str]) -> Result<Options, String> {
         Options::parse(args.iter().map(|arg| (*arg).to_owned()))
@@ -266,6 +329,42 @@ mod tests {
         assert!(!config.limits.rate_limit_headers);
         assert_eq!(config.limits.connection_bytes_per_second, Some(2_097_152));
         assert_eq!(config.limits.organisation.as_deref(), Some("org-1"));
+    }
+
+    #[test]
+    fn size_options_make_a_mixed_set() {
+        let options = parse(&[
+            "--files",
+            "2004",
+            "--content-bytes-range",
+            "4096:4194304",
+            "--big-files",
+            "4:268435456",
+        ])
+        .unwrap();
+        let sizes = SizeMix {
+            min: 4096,
+            max: 4_194_304,
+            big_count: 4,
+            big_len: 268_435_456,
+        };
+        assert_eq!(
+            options.file_set(),
+            FileSet::Mixed {
+                count: 2004,
+                seed: 0,
+                sizes
+            }
+        );
+        let fixed = parse(&["--content-bytes", "5"]).unwrap().file_set();
+        assert!(matches!(fixed, FileSet::Generated { content_len: 5, .. }));
+        let error = parse(&["--content-bytes-range", "4096"]).unwrap_err();
+        assert!(error.starts_with("--content-bytes-range"), "{error}");
+        assert!(
+            parse(&["--big-files", "4:x"])
+                .unwrap_err()
+                .starts_with("--big-files")
+        );
     }
 
     #[test]
