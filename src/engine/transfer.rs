@@ -346,15 +346,14 @@ impl Job {
         }
     }
 
-    /// One probe request; its connection permit is released when it fails.
-    async fn probe_once(
+    /// One content request for `range` under a connection permit (held with the response).
+    async fn request_range(
         &self,
-        start: u64,
-        end: u64,
+        range: std::ops::Range<u64>,
         if_range: Option<&str>,
     ) -> Result<Held, Failure> {
         let permit = self.permit().await?;
-        let headers = self.range_headers(start, Some(end), if_range);
+        let headers = self.range_headers(range.start, Some(range.end), if_range);
         self.engine.client.governor().content_request();
         let response = self.cancellable(async {
             self.engine
@@ -363,7 +362,17 @@ impl Job {
                 .await
                 .map_err(transient)
         });
-        let response = response.await?;
+        Ok((response.await?, permit))
+    }
+
+    /// One probe request; its connection permit is released when it fails.
+    async fn probe_once(
+        &self,
+        start: u64,
+        end: u64,
+        if_range: Option<&str>,
+    ) -> Result<Held, Failure> {
+        let (response, permit) = self.request_range(start..end, if_range).await?;
         let status = response.status();
         if status.is_success() || status.as_u16() == 416 {
             Ok((response, permit))
@@ -1018,17 +1027,9 @@ impl Workers {
         range: std::ops::Range<u64>,
     ) -> Result<(), Failure> {
         let job = &self.job;
-        let _permit = job.permit().await?;
-        let headers = job.range_headers(range.start, Some(range.end), self.validators.if_range());
-        job.engine.client.governor().content_request();
-        let response = job.cancellable(async {
-            job.engine
-                .client
-                .get(&job.spec.url, &headers)
-                .await
-                .map_err(transient)
-        });
-        let response = response.await?;
+        let (response, _permit) = job
+            .request_range(range.clone(), self.validators.if_range())
+            .await?;
         let found = Validators::from_headers(response.headers());
         match judge_ranged(&job.url, &response, range.start, Some(range.end))? {
             RangedReply::Partial { total, .. }
