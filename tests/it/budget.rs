@@ -10,7 +10,8 @@ use claudedl_mock::api::{ApiRequest, FileSet, MockApi, MockApiConfig, MockFile, 
 use claudedl_mock::origin::{Origin, OriginConfig};
 
 use crate::support::{
-    MIB, Recorder, data, engine, files_under, mock_file, sha256, spec, test_config, text,
+    MIB, Recorder, data, engine, expected_hashes, mock_file, sha256, spec, synced_hashes,
+    test_config, text,
 };
 
 fn account(n: usize, len: usize) -> Vec<MockFile> {
@@ -41,21 +42,6 @@ async fn sync(api: &MockApi, extra: &[&str]) -> (serde_json::Value, tempfile::Te
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let summary = serde_json::from_slice(&out.stdout).expect("one JSON summary");
     (summary, dir)
-}
-
-fn synced_hashes(dir: &tempfile::TempDir) -> Vec<String> {
-    let mut hashes: Vec<String> = files_under(&dir.path().join("data/raw"))
-        .iter()
-        .map(|path| sha256(&std::fs::read(path).unwrap()))
-        .collect();
-    hashes.sort();
-    hashes
-}
-
-fn expected_hashes(files: &[MockFile]) -> Vec<String> {
-    let mut hashes: Vec<String> = files.iter().map(|f| sha256(&f.content)).collect();
-    hashes.sort();
-    hashes
 }
 
 fn content_requests(api: &MockApi) -> Vec<ApiRequest> {

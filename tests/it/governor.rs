@@ -7,7 +7,7 @@ use claudedl_mock::api::{ApiFault, ApiRequest, FileSet, MockApi, MockApiConfig, 
 
 use crate::api::run;
 use crate::support::nginx::Nginx;
-use crate::support::{MIB, data, files_under, mock_file, sha256, text};
+use crate::support::{MIB, data, expected_hashes, mock_file, sha256, synced_hashes, text};
 
 fn account(n: usize) -> Vec<MockFile> {
     (0..n)
@@ -28,21 +28,6 @@ async fn sync_json(api: &MockApi, extra: &[&str]) -> (serde_json::Value, tempfil
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let summary = serde_json::from_slice(&out.stdout).expect("one JSON summary");
     (summary, dir)
-}
-
-fn synced_hashes(dir: &tempfile::TempDir) -> Vec<String> {
-    let mut hashes: Vec<String> = files_under(&dir.path().join("data/raw"))
-        .iter()
-        .map(|path| sha256(&std::fs::read(path).unwrap()))
-        .collect();
-    hashes.sort();
-    hashes
-}
-
-fn expected_hashes(files: &[MockFile]) -> Vec<String> {
-    let mut hashes: Vec<String> = files.iter().map(|f| sha256(&f.content)).collect();
-    hashes.sort();
-    hashes
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -172,3 +172,20 @@ pub fn mock_file(id: &str, name: &str, month: &str, content: Vec<u8>) -> MockFil
         content: Bytes::from(content),
     }
 }
+
+/// The SHA-256 of every file a sync put under `DIR/data/raw`, sorted.
+pub fn synced_hashes(dir: &tempfile::TempDir) -> Vec<String> {
+    let mut hashes: Vec<String> = files_under(&dir.path().join("data/raw"))
+        .iter()
+        .map(|path| sha256(&std::fs::read(path).unwrap()))
+        .collect();
+    hashes.sort();
+    hashes
+}
+
+/// The SHA-256 of every mock file's content, sorted (to compare with [`synced_hashes`]).
+pub fn expected_hashes(files: &[MockFile]) -> Vec<String> {
+    let mut hashes: Vec<String> = files.iter().map(|f| sha256(&f.content)).collect();
+    hashes.sort();
+    hashes
+}
