@@ -261,6 +261,36 @@ pub enum IndexError {
     NoSchema { database: String },
 }
 
+impl IndexError {
+    /// A failed write of a `kind` row ("file" or "batch"): a unique-path violation (when the
+    /// backend says so and the row has a path) is [`IndexError::PathTaken`], anything else a
+    /// [`IndexError::Query`]. The one place both backends map a refused write.
+    pub(crate) fn refused_write(
+        kind: &'static str,
+        id: &str,
+        path: Option<&str>,
+        unique_violation: bool,
+        source: BoxError,
+    ) -> IndexError {
+        match path {
+            Some(path) if unique_violation => IndexError::PathTaken {
+                kind,
+                id: id.to_owned(),
+                path: path.to_owned(),
+            },
+            _ => IndexError::Query {
+                action: if kind == "file" {
+                    "recording file"
+                } else {
+                    "recording batch"
+                },
+                id: id.to_owned(),
+                source,
+            },
+        }
+    }
+}
+
 /// A backend's own error, kept as the source so the trait does not name the backend.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -920,22 +920,7 @@ fn refused<'a>(
             .downcast_ref::<tokio_postgres::Error>()
             .and_then(tokio_postgres::Error::code)
             == Some(&SqlState::UNIQUE_VIOLATION);
-        match path {
-            Some(path) if unique => IndexError::PathTaken {
-                kind,
-                id: id.to_owned(),
-                path: path.to_owned(),
-            },
-            _ => IndexError::Query {
-                action: if kind == "file" {
-                    "recording file"
-                } else {
-                    "recording batch"
-                },
-                id: id.to_owned(),
-                source,
-            },
-        }
+        IndexError::refused_write(kind, id, path, unique, source)
     }
 }
 

@@ -816,25 +816,12 @@ fn refused<'a>(
     id: &'a str,
     path: Option<&'a str>,
 ) -> impl FnOnce(rusqlite::Error) -> IndexError + 'a {
-    move |source| match (&source, path) {
-        (rusqlite::Error::SqliteFailure(error, _), Some(path))
-            if error.code == ErrorCode::ConstraintViolation =>
-        {
-            IndexError::PathTaken {
-                kind,
-                id: id.to_owned(),
-                path: path.to_owned(),
-            }
-        }
-        _ => IndexError::Query {
-            action: if kind == "file" {
-                "recording file"
-            } else {
-                "recording batch"
-            },
-            id: id.to_owned(),
-            source: source.into(),
-        },
+    move |source| {
+        let unique = matches!(
+            &source,
+            rusqlite::Error::SqliteFailure(error, _) if error.code == ErrorCode::ConstraintViolation
+        );
+        IndexError::refused_write(kind, id, path, unique, source.into())
     }
 }
 
