@@ -10,13 +10,13 @@
 #   B  1,000 × 1–2 KiB, 6,000/min with headers          bound: requests ÷ rate
 #   C  600 × 1–4 KiB, 1,200/min enforced, no headers     bound: requests ÷ rate; run twice
 #   D  1 × 256 MiB, 2 MiB/s per connection, 120/min     bound: size ÷ (8 × 2 MiB/s) + 8 ÷ rate
-#   E  2,000 × 4 KiB–4 MiB and 4 × 256 MiB, 2 MiB/s per connection, 500/min, all ÷ E_SCALE
-#      (files and big size; rate and cap kept)  bound: max(requests ÷ rate,
-#      bytes ÷ (16 × 2 MiB/s)), 16 being claudedl's default --max-connections. No batches:
-#      the mock's generated catalogue has none (the issue's E has 3).
+#   E  2,000 × 4 KiB–4 MiB, 4 × 256 MiB and 3 ended batches of 10,000 results, 2 MiB/s per
+#      connection, 500/min, all but the batch count ÷ E_SCALE (files, big size, results; rate
+#      and cap kept)  bound: max(requests ÷ rate, bytes ÷ (16 × 2 MiB/s)), 16 being
+#      claudedl's default --max-connections.
 # Sizes given as MIN:MAX are uniform in that range (claudedl-mock --content-bytes-range).
 # Every limit is enforced per second (bucket capacity: one second's worth, at least 2).
-# Requests needed = files + list pages (1,000 per page).
+# Requests needed = files + batches + list pages (1,000 per page).
 #
 # ranged: the naive client with --ranges 10 (the original design's shape: 10 ranged threads per
 # file, backoff only).
@@ -51,6 +51,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 MIB=1048576
+E_BATCHES=3
+batches_of() { if [ "$1" = E ]; then echo "$E_BATCHES"; else echo 0; fi; }
 # scenario → files, bytes per file (or MIN:MAX), rpm, per-connection cap (0: none), extra mock flags
 params() {
   case $1 in
@@ -58,7 +60,7 @@ params() {
     B) echo "1000 1024:2048 6000 0" ;;
     C) echo "600 1024:4096 1200 0 --rpm-silent" ;;
     D) echo "1 $((256 * MIB)) 120 $((2 * MIB))" ;;
-    E) echo "$((2000 / E_SCALE + 4)) 4096:$((4 * MIB)) 500 $((2 * MIB)) --big-files 4:$((256 * MIB / E_SCALE))" ;;
+    E) echo "$((2000 / E_SCALE + 4)) 4096:$((4 * MIB)) 500 $((2 * MIB)) --big-files 4:$((256 * MIB / E_SCALE)) --batches $E_BATCHES:$((10000 / E_SCALE))" ;;
     *) echo "unknown scenario $1" >&2; exit 2 ;;
   esac
 }
@@ -136,7 +138,7 @@ run_once() {
   mock_call GET /_mock/stats > "$dir/stats.json" || return 1
   python3 bench/budget_stats.py record "$results" "$scenario" "$label" "$code" "$started" "$ended" \
     "$dir/stats.json" "$dir/out.json" "$(params "$scenario" | cut -d' ' -f1)" "$total" \
-    $(params "$scenario" | cut -d' ' -f3-4)
+    $(params "$scenario" | cut -d' ' -f3-4) "$(batches_of "$scenario")"
   echo "done: $scenario / $label (exit $code, $(python3 -c "print(round($ended - $started, 1))") s)" >&2
 }
 
@@ -188,7 +190,7 @@ $mocks- Clients, each bounded by \`timeout $MAX_SECS\`:
 - *requests* and *429s* are counted by the mock (\`/_mock/stats\`); *content req/file* is
   claudedl's own count (its \`--json\` summary), for the naive client requests − 429s − list pages;
   *wall* is the client's run time; *bound* = max(requests needed ÷ rate, bytes ÷ bandwidth) with
-  requests needed = files + list pages; for D, size ÷ (8 × 2 MiB/s) + 8 ÷ rate; for E,
+  requests needed = files + batches + list pages; for D, size ÷ (8 × 2 MiB/s) + 8 ÷ rate; for E,
   max(requests needed ÷ rate, bytes ÷ (16 × 2 MiB/s)).
 - Machine: ${cpu:-unknown}, $(nproc) cores shared with three other builds (load average at the end:
   $(cut -d' ' -f1-3 /proc/loadavg)).
@@ -201,8 +203,8 @@ with ≤ 2 % of requests answered 429, its second run ≤ 1.15 ×; D ≤ 1.2 ×;
   retrying its 429s; claudedl never sends above the rate (a ratio below 1 comes from the burst).
 - The ranged client in D runs 10 connections (its own bound would be 17.8 s); in A it spends
   ten requests per file, 570 of them refused.
-- E is scaled down by E_SCALE=$E_SCALE (files and the big files' size; rate and cap kept) and
-  has no batches; its bound counts claudedl's 16 connections (the naive client runs 8 threads).
+- E is scaled by E_SCALE=$E_SCALE (files, the big files' size and the results per batch ÷
+  E_SCALE; rate, cap and its $E_BATCHES batches kept); *files done* counts batches; its bound counts claudedl's 16 connections (the naive client runs 8 threads).
 - The second run of C starts 3 s after the first. Started at once, the first requests meet the
   bucket the first run emptied, and the 429 settles discovery at 90 % of what one second
   accepted (about 200/min), overwriting the learned rate: a governor limitation, not fixed here.

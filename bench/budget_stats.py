@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Helpers for bench/budget.sh (standard library only, Python 3.11).
 
-  record RESULTS SCENARIO CLIENT EXIT STARTED ENDED STATS OUT FILES TOTAL_BYTES RPM CAP
+  record RESULTS SCENARIO CLIENT EXIT STARTED ENDED STATS OUT FILES TOTAL_BYTES RPM CAP [BATCHES]
       append one JSON line: the run, the mock's /_mock/stats answer (STATS) and the client's
-      JSON output (OUT: claudedl's --json summary, or the naive client's line)
+      JSON output (OUT: claudedl's --json summary, or the naive client's line); BATCHES: how
+      many ended batches the mock serves (each one more item, one more request)
   report RESULTS      the Markdown table
   section DOC TEXT    put TEXT in DOC as its "## The request budget" section (replacing it)
 """
@@ -26,7 +27,7 @@ def load(path):
         return {}
 
 
-def record(results, scenario, client, code, started, ended, stats, out, files, size, rpm, cap):
+def record(results, scenario, client, code, started, ended, stats, out, files, size, rpm, cap, batches=0):
     row = {
         "scenario": scenario,
         "client": client,
@@ -38,14 +39,21 @@ def record(results, scenario, client, code, started, ended, stats, out, files, s
         "total_bytes": int(size),
         "rpm": float(rpm),
         "cap": int(cap),
+        "batches": int(batches),
     }
     with open(results, "a") as f:
         f.write(json.dumps(row) + "\n")
 
 
+def list_pages(row):
+    """File list pages, plus the batch list page when there are batches."""
+    batches = row.get("batches", 0)
+    return math.ceil(row["files"] / 1000) + math.ceil(batches / 1000)
+
+
 def bound(row):
     files, rps = row["files"], row["rpm"] / 60.0
-    needed = files + math.ceil(files / 1000)
+    needed = files + row.get("batches", 0) + list_pages(row)
     # Rows recorded before total_bytes existed held the bytes of one file.
     total = row.get("total_bytes", row.get("bytes", 0) * files)
     if row["cap"] and row["scenario"] == "E":
@@ -56,14 +64,15 @@ def bound(row):
 
 
 def figures(row):
-    stats, out, files = row["stats"], row["out"], row["files"]
+    stats, out = row["stats"], row["out"]
+    files = row["files"] + row.get("batches", 0)
     requests = stats.get("requests", 0)
     throttled = stats.get("by_status", {}).get("429", 0)
     if "requests" in out and isinstance(out["requests"], dict):
         content = out["requests"].get("content_requests", 0)
         done = out.get("downloaded", 0)
     else:
-        content = requests - throttled - math.ceil(files / 1000)
+        content = requests - throttled - list_pages(row)
         done = out.get("downloaded", 0)
     wall = row["wall"]
     return {

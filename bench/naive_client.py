@@ -5,14 +5,16 @@ RetryDownloader, written for the comparison only (it is not part of claudedl).
     naive_client.py BASE_URL SECS [--workers N] [--ranges N] [--out DIR]
 
 The key comes from $ANTHROPIC_API_KEY. It lists every file (GET /v1/files?limit=1000, following
-next_page), then a pool of N threads (default 8) downloads GET /v1/files/{id}/content, each
-thread on one keep-alive connection. It never reads the anthropic-ratelimit-* headers: on a 429
+next_page) and every message batch (GET /v1/messages/batches?limit=1000, following last_id),
+then a pool of N threads (default 8) downloads GET /v1/files/{id}/content and each ended
+batch's results_url, each thread on one keep-alive connection. It never reads the anthropic-ratelimit-* headers: on a 429
 it sleeps retry-after (else an exponential backoff, 0.5 s doubling up to 8 s), halves the
 number of threads allowed to work (never below 1, never back up) and retries. Everything stops
 at SECS. With --ranges N (the original design's shape), each file of more than 1 MiB is fetched
 as N byte ranges by N threads of its own (sizes from the listing), with the same backoff.
 Only 127.0.0.1 URLs are accepted. Prints one JSON line:
-{"downloaded", "files", "requests", "status_429", "errors", "secs", "workers_left"}.
+{"downloaded", "files", "batches", "requests", "status_429", "errors", "secs", "workers_left"}
+("files" counts the files listed, "batches" the ended batches, "downloaded" both).
 Standard library only (Python 3.11).
 """
 
@@ -136,6 +138,26 @@ def list_ids(client, budget):
     return ids
 
 
+def list_batches(client, budget):
+    """(results path, 0) for every ended batch."""
+    paths, after = [], None
+    for _ in range(10_000):
+        path = "/v1/messages/batches?limit=1000" + (
+            f"&after_id={urllib.parse.quote(after)}" if after else ""
+        )
+        body = fetch(client, budget, path)
+        if body is None:
+            break
+        listing = json.loads(body)
+        for batch in listing["data"]:
+            if batch.get("processing_status") == "ended" and batch.get("results_url"):
+                paths.append((urllib.parse.urlsplit(batch["results_url"]).path, 0))
+        after = listing.get("last_id")
+        if not listing.get("has_more") or not after:
+            break
+    return paths
+
+
 def fetch_ranged(base, key, budget, path, size, n):
     """The file as n ranges fetched by n threads at once; None if any range failed."""
     step = -(-size // n)
@@ -157,10 +179,9 @@ def worker(index, base, key, budget, work, out, ranges):
     client = Client(base, key)
     while budget.may_work(index):
         try:
-            file_id, size = work.get_nowait()
+            path, size = work.get_nowait()
         except queue.Empty:
             return
-        path = f"/v1/files/{urllib.parse.quote(file_id)}/content"
         if ranges > 1 and size > 1024 * 1024:
             body = fetch_ranged(base, key, budget, path, size, ranges)
         else:
@@ -168,7 +189,7 @@ def worker(index, base, key, budget, work, out, ranges):
         if body is None:
             continue
         if out:
-            with open(os.path.join(out, file_id), "wb") as f:
+            with open(os.path.join(out, urllib.parse.quote(path, safe="")), "wb") as f:
                 f.write(body)
         with budget.lock:
             budget.downloaded += 1
@@ -190,9 +211,13 @@ def main():
 
     started = time.monotonic()
     budget = Budget(args.secs, args.workers)
-    ids = list_ids(Client(args.base_url, key), budget)
+    lister = Client(args.base_url, key)
+    ids = list_ids(lister, budget)
+    batches = list_batches(lister, budget)
     work = queue.Queue()
-    for item in ids:
+    for file_id, size in ids:
+        work.put((f"/v1/files/{urllib.parse.quote(file_id)}/content", size))
+    for item in batches:
         work.put(item)
     threads = [
         threading.Thread(
@@ -209,6 +234,7 @@ def main():
     summary = {
         "downloaded": budget.downloaded,
         "files": len(ids),
+        "batches": len(batches),
         "requests": budget.requests,
         "status_429": budget.status_429,
         "errors": budget.errors,

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
+use url::Url;
 
 use crate::crypt::output_path;
 use crate::engine::{ContentTap, TransferSpec};
@@ -22,23 +23,27 @@ use crate::store::index::{BatchEntry, BatchOutcome, ResultRow};
 use crate::store::layout::month_of;
 
 use super::files::relative;
+use super::listing::ListedResults;
 use super::{Sync, SyncError, SyncOptions, SyncSummary};
 
 /// Rows written to the index per transaction.
 const ROWS_PER_COMMIT: usize = 1000;
 
+/// Fetch the ended, unsettled batches' results; `listed` (this run's listing, possibly empty)
+/// spares a request for each batch it describes.
 pub async fn download_batches(
     sync: &mut Sync<'_>,
     options: &SyncOptions,
     summary: &mut SyncSummary,
     months: &mut BTreeSet<String>,
+    listed: &ListedResults,
 ) -> Result<(), SyncError> {
     let mut entries = sync.index.batches_to_fetch()?;
     entries.retain(|entry| options.includes(&entry.meta));
     sync.reporter.queued(entries.len(), None);
     for entry in entries {
         months.extend(month_of(&entry.meta.created_at));
-        match fetch_batch(sync, options, &entry, summary).await {
+        match fetch_batch(sync, options, &entry, listed.get(&entry.meta.id), summary).await {
             Ok(outcome) => sync.index.record_batch(&entry.meta.id, &outcome)?,
             Err(SyncError::Transfer(error)) if error.is_cancelled() => {
                 summary.interrupted = true;
@@ -59,14 +64,21 @@ async fn fetch_batch(
     sync: &mut Sync<'_>,
     options: &SyncOptions,
     entry: &BatchEntry,
+    listed: Option<&(Url, u64)>,
     summary: &mut SyncSummary,
 ) -> Result<BatchOutcome, SyncError> {
     let id = &entry.meta.id;
-    let batch = sync.api.batch(id).await?;
-    let Some(url) = sync.api.results_url(&batch) else {
-        return Ok(BatchOutcome::Skipped {
-            reason: "the batch has no results_url".into(),
-        });
+    let (url, expected) = match listed {
+        Some(found) => found.clone(),
+        None => {
+            let batch = sync.api.batch(id).await?;
+            let Some(url) = sync.api.results_url(&batch) else {
+                return Ok(BatchOutcome::Skipped {
+                    reason: "the batch has no results_url".into(),
+                });
+            };
+            (url, batch.request_counts.total())
+        }
     };
     let mut output = sync.data.batch_results_path(&entry.meta.created_at, id);
     let tally = options
@@ -103,7 +115,6 @@ async fn fetch_batch(
             lines
         }
     };
-    let expected = batch.request_counts.total();
     if lines != expected {
         let reason =
             format!("the results hold {lines} lines but request_counts add up to {expected}");

@@ -40,15 +40,23 @@ pub async fn list_files(
     .await
 }
 
+/// List batches into the index; returns where this listing says each ended batch's results are
+/// (kept in memory only: the index holds redacted URLs), so that fetching them costs no
+/// request for the batch again.
 pub async fn list_batches(
     sync: &mut Sync<'_>,
     options: &SyncOptions,
     summary: &mut SyncSummary,
-) -> Result<(), SyncError> {
+) -> Result<ListedResults, SyncError> {
     let api = sync.api;
     let index = &mut *sync.index;
+    let mut listed = ListedResults::new();
     walk_pages(api, options, summary, |page: &[Batch], summary| {
         summary.batches_listed += page.len() as u64;
+        listed.extend(page.iter().filter(|b| b.is_ended()).filter_map(|b| {
+            let url = api.results_url(b)?;
+            Some((b.id.clone(), (url, b.request_counts.total())))
+        }));
         let metas: Vec<BatchMeta> = page.iter().map(|b| batch_meta(api, b)).collect();
         let unsettled: Vec<&BatchMeta> = metas
             .iter()
@@ -64,8 +72,12 @@ pub async fn list_batches(
         }
         Ok(unsettled.is_empty())
     })
-    .await
+    .await?;
+    Ok(listed)
 }
+
+/// Ended batches of this run's listing: their results URL and expected line count, by id.
+pub type ListedResults = std::collections::HashMap<String, (url::Url, u64)>;
 
 /// Fetch pages newest first until the last one, or (unless `--full`) until a page that `take`
 /// reports as wholly known and settled: everything older was settled by an earlier sync. A

@@ -189,9 +189,10 @@ impl Sync<'_> {
             }
         }
         if options.batches && !summary.interrupted {
-            listing::list_batches(self, options, &mut summary).await?;
+            let listed = listing::list_batches(self, options, &mut summary).await?;
             if !options.dry_run && !options.metadata_only {
-                batches::download_batches(self, options, &mut summary, &mut months).await?;
+                batches::download_batches(self, options, &mut summary, &mut months, &listed)
+                    .await?;
             }
         }
         self.finish(&months, started, summary)
@@ -210,7 +211,8 @@ impl Sync<'_> {
             files::download_files(self, options, &mut summary, &mut months).await?;
         }
         if options.batches && !summary.interrupted {
-            batches::download_batches(self, options, &mut summary, &mut months).await?;
+            let listed = listing::ListedResults::new();
+            batches::download_batches(self, options, &mut summary, &mut months, &listed).await?;
         }
         self.finish(&months, started, summary)
     }

@@ -6,7 +6,9 @@ use std::process::Stdio;
 
 use bytes::Bytes;
 use claudedl::engine::TransferError;
-use claudedl_mock::api::{ApiRequest, FileSet, MockApi, MockApiConfig, MockFile, Route};
+use claudedl_mock::api::{
+    ApiRequest, FileSet, MockApi, MockApiConfig, MockFile, Route, generated_batches,
+};
 use claudedl_mock::origin::{Origin, OriginConfig};
 
 use crate::support::{
@@ -89,6 +91,26 @@ async fn small_files_under_a_binding_budget_are_one_request_each() {
     paths.dedup();
     assert_eq!(paths.len(), 6, "no file asked twice");
     assert_eq!(summary["requests"]["throttled"], 0, "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_results_cost_one_request_each_after_the_listing() {
+    let batches = generated_batches(3, 40, 1);
+    let api = MockApi::start(
+        MockApiConfig::new(FileSet::Explicit(Vec::new())).with_batches(batches.clone()),
+    )
+    .await;
+
+    let (summary, _dir) = sync(&api, &["--rpm", "6000"]).await;
+
+    assert_eq!(summary["batches_downloaded"], 3, "{summary}");
+    assert_eq!(summary["results_indexed"], 120, "{summary}");
+    let routes: Vec<Route> = api.requests().iter().map(|r| r.route).collect();
+    let count = |route| routes.iter().filter(|r| **r == route).count();
+    // The listing already says where each ended batch's results are: no GET of the batch.
+    assert_eq!(count(Route::BatchMeta), 0, "{routes:?}");
+    assert_eq!(count(Route::BatchResults), 3, "{routes:?}");
+    assert_eq!(count(Route::ListBatches), 1, "{routes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

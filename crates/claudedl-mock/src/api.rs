@@ -50,7 +50,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use demo::demo_config;
+pub use demo::{demo_config, generated_batches};
 pub use stats::MockStats;
 
 use crate::http::lock;

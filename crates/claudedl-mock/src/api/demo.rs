@@ -11,6 +11,8 @@ const FILE_COUNT: usize = 300;
 /// 2026-06-01T00:00:00Z; files spread over 92 days from there.
 const FILES_START_SECS: i64 = 1_780_272_000;
 const FILES_SPAN_SECS: i64 = 92 * DAY_SECS;
+/// 2026-07-01T00:00:00Z: generated batches are created a day apart from there.
+const BATCHES_START_SECS: i64 = 1_782_864_000;
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 /// Three big files (so parallel ranges show), at these indexes, with these sizes.
@@ -130,13 +132,25 @@ fn text_content(extension: &str, hash: u64, size: usize) -> Bytes {
 }
 
 fn demo_batch(number: u64, created_at: &str, count: usize) -> MockBatch {
+    seeded_batch(DEMO_SEED, number, created_at, count)
+}
+
+/// `count` ended batches of `results` results each (every result type, as the demo's), ids
+/// derived from `seed`, created a day apart from 2026-07-01 (`claudedl-mock --batches N:R`).
+pub fn generated_batches(count: usize, results: usize, seed: u64) -> Vec<MockBatch> {
+    (1..=count as u64)
+        .map(|number| {
+            let created = Timestamp::from_secs(BATCHES_START_SECS + number as i64 * DAY_SECS);
+            seeded_batch(seed, number, &created.to_rfc3339(), results)
+        })
+        .collect()
+}
+
+fn seeded_batch(seed: u64, number: u64, created_at: &str, count: usize) -> MockBatch {
     let results = (0..count)
         .map(|k| MockResult::new(format!("req-{number}-{k:05}"), demo_result_type(k)))
         .collect();
-    let id = format!(
-        "msgbatch_01{}",
-        base62(splitmix64(DEMO_SEED ^ number << 32), 22)
-    );
+    let id = format!("msgbatch_01{}", base62(splitmix64(seed ^ number << 32), 22));
     MockBatch::ended(id, created_at, results)
 }
 

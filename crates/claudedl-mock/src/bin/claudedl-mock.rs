@@ -35,11 +35,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use claudedl_mock::api::{
-    Chaos, FileSet, MockApi, MockApiConfig, ServerLimits, SizeMix, demo_config, mixed_file_len,
+    Chaos, FileSet, MockApi, MockApiConfig, ServerLimits, SizeMix, demo_config, generated_batches,
+    mixed_file_len,
 };
 
 const USAGE: &str = "usage: claudedl-mock [--port N] [--files N] [--content-bytes N] [--seed N] \
-                     [--content-bytes-range MIN:MAX] [--big-files N:SIZE] [--demo] [--no-ranges] [--rpm N] [--rpm-burst N] \
+                     [--content-bytes-range MIN:MAX] [--big-files N:SIZE] [--batches N:RESULTS] [--demo] [--no-ranges] [--rpm N] [--rpm-burst N] \
                      [--rpm-change-after SECS:RPM] [--reset-rate F] [--503-rate F] \
                      [--529-rate F] [--rpm-silent] [--connection-rate BYTES] [--organization ID]";
 
@@ -53,6 +54,8 @@ struct Options {
     content_range: Option<(usize, usize)>,
     /// `--big-files N:SIZE`.
     big_files: Option<(usize, usize)>,
+    /// `--batches N:RESULTS`: N ended batches of RESULTS results each.
+    batches: Option<(usize, usize)>,
     seed: u64,
     demo: bool,
     rpm: Option<u32>,
@@ -75,6 +78,7 @@ impl Default for Options {
             content_bytes: 1024,
             content_range: None,
             big_files: None,
+            batches: None,
             seed: 0,
             demo: false,
             rpm: None,
@@ -100,6 +104,7 @@ impl Options {
                 "--content-bytes" => options.content_bytes = number(&arg, &value()?)?,
                 "--content-bytes-range" => options.content_range = Some(pair(&arg, &value()?)?),
                 "--big-files" => options.big_files = Some(pair(&arg, &value()?)?),
+                "--batches" => options.batches = Some(pair(&arg, &value()?)?),
                 "--seed" => options.seed = number(&arg, &value()?)?,
                 "--rpm" => options.rpm = Some(number(&arg, &value()?)?),
                 "--rpm-burst" => options.rpm_burst = Some(number(&arg, &value()?)?),
@@ -125,6 +130,9 @@ impl Options {
         } else {
             MockApiConfig::new(self.file_set())
         };
+        if let Some((count, results)) = self.batches {
+            config = config.with_batches(generated_batches(count, results, self.seed));
+        }
         config.rate_limit = self.rpm;
         config.rate_limit_burst = self.rpm_burst;
         config.limits = self.limits.clone();
@@ -284,7 +292,7 @@ async fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::Options;
-    use claudedl_mock::api::{FileSet, SizeMix};
+    use claudedl_mock::api::{FileSet, SizeMix, generated_batches};
 
     fn parse(args: &[&str]) -> Result<Options, String> {
         Options::parse(args.iter().map(|arg| (*arg).to_owned()))
@@ -364,6 +372,30 @@ mod tests {
             parse(&["--big-files", "4:x"])
                 .unwrap_err()
                 .starts_with("--big-files")
+        );
+    }
+
+    #[test]
+    fn batches_option_generates_ended_batches() {
+        let config = parse(&["--batches", "3:500", "--seed", "7"])
+            .unwrap()
+            .config();
+        let sizes: Vec<(bool, usize)> = config
+            .batches
+            .iter()
+            .map(|batch| (batch.ended, batch.results.len()))
+            .collect();
+        assert_eq!(sizes, [(true, 500); 3]);
+        let mut ids: Vec<&str> = config.batches.iter().map(|b| b.id.as_str()).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(config.batches, generated_batches(3, 500, 7));
+        assert_ne!(config.batches, generated_batches(3, 500, 8));
+        assert!(parse(&[]).unwrap().config().batches.is_empty());
+        assert!(
+            parse(&["--batches", "3"])
+                .unwrap_err()
+                .starts_with("--batches")
         );
     }
 
