@@ -45,7 +45,7 @@ work=$(mktemp -d /tmp/claudedl-bench-budget.XXXXXX)
 mock_pid=
 cleanup() {
   if [ -n "$mock_pid" ]; then kill "$mock_pid" 2>/dev/null || true; wait "$mock_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

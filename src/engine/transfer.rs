@@ -3,7 +3,7 @@
 //! 1. First request: `GET` with `Range` for the first piece (S = first missing byte; `If-Range`
 //!    when resuming). When the size is known (the Files API's `size_bytes`, a resume), that is the
 //!    first planned piece, the whole file when it is not split; otherwise a probe of `min_split`
-//!    bytes. A 206 teaches (or checks) size, range support and validators, and its body is used.
+//!    bytes (a whole piece under a request budget). A 206 teaches (or checks) size, range support and validators, and its body is used.
 //! 2. Ranged mode: up to `connections` workers fetch the planned pieces, each request carrying
 //!    `If-Range`; a checkpointer syncs and records progress; a hasher follows the done prefix.
 //! 3. Single mode, when the server ignores or mangles ranges: one plain stream from byte 0.
@@ -238,7 +238,7 @@ impl Job {
             .or(self.spec.expected_size);
         let probe_end = match known {
             Some(total) => (start + self.piece(total)).min(total.max(start + 1)),
-            None => start + self.engine.config.min_split.max(1),
+            None => start + self.first_request_len(),
         };
         let probe_end = first_gap.map_or(probe_end, |gap| probe_end.min(gap.end));
         let if_range = resume.as_ref().and(expected.if_range());
@@ -666,6 +666,17 @@ impl Job {
             config.connections
         };
         Plan::piece_size(total, connections, config.min_split, self.pieces().cap)
+    }
+
+    /// How much the first request asks for when the size is unknown: `min_split`, so that the
+    /// rest can be planned over several connections; under a request budget a whole piece, so
+    /// that most files (batch results, say) take one request.
+    fn first_request_len(&self) -> u64 {
+        if self.costs().is_some() {
+            self.pieces().cap.max(1)
+        } else {
+            self.engine.config.min_split.max(1)
+        }
     }
 
     /// What a take-over costs, when requests are paced by a budget; `None`: take over at once.

@@ -114,6 +114,31 @@ async fn batch_results_cost_one_request_each_after_the_listing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn results_of_unknown_size_under_a_budget_are_one_request() {
+    // About 2 MiB of results each: more than the 1 MiB probe of an unpaced download.
+    let batches = generated_batches(2, 7000, 2);
+    let api = MockApi::start(
+        MockApiConfig::new(FileSet::Explicit(Vec::new()))
+            .with_batches(batches)
+            .with_rate_limit(240)
+            .with_rate_limit_burst(2),
+    )
+    .await;
+
+    let (summary, _dir) = sync(&api, &["--rpm", "240"]).await;
+
+    assert_eq!(summary["batches_downloaded"], 2, "{summary}");
+    let results: Vec<ApiRequest> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.route == Route::BatchResults)
+        .collect();
+    let ranges: Vec<Option<&str>> = results.iter().map(|r| r.header("range")).collect();
+    // One request each, asking for a whole piece (64 MiB), not a 1 MiB probe and the rest.
+    assert_eq!(ranges, [Some("bytes=0-67108863"); 2], "{results:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_big_file_behind_a_per_connection_cap_is_split() {
     // 8 MiB at 1 MiB/s per connection: one stream would take 8 s. At 600/min and 8
     // connections a piece is worth a request from about 0.8 MiB, so the file is taken over.
