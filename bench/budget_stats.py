@@ -70,7 +70,7 @@ def figures(row):
     throttled = stats.get("by_status", {}).get("429", 0)
     if "requests" in out and isinstance(out["requests"], dict):
         content = out["requests"].get("content_requests", 0)
-        done = out.get("downloaded", 0)
+        done = out.get("downloaded", 0) + out.get("batches_downloaded", 0)
     else:
         content = requests - throttled - list_pages(row)
         done = out.get("downloaded", 0)
