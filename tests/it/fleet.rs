@@ -850,3 +850,4 @@ async fn the_health_file_is_touched_at_every_heartbeat() {
 
 mod budget;
 mod scale;
+mod tls;
