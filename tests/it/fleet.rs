@@ -848,6 +848,7 @@ async fn the_health_file_is_touched_at_every_heartbeat() {
     assert_eq!(status.code(), Some(0), "{stderr}");
 }
 
+mod bench;
 mod budget;
 mod scale;
 mod tls;
