@@ -254,9 +254,7 @@ fn unanswered(error: FleetError) -> Duration {
 }
 
 async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, FleetError> {
-    pool.get()
-        .await
-        .map_err(|error| FleetError::Pool(error.to_string()))
+    pool.get().await.map_err(|error| FleetError::pool(&error))
 }
 
 fn sql(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> FleetError {

@@ -49,11 +49,27 @@ pub enum FleetError {
     Index(#[from] crate::store::index::IndexError),
 }
 
+impl FleetError {
+    /// No connection: `error` with each of its causes (a refused certificate says why), each
+    /// said once.
+    pub fn pool(error: &(dyn std::error::Error + 'static)) -> FleetError {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.ends_with(&text) {
+                message = format!("{message}: {text}");
+            }
+            source = cause.source();
+        }
+        FleetError::Pool(message)
+    }
+}
+
 /// A pool of `size` connections to the database of `config` (TLS as its `sslmode` says).
 pub fn pool(config: impl Into<PgConfig>, size: usize) -> Result<Pool, FleetError> {
     let config = config.into();
-    let tls =
-        pg_tls::connector(&config.tls).map_err(|error| FleetError::Pool(error.to_string()))?;
+    let tls = pg_tls::connector(&config.tls).map_err(|error| FleetError::pool(&error))?;
     let manager = Manager::from_config(
         config.pg,
         tls,
@@ -64,7 +80,7 @@ pub fn pool(config: impl Into<PgConfig>, size: usize) -> Result<Pool, FleetError
     Pool::builder(manager)
         .max_size(size)
         .build()
-        .map_err(|error| FleetError::Pool(error.to_string()))
+        .map_err(|error| FleetError::pool(&error))
 }
 
 /// One connection outside any pool (the budget's listener), its driver to be polled by the

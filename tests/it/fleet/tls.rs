@@ -78,6 +78,17 @@ async fn the_database_is_reached_over_tls_and_a_wrong_ca_is_refused() {
     );
     assert!(!stderr.contains("hunter2"), "{stderr}");
     eprintln!("a wrong CA: {stderr}");
+    // The fleet's pool says the same (the budget's listener and the queue connect through it).
+    let config: PgConfig = tls_url(&db.name, &wrong).parse().unwrap();
+    let pool = claudedl::fleet::pool(config, 1).unwrap();
+    let error = claudedl::fleet::queue::status(&pool)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("UnknownIssuer") && !error.contains("hunter2"),
+        "{error}"
+    );
     // The name is checked too: the certificate is for localhost, not for this name.
     let port = cluster.port();
     let misnamed = format!(
