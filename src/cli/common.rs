@@ -2,6 +2,7 @@
 //! engine and the API client from the settings, opening the index, Ctrl-C, printing transfer
 //! results and the traffic report.
 
+use claudedl::store::index::pg_tls::PgConfig;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -168,7 +169,7 @@ fn governor_config(network: &Network, api: Option<&Url>) -> anyhow::Result<Gover
 
 /// The fleet's database named by `--db` or `$CLAUDEDL_DB`, if any: its connection settings and
 /// its name for messages (no password).
-pub fn database(global: &GlobalArgs) -> anyhow::Result<Option<(tokio_postgres::Config, String)>> {
+pub fn database(global: &GlobalArgs) -> anyhow::Result<Option<(PgConfig, String)>> {
     let Some(db) = &global.settings.db else {
         return Ok(None);
     };
@@ -188,7 +189,7 @@ pub fn open_any_index(
     write: bool,
 ) -> anyhow::Result<Box<dyn Index>> {
     if let Some((config, name)) = database(global)? {
-        return Ok(Box::new(PgIndex::connect_read_only(&config, &name)?));
+        return Ok(Box::new(PgIndex::connect_read_only(config.clone(), &name)?));
     }
     Ok(if write {
         Box::new(open_index_to_write(data)?)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use claudedl::engine::Silent;
 use claudedl::fleet::{self, enqueue::EnqueueSummary, queue, worker};
+use claudedl::store::index::pg_tls::PgConfig;
 use claudedl::store::index::{Index, PgIndex};
 use claudedl::sync::{Sync, SyncOptions};
 use tokio_util::sync::CancellationToken;
@@ -21,7 +22,7 @@ pub async fn run(command: FleetCommand, global: &GlobalArgs) -> anyhow::Result<E
     let (config, name) = required_db(global)?;
     match command {
         FleetCommand::Init { rpm, burst } => {
-            drop(PgIndex::connect(&config, &name)?);
+            drop(PgIndex::connect(config.clone(), &name)?);
             println!("the fleet's schema is up to date in {name}");
             if let Some(rpm) = rpm {
                 if !(rpm.is_finite() && rpm > 0.0) {
@@ -33,7 +34,7 @@ pub async fn run(command: FleetCommand, global: &GlobalArgs) -> anyhow::Result<E
             }
         }
         FleetCommand::Status { json } => {
-            drop(PgIndex::connect_read_only(&config, &name)?);
+            drop(PgIndex::connect_read_only(config.clone(), &name)?);
             let pool = fleet::pool(config, 1)?;
             let status = queue::status(&pool).await?;
             let budget = fleet::budget::get(&pool).await?;
@@ -57,7 +58,7 @@ pub async fn run(command: FleetCommand, global: &GlobalArgs) -> anyhow::Result<E
 pub async fn enqueue(args: EnqueueArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let (config, name) = required_db(global)?;
     let (api, engine) = connect(&args.api, global)?;
-    let mut index = PgIndex::connect(&config, &name)?;
+    let mut index = PgIndex::connect(config.clone(), &name)?;
     let pool = fleet::pool(config, 2)?;
     let options = SyncOptions {
         batches: false,
@@ -85,11 +86,13 @@ pub async fn worker(args: WorkerArgs, global: &GlobalArgs) -> anyhow::Result<Exi
     let (api, engine) = connect(&args.api, global)?;
     let data = global.data_dir();
     data.create()?;
-    let mut index = PgIndex::connect(&config, &name)?;
+    let mut index = PgIndex::connect(config.clone(), &name)?;
     let pool = fleet::pool(config.clone(), WORKER_CONNECTIONS)?;
     if fleet::budget::get(&pool).await?.is_some() {
         // Its own pool: a reservation never waits behind the queue's statements.
-        let shared = fleet::budget::PgBudget::new(fleet::pool(config, 2)?);
+        let shared = fleet::budget::PgBudget::new(fleet::pool(config.clone(), 2)?);
+        // One connection LISTENs for pauses for the whole process (ends with it).
+        shared.listen(config);
         api.http().governor().share_budget(shared);
     }
     let options = worker::WorkerOptions {
@@ -169,7 +172,7 @@ fn drain_on_signals(drain: CancellationToken) -> anyhow::Result<tokio::task::Joi
     }))
 }
 
-fn required_db(global: &GlobalArgs) -> anyhow::Result<(tokio_postgres::Config, String)> {
+fn required_db(global: &GlobalArgs) -> anyhow::Result<(PgConfig, String)> {
     match database(global)? {
         Some(db) => Ok(db),
         None => bail!(UsageError(

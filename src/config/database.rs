@@ -4,6 +4,7 @@
 //! [`Database::redacted`] is the form for messages, logs and `config show`.
 
 use super::Secret;
+use crate::store::index::pg_tls::{PgConfig, PgTlsError};
 
 /// The environment variable holding the database URL.
 pub const DB_VAR: &str = "CLAUDEDL_DB";
@@ -31,24 +32,25 @@ impl Database {
         Database { url, password }
     }
 
-    /// The connection settings, the password applied.
-    pub fn pg_config(&self) -> Result<tokio_postgres::Config, DatabaseError> {
-        let mut config: tokio_postgres::Config =
+    /// The connection settings, the password applied, TLS as `sslmode` says (see
+    /// [`crate::store::index::pg_tls`]).
+    pub fn pg_config(&self) -> Result<PgConfig, DatabaseError> {
+        let mut config: PgConfig =
             self.url
                 .expose()
                 .parse()
-                .map_err(|error: tokio_postgres::Error| DatabaseError {
+                .map_err(|error: PgTlsError| DatabaseError {
                     redacted: format!("{} chars", self.url.expose().chars().count()),
                     // The parser's messages name what is wrong, never the password's value.
                     reason: error.to_string(),
                 })?;
-        if config.get_password().is_none()
+        if config.pg.get_password().is_none()
             && let Some(password) = &self.password
         {
-            config.password(password.expose());
+            config.pg.password(password.expose());
         }
-        if config.get_hosts().is_empty() {
-            config.host("localhost");
+        if config.pg.get_hosts().is_empty() {
+            config.pg.host("localhost");
         }
         Ok(config)
     }
@@ -57,7 +59,7 @@ impl Database {
     /// in `?host=`); what the URL cannot be parsed into says so.
     pub fn redacted(&self) -> String {
         match self.pg_config() {
-            Ok(config) => redacted(&config),
+            Ok(config) => redacted(&config.pg),
             Err(_) => format!("<invalid, {} chars>", self.url.expose().chars().count()),
         }
     }
@@ -100,7 +102,7 @@ mod tests {
             Some("envpw"),
         );
         assert_eq!(
-            with.pg_config().unwrap().get_password(),
+            with.pg_config().unwrap().pg.get_password(),
             Some(&b"hunter2"[..])
         );
         assert_eq!(
@@ -110,7 +112,7 @@ mod tests {
         assert!(!format!("{with:?}").contains("hunter2"));
         let without = db("postgresql://fleet@db.example/claudedl", Some("envpw"));
         assert_eq!(
-            without.pg_config().unwrap().get_password(),
+            without.pg_config().unwrap().pg.get_password(),
             Some(&b"envpw"[..])
         );
         let socket = db(

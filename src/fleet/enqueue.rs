@@ -27,10 +27,7 @@ pub async fn enqueue(
     sync: &mut Sync<'_>,
     options: &SyncOptions,
 ) -> Result<EnqueueSummary, FleetError> {
-    let guard = pool
-        .get()
-        .await
-        .map_err(|error| FleetError::Pool(error.to_string()))?;
+    let guard = pool.get().await.map_err(|error| FleetError::pool(&error))?;
     let locked: bool = guard
         .query_one("SELECT pg_try_advisory_lock($1)", &[&LISTER_LOCK])
         .await

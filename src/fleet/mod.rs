@@ -19,6 +19,7 @@ pub mod worker;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 use crate::store::index::BoxError;
+use crate::store::index::pg_tls::{self, PgConfig};
 use crate::sync::SyncError;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +49,30 @@ pub enum FleetError {
     Index(#[from] crate::store::index::IndexError),
 }
 
-/// A pool of `size` connections to the database of `config`.
-pub fn pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, FleetError> {
+impl FleetError {
+    /// No connection: `error` with each of its causes (a refused certificate says why), each
+    /// said once.
+    pub fn pool(error: &(dyn std::error::Error + 'static)) -> FleetError {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.ends_with(&text) {
+                message = format!("{message}: {text}");
+            }
+            source = cause.source();
+        }
+        FleetError::Pool(message)
+    }
+}
+
+/// A pool of `size` connections to the database of `config` (TLS as its `sslmode` says).
+pub fn pool(config: impl Into<PgConfig>, size: usize) -> Result<Pool, FleetError> {
+    let config = config.into();
+    let tls = pg_tls::connector(&config.tls).map_err(|error| FleetError::pool(&error))?;
     let manager = Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
+        config.pg,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -60,5 +80,18 @@ pub fn pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, FleetEr
     Pool::builder(manager)
         .max_size(size)
         .build()
-        .map_err(|error| FleetError::Pool(error.to_string()))
+        .map_err(|error| FleetError::pool(&error))
+}
+
+/// One connection outside any pool (the budget's listener), its driver to be polled by the
+/// caller.
+async fn connect(
+    config: &PgConfig,
+) -> Result<(tokio_postgres::Client, pg_tls::Connection), FleetError> {
+    pg_tls::connect(config)
+        .await
+        .map_err(|source| FleetError::Sql {
+            action: "connecting",
+            source,
+        })
 }

@@ -396,9 +396,7 @@ fn is_unique_violation(error: &crate::store::index::BoxError) -> bool {
 }
 
 async fn get(pool: &Pool) -> Result<Object, FleetError> {
-    pool.get()
-        .await
-        .map_err(|source| FleetError::Pool(source.to_string()))
+    pool.get().await.map_err(|source| FleetError::pool(&source))
 }
 
 fn sql(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> FleetError {

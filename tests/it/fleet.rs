@@ -847,3 +847,8 @@ async fn the_health_file_is_touched_at_every_heartbeat() {
     let (status, _, stderr) = finish(worker).await;
     assert_eq!(status.code(), Some(0), "{stderr}");
 }
+
+mod bench;
+mod budget;
+mod scale;
+mod tls;

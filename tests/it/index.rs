@@ -67,7 +67,7 @@ fn sqlite() -> Box<dyn Index> {
 
 fn pg() -> Box<dyn Index> {
     let db = cluster::database();
-    Box::new(PgIndex::connect(&db.url.parse().unwrap(), &db.name).unwrap())
+    Box::new(PgIndex::connect(db.url.parse::<tokio_postgres::Config>().unwrap(), &db.name).unwrap())
 }
 
 /// Each named test, once per backend: `index::sqlite::NAME` and `index::postgres::NAME`.

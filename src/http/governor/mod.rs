@@ -50,6 +50,8 @@ const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(1);
 const FIRST_OVERLOAD_PAUSE: Duration = Duration::from_secs(1);
 /// The head of the line re-checks at least this often (a pause or a new limit may have come).
 const RECHECK: Duration = Duration::from_millis(200);
+/// A request waiting for its shared slot re-reads the shared pause at most this often.
+const SHARED_REREADS: usize = 8;
 /// A learned rate is written to the state directory at most this often.
 const REMEMBER_EVERY: Duration = Duration::from_secs(5);
 
@@ -278,23 +280,48 @@ impl Governor {
         }
     }
 
-    /// Reserve a slot in the shared budget and wait for it, then out any shared pause a 429
-    /// set meanwhile (bounded: a pause is re-read at most a few times).
+    /// Reserve a slot in the shared budget and wait for it, and out any shared pause a 429
+    /// set meanwhile: re-read when another process announces one (a wake), else at the end of
+    /// the wait (bounded: a pause is re-read at most a few times).
     async fn wait_for_shared_turn(&self) {
         let Some(shared) = self.shared.get() else {
             return;
         };
-        let mut wait = shared.reserve().await;
+        // Subscribed before reserving: a pause written meanwhile still wakes this request.
+        let mut wakes = shared.wakes();
+        let wait = shared.reserve().await;
         if let Some(reason) = shared.halted() {
             return self.halt(reason);
         }
-        for _ in 0..4 {
-            if wait.is_zero() {
+        let mut until = Instant::now() + wait;
+        self.note_wait(WaitReason::Budget, wait);
+        for _ in 0..SHARED_REREADS {
+            let now = Instant::now();
+            if until <= now {
                 return;
             }
-            tokio::time::sleep(wait).await;
-            self.note_wait(WaitReason::Budget, wait);
-            wait = shared.paused_for().await;
+            let woken = tokio::select! {
+                () = tokio::time::sleep_until(until) => false,
+                () = changed(wakes.as_mut()) => true,
+            };
+            let paused = shared.paused_for().await;
+            if let Some(reason) = shared.halted() {
+                return self.halt(reason);
+            }
+            let now = Instant::now();
+            if !paused.is_zero() {
+                // The whole process learns it: requests in line wait it out too.
+                self.pause_all(now + paused, WaitReason::Throttled);
+                self.note_wait(
+                    WaitReason::Throttled,
+                    (now + paused).saturating_duration_since(until),
+                );
+            }
+            until = if woken {
+                until.max(now + paused)
+            } else {
+                now + paused
+            };
         }
     }
 
@@ -314,6 +341,7 @@ impl Governor {
     pub fn observe(&self, ticket: &Ticket, status: u16, headers: &HeaderMap) {
         self.stats.answered(status);
         let now = Instant::now();
+        self.anchor_shared(headers);
         self.learn_budget(ticket, headers, now);
         self.learn_organisation(headers, now);
         match status {
@@ -351,6 +379,21 @@ impl Governor {
             // Requests sent after this one have already spent some of what it reported.
             let since = self.sent.load(Ordering::Relaxed) - ticket.sequence;
             budget.anchor_remaining(remaining.saturating_sub(since), now);
+        }
+    }
+
+    /// The server's remaining count re-anchors the shared budget too (it decides whether that
+    /// tightens anything).
+    fn anchor_shared(&self, headers: &HeaderMap) {
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
+        let remaining = headers
+            .get("anthropic-ratelimit-requests-remaining")
+            .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
+        if let Some(remaining) = remaining {
+            let shared = Arc::clone(shared);
+            tokio::spawn(async move { shared.anchor(remaining).await });
         }
     }
 
@@ -564,6 +607,16 @@ impl Governor {
     }
 }
 
+/// The next wake of a shared budget; never, without one (or once its sender is gone).
+async fn changed(wakes: Option<&mut tokio::sync::watch::Receiver<u64>>) {
+    if let Some(wakes) = wakes
+        && wakes.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
 /// The flag's rate, else a rate learned for the endpoint, else the configured start.
 fn starting_rate(pacing: &Pacing, learning: Option<&Learning>) -> StartRate {
     if let Some(ceiling) = pacing.ceiling {
@@ -699,6 +752,103 @@ mod tests {
         assert!(!third.is_finished());
         drop(first);
         let _third = third.await.unwrap();
+    }
+
+    /// A shared budget that makes every request wait `slot`, with a pause the test sets and
+    /// announces; it records when the pause was read.
+    #[derive(Debug)]
+    struct FakeShared {
+        slot: Duration,
+        paused_until: Mutex<Instant>,
+        reads: Mutex<Vec<Instant>>,
+        wakes: tokio::sync::watch::Sender<u64>,
+        anchored: Mutex<Vec<u64>>,
+    }
+
+    impl shared::SharedBudget for FakeShared {
+        fn reserve(&self) -> shared::BoxFuture<'_, Duration> {
+            Box::pin(async move { self.slot })
+        }
+        fn paused_for(&self) -> shared::BoxFuture<'_, Duration> {
+            Box::pin(async move {
+                let now = Instant::now();
+                self.reads.lock().unwrap().push(now);
+                self.paused_until
+                    .lock()
+                    .unwrap()
+                    .saturating_duration_since(now)
+            })
+        }
+        fn pause(&self, _: SystemTime) -> shared::BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn halted(&self) -> Option<String> {
+            None
+        }
+        fn halt(&self, _: String) -> shared::BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn wakes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+            Some(self.wakes.subscribe())
+        }
+        fn anchor(&self, remaining: u64) -> shared::BoxFuture<'_, ()> {
+            self.anchored.lock().unwrap().push(remaining);
+            Box::pin(async {})
+        }
+    }
+
+    fn fake_shared(slot: Duration) -> Arc<FakeShared> {
+        Arc::new(FakeShared {
+            slot,
+            paused_until: Mutex::new(Instant::now()),
+            reads: Mutex::new(Vec::new()),
+            wakes: tokio::sync::watch::Sender::new(0),
+            anchored: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A request waiting 10 s for its shared slot hears of another process's 30 s pause at once
+    /// (re-reads it when woken, not at the end of its wait), and is sent when the pause ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_request_rereads_the_shared_pause_when_woken() {
+        let governor = governor(None);
+        let shared = fake_shared(Duration::from_secs(10));
+        governor.share_budget(Arc::clone(&shared) as Arc<dyn shared::SharedBudget>);
+        let start = Instant::now();
+        let admitted = tokio::spawn({
+            let governor = Arc::clone(&governor);
+            async move {
+                governor.admit(None).await.unwrap();
+                Instant::now() - start
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        *shared.paused_until.lock().unwrap() = start + Duration::from_secs(30);
+        shared.wakes.send_modify(|n| *n += 1);
+        assert_eq!(admitted.await.unwrap(), Duration::from_secs(30));
+        let reads = shared.reads.lock().unwrap().clone();
+        assert_eq!(
+            reads.first().map(|at| *at - start),
+            Some(Duration::from_secs(1)),
+            "the pause is read when the wake comes: {reads:?}"
+        );
+        // The process learned it: its next request waits for the pause too (then its slot).
+        let summary = governor.summary();
+        assert!(summary.waited_ms["throttled"] >= 20_000, "{summary:?}");
+    }
+
+    /// The server's remaining count goes to the shared budget with every answer that has it.
+    #[tokio::test(start_paused = true)]
+    async fn the_servers_remaining_count_reaches_the_shared_budget() {
+        let governor = governor(None);
+        let shared = fake_shared(Duration::ZERO);
+        governor.share_budget(Arc::clone(&shared) as Arc<dyn shared::SharedBudget>);
+        let ticket = governor.admit(None).await.unwrap();
+        let answer = headers(&[("anthropic-ratelimit-requests-remaining", "3")]);
+        governor.observe(&ticket, 200, &answer);
+        governor.observe(&ticket, 200, &HeaderMap::new());
+        tokio::task::yield_now().await;
+        assert_eq!(*shared.anchored.lock().unwrap(), [3]);
     }
 
     /// A server that enforces `rpm` (a token bucket holding `capacity`) and says nothing about

@@ -1,7 +1,8 @@
 //! A request budget shared with other processes (the fleet's budget row in PostgreSQL): after
 //! its own turn, each request reserves a slot there and waits what it says. A 429 sets a pause
-//! there too, a floor for every process's next send; a halt (the spend limit) stops them all. Implemented outside `http` (see
-//! `crate::fleet::budget`); the governor only calls it.
+//! there too, a floor for every process's next send, and wakes the requests waiting in every
+//! process; a halt (the spend limit) stops them all. The server's remaining count re-anchors
+//! it. Implemented outside `http` (see `crate::fleet::budget`); the governor only calls it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,4 +22,15 @@ pub trait SharedBudget: Send + Sync + std::fmt::Debug {
     fn halted(&self) -> Option<String>;
     /// This process halted: every other stops at its next reservation.
     fn halt(&self, reason: String) -> BoxFuture<'_, ()>;
+    /// Changes each time a pause or a halt may have been written (by any process): a waiting
+    /// request re-reads the pause then. `None`: never told (re-read at the end of each wait).
+    fn wakes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+    /// The server says `remaining` requests are left: the shared budget plans no more than that
+    /// before it refills (it only ever tightens).
+    fn anchor(&self, remaining: u64) -> BoxFuture<'_, ()> {
+        let _ = remaining;
+        Box::pin(async {})
+    }
 }

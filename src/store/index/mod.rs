@@ -7,6 +7,7 @@
 
 mod migrations;
 pub(crate) mod pg_migrations;
+pub mod pg_tls;
 mod postgres;
 mod sqlite;
 #[cfg(test)]

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use tokio::runtime::Runtime;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, NoTls, Row, Transaction};
+use tokio_postgres::{Client, Row, Transaction};
+
+use super::pg_tls::{self, PgConfig};
 
 use super::pg_migrations::{HAS_SCHEMA, MIGRATIONS, PREPARE, READ_VERSION, WRITE_VERSION};
 use super::time::now_rfc3339;
@@ -131,16 +133,19 @@ impl std::fmt::Debug for PgIndex {
 impl PgIndex {
     /// Connect to the database of `config` and bring its schema up to date. `name` names it in
     /// messages: the URL without its password.
-    pub fn connect(config: &Config, name: &str) -> Result<PgIndex, IndexError> {
-        let mut index = PgIndex::connect_only(config, name)?;
+    pub fn connect(config: impl Into<PgConfig>, name: &str) -> Result<PgIndex, IndexError> {
+        let mut index = PgIndex::connect_only(config.into(), name)?;
         index.migrate()?;
         Ok(index)
     }
 
     /// Connect without migrating or writing anything (`ls --db`, `verify --db`): the schema
     /// must already be readable.
-    pub fn connect_read_only(config: &Config, name: &str) -> Result<PgIndex, IndexError> {
-        let index = PgIndex::connect_only(config, name)?;
+    pub fn connect_read_only(
+        config: impl Into<PgConfig>,
+        name: &str,
+    ) -> Result<PgIndex, IndexError> {
+        let index = PgIndex::connect_only(config.into(), name)?;
         let found = index.version().map_err(|source| index.open_error(source))?;
         let known = MIGRATIONS.len() as i64;
         if found > known {
@@ -164,7 +169,7 @@ impl PgIndex {
         Ok(index)
     }
 
-    fn connect_only(config: &Config, name: &str) -> Result<PgIndex, IndexError> {
+    fn connect_only(config: PgConfig, name: &str) -> Result<PgIndex, IndexError> {
         let open_error = |source: BoxError| IndexError::Open {
             path: PathBuf::from(name),
             source,
@@ -176,16 +181,15 @@ impl PgIndex {
                 .build()
                 .map_err(|error| open_error(error.into()))?,
         ));
-        let config = config.clone();
         let client = block(&runtime, move || async move {
-            let (client, connection) = config.connect(NoTls).await?;
+            let (client, connection) = pg_tls::connect(&config).await?;
             // Runs whenever the runtime runs a query; ends when the client is dropped.
             tokio::spawn(async move {
                 let _ = connection.await;
             });
-            Ok::<_, tokio_postgres::Error>(client)
+            Ok::<_, BoxError>(client)
         })
-        .map_err(|error| open_error(error.into()))?;
+        .map_err(open_error)?;
         Ok(PgIndex {
             runtime,
             client,

@@ -19,6 +19,7 @@ const PORT: u16 = 5432;
 pub struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
+    port: u16,
 }
 
 /// One test's database.
@@ -39,8 +40,20 @@ pub fn database() -> TestDb {
     cluster().create_database()
 }
 
+/// A second cluster, started on first use, that also listens on `127.0.0.1` with TLS: a
+/// certificate for `localhost` signed by a test CA, both made here with the `openssl` CLI
+/// (`Cluster::tls_file`: `ca.crt`, and `other-ca.crt` that signed nothing).
+pub fn tls_cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| Cluster::start_with(true))
+}
+
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(false)
+    }
+
+    fn start_with(tls: bool) -> Cluster {
         let bin = server_bin();
         let dir = PathBuf::from(
             String::from_utf8(
@@ -60,8 +73,20 @@ impl Cluster {
             .args(["--no-sync", "-A", "trust", "-U", "postgres", "-E", "UTF8"])
             .arg("-D")
             .arg(&data));
+        let (port, listen) = if tls {
+            make_certificates(&dir);
+            let port = free_port();
+            let tls = format!(
+                "-c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={0}/server.crt \
+                 -c ssl_key_file={0}/server.key",
+                dir.display()
+            );
+            (port, tls)
+        } else {
+            (PORT, "-c listen_addresses=''".to_owned())
+        };
         let options = format!(
-            "-k {} -p {PORT} -c listen_addresses='' -c fsync=off -c synchronous_commit=off \
+            "-k {} -p {port} {listen} -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off -c max_connections=200",
             dir.display()
         );
@@ -71,7 +96,22 @@ impl Cluster {
             .arg("-l")
             .arg(dir.join("server.log"))
             .args(["-o", &options]));
-        Cluster { dir, bin }
+        Cluster { dir, bin, port }
+    }
+
+    /// The TCP port (TLS clusters) or the socket's number.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A file the TLS cluster's setup made (`ca.crt`, `other-ca.crt`).
+    pub fn tls_file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// A fresh, empty database on this cluster.
+    pub fn database(&self) -> TestDb {
+        self.create_database()
     }
 
     /// The socket directory.
@@ -81,8 +121,9 @@ impl Cluster {
 
     pub fn url(&self, database: &str) -> String {
         format!(
-            "host={} port={PORT} user=postgres dbname={database}",
-            self.dir.display()
+            "host={} port={} user=postgres dbname={database}",
+            self.dir.display(),
+            self.port
         )
     }
 
@@ -103,7 +144,7 @@ impl Cluster {
             .arg(&self.dir)
             .args([
                 "-p",
-                &PORT.to_string(),
+                &self.port.to_string(),
                 "-U",
                 "postgres",
                 "-d",
@@ -120,6 +161,48 @@ impl Cluster {
         );
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     }
+}
+
+/// A port nobody listens on now (bound and released; the server takes it next).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().unwrap().port()
+}
+
+/// In `dir`, as the server's user: a CA (`ca.crt`), the server's key and certificate for
+/// `localhost`/`127.0.0.1` signed by it, and another CA (`other-ca.crt`) that signed nothing.
+fn make_certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for ca in ["ca", "other-ca"] {
+        run(as_server_user("openssl")
+            .current_dir(dir)
+            .args(["req", "-x509", "-days", "2", "-subj"])
+            .arg(format!("/CN=claudedl test {ca}"))
+            .args(ec)
+            .args([
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+            ]));
+    }
+    run(as_server_user("openssl")
+        .current_dir(dir)
+        .args(["req", "-subj", "/CN=localhost", "-keyout", "server.key"])
+        .args(ec)
+        .args(["-out", "server.csr"]));
+    run(as_server_user("sh").current_dir(dir).args([
+        "-c",
+        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > server.ext && openssl x509 -req \
+         -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext \
+         -out server.crt && chmod 600 server.key",
+    ]));
 }
 
 /// The newest installed server's binaries (Debian keeps them out of `PATH`).

@@ -1,0 +1,105 @@
+//! Fleet benchmarks (ignored; `bench/fleet.sh` runs them in a release build and prints
+//! `BENCH` lines): scaling over 1, 2 and 4 workers on a bandwidth-bound workload, and the
+//! shared budget's accuracy with 4 workers. The queue's own rate is `fleet::queue_throughput`.
+
+use std::time::{Duration, Instant};
+
+use claudedl_mock::api::{FileSet, MockApi, MockApiConfig};
+
+use super::*;
+
+/// The mock's cap per connection (a body is sent at most this fast).
+const CONNECTION_CAP: u64 = 1024 * 1024;
+
+/// `n` workers, two transfers each, on 96 files of 512 KiB (one request each, under the
+/// small-file size) from an API that sends each body at most 1 MiB/s: a worker is worth
+/// 2 MiB/s; total throughput and its ratio to one worker.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn bench_scaling() {
+    const FILES: usize = 96;
+    const LEN: usize = 512 * 1024;
+    let files = account(FILES, LEN);
+    let mut one = None;
+    for workers in [1, 2, 4] {
+        let config = MockApiConfig::new(FileSet::Explicit(files.clone()))
+            .with_connection_cap(CONNECTION_CAP);
+        let api = MockApi::start(config).await;
+        let db = postgres::database();
+        run_ok(&api, &db, &["fleet", "init"]).await;
+        run_ok(&api, &db, &["enqueue"]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let args = ["-j", "2", "--exit-when-empty"];
+        let started = Instant::now();
+        let running: Vec<Child> = (0..workers)
+            .map(|_| spawn_worker(&api, &db, d, &args))
+            .collect();
+        for worker in running {
+            let (status, _, stderr) = finish(worker).await;
+            assert!(status.success(), "{stderr}");
+        }
+        let wall = started.elapsed().as_secs_f64();
+        assert_all_complete(&db, dir.path(), &files);
+        let mib_s = (FILES * LEN) as f64 / wall / (1024.0 * 1024.0);
+        let ratio = mib_s / *one.get_or_insert(mib_s);
+        eprintln!(
+            "BENCH scaling workers={workers} wall_s={wall:.2} mib_s={mib_s:.2} ratio={ratio:.2} \
+             bound_mib_s={}",
+            workers * 2
+        );
+    }
+}
+
+/// 4 workers (4 transfers each) share 1,200/min (burst 4) against an API enforcing 1,200/min
+/// (bucket 10), 400 files of 512 bytes: content requests ÷ what the budget allowed from the
+/// first to the last, the busiest 1 s window, 429s.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn bench_budget_accuracy() {
+    const FILES: usize = 400;
+    const RPM: u32 = 1200;
+    const BURST: usize = 4;
+    let files = account(FILES, 512);
+    let config = MockApiConfig::new(FileSet::Explicit(files.clone()))
+        .with_rate_limit(RPM)
+        .with_rate_limit_burst(10);
+    let api = MockApi::start(config).await;
+    let db = postgres::database();
+    let (rpm, burst) = (RPM.to_string(), BURST.to_string());
+    run_ok(
+        &api,
+        &db,
+        &["fleet", "init", "--rpm", &rpm, "--burst", &burst],
+    )
+    .await;
+    run_ok(&api, &db, &["enqueue"]).await;
+    let listed = api.requests().len();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let args = ["-j", "4", "--exit-when-empty"];
+    let running: Vec<Child> = (0..4).map(|_| spawn_worker(&api, &db, d, &args)).collect();
+    for worker in running {
+        let (status, _, stderr) = finish(worker).await;
+        assert!(status.success(), "{stderr}");
+    }
+    assert_all_complete(&db, dir.path(), &files);
+    let log = api.requests().split_off(listed);
+    let sent: Vec<Duration> = log
+        .iter()
+        .filter(|r| r.path.ends_with("/content"))
+        .map(|r| r.at)
+        .collect();
+    let span = (*sent.last().unwrap() - sent[0]).as_secs_f64();
+    let per_second = f64::from(RPM) / 60.0;
+    let allowed = per_second * span + (BURST + 1) as f64;
+    let busiest = claudedl_mock::api::max_in_window(&log, Duration::from_secs(1), |_| true);
+    let throttled = log.iter().filter(|r| r.status == 429).count();
+    eprintln!(
+        "BENCH budget requests={} span_s={span:.2} allowed={allowed:.1} achieved_ratio={:.3} \
+         busiest_1s={busiest} bound_1s={} status_429={throttled}",
+        sent.len(),
+        sent.len() as f64 / allowed,
+        per_second as usize + BURST + 1
+    );
+}
