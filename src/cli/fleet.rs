@@ -75,7 +75,8 @@ pub async fn enqueue(args: EnqueueArgs, global: &GlobalArgs) -> anyhow::Result<E
         index: &mut index,
         reporter: Arc::new(Silent),
     };
-    let summary = fleet::enqueue::enqueue(&pool, &mut sync, &options).await?;
+    let summary =
+        fleet::enqueue::enqueue(&pool, &mut sync, &options, Some(args.segment_size)).await?;
     print_enqueued(&summary, args.json);
     Ok(ExitStatus::Success)
 }

@@ -14,6 +14,7 @@ pub mod backoff;
 pub mod budget;
 pub mod enqueue;
 pub mod queue;
+pub mod segment;
 pub mod worker;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};

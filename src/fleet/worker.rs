@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{self, Claim, Completion};
-use super::{FleetError, backoff};
+use super::{FleetError, backoff, segment};
 use crate::engine::{Silent, TransferError, TransferReport, TransferSpec};
 use crate::store::index::FileOutcome;
 use crate::sync::files::{outcome_of, relative, spec_for};
@@ -55,6 +55,8 @@ pub struct WorkerSummary {
     pub released: u64,
     /// Transfers stopped because the heartbeat found their lease gone.
     pub abandoned: u64,
+    /// Segments of large files fetched and recorded done (see `super::segment`).
+    pub segments: u64,
     pub bytes: u64,
     pub drained: bool,
     /// Why the worker stopped sending requests (the spend limit, here or in another worker).
@@ -80,7 +82,27 @@ struct Flight {
     output: PathBuf,
 }
 
-type Landed = (Flight, Result<TransferReport, TransferError>);
+/// A finished transfer: a whole file, or one segment of a large one.
+enum Landed {
+    Whole(Flight, Result<TransferReport, TransferError>),
+    Segment(segment::Landed),
+}
+
+impl Landed {
+    fn item(&self) -> i64 {
+        match self {
+            Landed::Whole(flight, _) => flight.claim.item,
+            Landed::Segment((flight, _)) => flight.claim.item,
+        }
+    }
+
+    fn failed(&self) -> bool {
+        match self {
+            Landed::Whole(_, result) => result.is_err(),
+            Landed::Segment((_, result)) => result.is_err(),
+        }
+    }
+}
 
 /// What the last heartbeat found: when it started, and the items still held then.
 type Beat = Option<(Instant, HashSet<i64>)>;
@@ -195,10 +217,18 @@ async fn work(
         tokio::select! {
             Some(joined) = running.join_next() => {
                 if let Ok(landed) = joined {
-                    in_flight.remove(&landed.0.claim.item);
+                    in_flight.remove(&landed.item());
                     // A transfer the halt stopped is not a failure of its item.
-                    if !(landed.1.is_err() && governor.halted().is_some()) {
-                        finish(pool, sync.data.root(), landed, summary).await?;
+                    if !(landed.failed() && governor.halted().is_some()) {
+                        let root = sync.data.root();
+                        match landed {
+                            Landed::Whole(flight, result) => {
+                                finish(pool, root, (flight, result), summary).await?;
+                            }
+                            Landed::Segment(landed) => {
+                                segment::finish(pool, root, landed, summary).await?;
+                            }
+                        }
                     }
                 }
             }
@@ -270,6 +300,22 @@ async fn start(
         id: claim.file.meta.id.clone(),
         source,
     })?;
+    if claim.segment.is_some() {
+        if spec.encrypt.is_some() {
+            let reason = "segments are not encrypted yet: enqueue with --segment-size 0";
+            give_up(pool, &claim, reason, summary).await?;
+            return Ok(None);
+        }
+        let flight = segment::Flight {
+            staged: segment::staging(&sync.data.tmp(), &claim.file.meta.id),
+            output: spec.output.clone(),
+            claim,
+        };
+        let engine = sync.engine.clone();
+        let handle = running
+            .spawn(async move { Landed::Segment(segment::fetch(engine, spec, flight).await) });
+        return Ok(Some(handle));
+    }
     let staged = staging_dir.join(claim.item.to_string());
     let output = std::mem::replace(&mut spec.output, staged.clone());
     spec.staging = Some(staged.clone());
@@ -284,7 +330,7 @@ async fn start(
     let id = usize::try_from(flight.claim.item).unwrap_or(0);
     let handle = running.spawn(async move {
         let result = download(&engine, id, &spec).await;
-        (flight, result)
+        Landed::Whole(flight, result)
     });
     Ok(Some(handle))
 }
@@ -301,7 +347,7 @@ async fn download(
 async fn finish(
     pool: &Pool,
     root: &Path,
-    (flight, result): Landed,
+    (flight, result): (Flight, Result<TransferReport, TransferError>),
     summary: &mut WorkerSummary,
 ) -> Result<(), FleetError> {
     let Flight {
@@ -335,25 +381,10 @@ async fn finish(
                     let reason = format!("{place} is recorded for another file");
                     give_up(pool, &claim, &reason, summary).await?
                 }
-                Completion::LeaseLost => Completion::LeaseLost,
+                other => other,
             }
         }
-        Err(_) => match outcome_of(root, &result) {
-            skipped @ FileOutcome::Skipped { .. } => {
-                let done = queue::complete(pool, &claim, &skipped, || Ok(())).await?;
-                summary.skipped += u64::from(done == Completion::Recorded);
-                done
-            }
-            FileOutcome::Failed { reason, .. } => match backoff::after_failure(claim.attempts) {
-                Some(delay) => {
-                    let done = queue::retry_later(pool, &claim, &reason, Some(delay)).await?;
-                    summary.retried += u64::from(done == Completion::Recorded);
-                    done
-                }
-                None => give_up(pool, &claim, &reason, summary).await?,
-            },
-            _ => Completion::Recorded,
-        },
+        Err(_) => failed(pool, root, &claim, &result, summary).await?,
     };
     if completion == Completion::LeaseLost {
         // The staged file is left alone: it may be the item's new claimer's by now.
@@ -375,7 +406,33 @@ async fn finish(
     Ok(())
 }
 
-async fn give_up(
+/// A failed transfer: skipped (the file is gone), retried later with backoff, or given up.
+pub(super) async fn failed(
+    pool: &Pool,
+    root: &Path,
+    claim: &Claim,
+    result: &Result<TransferReport, TransferError>,
+    summary: &mut WorkerSummary,
+) -> Result<Completion, FleetError> {
+    Ok(match outcome_of(root, result) {
+        skipped @ FileOutcome::Skipped { .. } => {
+            let done = queue::complete(pool, claim, &skipped, || Ok(())).await?;
+            summary.skipped += u64::from(done == Completion::Recorded);
+            done
+        }
+        FileOutcome::Failed { reason, .. } => match backoff::after_failure(claim.attempts) {
+            Some(delay) => {
+                let done = queue::retry_later(pool, claim, &reason, Some(delay)).await?;
+                summary.retried += u64::from(done == Completion::Recorded);
+                done
+            }
+            None => give_up(pool, claim, &reason, summary).await?,
+        },
+        _ => Completion::Recorded,
+    })
+}
+
+pub(super) async fn give_up(
     pool: &Pool,
     claim: &Claim,
     reason: &str,
@@ -388,7 +445,7 @@ async fn give_up(
 
 /// Rename the staged download into place (the parent made if needed), then make the rename
 /// durable.
-fn install(staged: &Path, output: &Path) -> std::io::Result<()> {
+pub(super) fn install(staged: &Path, output: &Path) -> std::io::Result<()> {
     let parent = output.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)?;
     std::fs::rename(staged, output)?;

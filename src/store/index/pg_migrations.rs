@@ -110,6 +110,30 @@ pub const MIGRATIONS: &[&str] = &[
         halted               TEXT
     );
     "#,
+    // 4: segments (see `crate::fleet::segment`). A file larger than the enqueue's segment size
+    // is queued as items `part` 1..=N, each the byte range `range_start..range_end` (64 KiB
+    // aligned); a whole file is one item with `part` 0 and no range. Segments are claimed,
+    // leased and swept like whole items; `part_etag` is an uploaded part's id (S3). A file's
+    // multipart upload, when its output is object storage, is `file_uploads`.
+    r#"
+    ALTER TABLE work_items DROP CONSTRAINT work_items_file_id_key;
+    ALTER TABLE work_items
+        ADD COLUMN part INTEGER NOT NULL DEFAULT 0,
+        ADD COLUMN range_start BIGINT,
+        ADD COLUMN range_end BIGINT,
+        ADD COLUMN part_etag TEXT,
+        ADD CONSTRAINT work_items_part_range CHECK
+            ((part = 0) = (range_start IS NULL) AND (range_start IS NULL) = (range_end IS NULL)
+             AND (range_start IS NULL OR range_start < range_end));
+    CREATE UNIQUE INDEX work_items_by_file_part ON work_items (file_id, part);
+
+    CREATE TABLE file_uploads (
+        file_id     TEXT COLLATE "C" PRIMARY KEY REFERENCES files (id),
+        location    TEXT NOT NULL,
+        upload_id   TEXT NOT NULL,
+        started_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    "#,
 ];
 
 /// Creates the version table if needed and serialises migrators.
