@@ -507,6 +507,12 @@ pub struct WorkerArgs {
     /// age).
     #[arg(long, value_name = "PATH")]
     pub health_file: Option<PathBuf>,
+    /// Store downloads in object storage, `s3://BUCKET[/PREFIX]`, instead of the data
+    /// directory (which then holds only staging files). Credentials, region and endpoint from
+    /// the AWS environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `AWS_ENDPOINT_URL`).
+    #[arg(long, value_name = "URL")]
+    pub output: Option<String>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,

@@ -100,6 +100,10 @@ pub async fn worker(args: WorkerArgs, global: &GlobalArgs) -> anyhow::Result<Exi
         drain_timeout: seconds(args.drain_timeout, "--drain-timeout")?,
         poll: Duration::from_millis(200),
         health_file: args.health_file,
+        objects: match &args.output {
+            Some(url) => Some(Arc::new(fleet::objects::Objects::from_url(url)?)),
+            None => None,
+        },
     };
     let sync_options = SyncOptions {
         batches: false,

@@ -410,8 +410,9 @@ where
         .as_ref()
         .map(|segment| (segment.range.end - segment.range.start) as i64);
     tx.execute(
-        "UPDATE work_items SET state = 'done', done_at = now(), completed_by = worker, \
-         worker = NULL, lease_until = NULL, last_error = NULL, bytes = $2, part_etag = $3 \
+        "UPDATE work_items SET state = 'done', done_at = clock_timestamp(), \
+         completed_by = worker, worker = NULL, lease_until = NULL, last_error = NULL, \
+         bytes = $2, part_etag = $3 \
          WHERE id = $1",
         &[&claim.item, &bytes, &etag],
     )
@@ -447,6 +448,12 @@ where
             });
         }
     }
+    tx.execute(
+        "DELETE FROM file_uploads WHERE file_id = $1",
+        &[&claim.file.meta.id],
+    )
+    .await
+    .map_err(sql("forgetting a file's upload"))?;
     install().map_err(|source| FleetError::Install {
         id: claim.file.meta.id.clone(),
         source,

@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::objects::Objects;
 use super::queue::{self, Claim, Completion};
 use super::{FleetError, backoff, segment};
 use crate::engine::{Silent, TransferError, TransferReport, TransferSpec};
@@ -40,6 +41,8 @@ pub struct WorkerOptions {
     pub poll: Duration,
     /// Touched at start and at every heartbeat (a liveness probe checks its age).
     pub health_file: Option<PathBuf>,
+    /// Store downloads in object storage (`--output s3://…`) instead of the data directory.
+    pub objects: Option<Arc<Objects>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -194,8 +197,15 @@ async fn work(
             for claim in queue::claim(pool, worker, options.lease, room).await? {
                 let item = claim.item;
                 let claimed = Instant::now();
-                if let Some(handle) =
-                    start(pool, sync, sync_options, claim, &mut running, summary).await?
+                if let Some(handle) = start(
+                    pool,
+                    sync,
+                    (sync_options, options),
+                    claim,
+                    &mut running,
+                    summary,
+                )
+                .await?
                 {
                     in_flight.insert(item, (claimed, handle));
                 }
@@ -223,7 +233,8 @@ async fn work(
                         let root = sync.data.root();
                         match landed {
                             Landed::Whole(flight, result) => {
-                                finish(pool, root, (flight, result), summary).await?;
+                                let objects = options.objects.as_deref();
+                                finish(pool, root, objects, (flight, result), summary).await?;
                             }
                             Landed::Segment(landed) => {
                                 segment::finish(pool, root, landed, summary).await?;
@@ -279,7 +290,7 @@ async fn sleep_until(until: Option<tokio::time::Instant>) {
 async fn start(
     pool: &Pool,
     sync: &mut Sync<'_>,
-    sync_options: &SyncOptions,
+    (sync_options, options): (&SyncOptions, &WorkerOptions),
     claim: Claim,
     running: &mut JoinSet<Landed>,
     summary: &mut WorkerSummary,
@@ -306,14 +317,21 @@ async fn start(
             give_up(pool, &claim, reason, summary).await?;
             return Ok(None);
         }
+        let staged = match options.objects {
+            Some(_) => staging_dir.join(format!("part-{}", claim.item)),
+            None => segment::staging(&sync.data.tmp(), &claim.file.meta.id),
+        };
         let flight = segment::Flight {
-            staged: segment::staging(&sync.data.tmp(), &claim.file.meta.id),
+            staged,
             output: spec.output.clone(),
+            relative: relative(sync.data.root(), &spec.output),
+            objects: options.objects.clone(),
             claim,
         };
-        let engine = sync.engine.clone();
-        let handle = running
-            .spawn(async move { Landed::Segment(segment::fetch(engine, spec, flight).await) });
+        let (engine, pool) = (sync.engine.clone(), pool.clone());
+        let handle = running.spawn(async move {
+            Landed::Segment(segment::fetch(engine, pool, spec, flight).await)
+        });
         return Ok(Some(handle));
     }
     let staged = staging_dir.join(claim.item.to_string());
@@ -347,6 +365,7 @@ async fn download(
 async fn finish(
     pool: &Pool,
     root: &Path,
+    objects: Option<&Objects>,
     (flight, result): (Flight, Result<TransferReport, TransferError>),
     summary: &mut WorkerSummary,
 ) -> Result<(), FleetError> {
@@ -368,8 +387,25 @@ async fn finish(
                 retries: report.retries,
                 encrypted: report.encrypted,
             };
-            let install = || install(&staged, &output);
-            match queue::complete(pool, &claim, &outcome, install).await? {
+            let place = relative(root, &output);
+            let completion = match objects {
+                Some(objects) => {
+                    // Stored before the completion (an object replaced by its own bytes if the
+                    // lease turns out lost), the staged file removed after it.
+                    let content = std::fs::read(&staged).map_err(|source| FleetError::Install {
+                        id: id.clone(),
+                        source,
+                    })?;
+                    objects.put(&place, content.into()).await?;
+                    let remove = || std::fs::remove_file(&staged);
+                    queue::complete(pool, &claim, &outcome, remove).await?
+                }
+                None => {
+                    let install = || install(&staged, &output);
+                    queue::complete(pool, &claim, &outcome, install).await?
+                }
+            };
+            match completion {
                 Completion::Recorded => {
                     summary.completed += 1;
                     summary.bytes += report.fetched;
@@ -420,16 +456,28 @@ pub(super) async fn failed(
             summary.skipped += u64::from(done == Completion::Recorded);
             done
         }
-        FileOutcome::Failed { reason, .. } => match backoff::after_failure(claim.attempts) {
-            Some(delay) => {
-                let done = queue::retry_later(pool, claim, &reason, Some(delay)).await?;
-                summary.retried += u64::from(done == Completion::Recorded);
-                done
-            }
-            None => give_up(pool, claim, &reason, summary).await?,
-        },
+        FileOutcome::Failed { reason, .. } => {
+            retry_or_give_up(pool, claim, &reason, summary).await?
+        }
         _ => Completion::Recorded,
     })
+}
+
+/// Put `claim` back in the queue with backoff, or give it up after too many attempts.
+pub(super) async fn retry_or_give_up(
+    pool: &Pool,
+    claim: &Claim,
+    reason: &str,
+    summary: &mut WorkerSummary,
+) -> Result<Completion, FleetError> {
+    match backoff::after_failure(claim.attempts) {
+        Some(delay) => {
+            let done = queue::retry_later(pool, claim, reason, Some(delay)).await?;
+            summary.retried += u64::from(done == Completion::Recorded);
+            Ok(done)
+        }
+        None => give_up(pool, claim, reason, summary).await,
+    }
 }
 
 pub(super) async fn give_up(

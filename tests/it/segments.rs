@@ -3,18 +3,20 @@
 //! them SIGKILLed mid-segment.
 
 use std::collections::HashMap;
+use std::process::Stdio;
 
 use claudedl_mock::api::{FileSet, MockApi, MockApiConfig, MockFile};
+use tokio::process::Child;
 
-use crate::fleet::{count, finish, psql, run_ok, spawn_worker, wait_for};
+use crate::fleet::{claudedl, count, finish, psql, run_ok, spawn_worker, wait_for};
 use crate::support::postgres::{self, TestDb};
 use crate::support::{data, mock_file, sha256, sha256_file};
 
 const MIB: u64 = 1024 * 1024;
 
-/// An API serving `file` with `cap` bytes/s per connection, and a fleet database.
-async fn fleet_capped(file: MockFile, cap: u64) -> (MockApi, TestDb) {
-    let config = MockApiConfig::new(FileSet::Explicit(vec![file])).with_connection_cap(cap);
+/// An API serving `files` with `cap` bytes/s per connection, and a fleet database.
+async fn fleet_capped(files: Vec<MockFile>, cap: u64) -> (MockApi, TestDb) {
+    let config = MockApiConfig::new(FileSet::Explicit(files)).with_connection_cap(cap);
     let api = MockApi::start(config).await;
     let db = postgres::database();
     run_ok(&api, &db, &["fleet", "init"]).await;
@@ -60,7 +62,7 @@ async fn a_large_file_in_segments_survives_a_killed_worker() {
     let expected = sha256(&content);
     let file = mock_file("file_big", "big.bin", "2026-08", content);
     // 8 MiB/s per connection: a segment takes 2 s, so a kill lands mid-segment.
-    let (api, db) = fleet_capped(file, 8 * MIB).await;
+    let (api, db) = fleet_capped(vec![file], 8 * MIB).await;
     let queued = run_ok(&api, &db, &["enqueue", "--json", "--segment-size", "16MiB"]).await;
     let queued: serde_json::Value = serde_json::from_str(&queued).unwrap();
     assert_eq!(queued["queued"], 16, "{queued}");
@@ -142,4 +144,206 @@ async fn a_large_file_in_segments_survives_a_killed_worker() {
     }
     let staging = dir.path().join("tmp/fleet/segments-file_big");
     assert!(!staging.exists(), "the staging file was renamed into place");
+}
+
+/// A moto S3 server on 127.0.0.1, stopped when dropped.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    /// `$CLAUDEDL_MOTO` (CI sets it: then it must run), else `moto_server` on the PATH, else
+    /// `None` (the caller skips, saying so).
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test harness's switch, not a setting"
+    )]
+    fn start() -> Option<Moto> {
+        let (program, required) = match std::env::var("CLAUDEDL_MOTO") {
+            Ok(path) => (path, true),
+            Err(_) => ("moto_server".to_owned(), false),
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let spawned = std::process::Command::new(&program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(error) if !required => {
+                eprintln!(
+                    "SKIPPED: moto is not installed ({program}: {error}); pip install 'moto[server]'"
+                );
+                return None;
+            }
+            Err(error) => panic!("$CLAUDEDL_MOTO={program}: {error}"),
+        };
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed().as_secs() < 30, "moto did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(moto)
+    }
+
+    async fn create_bucket(&self, bucket: &str) {
+        let url = format!("{}/{bucket}", self.endpoint);
+        let response = reqwest::Client::new().put(url).send().await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
+    /// The object `key`, read with a signed request (moto refuses anonymous reads of some).
+    async fn object(&self, bucket: &str, key: &str) -> bytes::Bytes {
+        use object_store::ObjectStoreExt;
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .build()
+            .unwrap();
+        let got = store.get(&object_store::path::Path::from(key)).await;
+        got.unwrap_or_else(|e| panic!("{key}: {e}"))
+            .bytes()
+            .await
+            .unwrap()
+    }
+
+    /// A worker storing into `s3://bucket/prefix` on this server (`dir` only for staging).
+    fn worker(&self, api: &MockApi, db: &TestDb, dir: &str, output: &str) -> Child {
+        let mut command = claudedl(api, db);
+        command
+            .args(["worker", "--data-dir", dir, "--json", "--lease", "2"])
+            .args(["-j", "1", "--exit-when-empty", "--output", output])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command.spawn().unwrap()
+    }
+}
+
+/// To S3 (moto): 64 MiB in 8 segments over 3 workers, one SIGKILLed after it uploaded a part.
+/// One multipart upload, its parts uploaded by several processes and completed by a survivor;
+/// the object's bytes hash right; the file is recorded once; no other object, no upload left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_file_in_segments_to_s3_survives_a_killed_worker() {
+    const SIZE: u64 = 64 * MIB;
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    moto.create_bucket("fleet").await;
+    let content = data(SIZE as usize, 15);
+    let expected = sha256(&content);
+    let file = mock_file("file_s3", "big.bin", "2026-08", content);
+    // A small file too: one item, stored with one PUT.
+    let small = mock_file("file_small", "small.txt", "2026-08", data(1000, 16));
+    let small_hash = sha256(&small.content);
+    let (api, db) = fleet_capped(vec![file, small], 8 * MIB).await;
+    let queued = run_ok(&api, &db, &["enqueue", "--json", "--segment-size", "8MiB"]).await;
+    assert!(queued.contains("\"queued\":9"), "{queued}");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let output = "s3://fleet/backup";
+    let mut victim = moto.worker(&api, &db, d, output);
+    let others: Vec<_> = (0..2).map(|_| moto.worker(&api, &db, d, output)).collect();
+    let victim_pid = victim.id().unwrap();
+    let victim_id = || {
+        psql(
+            &db,
+            &format!("SELECT id FROM workers WHERE pid = {victim_pid}"),
+        )
+    };
+    wait_for(
+        "a part uploaded by the victim, and another segment held",
+        || {
+            let id = victim_id();
+            !id.is_empty()
+                && count(
+                    &db,
+                    &format!("SELECT count(*) FROM work_items WHERE completed_by = '{id}'"),
+                ) >= 1
+                && count(
+                    &db,
+                    &format!("SELECT count(*) FROM work_items WHERE worker = '{id}'"),
+                ) == 1
+        },
+    )
+    .await;
+    let victim_id = victim_id();
+    kill(victim_pid);
+    victim.wait().await.unwrap();
+    let mut completed = 0;
+    for other in others {
+        let (status, summary, stderr) = finish(other).await;
+        assert!(status.success(), "{stderr}");
+        completed += summary["completed"].as_i64().unwrap();
+    }
+    let by_victim = format!("SELECT count(*) FROM work_items WHERE completed_by = '{victim_id}'");
+    let victim_parts = count(&db, &format!("{by_victim} AND part > 0"));
+    let victim_files = count(&db, &format!("{by_victim} AND part = 0"));
+    assert_eq!(completed + victim_files, 2, "each file recorded once");
+    assert!(victim_parts >= 1, "the victim uploaded a part");
+    // The last segment done (its row's time is taken under the file's lock) completed the
+    // upload: a survivor, not the process that uploaded the victim's parts.
+    let completer = psql(
+        &db,
+        "SELECT completed_by FROM work_items WHERE part > 0 ORDER BY done_at DESC LIMIT 1",
+    );
+    assert_ne!(completer, victim_id);
+    let uploaders = count(
+        &db,
+        "SELECT count(DISTINCT completed_by) FROM work_items WHERE part_etag IS NOT NULL",
+    );
+    assert!(uploaders >= 2, "parts uploaded by {uploaders} processes");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM work_items WHERE state = 'done' AND part_etag IS NOT NULL"
+        ),
+        8
+    );
+    let row = psql(
+        &db,
+        "SELECT state, sha256, path FROM files WHERE id = 'file_s3'",
+    );
+    let [state, hash, path] = row.split('|').collect::<Vec<_>>()[..] else {
+        panic!("{row}");
+    };
+    assert_eq!((state, hash), ("complete", expected.as_str()));
+    let small_path = psql(
+        &db,
+        "SELECT path FROM files WHERE id = 'file_small' AND state = 'complete'",
+    );
+    let stored = moto.object("fleet", &format!("backup/{small_path}")).await;
+    assert_eq!(sha256(&stored), small_hash, "the small file's object");
+    let object = moto.object("fleet", &format!("backup/{path}")).await;
+    assert_eq!(sha256(&object), expected, "the object's bytes");
+    assert_eq!(count(&db, "SELECT count(*) FROM file_uploads"), 0);
+    assert!(
+        !dir.path().join(path).exists(),
+        "nothing is written to the data directory but staging"
+    );
 }
