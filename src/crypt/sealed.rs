@@ -350,6 +350,58 @@ impl SealedPart {
     }
 }
 
+/// Opens an age payload that arrives in pieces of any size (the header and nonce already
+/// skipped): every sealed chunk is authenticated and its plaintext handed on, in order. For
+/// reading back an age file stored elsewhere (an object) without writing its plaintext.
+pub struct PayloadOpener {
+    key: PayloadKey,
+    total: u64,
+    index: u64,
+    pending: Vec<u8>,
+}
+
+impl PayloadOpener {
+    /// The payload of `total` plaintext bytes sealed with `file_key` and `nonce`.
+    pub fn new(file_key: &FileKey, nonce: &[u8; NONCE], total: u64) -> PayloadOpener {
+        PayloadOpener {
+            key: PayloadKey::new(file_key, nonce),
+            total,
+            index: 0,
+            pending: Vec::with_capacity(SEALED_CHUNK as usize),
+        }
+    }
+
+    /// Take the next sealed bytes; `plain` is given each chunk's plaintext once it is whole.
+    pub fn feed(
+        &mut self,
+        mut sealed: &[u8],
+        plain: &mut impl FnMut(&[u8]),
+    ) -> Result<(), BadChunk> {
+        let count = chunk_count(self.total);
+        while !sealed.is_empty() {
+            if self.index >= count {
+                return Err(BadChunk); // Bytes past the last chunk.
+            }
+            let want = (chunk_len(self.total, self.index) + TAG) as usize;
+            let take = (want - self.pending.len()).min(sealed.len());
+            self.pending.extend_from_slice(&sealed[..take]);
+            sealed = &sealed[take..];
+            if self.pending.len() == want {
+                let last = self.index + 1 == count;
+                plain(self.key.open(self.index, last, &mut self.pending)?);
+                self.pending.clear();
+                self.index += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every chunk arrived and opened.
+    pub fn is_complete(&self) -> bool {
+        self.index == chunk_count(self.total) && self.pending.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::format::{header, new_file_key, new_nonce};

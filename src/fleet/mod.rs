@@ -51,6 +51,13 @@ pub enum FleetError {
     #[error(transparent)]
     Object(#[from] objects::ObjectError),
     #[error(transparent)]
+    Crypt(#[from] crate::crypt::CryptError),
+    #[error(
+        "{id} is being sealed for other recipients by other workers: give every worker the \
+         same --encrypt-to"
+    )]
+    Recipients { id: String },
+    #[error(transparent)]
     Index(#[from] crate::store::index::IndexError),
 }
 

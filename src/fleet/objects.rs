@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::FleetError;
 use super::queue::DonePart;
+use super::segment::Sealing;
 use crate::store::index::FileOutcome;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ pub enum ObjectError {
     },
     #[error("object storage, {key}: {found} bytes once complete, not {size}")]
     Size { key: String, found: u64, size: u64 },
+    #[error("object storage, {key}: not the age file of its segments (a chunk does not open)")]
+    Sealed { key: String },
 }
 
 /// A bucket and a prefix on S3 (or a compatible store).
@@ -189,6 +192,7 @@ impl Objects {
         upload: &str,
         parts: Vec<DonePart>,
         size: u64,
+        sealing: Option<&Sealing>,
     ) -> Result<FileOutcome, ObjectError> {
         let key = self.key(relative);
         let ids = parts
@@ -201,39 +205,53 @@ impl Objects {
             .complete_multipart(&key, &upload.to_owned(), ids)
             .await
             .map_err(self.error(&key, "completing the multipart upload"))?;
-        let sha256 = self.hash(&key, size).await?;
+        let sha256 = self.hash(&key, size, sealing).await?;
         Ok(FileOutcome::Complete {
             path: relative.to_owned(),
             sha256,
             etag: None,
             retries: 0,
-            encrypted: false,
+            encrypted: sealing.is_some(),
         })
     }
 
-    /// The SHA-256 of the object `key`, which must have `size` bytes.
-    async fn hash(&self, key: &Key, size: u64) -> Result<String, ObjectError> {
+    /// The SHA-256 of the content of the object `key`, which must hold `size` bytes (as an
+    /// age file, every chunk authenticated, when sealed).
+    async fn hash(
+        &self,
+        key: &Key,
+        size: u64,
+        sealing: Option<&Sealing>,
+    ) -> Result<String, ObjectError> {
         let got = self
             .store
             .get(key)
             .await
             .map_err(self.error(key, "reading back"))?;
         let mut stream = got.into_stream();
-        let mut hasher = Sha256::new();
+        let mut plain = Sha256::new();
+        let mut sealed = sealing.map(|sealing| sealing.hasher(size));
         let mut found = 0u64;
+        let bad = || ObjectError::Sealed {
+            key: self.name(key),
+        };
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(self.error(key, "reading back"))?;
             found += chunk.len() as u64;
-            hasher.update(&chunk);
+            match &mut sealed {
+                Some(hasher) => hasher.feed(&chunk).map_err(|_| bad())?,
+                None => plain.update(&chunk),
+            }
         }
-        if found != size {
-            return Err(ObjectError::Size {
+        match sealed {
+            Some(hasher) => hasher.finish().map_err(|_| bad()),
+            None if found != size => Err(ObjectError::Size {
                 key: self.name(key),
                 found,
                 size,
-            });
+            }),
+            None => Ok(hex::encode(plain.finalize())),
         }
-        Ok(hex::encode(hasher.finalize()))
     }
 }
 

@@ -448,12 +448,14 @@ where
             });
         }
     }
-    tx.execute(
+    for forget in [
         "DELETE FROM file_uploads WHERE file_id = $1",
-        &[&claim.file.meta.id],
-    )
-    .await
-    .map_err(sql("forgetting a file's upload"))?;
+        "DELETE FROM sealed_files WHERE file_id = $1",
+    ] {
+        tx.execute(forget, &[&claim.file.meta.id])
+            .await
+            .map_err(sql("forgetting a file's upload and age file"))?;
+    }
     install().map_err(|source| FleetError::Install {
         id: claim.file.meta.id.clone(),
         source,

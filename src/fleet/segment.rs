@@ -25,11 +25,15 @@ use deadpool_postgres::Pool;
 
 use std::sync::Arc;
 
+use age_core::format::FileKey;
+use sha2::{Digest, Sha256};
+
 use super::FleetError;
 use super::objects::{Objects, read_range};
 use super::queue::{self, Claim, Completion};
 use super::worker::{WorkerSummary, failed, give_up, install, retry_or_give_up};
-use crate::crypt::format::CHUNK;
+use crate::crypt::format::{BadChunk, CHUNK, NONCE, chunk_of, chunk_offset, sealed_len};
+use crate::crypt::{Encryption, PayloadOpener, SealedPart, SealedState};
 use crate::engine::{Engine, PartWriter, TransferError, TransferSpec, fetch_range};
 use crate::store::PartFile;
 use crate::store::index::FileOutcome;
@@ -73,60 +77,234 @@ pub struct Flight {
     pub objects: Option<Arc<Objects>>,
 }
 
-/// What a fetched segment left: bytes fetched by this worker, and (to object storage) the
-/// multipart upload and this part's id.
-#[derive(Debug, Default)]
+/// What a fetched segment left: bytes fetched by this worker, the file's shared age file when
+/// encrypting, and (to object storage) the multipart upload and this part's id.
+#[derive(Default)]
 pub struct Fetched {
     pub bytes: u64,
+    pub sealing: Option<Arc<Sealing>>,
     pub upload: Option<(String, String)>,
 }
 
-/// Why a segment is not fetched or not uploaded.
+/// Why a segment is not fetched, or not stored.
 #[derive(Debug)]
 pub enum Failed {
     Transfer(TransferError),
-    Upload(FleetError),
+    Fleet(FleetError),
 }
 
 pub type Landed = (Flight, Result<Fetched, Failed>);
 
-/// Fetch `flight`'s segment into its staging file (created at the file's size by the first
-/// segment to start) and make it durable; to object storage, upload it as its part.
+/// The age file all the segments of an encrypted file seal into: one file key, header and
+/// payload nonce (`sealed_files`), so each segment seals its chunks at their indices.
+pub struct Sealing {
+    file_key: FileKey,
+    header: Vec<u8>,
+    nonce: [u8; NONCE],
+}
+
+impl Sealing {
+    fn header_len(&self) -> u64 {
+        self.header.len() as u64
+    }
+
+    /// Where the plaintext `range` of a file of `total` bytes lies in its age file: from the
+    /// start (header and nonce) for the first segment, to the end for the last.
+    fn stored(&self, range: &Range<u64>, total: u64) -> Range<u64> {
+        let header_len = self.header_len();
+        let start = match range.start {
+            0 => 0,
+            at => chunk_offset(header_len, chunk_of(at)),
+        };
+        let end = match range.end {
+            end if end == total => sealed_len(header_len, total),
+            end => chunk_offset(header_len, chunk_of(end)),
+        };
+        start..end
+    }
+
+    /// A writer sealing into `part` (its header and nonce written, the same bytes each time).
+    fn writer(&self, part: PartFile, total: u64) -> std::io::Result<PartWriter> {
+        let sealed =
+            SealedPart::create(part, &self.file_key, &self.header, &self.nonce, Some(total))?;
+        Ok(PartWriter::Sealed(Arc::new(sealed)))
+    }
+
+    /// The SHA-256 of the plaintext of a stored age file (header and nonce first).
+    pub fn hasher(&self, total: u64) -> PlainHasher {
+        PlainHasher {
+            skip: self.header_len() + NONCE as u64,
+            opener: PayloadOpener::new(&self.file_key, &self.nonce, total),
+            sha256: Sha256::new(),
+        }
+    }
+}
+
+/// Hashes the plaintext of an age file read in pieces.
+pub struct PlainHasher {
+    skip: u64,
+    opener: PayloadOpener,
+    sha256: Sha256,
+}
+
+impl PlainHasher {
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), BadChunk> {
+        let skipped = self.skip.min(bytes.len() as u64);
+        self.skip -= skipped;
+        bytes = &bytes[skipped as usize..];
+        let sha256 = &mut self.sha256;
+        self.opener.feed(bytes, &mut |plain| sha256.update(plain))
+    }
+
+    /// The hex SHA-256, if every chunk arrived and opened.
+    pub fn finish(self) -> Result<String, BadChunk> {
+        if !self.opener.is_complete() {
+            return Err(BadChunk);
+        }
+        Ok(hex::encode(self.sha256.finalize()))
+    }
+}
+
+/// The shared age file of `file_id`: the one recorded (its key unwrapped with the resume
+/// identity, which every worker must share), or a new one recorded now (the file's row locked,
+/// so that two first segments agree).
+async fn sealing(
+    pool: &Pool,
+    encryption: &Encryption,
+    file_id: &str,
+) -> Result<Sealing, FleetError> {
+    let sql = |action| {
+        move |source: tokio_postgres::Error| FleetError::Sql {
+            action,
+            source: source.into(),
+        }
+    };
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|error| FleetError::Pool(error.to_string()))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(sql("starting an age file"))?;
+    tx.execute("SELECT 1 FROM files WHERE id = $1 FOR UPDATE", &[&file_id])
+        .await
+        .map_err(sql("locking a file's age file"))?;
+    let known = tx
+        .query_opt(
+            "SELECT header, nonce, recipients, wrapped_key FROM sealed_files WHERE file_id = $1",
+            &[&file_id],
+        )
+        .await
+        .map_err(sql("reading a file's age file"))?;
+    if let Some(row) = known {
+        let header: Vec<u8> = row.get(0);
+        let nonce: Vec<u8> = row.get(1);
+        let state = SealedState {
+            header_len: header.len() as u64,
+            recipients: row.get(2),
+            wrapped_key: row.get(3),
+        };
+        if !encryption.same_recipients(&state) {
+            return Err(FleetError::Recipients {
+                id: file_id.to_owned(),
+            });
+        }
+        let file_key = encryption.file_key(&state)?;
+        let nonce = nonce.try_into().map_err(|_| FleetError::Sql {
+            action: "reading a file's age file",
+            source: "the payload nonce is not 16 bytes".into(),
+        })?;
+        return Ok(Sealing {
+            file_key,
+            header,
+            nonce,
+        });
+    }
+    let (fresh, state) = encryption.start()?;
+    tx.execute(
+        "INSERT INTO sealed_files (file_id, header, nonce, recipients, wrapped_key) \
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &file_id,
+            &fresh.header,
+            &&fresh.nonce[..],
+            &state.recipients,
+            &state.wrapped_key,
+        ],
+    )
+    .await
+    .map_err(sql("recording a file's age file"))?;
+    tx.commit().await.map_err(sql("committing an age file"))?;
+    Ok(Sealing {
+        file_key: fresh.file_key,
+        header: fresh.header,
+        nonce: fresh.nonce,
+    })
+}
+
+/// Fetch `flight`'s segment into its staging file and make it durable (sealed into the file's
+/// shared age file when encrypting); to object storage, upload it as its part.
 pub async fn fetch(engine: Engine, pool: Pool, spec: TransferSpec, flight: Flight) -> Landed {
+    let result = fetch_and_store(&engine, &pool, &spec, &flight).await;
+    (flight, result)
+}
+
+async fn fetch_and_store(
+    engine: &Engine,
+    pool: &Pool,
+    spec: &TransferSpec,
+    flight: &Flight,
+) -> Result<Fetched, Failed> {
     let total = flight.claim.file.meta.size_bytes;
     let range = flight
         .claim
         .segment
         .as_ref()
         .map_or(0..total, |s| s.range.clone());
-    // Its own file (sparse: only the range is written) when uploading, else the shared one.
-    let len = flight.objects.is_none().then_some(total);
-    let fetched = fetch_into(&engine, &spec, &flight.staged, range.clone(), total, len).await;
-    let result = match (fetched, &flight.objects) {
-        (Err(error), _) => Err(Failed::Transfer(error)),
-        (Ok(bytes), None) => Ok(Fetched {
-            bytes,
-            upload: None,
-        }),
-        (Ok(bytes), Some(objects)) => upload(&pool, objects, &flight, range)
-            .await
-            .map(|upload| Fetched {
-                bytes,
-                upload: Some(upload),
-            })
-            .map_err(Failed::Upload),
+    let sealing = match &spec.encrypt {
+        Some(encryption) => {
+            let sealing = sealing(pool, encryption, &flight.claim.file.meta.id).await;
+            Some(Arc::new(sealing.map_err(Failed::Fleet)?))
+        }
+        None => None,
     };
-    (flight, result)
+    let stored = match &sealing {
+        Some(sealing) => sealing.stored(&range, total),
+        None => range.clone(),
+    };
+    // Its own file (sparse: only the range is written) when uploading, else the shared one at
+    // its full size.
+    let len = flight.objects.is_none().then(|| match &sealing {
+        Some(sealing) => sealed_len(sealing.header_len(), total),
+        None => total,
+    });
+    let part = open(&flight.staged, len).await.map_err(Failed::Transfer)?;
+    let writer = match &sealing {
+        Some(sealing) => sealing
+            .writer(part, total)
+            .map_err(|e| Failed::Transfer(TransferError::io("writing", &flight.staged)(e)))?,
+        None => PartWriter::Plain(part),
+    };
+    let bytes = fetch_range(engine, spec, range, total, &writer)
+        .await
+        .map_err(Failed::Transfer)?;
+    let upload = match &flight.objects {
+        Some(objects) => Some(
+            upload(pool, objects, flight, stored)
+                .await
+                .map_err(Failed::Fleet)?,
+        ),
+        None => None,
+    };
+    Ok(Fetched {
+        bytes,
+        sealing,
+        upload,
+    })
 }
 
-async fn fetch_into(
-    engine: &Engine,
-    spec: &TransferSpec,
-    staged: &Path,
-    range: Range<u64>,
-    total: u64,
-    len: Option<u64>,
-) -> Result<u64, TransferError> {
+async fn open(staged: &Path, len: Option<u64>) -> Result<PartFile, TransferError> {
     let path = staged.to_path_buf();
     let opened = tokio::task::spawn_blocking(move || {
         if let Some(parent) = path.parent() {
@@ -134,21 +312,20 @@ async fn fetch_into(
         }
         PartFile::open(&path, len)
     });
-    let part = opened
+    opened
         .await
         .map_err(std::io::Error::other)
         .and_then(|opened| opened)
-        .map_err(TransferError::io("opening", staged))?;
-    fetch_range(engine, spec, range, total, &PartWriter::Plain(part)).await
+        .map_err(TransferError::io("opening", staged))
 }
 
-/// Upload the segment's bytes as its part of the file's multipart upload (started by the
-/// first segment to get here); returns the upload and the part's id.
+/// Upload the stored bytes `stored` of the segment as its part of the file's multipart upload
+/// (started by the first segment to get here); returns the upload and the part's id.
 async fn upload(
     pool: &Pool,
     objects: &Objects,
     flight: &Flight,
-    range: Range<u64>,
+    stored: Range<u64>,
 ) -> Result<(String, String), FleetError> {
     let part = flight.claim.segment.as_ref().map_or(1, |s| s.part);
     let upload = objects
@@ -156,7 +333,7 @@ async fn upload(
         .await?;
     let staged = flight.staged.clone();
     let content = tokio::task::spawn_blocking(move || {
-        let content = read_range(&staged, range);
+        let content = read_range(&staged, stored);
         let _ = std::fs::remove_file(&staged);
         content
     })
@@ -196,7 +373,7 @@ pub async fn finish(
                 .await
                 .map(drop);
         }
-        Err(Failed::Upload(error)) => {
+        Err(Failed::Fleet(error)) => {
             let reason = error.to_string();
             return retry_or_give_up(pool, &claim, &reason, summary)
                 .await
@@ -207,14 +384,18 @@ pub async fn finish(
     let etag = fetched.upload.as_ref().map(|(_, etag)| etag.as_str());
     let completion = match (&objects, &fetched.upload) {
         (Some(objects), Some((upload, _))) => {
+            let sealing = fetched.sealing.as_deref();
             let last = async |parts| {
-                let done = objects.complete(&relative, upload, parts, size).await;
+                let done = objects
+                    .complete(&relative, upload, parts, size, sealing)
+                    .await;
                 done.map_err(FleetError::from)
             };
             queue::complete_segment(pool, &claim, etag, last, || Ok(())).await?
         }
         _ => {
-            let last = |_parts| verify(staged.clone(), size, relative.clone());
+            let sealing = fetched.sealing.clone();
+            let last = |_parts| verify(staged.clone(), size, relative.clone(), sealing);
             let install = || install(&staged, &output);
             queue::complete_segment(pool, &claim, etag, last, install).await?
         }
@@ -252,18 +433,42 @@ pub async fn finish(
     Ok(())
 }
 
-/// The whole staging file, once every segment is in: its size checked, its SHA-256 computed.
-async fn verify(staged: PathBuf, size: u64, path: String) -> Result<FileOutcome, FleetError> {
+/// The whole staging file, once every segment is in: its size checked, the SHA-256 of its
+/// content (the plaintext, every chunk authenticated, when sealed) computed.
+async fn verify(
+    staged: PathBuf,
+    size: u64,
+    path: String,
+    sealing: Option<Arc<Sealing>>,
+) -> Result<FileOutcome, FleetError> {
     let id = path.clone();
+    let encrypted = sealing.is_some();
     let hashed = tokio::task::spawn_blocking(move || {
+        let stored = match &sealing {
+            Some(sealing) => sealed_len(sealing.header_len(), size),
+            None => size,
+        };
         let found = std::fs::metadata(&staged)?.len();
-        if found != size {
+        if found != stored {
             return Err(std::io::Error::other(format!(
-                "{} is {found} bytes once every segment is in, not {size}",
+                "{} is {found} bytes once every segment is in, not {stored}",
                 staged.display()
             )));
         }
-        crate::engine::sha256_of(&staged)
+        let Some(sealing) = sealing else {
+            return crate::engine::sha256_of(&staged);
+        };
+        let mut hasher = sealing.hasher(size);
+        let mut file = std::fs::File::open(&staged)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.feed(&buf[..n]).map_err(|_| bad_chunk(&staged))?;
+        }
+        hasher.finish().map_err(|_| bad_chunk(&staged))
     });
     let sha256 = hashed
         .await
@@ -275,8 +480,12 @@ async fn verify(staged: PathBuf, size: u64, path: String) -> Result<FileOutcome,
         sha256,
         etag: None,
         retries: 0,
-        encrypted: false,
+        encrypted,
     })
+}
+
+fn bad_chunk(path: &Path) -> std::io::Error {
+    std::io::Error::other(format!("{}: a chunk does not authenticate", path.display()))
 }
 
 #[cfg(test)]

@@ -312,11 +312,6 @@ async fn start(
         source,
     })?;
     if claim.segment.is_some() {
-        if spec.encrypt.is_some() {
-            let reason = "segments are not encrypted yet: enqueue with --segment-size 0";
-            give_up(pool, &claim, reason, summary).await?;
-            return Ok(None);
-        }
         let staged = match options.objects {
             Some(_) => staging_dir.join(format!("part-{}", claim.item)),
             None => segment::staging(&sync.data.tmp(), &claim.file.meta.id),

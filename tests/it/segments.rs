@@ -230,11 +230,12 @@ impl Moto {
     }
 
     /// A worker storing into `s3://bucket/prefix` on this server (`dir` only for staging).
-    fn worker(&self, api: &MockApi, db: &TestDb, dir: &str, output: &str) -> Child {
+    fn worker(&self, api: &MockApi, db: &TestDb, dir: &str, args: &[&str]) -> Child {
         let mut command = claudedl(api, db);
         command
             .args(["worker", "--data-dir", dir, "--json", "--lease", "2"])
-            .args(["-j", "1", "--exit-when-empty", "--output", output])
+            .args(["-j", "1", "--exit-when-empty"])
+            .args(args)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_REGION", "us-east-1")
@@ -266,9 +267,9 @@ async fn a_large_file_in_segments_to_s3_survives_a_killed_worker() {
     assert!(queued.contains("\"queued\":9"), "{queued}");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let output = "s3://fleet/backup";
-    let mut victim = moto.worker(&api, &db, d, output);
-    let others: Vec<_> = (0..2).map(|_| moto.worker(&api, &db, d, output)).collect();
+    let output = ["--output", "s3://fleet/backup"];
+    let mut victim = moto.worker(&api, &db, d, &output);
+    let others: Vec<_> = (0..2).map(|_| moto.worker(&api, &db, d, &output)).collect();
     let victim_pid = victim.id().unwrap();
     let victim_id = || {
         psql(
@@ -346,4 +347,69 @@ async fn a_large_file_in_segments_to_s3_survives_a_killed_worker() {
         !dir.path().join(path).exists(),
         "nothing is written to the data directory but staging"
     );
+}
+
+/// Encrypted segments (`--encrypt-to`), to a shared directory and to S3: 20 MiB + 12,345 bytes
+/// (the last chunk short) in 3 segments over 2 workers. Each output is one age file that
+/// `age -d` decrypts to the content; the index records the plaintext's SHA-256.
+#[tokio::test(flavor = "multi_thread")]
+async fn encrypted_segments_decrypt_with_age() {
+    let keys = crate::crypt::Keys::new();
+    let content = data(20 * MIB as usize + 12_345, 17);
+    let expected = sha256(&content);
+    let file = mock_file("file_sealed", "sealed.bin", "2026-08", content.clone());
+    let sealed = ["--encrypt-to", keys.recipient.as_str()];
+    let segments = ["enqueue", "--json", "--segment-size", "8MiB"];
+    let recorded = |db: &TestDb| {
+        let row = psql(db, "SELECT state, sha256, encrypted, path FROM files");
+        let [state, hash, encrypted, path] = row.split('|').collect::<Vec<_>>()[..] else {
+            panic!("{row}");
+        };
+        assert_eq!(
+            (state, hash, encrypted),
+            ("complete", expected.as_str(), "t")
+        );
+        assert!(path.ends_with(".age"), "{path}");
+        assert_eq!(count(db, "SELECT count(*) FROM sealed_files"), 0);
+        path.to_owned()
+    };
+
+    let (api, db) = fleet_capped(vec![file.clone()], 32 * MIB).await;
+    assert!(run_ok(&api, &db, &segments).await.contains("\"queued\":3"));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let mut args = vec!["-j", "1", "--exit-when-empty"];
+    args.extend(sealed);
+    let workers: Vec<_> = (0..2).map(|_| spawn_worker(&api, &db, d, &args)).collect();
+    for worker in workers {
+        let (status, _, stderr) = finish(worker).await;
+        assert!(status.success(), "{stderr}");
+    }
+    let path = recorded(&db);
+    assert_eq!(
+        keys.age_decrypt(&dir.path().join(&path)),
+        content,
+        "to a directory"
+    );
+
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    moto.create_bucket("sealed").await;
+    let (api, db) = fleet_capped(vec![file], 32 * MIB).await;
+    assert!(run_ok(&api, &db, &segments).await.contains("\"queued\":3"));
+    let scratch = tempfile::tempdir().unwrap();
+    let d = scratch.path().to_str().unwrap();
+    let mut args = vec!["--output", "s3://sealed"];
+    args.extend(sealed);
+    let workers: Vec<_> = (0..2).map(|_| moto.worker(&api, &db, d, &args)).collect();
+    for worker in workers {
+        let (status, _, stderr) = finish(worker).await;
+        assert!(status.success(), "{stderr}");
+    }
+    let path = recorded(&db);
+    let object = moto.object("sealed", &path).await;
+    let local = scratch.path().join("object.age");
+    std::fs::write(&local, &object).unwrap();
+    assert_eq!(keys.age_decrypt(&local), content, "to S3");
 }

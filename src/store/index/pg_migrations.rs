@@ -114,7 +114,8 @@ pub const MIGRATIONS: &[&str] = &[
     // is queued as items `part` 1..=N, each the byte range `range_start..range_end` (64 KiB
     // aligned); a whole file is one item with `part` 0 and no range. Segments are claimed,
     // leased and swept like whole items; `part_etag` is an uploaded part's id (S3). A file's
-    // multipart upload, when its output is object storage, is `file_uploads`.
+    // multipart upload, when its output is object storage, is `file_uploads`; its shared age
+    // file, when encrypted, `sealed_files`.
     r#"
     ALTER TABLE work_items DROP CONSTRAINT work_items_file_id_key;
     ALTER TABLE work_items
@@ -132,6 +133,17 @@ pub const MIGRATIONS: &[&str] = &[
         location    TEXT NOT NULL,
         upload_id   TEXT NOT NULL,
         started_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+
+    -- The age file of an encrypted segmented file, shared by its segments' workers: its header
+    -- (for the recipients), payload nonce, and file key wrapped to the resume identity the
+    -- workers share (never in the clear). Deleted when the file is recorded.
+    CREATE TABLE sealed_files (
+        file_id      TEXT COLLATE "C" PRIMARY KEY REFERENCES files (id),
+        header       BYTEA NOT NULL,
+        nonce        BYTEA NOT NULL,
+        recipients   TEXT[] NOT NULL,
+        wrapped_key  TEXT NOT NULL
     );
     "#,
 ];
