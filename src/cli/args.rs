@@ -465,7 +465,7 @@ pub struct EnqueueArgs {
     pub page_size: u32,
     /// Queue a file larger than this as segments of this size (rounded up to 64 KiB), fetched
     /// by any worker; 0 or `none`: whole files only.
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = segment_size)]
+    #[arg(long, value_name = "SIZE", default_value_t = claudedl::fleet::segment::DEFAULT_SEGMENT_SIZE, value_parser = segment_size)]
     pub segment_size: u64,
     /// Print the summary as JSON.
     #[arg(long)]

@@ -438,6 +438,42 @@ mod tests {
     }
 
     #[test]
+    fn the_opener_takes_a_stored_age_file_in_pieces_of_any_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = random(2 * CHUNK as usize + 999);
+        let total = plain.len() as u64;
+        let (sealed, file_key, header_len) = sealed_part(dir.path(), Some(total));
+        sealed.write(&plain, 0).unwrap();
+        let file = std::fs::read(sealed.part().path()).unwrap();
+        let nonce: [u8; NONCE] = file[header_len..header_len + NONCE].try_into().unwrap();
+        let payload = &file[header_len + NONCE..];
+        let mut opener = PayloadOpener::new(&file_key, &nonce, total);
+        let mut opened = Vec::new();
+        for piece in payload.chunks(10_000) {
+            opener
+                .feed(piece, &mut |p| opened.extend_from_slice(p))
+                .unwrap();
+        }
+        assert!(opener.is_complete());
+        assert_eq!(opened, plain);
+        // A flipped bit, or a byte past the last chunk, does not open.
+        let mut damaged = payload.to_vec();
+        damaged[CHUNK as usize + 20] ^= 1;
+        let mut opener = PayloadOpener::new(&file_key, &nonce, total);
+        assert_eq!(opener.feed(&damaged, &mut |_| {}), Err(BadChunk));
+        let mut longer = payload.to_vec();
+        longer.push(0);
+        let mut opener = PayloadOpener::new(&file_key, &nonce, total);
+        assert_eq!(opener.feed(&longer, &mut |_| {}), Err(BadChunk));
+        // Stopping short is not complete.
+        let mut opener = PayloadOpener::new(&file_key, &nonce, total);
+        opener
+            .feed(&payload[..payload.len() - 1], &mut |_| {})
+            .unwrap();
+        assert!(!opener.is_complete());
+    }
+
+    #[test]
     fn out_of_order_pieces_of_any_size_seal_whole_chunks_only() {
         let dir = tempfile::tempdir().unwrap();
         let plain = random(3 * CHUNK as usize + 1234);

@@ -495,6 +495,39 @@ mod tests {
     const MIB: u64 = 1024 * 1024;
 
     #[test]
+    fn a_sealed_segment_is_whole_chunks_with_the_header_in_the_first_and_the_tail_in_the_last() {
+        use crate::crypt::format::{SEALED_CHUNK, TAG};
+        let sealing = Sealing {
+            file_key: crate::crypt::format::new_file_key(),
+            header: vec![b'h'; 100],
+            nonce: [0; NONCE],
+        };
+        let total = 3 * CHUNK + 10;
+        let parts = ranges(total, Some(CHUNK));
+        assert_eq!(parts.len(), 4);
+        let stored: Vec<_> = parts.iter().map(|r| sealing.stored(r, total)).collect();
+        let base = 100 + NONCE as u64;
+        assert_eq!(
+            stored[0],
+            0..base + SEALED_CHUNK,
+            "header and nonce in part 1"
+        );
+        assert_eq!(stored[1], base + SEALED_CHUNK..base + 2 * SEALED_CHUNK);
+        assert_eq!(
+            stored[3],
+            base + 3 * SEALED_CHUNK..base + 3 * SEALED_CHUNK + 10 + TAG
+        );
+        assert_eq!(
+            stored[3].end,
+            sealed_len(100, total),
+            "the last part ends the file"
+        );
+        for pair in stored.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start, "parts concatenate");
+        }
+    }
+
+    #[test]
     fn large_files_become_aligned_segments_and_small_ones_stay_whole() {
         assert_eq!(ranges(256 * MIB, Some(16 * MIB)).len(), 16);
         assert_eq!(ranges(256 * MIB, Some(16 * MIB))[15], 240 * MIB..256 * MIB);
