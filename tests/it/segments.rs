@@ -23,9 +23,9 @@ async fn fleet_capped(files: Vec<MockFile>, cap: u64) -> (MockApi, TestDb) {
     (api, db)
 }
 
-/// How many content requests asked for a range starting at each offset.
-fn range_starts(api: &MockApi) -> HashMap<u64, usize> {
-    let mut starts = HashMap::new();
+/// The byte ranges content requests asked for (`bytes=S-E` as `S..E + 1`), in order.
+fn requested(api: &MockApi) -> Vec<std::ops::Range<u64>> {
+    let mut ranges = Vec::new();
     for request in api.requests() {
         if !request.path.ends_with("/content") {
             continue;
@@ -33,12 +33,23 @@ fn range_starts(api: &MockApi) -> HashMap<u64, usize> {
         let range = request
             .header("range")
             .expect("every segment asks for a range");
-        let start = range
+        let bounds: Vec<u64> = range
             .strip_prefix("bytes=")
-            .and_then(|r| r.split('-').next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("range {range}"));
-        *starts.entry(start).or_default() += 1;
+            .map(|r| r.split('-').filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_default();
+        let [start, last] = bounds[..] else {
+            panic!("range {range}");
+        };
+        ranges.push(start..last + 1);
+    }
+    ranges
+}
+
+/// How many content requests asked for a range starting at each offset.
+fn range_starts(api: &MockApi) -> HashMap<u64, usize> {
+    let mut starts = HashMap::new();
+    for range in requested(api) {
+        *starts.entry(range.start).or_default() += 1;
     }
     starts
 }
@@ -142,6 +153,18 @@ async fn a_large_file_in_segments_survives_a_killed_worker() {
     for n in 0..16 {
         assert!(starts.contains_key(&(n * SEGMENT)), "segment {n} fetched");
     }
+    // Every request stays within one segment, and all of them ask for the file once plus at
+    // most the one segment again.
+    let requests = requested(&api);
+    for range in &requests {
+        let segment = range.start / SEGMENT;
+        assert!(
+            range.end <= (segment + 1) * SEGMENT,
+            "{range:?} crosses a segment"
+        );
+    }
+    let asked: u64 = requests.iter().map(|r| r.end - r.start).sum();
+    assert!(asked <= SIZE + SEGMENT, "{asked} bytes asked for");
     let staging = dir.path().join("tmp/fleet/segments-file_big");
     assert!(!staging.exists(), "the staging file was renamed into place");
 }
