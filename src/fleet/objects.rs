@@ -201,10 +201,17 @@ impl Objects {
                 content_id: part.etag.unwrap_or_default(),
             })
             .collect();
-        self.store
+        let completed = self
+            .store
             .complete_multipart(&key, &upload.to_owned(), ids)
-            .await
-            .map_err(self.error(&key, "completing the multipart upload"))?;
+            .await;
+        if let Err(error) = completed {
+            // Completed already by a completer whose transaction then failed (the upload is
+            // gone, the object there): the read-back below decides whether it is this file.
+            if self.store.head(&key).await.is_err() {
+                return Err(self.error(&key, "completing the multipart upload")(error));
+            }
+        }
         let sha256 = self.hash(&key, size, sealing).await?;
         Ok(FileOutcome::Complete {
             path: relative.to_owned(),
