@@ -436,3 +436,36 @@ async fn encrypted_segments_decrypt_with_age() {
     std::fs::write(&local, &object).unwrap();
     assert_eq!(keys.age_decrypt(&local), content, "to S3");
 }
+
+/// Scaling (ignored; run by hand): one 128 MiB file in 8 segments, the mock capping each
+/// connection at 16 MiB/s, fetched by 1, 2 and 4 workers (`-j 1` each) into a shared
+/// directory: wall time from the workers' start to the last one's exit, and the speed-up.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement: cargo test --test it segments::scaling -- --ignored --nocapture"]
+async fn scaling() {
+    const SIZE: u64 = 128 * MIB;
+    let content = data(SIZE as usize, 18);
+    let file = mock_file("file_scale", "scale.bin", "2026-08", content);
+    let mut one = None;
+    for workers in [1, 2, 4] {
+        let (api, db) = fleet_capped(vec![file.clone()], 16 * MIB).await;
+        run_ok(&api, &db, &["enqueue", "--segment-size", "16MiB"]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let started = std::time::Instant::now();
+        let children: Vec<_> = (0..workers)
+            .map(|_| spawn_worker(&api, &db, d, &["-j", "1", "--exit-when-empty"]))
+            .collect();
+        for child in children {
+            let (status, _, stderr) = finish(child).await;
+            assert!(status.success(), "{stderr}");
+        }
+        let took = started.elapsed().as_secs_f64();
+        let one = *one.get_or_insert(took);
+        eprintln!(
+            "{workers} worker(s): {took:.2} s, {:.1} MiB/s, x{:.2} of one",
+            SIZE as f64 / MIB as f64 / took,
+            one / took
+        );
+    }
+}
