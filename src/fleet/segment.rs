@@ -382,7 +382,7 @@ pub async fn finish(
     };
     let size = claim.file.meta.size_bytes;
     let etag = fetched.upload.as_ref().map(|(_, etag)| etag.as_str());
-    let completion = match (&objects, &fetched.upload) {
+    let completed = match (&objects, &fetched.upload) {
         (Some(objects), Some((upload, _))) => {
             let sealing = fetched.sealing.as_deref();
             let last = async |parts| {
@@ -391,14 +391,28 @@ pub async fn finish(
                     .await;
                 done.map_err(FleetError::from)
             };
-            queue::complete_segment(pool, &claim, etag, last, || Ok(())).await?
+            queue::complete_segment(pool, &claim, etag, last, || Ok(())).await
         }
         _ => {
             let sealing = fetched.sealing.clone();
             let last = |_parts| verify(staged.clone(), size, relative.clone(), sealing);
             let install = || install(&staged, &output);
-            queue::complete_segment(pool, &claim, etag, last, install).await?
+            queue::complete_segment(pool, &claim, etag, last, install).await
         }
+    };
+    let completion = match completed {
+        Ok(completion) => completion,
+        // The output could not be finished (verified, completed, installed): nothing was
+        // recorded; the segment comes back later and its completer tries again.
+        Err(
+            error @ (FleetError::Object(_) | FleetError::Install { .. } | FleetError::Crypt(_)),
+        ) => {
+            tracing::warn!(event = "fleet_segment_unfinished", id = %claim.file.meta.id, "{error}");
+            return retry_or_give_up(pool, &claim, &error.to_string(), summary)
+                .await
+                .map(drop);
+        }
+        Err(error) => return Err(error),
     };
     let id = &claim.file.meta.id;
     let part = claim.segment.as_ref().map_or(0, |s| s.part);

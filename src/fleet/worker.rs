@@ -387,11 +387,10 @@ async fn finish(
                 Some(objects) => {
                     // Stored before the completion (an object replaced by its own bytes if the
                     // lease turns out lost), the staged file removed after it.
-                    let content = std::fs::read(&staged).map_err(|source| FleetError::Install {
-                        id: id.clone(),
-                        source,
-                    })?;
-                    objects.put(&place, content.into()).await?;
+                    if let Err(error) = store(objects, &staged, &place).await {
+                        retry_or_give_up(pool, &claim, &error.to_string(), summary).await?;
+                        return Ok(());
+                    }
                     let remove = || std::fs::remove_file(&staged);
                     queue::complete(pool, &claim, &outcome, remove).await?
                 }
@@ -435,6 +434,17 @@ async fn finish(
         );
     }
     Ok(())
+}
+
+/// Store the staged download as the object `place`.
+async fn store(objects: &Objects, staged: &Path, place: &str) -> Result<(), FleetError> {
+    let content = tokio::fs::read(staged)
+        .await
+        .map_err(|source| FleetError::Install {
+            id: place.to_owned(),
+            source,
+        })?;
+    Ok(objects.put(place, content.into()).await?)
 }
 
 /// A failed transfer: skipped (the file is gone), retried later with backoff, or given up.

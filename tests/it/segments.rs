@@ -55,11 +55,12 @@ fn range_starts(api: &MockApi) -> HashMap<u64, usize> {
 }
 
 fn kill(pid: u32) {
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid as i32).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
+    signal(pid, rustix::process::Signal::KILL);
+}
+
+fn signal(pid: u32, signal: rustix::process::Signal) {
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), signal)
+        .unwrap();
 }
 
 /// The case: 256 MiB in 16 segments over 4 workers, one SIGKILLed while every worker
@@ -169,6 +170,9 @@ async fn a_large_file_in_segments_survives_a_killed_worker() {
     assert!(!staging.exists(), "the staging file was renamed into place");
 }
 
+/// The secret key the workers get (moto accepts any): it must appear in no output.
+const SECRET: &str = "secret-never-logged-7c1d";
+
 /// A moto S3 server on 127.0.0.1, stopped when dropped.
 struct Moto {
     child: std::process::Child,
@@ -260,7 +264,7 @@ impl Moto {
             .args(["-j", "1", "--exit-when-empty"])
             .args(args)
             .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ENDPOINT_URL", &self.endpoint)
             .stdin(Stdio::null())
@@ -468,4 +472,40 @@ async fn scaling() {
             one / took
         );
     }
+}
+
+/// A store that refuses (no such bucket) is a failure of the item, retried later with the
+/// reason, not the end of the worker; the secret key appears nowhere (log, queue).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusing_store_retries_the_item_and_logs_no_secret() {
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    let file = mock_file("file_nobucket", "a.txt", "2026-08", data(5000, 19));
+    let (api, db) = fleet_capped(vec![file], 32 * MIB).await;
+    run_ok(&api, &db, &["enqueue"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let worker = moto.worker(&api, &db, d, &["--output", "s3://missing-bucket"]);
+    let pid = worker.id().unwrap();
+    let failed =
+        "SELECT count(*) FROM work_items WHERE state = 'queued' AND last_error IS NOT NULL";
+    wait_for("the item queued again with its reason", || {
+        count(&db, failed) == 1
+    })
+    .await;
+    signal(pid, rustix::process::Signal::TERM);
+    let (status, summary, stderr) = finish(worker).await;
+    assert!(status.success(), "the worker drains and exits 0: {stderr}");
+    assert_eq!(summary["retried"], 1, "{summary}");
+    let reason = psql(&db, "SELECT last_error FROM work_items");
+    assert!(reason.contains("missing-bucket"), "{reason}");
+    assert!(
+        !reason.contains(SECRET) && !stderr.contains(SECRET),
+        "{reason}\n{stderr}"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM files WHERE state = 'complete'"),
+        0
+    );
 }
