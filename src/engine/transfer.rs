@@ -1189,13 +1189,14 @@ impl Writing {
 /// last byte written), then make them durable (`fdatasync`). Nothing else of a transfer
 /// happens: no lock on `part`, no resume state, no hash, no rename: the caller owns the file
 /// and writes other ranges of it at the same time (a fleet segment, `crate::fleet::segment`).
-/// Returns the bytes fetched.
+/// `ledger` (a new one, without a window) records what is written, for the caller to
+/// checkpoint. Returns the bytes fetched.
 pub async fn fetch_range(
     engine: &Engine,
     spec: &TransferSpec,
     range: std::ops::Range<u64>,
     total: u64,
-    part: &PartWriter,
+    (part, ledger): (&PartWriter, &Ledger),
 ) -> Result<u64, TransferError> {
     let counts = Arc::new(Counts::default());
     let job = Job::new(
@@ -1205,7 +1206,6 @@ pub async fn fetch_range(
         Arc::new(super::Silent),
         Arc::clone(&counts),
     );
-    let ledger = Ledger::new(crate::store::RangeSet::default(), 0);
     let segment = Segment::new(range);
     let mut retrier = job.retrier();
     loop {
@@ -1214,7 +1214,7 @@ pub async fn fetch_range(
             break;
         }
         if let Err(failure) = job
-            .fetch_rest(&segment, left.clone(), total, part, &ledger)
+            .fetch_rest(&segment, left.clone(), total, part, ledger)
             .await
         {
             let failure = match failure {

@@ -33,6 +33,8 @@ pub struct SegmentClaim {
     /// 1..=N (an S3 part number).
     pub part: i32,
     pub range: Range<u64>,
+    /// Bytes from the range's start already durable in the shared staging file.
+    pub saved: u64,
 }
 
 /// A completed segment, as the completer of the last one finds it.
@@ -62,7 +64,8 @@ const CLAIM: &str = "UPDATE work_items w SET state = 'leased', epoch = w.epoch +
     FROM (SELECT id FROM work_items WHERE state = 'queued' AND not_before <= now() \
           ORDER BY not_before, id LIMIT $3 FOR UPDATE SKIP LOCKED) c \
     WHERE w.id = c.id \
-    RETURNING w.id, w.epoch, w.attempts, w.file_id, w.part, w.range_start, w.range_end";
+    RETURNING w.id, w.epoch, w.attempts, w.file_id, w.part, w.range_start, w.range_end, \
+        w.done_bytes";
 
 const FILE_COLUMNS: &str = "id, filename, mime_type, size_bytes, created_at, downloadable, \
     expires_at, state, reason, path, sha256, etag, retries, first_seen_at, updated_at, \
@@ -122,6 +125,7 @@ fn segment_of(row: &Row) -> Option<SegmentClaim> {
         (Some(start), Some(end)) if part > 0 => Some(SegmentClaim {
             part,
             range: start as u64..end as u64,
+            saved: row.get::<_, i64>(7).max(0) as u64,
         }),
         _ => None,
     }
@@ -360,7 +364,7 @@ pub async fn enqueue_files(
                ON CONFLICT DO NOTHING RETURNING 1), \
              again AS ( \
                UPDATE work_items w SET state = 'queued', not_before = now(), attempts = 0, \
-                 last_error = NULL, done_at = NULL, part_etag = NULL \
+                 last_error = NULL, done_at = NULL, part_etag = NULL, done_bytes = 0 \
                WHERE w.file_id = ANY($5) AND (w.state = 'failed' OR (w.state = 'done' \
                  AND NOT EXISTS (SELECT 1 FROM work_items o \
                                  WHERE o.file_id = w.file_id AND o.state <> 'done'))) \
@@ -372,6 +376,21 @@ pub async fn enqueue_files(
         .map_err(sql("queueing files"))?;
     let queued: i64 = row.get(0);
     Ok(queued as u64)
+}
+
+/// Record that the first `done` bytes of the segment of `claim` are durable (if its lease
+/// still holds): the next claimer resumes there.
+pub async fn save_progress(pool: &Pool, claim: &Claim, done: u64) -> Result<(), FleetError> {
+    get(pool)
+        .await?
+        .execute(
+            "UPDATE work_items SET done_bytes = $3 \
+             WHERE id = $1 AND epoch = $2 AND state = 'leased' AND done_bytes < $3",
+            &[&claim.item, &claim.epoch, &(done as i64)],
+        )
+        .await
+        .map_err(sql("saving a segment's progress"))?;
+    Ok(())
 }
 
 /// In one transaction, serialised with the other segments of its file (the file's row is

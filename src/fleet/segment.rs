@@ -4,8 +4,9 @@
 //! to 64 KiB (an age chunk, so that an encrypted output can be sealed out of order), queued as
 //! items `part` 1..=N. Workers claim, lease, heartbeat and sweep them like whole items. A
 //! segment's item goes `queued` → `leased` → `done` (or back to `queued` when its lease expires
-//! or its fetch fails, refetched whole by the next claimer); a segment is `done` only once its
-//! bytes are durable. The worker that ends the last one (the file's row locked, so two last
+//! or its fetch fails); a segment is `done` only once its bytes are durable. Into the shared
+//! file, a segment saves its progress (`done_bytes`, whole chunks, after `fdatasync`) every
+//! [`CHECKPOINT`], and the next claimer resumes there. The worker that ends the last one (the file's row locked, so two last
 //! segments cannot both miss each other) verifies the whole output, records the file in the
 //! index and installs it, in the same transaction (`queue::complete_segment`).
 //!
@@ -34,13 +35,17 @@ use super::queue::{self, Claim, Completion};
 use super::worker::{WorkerSummary, failed, give_up, install, retry_or_give_up};
 use crate::crypt::format::{BadChunk, CHUNK, NONCE, chunk_of, chunk_offset, sealed_len};
 use crate::crypt::{Encryption, PayloadOpener, SealedPart, SealedState};
+use crate::engine::ledger::Ledger;
 use crate::engine::{Engine, PartWriter, TransferError, TransferSpec, fetch_range};
-use crate::store::PartFile;
 use crate::store::index::FileOutcome;
+use crate::store::{PartFile, RangeSet};
 
 /// The default `--segment-size`: four requests of the engine's default chunk for a 256 MiB
 /// file, and room for 10,000 parts (S3's limit) up to 640 GiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
+
+/// How often a segment written into the shared file saves its progress.
+const CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The segments of a file of `size` bytes: none (the file is one whole item) when it is not
 /// larger than `segment_size` (rounded up to a whole number of 64 KiB chunks) or that is
@@ -279,6 +284,11 @@ async fn fetch_and_store(
         Some(sealing) => sealed_len(sealing.header_len(), total),
         None => total,
     });
+    // To the shared file, a reclaimed segment resumes after what its last claimer saved.
+    let from = match (&flight.objects, &flight.claim.segment) {
+        (None, Some(segment)) => range.start + segment.saved.min(range.end - range.start),
+        _ => range.start,
+    };
     let part = open(&flight.staged, len).await.map_err(Failed::Transfer)?;
     let writer = match &sealing {
         Some(sealing) => sealing
@@ -286,9 +296,21 @@ async fn fetch_and_store(
             .map_err(|e| Failed::Transfer(TransferError::io("writing", &flight.staged)(e)))?,
         None => PartWriter::Plain(part),
     };
-    let bytes = fetch_range(engine, spec, range, total, &writer)
-        .await
-        .map_err(Failed::Transfer)?;
+    let ledger = Ledger::new(RangeSet::new(), 0);
+    let fetching = fetch_range(engine, spec, from..range.end, total, (&writer, &ledger));
+    let bytes = match &flight.objects {
+        None => {
+            let progress = Progress {
+                pool,
+                claim: &flight.claim,
+                writer: &writer,
+                ledger: &ledger,
+            };
+            progress.save_while(fetching, range, from).await
+        }
+        Some(_) => fetching.await,
+    }
+    .map_err(Failed::Transfer)?;
     let upload = match &flight.objects {
         Some(objects) => Some(
             upload(pool, objects, flight, stored)
@@ -302,6 +324,61 @@ async fn fetch_and_store(
         sealing,
         upload,
     })
+}
+
+/// What a segment writing into the shared file needs to save its progress.
+struct Progress<'a> {
+    pool: &'a Pool,
+    claim: &'a Claim,
+    writer: &'a PartWriter,
+    ledger: &'a Ledger,
+}
+
+impl Progress<'_> {
+    /// Run `fetching` (of `from..range.end`), and every [`CHECKPOINT`] make what it wrote
+    /// durable and record it, in whole chunks from the range's start (if the lease holds).
+    async fn save_while(
+        &self,
+        fetching: impl Future<Output = Result<u64, TransferError>>,
+        range: Range<u64>,
+        from: u64,
+    ) -> Result<u64, TransferError> {
+        tokio::pin!(fetching);
+        let mut saved = from;
+        loop {
+            tokio::select! {
+                result = &mut fetching => return result,
+                () = tokio::time::sleep(CHECKPOINT) => {}
+            }
+            let durable = durable_end(&self.ledger.snapshot(), &range, from);
+            if durable <= saved || durable == range.end {
+                continue;
+            }
+            let writer = self.writer.clone();
+            let synced = tokio::task::spawn_blocking(move || writer.sync_data()).await;
+            if !matches!(synced, Ok(Ok(()))) {
+                continue;
+            }
+            match queue::save_progress(self.pool, self.claim, durable - range.start).await {
+                Ok(()) => saved = durable,
+                Err(error) => tracing::warn!(event = "fleet_segment_progress_failed", "{error}"),
+            }
+        }
+    }
+}
+
+/// Where the bytes written from `from` on stop being contiguous, rounded down to a whole
+/// chunk from the range's start (the end of the range itself stays as it is).
+fn durable_end(written: &RangeSet, range: &Range<u64>, from: u64) -> u64 {
+    let end = written
+        .missing(range.end)
+        .iter()
+        .find(|gap| gap.end > from)
+        .map_or(range.end, |gap| gap.start.max(from));
+    if end == range.end {
+        return end;
+    }
+    range.start + (end - range.start) / CHUNK * CHUNK
 }
 
 async fn open(staged: &Path, len: Option<u64>) -> Result<PartFile, TransferError> {
@@ -539,6 +616,30 @@ mod tests {
         for pair in stored.windows(2) {
             assert_eq!(pair[0].end, pair[1].start, "parts concatenate");
         }
+    }
+
+    #[test]
+    fn progress_is_the_contiguous_written_prefix_in_whole_chunks() {
+        let range = 4 * CHUNK..8 * CHUNK;
+        let mut written = RangeSet::new();
+        assert_eq!(durable_end(&written, &range, range.start), range.start);
+        written.insert(4 * CHUNK..5 * CHUNK + 100);
+        written.insert(6 * CHUNK..7 * CHUNK);
+        assert_eq!(
+            durable_end(&written, &range, range.start),
+            5 * CHUNK,
+            "a gap at 5"
+        );
+        // Resumed at 5 chunks: what this claim wrote counts from there.
+        let mut resumed = RangeSet::new();
+        resumed.insert(5 * CHUNK..7 * CHUNK + 1);
+        assert_eq!(durable_end(&resumed, &range, 5 * CHUNK), 7 * CHUNK);
+        resumed.insert(7 * CHUNK..8 * CHUNK);
+        assert_eq!(
+            durable_end(&resumed, &range, 5 * CHUNK),
+            8 * CHUNK,
+            "the whole range"
+        );
     }
 
     #[test]

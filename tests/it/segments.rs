@@ -63,9 +63,9 @@ fn signal(pid: u32, signal: rustix::process::Signal) {
         .unwrap();
 }
 
-/// The issue's case: 256 MiB in 16 segments over 4 workers, one SIGKILLed while every worker
-/// is in the middle of its first segment. The file ends with the right hash, recorded once; the
-/// victim's segment is fetched again whole by another worker, and no other segment twice.
+/// The issue's case: 256 MiB in 16 segments over 4 workers, one SIGKILLed mid-segment (part of
+/// it saved). The file ends with the right hash, recorded once; the victim's segment is resumed
+/// by another worker from its saved progress, and no other segment is fetched twice.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_file_in_segments_survives_a_killed_worker() {
     const SIZE: u64 = 256 * MIB;
@@ -99,25 +99,41 @@ async fn a_large_file_in_segments_survives_a_killed_worker() {
         .map(|_| spawn_worker(&api, &db, d, &one_each))
         .collect();
     let victim_pid = victim.id().unwrap();
-    // Every worker has its first segment's response (the mock logs a request as it answers):
-    // all four are mid-segment, none done.
-    wait_for("four segments in flight", || {
-        range_starts(&api).values().sum::<usize>() >= 4
+    // The victim is mid-segment: it has saved some of its segment, not all.
+    let victim_id = || {
+        psql(
+            &db,
+            &format!("SELECT id FROM workers WHERE pid = {victim_pid}"),
+        )
+    };
+    let progress = |id: &str| {
+        psql(
+            &db,
+            &format!(
+                "SELECT range_start, done_bytes FROM work_items \
+                 WHERE worker = '{id}' AND state = 'leased' AND done_bytes > 0"
+            ),
+        )
+    };
+    wait_for("the victim's segment half saved", || {
+        let id = victim_id();
+        !id.is_empty() && !progress(&id).is_empty()
     })
     .await;
-    let victim_id = psql(
-        &db,
-        &format!("SELECT id FROM workers WHERE pid = {victim_pid}"),
-    );
-    let held = format!("SELECT count(*) FROM work_items WHERE worker = '{victim_id}'");
-    assert_eq!(count(&db, &held), 1, "the victim holds one segment");
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM work_items WHERE state = 'done'"),
-        0,
-        "no segment is done yet: the kill lands mid-segment"
-    );
     kill(victim_pid);
     victim.wait().await.unwrap();
+    let victim_id = victim_id();
+    let saved = progress(&victim_id);
+    let [start, saved] = saved
+        .split('|')
+        .map(|n| n.parse::<u64>().unwrap())
+        .collect::<Vec<_>>()[..]
+    else {
+        panic!("{saved}");
+    };
+    assert!(saved < SEGMENT && saved % (64 * 1024) == 0, "saved {saved}");
+    let held = format!("SELECT count(*) FROM work_items WHERE worker = '{victim_id}'");
+    assert_eq!(count(&db, &held), 1, "the victim held one segment");
 
     let mut completed = 0;
     let mut segments = 0;
@@ -165,7 +181,17 @@ async fn a_large_file_in_segments_survives_a_killed_worker() {
         );
     }
     let asked: u64 = requests.iter().map(|r| r.end - r.start).sum();
-    assert!(asked <= SIZE + SEGMENT, "{asked} bytes asked for");
+    assert!(asked <= SIZE + SEGMENT - saved, "{asked} bytes asked for");
+    eprintln!(
+        "victim saved {saved} of its segment at {start}; {asked} bytes asked for in {} requests",
+        requests.len()
+    );
+    // The victim's segment resumed where it had saved its progress.
+    assert!(
+        requests.iter().any(|r| r.start == start + saved),
+        "a request from {} on",
+        start + saved
+    );
     let staging = dir.path().join("tmp/fleet/segments-file_big");
     assert!(!staging.exists(), "the staging file was renamed into place");
 }

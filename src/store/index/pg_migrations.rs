@@ -112,7 +112,9 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
     // 4: segments (see `crate::fleet::segment`). A file larger than the enqueue's segment size
     // is queued as items `part` 1..=N, each the byte range `range_start..range_end` (64 KiB
-    // aligned); a whole file is one item with `part` 0 and no range. Segments are claimed,
+    // aligned); a whole file is one item with `part` 0 and no range. `done_bytes`: how much of
+    // a segment's range, from its start, is durable in the shared staging file (whole 64 KiB
+    // chunks; a reclaimed segment resumes there). Segments are claimed,
     // leased and swept like whole items; `part_etag` is an uploaded part's id (S3). A file's
     // multipart upload, when its output is object storage, is `file_uploads`; its shared age
     // file, when encrypted, `sealed_files`.
@@ -123,6 +125,7 @@ pub const MIGRATIONS: &[&str] = &[
         ADD COLUMN range_start BIGINT,
         ADD COLUMN range_end BIGINT,
         ADD COLUMN part_etag TEXT,
+        ADD COLUMN done_bytes BIGINT NOT NULL DEFAULT 0,
         ADD CONSTRAINT work_items_part_range CHECK
             ((part = 0) = (range_start IS NULL) AND (range_start IS NULL) = (range_end IS NULL)
              AND (range_start IS NULL OR range_start < range_end));
