@@ -6,9 +6,10 @@
 //! segment's item goes `queued` → `leased` → `done` (or back to `queued` when its lease expires
 //! or its fetch fails); a segment is `done` only once its bytes are durable. Into the shared
 //! file, a segment saves its progress (`done_bytes`, whole chunks, after `fdatasync`) every
-//! [`CHECKPOINT`], and the next claimer resumes there. The worker that ends the last one (the file's row locked, so two last
-//! segments cannot both miss each other) verifies the whole output, records the file in the
-//! index and installs it, in the same transaction (`queue::complete_segment`).
+//! second, and the next claimer resumes there. The worker that ends the last one (the file's
+//! row locked, so two last segments cannot both miss each other) verifies the whole output,
+//! records the file in the index and installs it, in the same transaction
+//! (`queue::complete_segment`).
 //!
 //! To object storage (`super::objects`), a segment is fetched into a local file of its own,
 //! uploaded as its part of the file's multipart upload, and its part id recorded with it; the

@@ -238,9 +238,8 @@ impl Moto {
         let child = match spawned {
             Ok(child) => child,
             Err(error) if !required => {
-                eprintln!(
-                    "SKIPPED: moto is not installed ({program}: {error}); pip install 'moto[server]'"
-                );
+                let hint = "pip install 'moto[server]'";
+                eprintln!("SKIPPED: moto is not installed ({program}: {error}); {hint}");
                 return None;
             }
             Err(error) => panic!("$CLAUDEDL_MOTO={program}: {error}"),
