@@ -54,11 +54,20 @@ pub enum ObjectError {
 }
 
 /// A bucket and a prefix on S3 (or a compatible store).
-#[derive(Debug)]
 pub struct Objects {
     store: Arc<AmazonS3>,
     prefix: String,
     bucket: String,
+}
+
+/// The bucket and prefix only: the store's configuration holds the credentials.
+impl std::fmt::Debug for Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Objects")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 impl Objects {
