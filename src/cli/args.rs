@@ -463,9 +463,21 @@ pub struct EnqueueArgs {
     /// Items per list request (1-1000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
+    /// Queue a file larger than this as segments of this size (rounded up to 64 KiB), fetched
+    /// by any worker; 0 or `none`: whole files only.
+    #[arg(long, value_name = "SIZE", default_value_t = claudedl::fleet::segment::DEFAULT_SEGMENT_SIZE, value_parser = segment_size)]
+    pub segment_size: u64,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--segment-size`: a size, or `none` (0).
+fn segment_size(value: &str) -> Result<u64, String> {
+    if value.eq_ignore_ascii_case("none") {
+        return Ok(0);
+    }
+    value.parse::<ByteSize>().map(|size| size.0)
 }
 
 #[derive(Debug, Args)]
@@ -495,6 +507,12 @@ pub struct WorkerArgs {
     /// age).
     #[arg(long, value_name = "PATH")]
     pub health_file: Option<PathBuf>,
+    /// Store downloads in object storage, `s3://BUCKET[/PREFIX]`, instead of the data
+    /// directory (which then holds only staging files). Credentials, region and endpoint from
+    /// the AWS environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `AWS_ENDPOINT_URL`).
+    #[arg(long, value_name = "URL")]
+    pub output: Option<String>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,

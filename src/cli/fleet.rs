@@ -76,7 +76,8 @@ pub async fn enqueue(args: EnqueueArgs, global: &GlobalArgs) -> anyhow::Result<E
         index: &mut index,
         reporter: Arc::new(Silent),
     };
-    let summary = fleet::enqueue::enqueue(&pool, &mut sync, &options).await?;
+    let summary =
+        fleet::enqueue::enqueue(&pool, &mut sync, &options, Some(args.segment_size)).await?;
     print_enqueued(&summary, args.json);
     Ok(ExitStatus::Success)
 }
@@ -102,6 +103,10 @@ pub async fn worker(args: WorkerArgs, global: &GlobalArgs) -> anyhow::Result<Exi
         drain_timeout: seconds(args.drain_timeout, "--drain-timeout")?,
         poll: Duration::from_millis(200),
         health_file: args.health_file,
+        objects: match &args.output {
+            Some(url) => Some(Arc::new(fleet::objects::Objects::from_url(url)?)),
+            None => None,
+        },
     };
     let sync_options = SyncOptions {
         batches: false,

@@ -51,7 +51,7 @@ pub use crate::store::SealedState;
 
 pub use decrypt::decrypt_file;
 pub use keys::{RESUME_IDENTITY_ENV, Recipients, ResumeIdentity, load_identities};
-pub use sealed::{SealedPart, Written};
+pub use sealed::{PayloadOpener, SealedPart, Written};
 
 /// Why an encryption or decryption step failed; names the file or key concerned.
 #[derive(Debug, thiserror::Error)]

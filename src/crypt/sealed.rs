@@ -350,6 +350,58 @@ impl SealedPart {
     }
 }
 
+/// Opens an age payload that arrives in pieces of any size (the header and nonce already
+/// skipped): every sealed chunk is authenticated and its plaintext handed on, in order. For
+/// reading back an age file stored elsewhere (an object) without writing its plaintext.
+pub struct PayloadOpener {
+    key: PayloadKey,
+    total: u64,
+    index: u64,
+    pending: Vec<u8>,
+}
+
+impl PayloadOpener {
+    /// The payload of `total` plaintext bytes sealed with `file_key` and `nonce`.
+    pub fn new(file_key: &FileKey, nonce: &[u8; NONCE], total: u64) -> PayloadOpener {
+        PayloadOpener {
+            key: PayloadKey::new(file_key, nonce),
+            total,
+            index: 0,
+            pending: Vec::with_capacity(SEALED_CHUNK as usize),
+        }
+    }
+
+    /// Take the next sealed bytes; `plain` is given each chunk's plaintext once it is whole.
+    pub fn feed(
+        &mut self,
+        mut sealed: &[u8],
+        plain: &mut impl FnMut(&[u8]),
+    ) -> Result<(), BadChunk> {
+        let count = chunk_count(self.total);
+        while !sealed.is_empty() {
+            if self.index >= count {
+                return Err(BadChunk); // Bytes past the last chunk.
+            }
+            let want = (chunk_len(self.total, self.index) + TAG) as usize;
+            let take = (want - self.pending.len()).min(sealed.len());
+            self.pending.extend_from_slice(&sealed[..take]);
+            sealed = &sealed[take..];
+            if self.pending.len() == want {
+                let last = self.index + 1 == count;
+                plain(self.key.open(self.index, last, &mut self.pending)?);
+                self.pending.clear();
+                self.index += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every chunk arrived and opened.
+    pub fn is_complete(&self) -> bool {
+        self.index == chunk_count(self.total) && self.pending.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::format::{header, new_file_key, new_nonce};
@@ -383,6 +435,42 @@ mod tests {
         let part = PartFile::open(&dir.join("x.age.part"), len).unwrap();
         let sealed = SealedPart::create(part, &file_key, &header, &new_nonce(), total).unwrap();
         (sealed, file_key, header.len())
+    }
+
+    #[test]
+    fn the_opener_takes_a_stored_age_file_in_pieces_of_any_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = random(2 * CHUNK as usize + 999);
+        let total = plain.len() as u64;
+        let (sealed, file_key, header_len) = sealed_part(dir.path(), Some(total));
+        sealed.write(&plain, 0).unwrap();
+        let file = std::fs::read(sealed.part().path()).unwrap();
+        let nonce: [u8; NONCE] = file[header_len..header_len + NONCE].try_into().unwrap();
+        let payload = &file[header_len + NONCE..];
+        let mut opener = PayloadOpener::new(&file_key, &nonce, total);
+        let mut opened = Vec::new();
+        for piece in payload.chunks(10_000) {
+            opener
+                .feed(piece, &mut |p| opened.extend_from_slice(p))
+                .unwrap();
+        }
+        assert!(opener.is_complete());
+        assert_eq!(opened, plain);
+        // A flipped bit, or a byte past the last chunk, does not open.
+        let mut damaged = payload.to_vec();
+        damaged[CHUNK as usize + 20] ^= 1;
+        let mut opener = PayloadOpener::new(&file_key, &nonce, total);
+        assert_eq!(opener.feed(&damaged, &mut |_| {}), Err(BadChunk));
+        let mut longer = payload.to_vec();
+        longer.push(0);
+        let mut opener = PayloadOpener::new(&file_key, &nonce, total);
+        assert_eq!(opener.feed(&longer, &mut |_| {}), Err(BadChunk));
+        // Stopping short is not complete.
+        let mut opener = PayloadOpener::new(&file_key, &nonce, total);
+        opener
+            .feed(&payload[..payload.len() - 1], &mut |_| {})
+            .unwrap();
+        assert!(!opener.is_complete());
     }
 
     #[test]

@@ -36,7 +36,8 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 pub use error::TransferError;
-pub use transfer::release_state;
+pub use transfer::{fetch_range, release_state, sha256_of};
+pub use writer::PartWriter;
 
 use crate::crypt::Encryption;
 use crate::http::HttpClient;

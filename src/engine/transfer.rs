@@ -923,7 +923,7 @@ fn transient(error: crate::http::HttpError) -> Failure {
 }
 
 /// SHA-256 of a file, in hex (blocking).
-fn sha256_of(path: &std::path::Path) -> std::io::Result<String> {
+pub fn sha256_of(path: &std::path::Path) -> std::io::Result<String> {
     use sha2::Digest;
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
@@ -1192,5 +1192,100 @@ impl Writing {
             self.ledger.record(written);
         }
         Ok(())
+    }
+}
+
+/// Fetch the bytes `range` of `spec`'s file (of `total` bytes) into `part` at their offsets,
+/// with the transfer's own requests, response checks and retries (a cut body continues from the
+/// last byte written), then make them durable (`fdatasync`). Nothing else of a transfer
+/// happens: no lock on `part`, no resume state, no hash, no rename: the caller owns the file
+/// and writes other ranges of it at the same time (a fleet segment, `crate::fleet::segment`).
+/// `ledger` (a new one, without a window) records what is written, for the caller to
+/// checkpoint. Returns the bytes fetched.
+pub async fn fetch_range(
+    engine: &Engine,
+    spec: &TransferSpec,
+    range: std::ops::Range<u64>,
+    total: u64,
+    (part, ledger): (&PartWriter, &Ledger),
+) -> Result<u64, TransferError> {
+    let counts = Arc::new(Counts::default());
+    let job = Job::new(
+        engine,
+        0,
+        spec,
+        Arc::new(super::Silent),
+        Arc::clone(&counts),
+    );
+    let segment = Segment::new(range);
+    let mut retrier = job.retrier();
+    loop {
+        let left = segment.remaining();
+        if left.is_empty() {
+            break;
+        }
+        if let Err(failure) = job
+            .fetch_rest(&segment, left.clone(), total, part, ledger)
+            .await
+        {
+            let failure = match failure {
+                Failure::Changed => Failure::Fatal(TransferError::Protocol {
+                    url: job.url.clone(),
+                    reason: format!("the file is no longer {total} bytes on the server"),
+                }),
+                Failure::Untrustworthy(reason) => Failure::Fatal(TransferError::Protocol {
+                    url: job.url.clone(),
+                    reason,
+                }),
+                other => other,
+            };
+            let at = segment.remaining().start;
+            let described = format!("{at}-{}", left.end - 1);
+            match job
+                .retry(&mut retrier, failure, &described, at - left.start)
+                .await
+            {
+                Ok(()) => {}
+                Err(Failure::Fatal(error)) => return Err(error),
+                Err(_) => unreachable!("retry returns only Fatal failures"),
+            }
+        }
+    }
+    let syncing = part.clone();
+    tokio::task::spawn_blocking(move || syncing.sync_data())
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|synced| synced)
+        .map_err(TransferError::io("syncing", part.path()))?;
+    Ok(counts.fetched.load(Ordering::Relaxed))
+}
+
+impl Job {
+    /// One request for what is left of a range fetched by [`fetch_range`], copied into `part`.
+    async fn fetch_rest(
+        &self,
+        segment: &Segment,
+        left: std::ops::Range<u64>,
+        total: u64,
+        part: &PartWriter,
+        ledger: &Ledger,
+    ) -> Result<(), Failure> {
+        let (response, _permit) = self.request_range(left.clone(), None).await?;
+        if !response.status().is_success() && response.status().as_u16() != 416 {
+            return Err(status_failure(&self.url, &response));
+        }
+        match judge_ranged(&self.url, &response, left.start, Some(left.end))? {
+            RangedReply::Partial { total: found, .. } if found != total => Err(Failure::Changed),
+            RangedReply::Partial { range: got, .. } => {
+                let sink = self.sink(part, ledger);
+                let reading = Instant::now();
+                let copied = copy_body(response, segment, Some(got.end - got.start), &sink).await;
+                self.engine.client.governor().transferred(reading.elapsed());
+                copied
+            }
+            RangedReply::Whole => Err(Failure::Untrustworthy("the server ignored Range".into())),
+            RangedReply::Unsatisfiable { .. } => Err(Failure::Changed),
+            RangedReply::Untrustworthy(reason) => Err(Failure::Untrustworthy(reason)),
+        }
     }
 }

@@ -21,11 +21,13 @@ pub struct EnqueueSummary {
     pub queued: u64,
 }
 
-/// List (under the lister's lock) and queue. `sync.index` is the fleet's index.
+/// List (under the lister's lock) and queue; files larger than `segment_size` as segments
+/// (`super::segment`). `sync.index` is the fleet's index.
 pub async fn enqueue(
     pool: &deadpool_postgres::Pool,
     sync: &mut Sync<'_>,
     options: &SyncOptions,
+    segment_size: Option<u64>,
 ) -> Result<EnqueueSummary, FleetError> {
     let guard = pool.get().await.map_err(|error| FleetError::pool(&error))?;
     let locked: bool = guard
@@ -39,7 +41,7 @@ pub async fn enqueue(
     if !locked {
         return Err(FleetError::ListerBusy);
     }
-    let result = list_and_queue(pool, sync, options).await;
+    let result = list_and_queue(pool, sync, options, segment_size).await;
     let unlocked = guard
         .query_one("SELECT pg_advisory_unlock($1)", &[&LISTER_LOCK])
         .await;
@@ -54,11 +56,12 @@ async fn list_and_queue(
     pool: &deadpool_postgres::Pool,
     sync: &mut Sync<'_>,
     options: &SyncOptions,
+    segment_size: Option<u64>,
 ) -> Result<EnqueueSummary, FleetError> {
     let mut summary = SyncSummary::default();
     crate::sync::listing::list_files(sync, options, &mut summary).await?;
     let wanted = sync.index.files_to_fetch()?;
-    let ids: Vec<&str> = wanted
+    let files: Vec<(&str, u64)> = wanted
         .iter()
         .filter(|entry| {
             options.includes(&entry.meta)
@@ -69,9 +72,9 @@ async fn list_and_queue(
                     .as_deref()
                     .is_some_and(|reason| reason.starts_with(MALFORMED_REASON))
         })
-        .map(|entry| entry.meta.id.as_str())
+        .map(|entry| (entry.meta.id.as_str(), entry.meta.size_bytes))
         .collect();
-    let queued = queue::enqueue(pool, &ids).await?;
+    let queued = queue::enqueue_files(pool, &files, segment_size).await?;
     tracing::info!(
         event = "fleet_enqueue",
         listed = summary.files_listed,

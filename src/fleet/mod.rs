@@ -6,6 +6,8 @@
 //! - [`backoff`]: when a transient failure is tried again (a policy that never sleeps);
 //! - [`budget`]: the fleet's request budget, one GCRA row on the database's clock;
 //! - [`enqueue`]: list the API once (one lister at a time) and queue what the index wants;
+//! - [`segment`]: a large file as segments, fetched by any worker, to a shared file or S3;
+//! - [`objects`]: output to object storage (S3) instead of the data directory;
 //! - [`worker`]: claim, download with the engine and sync's transfer specs, complete, drain.
 //!
 //! One process with SQLite stays the default; nothing here runs without `--db`.
@@ -13,7 +15,9 @@
 pub mod backoff;
 pub mod budget;
 pub mod enqueue;
+pub mod objects;
 pub mod queue;
+pub mod segment;
 pub mod worker;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -45,6 +49,15 @@ pub enum FleetError {
     ListerBusy,
     #[error(transparent)]
     Sync(#[from] SyncError),
+    #[error(transparent)]
+    Object(#[from] objects::ObjectError),
+    #[error(transparent)]
+    Crypt(#[from] crate::crypt::CryptError),
+    #[error(
+        "{id} is being sealed for other recipients by other workers: give every worker the \
+         same --encrypt-to"
+    )]
+    Recipients { id: String },
     #[error(transparent)]
     Index(#[from] crate::store::index::IndexError),
 }

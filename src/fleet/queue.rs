@@ -5,6 +5,8 @@
 //! was claimed again (a new epoch) changes nothing.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::ops::Range;
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
@@ -21,6 +23,26 @@ pub struct Claim {
     pub epoch: i64,
     pub attempts: i32,
     pub file: FileEntry,
+    /// `None`: the whole file; else one segment of it.
+    pub segment: Option<SegmentClaim>,
+}
+
+/// A segment of a large file, an item of its own (see `super::segment`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentClaim {
+    /// 1..=N (an S3 part number).
+    pub part: i32,
+    pub range: Range<u64>,
+    /// Bytes from the range's start already durable in the shared staging file.
+    pub saved: u64,
+}
+
+/// A completed segment, as the completer of the last one finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DonePart {
+    pub part: i32,
+    /// The uploaded part's id (S3), if any.
+    pub etag: Option<String>,
 }
 
 /// How a completion went.
@@ -33,6 +55,8 @@ pub enum Completion {
     LeaseLost,
     /// Another file is recorded at the output's path: nothing was recorded or installed.
     PathTaken,
+    /// A segment is stored; others of its file remain (nothing recorded in the index yet).
+    Stored,
 }
 
 const CLAIM: &str = "UPDATE work_items w SET state = 'leased', epoch = w.epoch + 1, \
@@ -40,7 +64,8 @@ const CLAIM: &str = "UPDATE work_items w SET state = 'leased', epoch = w.epoch +
     FROM (SELECT id FROM work_items WHERE state = 'queued' AND not_before <= now() \
           ORDER BY not_before, id LIMIT $3 FOR UPDATE SKIP LOCKED) c \
     WHERE w.id = c.id \
-    RETURNING w.id, w.epoch, w.attempts, w.file_id";
+    RETURNING w.id, w.epoch, w.attempts, w.file_id, w.part, w.range_start, w.range_end, \
+        w.done_bytes";
 
 const FILE_COLUMNS: &str = "id, filename, mime_type, size_bytes, created_at, downloadable, \
     expires_at, state, reason, path, sha256, etag, retries, first_seen_at, updated_at, \
@@ -85,10 +110,25 @@ pub async fn claim(
                 epoch: row.get(1),
                 attempts: row.get(2),
                 file,
+                segment: segment_of(row),
             });
         }
     }
     Ok(claims)
+}
+
+fn segment_of(row: &Row) -> Option<SegmentClaim> {
+    let part: i32 = row.get(4);
+    let start: Option<i64> = row.get(5);
+    let end: Option<i64> = row.get(6);
+    match (start, end) {
+        (Some(start), Some(end)) if part > 0 => Some(SegmentClaim {
+            part,
+            range: start as u64..end as u64,
+            saved: row.get::<_, i64>(7).max(0) as u64,
+        }),
+        _ => None,
+    }
 }
 
 /// Extend every lease `worker` still holds; return the items it holds.
@@ -277,23 +317,170 @@ pub async fn register(pool: &Pool, worker: &str, host: &str) -> Result<(), Fleet
     Ok(())
 }
 
-/// Queue the files `ids` (those without an item, and those whose item ended `done` or `failed`
-/// while the index still wants them). Returns how many items were created or queued again.
+/// Queue the files `ids`, each one whole item (see [`enqueue_files`]).
 pub async fn enqueue(pool: &Pool, ids: &[&str]) -> Result<u64, FleetError> {
-    if ids.is_empty() {
+    let files: Vec<(&str, u64)> = ids.iter().map(|&id| (id, 0)).collect();
+    enqueue_files(pool, &files, None).await
+}
+
+/// Queue `files` (id and size; larger than `segment_size` and it becomes segments, see
+/// `super::segment::ranges`): items for files without any, and again the items of files whose
+/// items all ended `done`, and those that ended `failed`, while the index still wants them. A
+/// file keeps the layout of its first enqueue. Returns how many items were created or queued
+/// again.
+pub async fn enqueue_files(
+    pool: &Pool,
+    files: &[(&str, u64)],
+    segment_size: Option<u64>,
+) -> Result<u64, FleetError> {
+    if files.is_empty() {
         return Ok(0);
     }
+    let (mut ids, mut parts, mut starts, mut ends) = (vec![], vec![], vec![], vec![]);
+    for &(id, size) in files {
+        let ranges = super::segment::ranges(size, segment_size);
+        if ranges.is_empty() {
+            ids.push(id);
+            parts.push(0i32);
+            starts.push(None);
+            ends.push(None);
+        }
+        for (index, range) in ranges.into_iter().enumerate() {
+            ids.push(id);
+            parts.push(index as i32 + 1);
+            starts.push(Some(range.start as i64));
+            ends.push(Some(range.end as i64));
+        }
+    }
+    let all: Vec<&str> = files.iter().map(|&(id, _)| id).collect();
+    let row = get(pool)
+        .await?
+        .query_one(
+            "WITH fresh AS ( \
+               INSERT INTO work_items (file_id, part, range_start, range_end) \
+               SELECT n.* FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int8[]) \
+                 AS n (file_id, part, range_start, range_end) \
+               WHERE NOT EXISTS (SELECT 1 FROM work_items o WHERE o.file_id = n.file_id) \
+               ON CONFLICT DO NOTHING RETURNING 1), \
+             again AS ( \
+               UPDATE work_items w SET state = 'queued', not_before = now(), attempts = 0, \
+                 last_error = NULL, done_at = NULL, part_etag = NULL, done_bytes = 0 \
+               WHERE w.file_id = ANY($5) AND (w.state = 'failed' OR (w.state = 'done' \
+                 AND NOT EXISTS (SELECT 1 FROM work_items o \
+                                 WHERE o.file_id = w.file_id AND o.state <> 'done'))) \
+               RETURNING 1) \
+             SELECT (SELECT count(*) FROM fresh) + (SELECT count(*) FROM again)",
+            &[&ids, &parts, &starts, &ends, &all],
+        )
+        .await
+        .map_err(sql("queueing files"))?;
+    let queued: i64 = row.get(0);
+    Ok(queued as u64)
+}
+
+/// Record that the first `done` bytes of the segment of `claim` are durable (if its lease
+/// still holds): the next claimer resumes there.
+pub async fn save_progress(pool: &Pool, claim: &Claim, done: u64) -> Result<(), FleetError> {
     get(pool)
         .await?
         .execute(
-            "INSERT INTO work_items (file_id) SELECT unnest($1::text[]) \
-             ON CONFLICT (file_id) DO UPDATE SET state = 'queued', not_before = now(), \
-                attempts = 0, last_error = NULL, done_at = NULL \
-             WHERE work_items.state IN ('done', 'failed')",
-            &[&ids],
+            "UPDATE work_items SET done_bytes = $3 \
+             WHERE id = $1 AND epoch = $2 AND state = 'leased' AND done_bytes < $3",
+            &[&claim.item, &claim.epoch, &(done as i64)],
         )
         .await
-        .map_err(sql("queueing files"))
+        .map_err(sql("saving a segment's progress"))?;
+    Ok(())
+}
+
+/// In one transaction, serialised with the other segments of its file (the file's row is
+/// locked first): check that the lease of `claim` (a segment) still holds, end it (`done`, with
+/// the uploaded part's `etag`), and if it was the file's last, call `last` with every part to
+/// finish the output (verify, complete an upload) and give the file's outcome, record that in
+/// the index, run `install` and commit. `last` failing rolls everything back (the segment is
+/// retried like a failed one).
+pub async fn complete_segment<Last, Done>(
+    pool: &Pool,
+    claim: &Claim,
+    etag: Option<&str>,
+    last: Last,
+    install: impl FnOnce() -> std::io::Result<()>,
+) -> Result<Completion, FleetError>
+where
+    Last: FnOnce(Vec<DonePart>) -> Done,
+    Done: Future<Output = Result<FileOutcome, FleetError>>,
+{
+    let mut client = get(pool).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(sql("starting a segment's completion"))?;
+    tx.execute(
+        "SELECT 1 FROM files WHERE id = $1 FOR UPDATE",
+        &[&claim.file.meta.id],
+    )
+    .await
+    .map_err(sql("locking a file's segments"))?;
+    if !holds(&tx, claim).await? {
+        return Ok(Completion::LeaseLost);
+    }
+    let bytes = claim
+        .segment
+        .as_ref()
+        .map(|segment| (segment.range.end - segment.range.start) as i64);
+    tx.execute(
+        "UPDATE work_items SET state = 'done', done_at = clock_timestamp(), \
+         completed_by = worker, worker = NULL, lease_until = NULL, last_error = NULL, \
+         bytes = $2, part_etag = $3 \
+         WHERE id = $1",
+        &[&claim.item, &bytes, &etag],
+    )
+    .await
+    .map_err(sql("ending a segment"))?;
+    let rows = tx
+        .query(
+            "SELECT part, part_etag, state = 'done' FROM work_items \
+             WHERE file_id = $1 AND part > 0 ORDER BY part",
+            &[&claim.file.meta.id],
+        )
+        .await
+        .map_err(sql("reading a file's segments"))?;
+    if rows.iter().any(|row| !row.get::<_, bool>(2)) {
+        tx.commit().await.map_err(sql("committing a segment"))?;
+        return Ok(Completion::Stored);
+    }
+    let parts = rows
+        .iter()
+        .map(|row| DonePart {
+            part: row.get(0),
+            etag: row.get(1),
+        })
+        .collect();
+    let outcome = last(parts).await?;
+    match pg_record_file(&tx, &claim.file.meta.id, &outcome).await {
+        Ok(_) => {}
+        Err(source) if is_unique_violation(&source) => return Ok(Completion::PathTaken),
+        Err(source) => {
+            return Err(FleetError::Sql {
+                action: "recording a completion",
+                source,
+            });
+        }
+    }
+    for forget in [
+        "DELETE FROM file_uploads WHERE file_id = $1",
+        "DELETE FROM sealed_files WHERE file_id = $1",
+    ] {
+        tx.execute(forget, &[&claim.file.meta.id])
+            .await
+            .map_err(sql("forgetting a file's upload and age file"))?;
+    }
+    install().map_err(|source| FleetError::Install {
+        id: claim.file.meta.id.clone(),
+        source,
+    })?;
+    tx.commit().await.map_err(sql("committing a completion"))?;
+    Ok(Completion::Recorded)
 }
 
 /// The queue at a glance.

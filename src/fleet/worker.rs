@@ -21,8 +21,9 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::objects::Objects;
 use super::queue::{self, Claim, Completion};
-use super::{FleetError, backoff};
+use super::{FleetError, backoff, segment};
 use crate::engine::{Silent, TransferError, TransferReport, TransferSpec};
 use crate::store::index::FileOutcome;
 use crate::sync::files::{outcome_of, relative, spec_for};
@@ -40,6 +41,8 @@ pub struct WorkerOptions {
     pub poll: Duration,
     /// Touched at start and at every heartbeat (a liveness probe checks its age).
     pub health_file: Option<PathBuf>,
+    /// Store downloads in object storage (`--output s3://…`) instead of the data directory.
+    pub objects: Option<Arc<Objects>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -55,6 +58,8 @@ pub struct WorkerSummary {
     pub released: u64,
     /// Transfers stopped because the heartbeat found their lease gone.
     pub abandoned: u64,
+    /// Segments of large files fetched and recorded done (see `super::segment`).
+    pub segments: u64,
     pub bytes: u64,
     pub drained: bool,
     /// Why the worker stopped sending requests (the spend limit, here or in another worker).
@@ -80,7 +85,27 @@ struct Flight {
     output: PathBuf,
 }
 
-type Landed = (Flight, Result<TransferReport, TransferError>);
+/// A finished transfer: a whole file, or one segment of a large one.
+enum Landed {
+    Whole(Flight, Result<TransferReport, TransferError>),
+    Segment(segment::Landed),
+}
+
+impl Landed {
+    fn item(&self) -> i64 {
+        match self {
+            Landed::Whole(flight, _) => flight.claim.item,
+            Landed::Segment((flight, _)) => flight.claim.item,
+        }
+    }
+
+    fn failed(&self) -> bool {
+        match self {
+            Landed::Whole(_, result) => result.is_err(),
+            Landed::Segment((_, result)) => result.is_err(),
+        }
+    }
+}
 
 /// What the last heartbeat found: when it started, and the items still held then.
 type Beat = Option<(Instant, HashSet<i64>)>;
@@ -172,8 +197,15 @@ async fn work(
             for claim in queue::claim(pool, worker, options.lease, room).await? {
                 let item = claim.item;
                 let claimed = Instant::now();
-                if let Some(handle) =
-                    start(pool, sync, sync_options, claim, &mut running, summary).await?
+                if let Some(handle) = start(
+                    pool,
+                    sync,
+                    (sync_options, options),
+                    claim,
+                    &mut running,
+                    summary,
+                )
+                .await?
                 {
                     in_flight.insert(item, (claimed, handle));
                 }
@@ -195,10 +227,19 @@ async fn work(
         tokio::select! {
             Some(joined) = running.join_next() => {
                 if let Ok(landed) = joined {
-                    in_flight.remove(&landed.0.claim.item);
+                    in_flight.remove(&landed.item());
                     // A transfer the halt stopped is not a failure of its item.
-                    if !(landed.1.is_err() && governor.halted().is_some()) {
-                        finish(pool, sync.data.root(), landed, summary).await?;
+                    if !(landed.failed() && governor.halted().is_some()) {
+                        let root = sync.data.root();
+                        match landed {
+                            Landed::Whole(flight, result) => {
+                                let objects = options.objects.as_deref();
+                                finish(pool, root, objects, (flight, result), summary).await?;
+                            }
+                            Landed::Segment(landed) => {
+                                segment::finish(pool, root, landed, summary).await?;
+                            }
+                        }
                     }
                 }
             }
@@ -249,7 +290,7 @@ async fn sleep_until(until: Option<tokio::time::Instant>) {
 async fn start(
     pool: &Pool,
     sync: &mut Sync<'_>,
-    sync_options: &SyncOptions,
+    (sync_options, options): (&SyncOptions, &WorkerOptions),
     claim: Claim,
     running: &mut JoinSet<Landed>,
     summary: &mut WorkerSummary,
@@ -270,6 +311,24 @@ async fn start(
         id: claim.file.meta.id.clone(),
         source,
     })?;
+    if claim.segment.is_some() {
+        let staged = match options.objects {
+            Some(_) => staging_dir.join(format!("part-{}", claim.item)),
+            None => segment::staging(&sync.data.tmp(), &claim.file.meta.id),
+        };
+        let flight = segment::Flight {
+            staged,
+            output: spec.output.clone(),
+            relative: relative(sync.data.root(), &spec.output),
+            objects: options.objects.clone(),
+            claim,
+        };
+        let (engine, pool) = (sync.engine.clone(), pool.clone());
+        let handle = running.spawn(async move {
+            Landed::Segment(segment::fetch(engine, pool, spec, flight).await)
+        });
+        return Ok(Some(handle));
+    }
     let staged = staging_dir.join(claim.item.to_string());
     let output = std::mem::replace(&mut spec.output, staged.clone());
     spec.staging = Some(staged.clone());
@@ -284,7 +343,7 @@ async fn start(
     let id = usize::try_from(flight.claim.item).unwrap_or(0);
     let handle = running.spawn(async move {
         let result = download(&engine, id, &spec).await;
-        (flight, result)
+        Landed::Whole(flight, result)
     });
     Ok(Some(handle))
 }
@@ -301,7 +360,8 @@ async fn download(
 async fn finish(
     pool: &Pool,
     root: &Path,
-    (flight, result): Landed,
+    objects: Option<&Objects>,
+    (flight, result): (Flight, Result<TransferReport, TransferError>),
     summary: &mut WorkerSummary,
 ) -> Result<(), FleetError> {
     let Flight {
@@ -322,8 +382,24 @@ async fn finish(
                 retries: report.retries,
                 encrypted: report.encrypted,
             };
-            let install = || install(&staged, &output);
-            match queue::complete(pool, &claim, &outcome, install).await? {
+            let place = relative(root, &output);
+            let completion = match objects {
+                Some(objects) => {
+                    // Stored before the completion (an object replaced by its own bytes if the
+                    // lease turns out lost), the staged file removed after it.
+                    if let Err(error) = store(objects, &staged, &place).await {
+                        retry_or_give_up(pool, &claim, &error.to_string(), summary).await?;
+                        return Ok(());
+                    }
+                    let remove = || std::fs::remove_file(&staged);
+                    queue::complete(pool, &claim, &outcome, remove).await?
+                }
+                None => {
+                    let install = || install(&staged, &output);
+                    queue::complete(pool, &claim, &outcome, install).await?
+                }
+            };
+            match completion {
                 Completion::Recorded => {
                     summary.completed += 1;
                     summary.bytes += report.fetched;
@@ -335,25 +411,10 @@ async fn finish(
                     let reason = format!("{place} is recorded for another file");
                     give_up(pool, &claim, &reason, summary).await?
                 }
-                Completion::LeaseLost => Completion::LeaseLost,
+                other => other,
             }
         }
-        Err(_) => match outcome_of(root, &result) {
-            skipped @ FileOutcome::Skipped { .. } => {
-                let done = queue::complete(pool, &claim, &skipped, || Ok(())).await?;
-                summary.skipped += u64::from(done == Completion::Recorded);
-                done
-            }
-            FileOutcome::Failed { reason, .. } => match backoff::after_failure(claim.attempts) {
-                Some(delay) => {
-                    let done = queue::retry_later(pool, &claim, &reason, Some(delay)).await?;
-                    summary.retried += u64::from(done == Completion::Recorded);
-                    done
-                }
-                None => give_up(pool, &claim, &reason, summary).await?,
-            },
-            _ => Completion::Recorded,
-        },
+        Err(_) => failed(pool, root, &claim, &result, summary).await?,
     };
     if completion == Completion::LeaseLost {
         // The staged file is left alone: it may be the item's new claimer's by now.
@@ -375,7 +436,56 @@ async fn finish(
     Ok(())
 }
 
-async fn give_up(
+/// Store the staged download as the object `place`.
+async fn store(objects: &Objects, staged: &Path, place: &str) -> Result<(), FleetError> {
+    let content = tokio::fs::read(staged)
+        .await
+        .map_err(|source| FleetError::Install {
+            id: place.to_owned(),
+            source,
+        })?;
+    Ok(objects.put(place, content.into()).await?)
+}
+
+/// A failed transfer: skipped (the file is gone), retried later with backoff, or given up.
+pub(super) async fn failed(
+    pool: &Pool,
+    root: &Path,
+    claim: &Claim,
+    result: &Result<TransferReport, TransferError>,
+    summary: &mut WorkerSummary,
+) -> Result<Completion, FleetError> {
+    Ok(match outcome_of(root, result) {
+        skipped @ FileOutcome::Skipped { .. } => {
+            let done = queue::complete(pool, claim, &skipped, || Ok(())).await?;
+            summary.skipped += u64::from(done == Completion::Recorded);
+            done
+        }
+        FileOutcome::Failed { reason, .. } => {
+            retry_or_give_up(pool, claim, &reason, summary).await?
+        }
+        _ => Completion::Recorded,
+    })
+}
+
+/// Put `claim` back in the queue with backoff, or give it up after too many attempts.
+pub(super) async fn retry_or_give_up(
+    pool: &Pool,
+    claim: &Claim,
+    reason: &str,
+    summary: &mut WorkerSummary,
+) -> Result<Completion, FleetError> {
+    match backoff::after_failure(claim.attempts) {
+        Some(delay) => {
+            let done = queue::retry_later(pool, claim, reason, Some(delay)).await?;
+            summary.retried += u64::from(done == Completion::Recorded);
+            Ok(done)
+        }
+        None => give_up(pool, claim, reason, summary).await,
+    }
+}
+
+pub(super) async fn give_up(
     pool: &Pool,
     claim: &Claim,
     reason: &str,
@@ -388,7 +498,7 @@ async fn give_up(
 
 /// Rename the staged download into place (the parent made if needed), then make the rename
 /// durable.
-fn install(staged: &Path, output: &Path) -> std::io::Result<()> {
+pub(super) fn install(staged: &Path, output: &Path) -> std::io::Result<()> {
     let parent = output.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)?;
     std::fs::rename(staged, output)?;

@@ -12,13 +12,13 @@ use crate::support::postgres::{self, TestDb};
 use crate::support::{data, mock_file, sha256, sha256_file, text};
 
 /// `claudedl` against `api` and `db` (through `$CLAUDEDL_DB`, as a deployment sets it).
-fn claudedl(api: &MockApi, db: &TestDb) -> Command {
+pub(crate) fn claudedl(api: &MockApi, db: &TestDb) -> Command {
     let mut command = crate::api::claudedl(api);
     command.env("CLAUDEDL_DB", &db.url);
     command
 }
 
-async fn run_ok(api: &MockApi, db: &TestDb, args: &[&str]) -> String {
+pub(crate) async fn run_ok(api: &MockApi, db: &TestDb, args: &[&str]) -> String {
     let out = claudedl(api, db).args(args).output().await.unwrap();
     assert_eq!(
         out.status.code(),
@@ -56,23 +56,23 @@ fn expected_hashes(files: &[MockFile]) -> HashMap<String, String> {
 }
 
 /// A fleet database with its schema, and an API serving `files`.
-async fn fleet(files: Vec<MockFile>) -> (MockApi, TestDb) {
+pub(crate) async fn fleet(files: Vec<MockFile>) -> (MockApi, TestDb) {
     let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(files))).await;
     let db = postgres::database();
     run_ok(&api, &db, &["fleet", "init"]).await;
     (api, db)
 }
 
-fn psql(db: &TestDb, sql: &str) -> String {
+pub(crate) fn psql(db: &TestDb, sql: &str) -> String {
     postgres::cluster().psql(&db.name, sql)
 }
 
-fn count(db: &TestDb, sql: &str) -> i64 {
+pub(crate) fn count(db: &TestDb, sql: &str) -> i64 {
     psql(db, sql).parse().unwrap()
 }
 
 /// A worker process on `dir` with JSON output, logs quiet.
-fn spawn_worker(api: &MockApi, db: &TestDb, dir: &str, extra: &[&str]) -> Child {
+pub(crate) fn spawn_worker(api: &MockApi, db: &TestDb, dir: &str, extra: &[&str]) -> Child {
     let mut command = claudedl(api, db);
     command
         .args(["worker", "--data-dir", dir, "--json", "--lease", "2"])
@@ -83,7 +83,7 @@ fn spawn_worker(api: &MockApi, db: &TestDb, dir: &str, extra: &[&str]) -> Child 
 }
 
 /// Poll `done` until it holds (bounded: panics after 60 s).
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
         assert!(
@@ -94,7 +94,7 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-async fn finish(child: Child) -> (ExitStatus, serde_json::Value, String) {
+pub(crate) async fn finish(child: Child) -> (ExitStatus, serde_json::Value, String) {
     let out = child.wait_with_output().await.unwrap();
     let summary = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
     (out.status, summary, text(&out.stderr))

@@ -6,6 +6,7 @@
 //! - `api`: the Claude API commands and `sync` against the bundled mock API.
 //! - `budget`: request counts under a budget, splitting worth its requests, learned rates.
 //! - `fleet`: `claudedl worker` processes on one PostgreSQL queue: kills, drains, enqueue.
+//! - `segments`: one large file in segments over several workers, one of them killed.
 //! - `governor`: the request budget, 429/529 pushback, failover and the bandwidth cap.
 //! - `verify`: `claudedl verify` after a sync into a data directory damaged by hand.
 //! - `config`: the config file, the environment and flags, through `config show` and `sync`.
@@ -38,6 +39,7 @@ mod logs;
 mod nginx;
 mod redirects;
 mod safety;
+mod segments;
 mod small;
 mod support;
 mod verify;

@@ -110,6 +110,45 @@ pub const MIGRATIONS: &[&str] = &[
         halted               TEXT
     );
     "#,
+    // 4: segments (see `crate::fleet::segment`). A file larger than the enqueue's segment size
+    // is queued as items `part` 1..=N, each the byte range `range_start..range_end` (64 KiB
+    // aligned); a whole file is one item with `part` 0 and no range. `done_bytes`: how much of
+    // a segment's range, from its start, is durable in the shared staging file (whole 64 KiB
+    // chunks; a reclaimed segment resumes there). Segments are claimed,
+    // leased and swept like whole items; `part_etag` is an uploaded part's id (S3). A file's
+    // multipart upload, when its output is object storage, is `file_uploads`; its shared age
+    // file, when encrypted, `sealed_files`.
+    r#"
+    ALTER TABLE work_items DROP CONSTRAINT work_items_file_id_key;
+    ALTER TABLE work_items
+        ADD COLUMN part INTEGER NOT NULL DEFAULT 0,
+        ADD COLUMN range_start BIGINT,
+        ADD COLUMN range_end BIGINT,
+        ADD COLUMN part_etag TEXT,
+        ADD COLUMN done_bytes BIGINT NOT NULL DEFAULT 0,
+        ADD CONSTRAINT work_items_part_range CHECK
+            ((part = 0) = (range_start IS NULL) AND (range_start IS NULL) = (range_end IS NULL)
+             AND (range_start IS NULL OR range_start < range_end));
+    CREATE UNIQUE INDEX work_items_by_file_part ON work_items (file_id, part);
+
+    CREATE TABLE file_uploads (
+        file_id     TEXT COLLATE "C" PRIMARY KEY REFERENCES files (id),
+        location    TEXT NOT NULL,
+        upload_id   TEXT NOT NULL,
+        started_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+
+    -- The age file of an encrypted segmented file, shared by its segments' workers: its header
+    -- (for the recipients), payload nonce, and file key wrapped to the resume identity the
+    -- workers share (never in the clear). Deleted when the file is recorded.
+    CREATE TABLE sealed_files (
+        file_id      TEXT COLLATE "C" PRIMARY KEY REFERENCES files (id),
+        header       BYTEA NOT NULL,
+        nonce        BYTEA NOT NULL,
+        recipients   TEXT[] NOT NULL,
+        wrapped_key  TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Creates the version table if needed and serialises migrators.
