@@ -298,12 +298,14 @@ impl Moto {
     }
 }
 
-/// To S3 (moto): 64 MiB in 8 segments over 3 workers, one SIGKILLed after it uploaded a part.
-/// One multipart upload, its parts uploaded by several processes and completed by a survivor;
-/// the object's bytes hash right; the file is recorded once; no other object, no upload left.
+/// To S3 (moto), the case: 256 MiB in 16 segments over 4 workers, one SIGKILLed after
+/// it uploaded a part. One multipart upload, its parts uploaded by several processes and
+/// completed by a survivor; the object's bytes hash right; the file is recorded once; at most
+/// one segment fetched twice (a segment to S3 saves no progress); no upload left.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_file_in_segments_to_s3_survives_a_killed_worker() {
-    const SIZE: u64 = 64 * MIB;
+    const SIZE: u64 = 256 * MIB;
+    const SEGMENT: u64 = 16 * MIB;
     let Some(moto) = Moto::start() else {
         return;
     };
@@ -315,13 +317,13 @@ async fn a_large_file_in_segments_to_s3_survives_a_killed_worker() {
     let small = mock_file("file_small", "small.txt", "2026-08", data(1000, 16));
     let small_hash = sha256(&small.content);
     let (api, db) = fleet_capped(vec![file, small], 8 * MIB).await;
-    let queued = run_ok(&api, &db, &["enqueue", "--json", "--segment-size", "8MiB"]).await;
-    assert!(queued.contains("\"queued\":9"), "{queued}");
+    let queued = run_ok(&api, &db, &["enqueue", "--json", "--segment-size", "16MiB"]).await;
+    assert!(queued.contains("\"queued\":17"), "{queued}");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let output = ["--output", "s3://fleet/backup"];
     let mut victim = moto.worker(&api, &db, d, &output);
-    let others: Vec<_> = (0..2).map(|_| moto.worker(&api, &db, d, &output)).collect();
+    let others: Vec<_> = (0..3).map(|_| moto.worker(&api, &db, d, &output)).collect();
     let victim_pid = victim.id().unwrap();
     let victim_id = || {
         psql(
@@ -376,8 +378,29 @@ async fn a_large_file_in_segments_to_s3_survives_a_killed_worker() {
             &db,
             "SELECT count(*) FROM work_items WHERE state = 'done' AND part_etag IS NOT NULL"
         ),
-        8
+        16
     );
+    let mut starts: HashMap<u64, usize> = HashMap::new();
+    for (request, range) in api
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/content"))
+        .zip(requested(&api))
+    {
+        if request.path.contains("file_s3") {
+            assert!(
+                range.end <= (range.start / SEGMENT + 1) * SEGMENT,
+                "{range:?} crosses a segment"
+            );
+            *starts.entry(range.start).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = starts.iter().filter(|&(_, &n)| n > 1).collect();
+    assert!(
+        twice.len() <= 1,
+        "at most one segment fetched twice: {twice:?}"
+    );
+    assert_eq!(starts.len(), 16, "every segment fetched: {starts:?}");
     let row = psql(
         &db,
         "SELECT state, sha256, path FROM files WHERE id = 'file_s3'",
