@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 validate=${1:-kubernetes-validate}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-for kustomization in volume base overlays/keda overlays/job init; do
+for kustomization in volume base overlays/keda overlays/job overlays/encrypted init; do
   rendered="$out/${kustomization//\//-}.yaml"
   kubectl kustomize "$kustomization" >"$rendered"
   "$validate" --strict --quiet "$rendered"
