@@ -43,26 +43,35 @@ impl Engine {
         let sizes: Option<u64> = specs.iter().map(|s| s.expected_size).sum();
         reporter.queued(specs.len(), sizes);
         let slots = Arc::new(Semaphore::new(files_at_once.max(1)));
-        let mut set = JoinSet::new();
-        for (id, spec) in specs.into_iter().enumerate() {
-            let (engine, slots, reporter) =
-                (self.clone(), Arc::clone(&slots), Arc::clone(&reporter));
-            set.spawn(async move {
-                let slot = slots
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
-                (
-                    id,
-                    engine.download_in(id, &spec, reporter, Some(slot)).await,
-                )
-            });
-        }
         let (send, receive) = mpsc::unbounded_channel();
+        let engine = self.clone();
+        // A transfer's task is spawned once it has its slot: the tasks alive are those in
+        // flight (and small files waiting for their group), whatever the number of specs.
         tokio::spawn(async move {
-            while let Some(joined) = set.join_next().await {
-                // A receiver gone (its caller failed) leaves the rest to finish unheard.
-                let _ = send.send(joined.expect("a transfer task panicked"));
+            let mut specs = specs.into_iter().enumerate();
+            let mut set = JoinSet::new();
+            let mut more = true;
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(joined) = set.join_next() => {
+                        // A receiver gone (its caller failed) leaves the rest to finish unheard.
+                        let _ = send.send(joined.expect("a transfer task panicked"));
+                    }
+                    slot = Arc::clone(&slots).acquire_owned(), if more => {
+                        let slot = slot.expect("the semaphore is never closed");
+                        let Some((id, spec)) = specs.next() else {
+                            more = false;
+                            continue;
+                        };
+                        let (engine, reporter) = (engine.clone(), Arc::clone(&reporter));
+                        set.spawn(async move {
+                            let result = engine.download_in(id, &spec, reporter, Some(slot)).await;
+                            (id, result)
+                        });
+                    }
+                    else => break,
+                }
             }
         });
         receive

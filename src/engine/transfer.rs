@@ -11,8 +11,9 @@
 //!
 //! A file the probe fetched whole (a fresh plain download of at most `min_split` bytes) takes
 //! the small-file path instead: no `.part`, no lock, no resume state; its body is read into
-//! memory and handed to the engine's group committer (`commit`), which writes it, makes it
-//! durable with the other files of its group and renames it into place.
+//! memory, written at once into an unnamed file beside its output and handed to the engine's
+//! group committer (`commit`), which makes it durable with the other files of its group and
+//! names it.
 //!
 //! A file that changed on the server is started over (a bounded number of times); a server
 //! that lied about ranges once is not asked for ranges again during this transfer.
@@ -426,17 +427,18 @@ impl Job {
         self.counts.fetched.fetch_add(total, Ordering::Relaxed);
         let sha256 = super::small::sha256_hex(&body);
         let committer = self.engine.committer();
-        let room = self.cancellable(async { Ok(committer.room(body.len()).await) });
+        let room = self.cancellable(async { Ok(committer.room().await) });
         let room = room.await?;
-        // The body waits for its group in memory: the next file of the batch may start.
+        let failed = |e| Failure::Fatal(TransferError::io("writing", self.spec.output.clone())(e));
+        let staged = super::commit::stage(&self.spec.output, &body).map_err(failed)?;
+        drop(body);
+        // The file waits for its group on disk: the next file of the batch may start.
         drop(self.slot.lock().unwrap().take());
         let committed = self.cancellable(async {
             committer
-                .commit(&self.paths.part, &self.spec.output, body, room)
+                .commit(staged, &self.spec.output, room)
                 .await
-                .map_err(|e| {
-                    Failure::Fatal(TransferError::io("writing", self.spec.output.clone())(e))
-                })
+                .map_err(failed)
         });
         committed.await?;
         Ok(Finished {
