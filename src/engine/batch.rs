@@ -1,9 +1,12 @@
 //! Many files at once: up to `files_at_once` transfers run together, all drawing connections
 //! from the engine's one cap and reusing the one client's pooled connections.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::{Engine, Reporter, TransferError, TransferReport, TransferSpec};
@@ -45,6 +48,7 @@ impl Engine {
         let slots = Arc::new(Semaphore::new(files_at_once.max(1)));
         let (send, receive) = mpsc::unbounded_channel();
         let engine = self.clone();
+        let states = Arc::new(StatesSeen::default());
         // A transfer's task is spawned once it has its slot: the tasks alive are those in
         // flight (and small files waiting for their group), whatever the number of specs.
         tokio::spawn(async move {
@@ -65,8 +69,9 @@ impl Engine {
                             continue;
                         };
                         let (engine, reporter) = (engine.clone(), Arc::clone(&reporter));
+                        let batch = InBatch { slot, states: Arc::clone(&states) };
                         set.spawn(async move {
-                            let result = engine.download_in(id, &spec, reporter, Some(slot)).await;
+                            let result = engine.download_in(id, &spec, reporter, Some(batch)).await;
                             (id, result)
                         });
                     }
@@ -76,4 +81,55 @@ impl Engine {
         });
         receive
     }
+}
+
+/// What a transfer of a batch holds: its slot among the files at once, and the batch's view of
+/// the resume states.
+pub(super) struct InBatch {
+    pub slot: OwnedSemaphorePermit,
+    pub states: Arc<StatesSeen>,
+}
+
+/// The resume states (`*.part.json`) each directory held when the batch first looked at it:
+/// one read of a directory instead of one lookup per file (a lookup of a missing name in a
+/// directory of many files is most of a small file's cost). A state appears only when a
+/// transfer of its own file starts, and every file of a batch is fetched once.
+#[derive(Debug, Default)]
+pub(super) struct StatesSeen {
+    dirs: Mutex<HashMap<PathBuf, Option<Arc<HashSet<OsString>>>>>,
+}
+
+impl StatesSeen {
+    /// Whether the resume state `state` was there (blocking: reads its directory once).
+    pub fn exists(&self, state: &Path) -> bool {
+        let dir = crate::store::atomic::parent_dir(state);
+        let seen = {
+            let mut dirs = self.dirs.lock().unwrap();
+            dirs.entry(dir.to_path_buf())
+                .or_insert_with(|| states_in(dir).map(Arc::new))
+                .clone()
+        };
+        match (seen, state.file_name()) {
+            (Some(names), Some(name)) => names.contains(name),
+            _ => state.exists(),
+        }
+    }
+}
+
+/// The names of the resume states in `dir` (none when it does not exist); `None` when it
+/// cannot be read.
+fn states_in(dir: &Path) -> Option<HashSet<OsString>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(HashSet::new()),
+        Err(_) => return None,
+    };
+    let mut names = HashSet::new();
+    for entry in entries {
+        let name = entry.ok()?.file_name();
+        if name.as_encoded_bytes().ends_with(b".part.json") {
+            names.insert(name);
+        }
+    }
+    Some(names)
 }

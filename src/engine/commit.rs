@@ -33,8 +33,9 @@ use crate::store::atomic::{create_new_no_follow, parent_dir, remove_stale_marked
 
 /// The most files one group commits.
 pub const MAX_GROUP: usize = 1024;
-/// Groups committing at once, at most.
-const COMMITTERS: usize = 4;
+/// Groups committing at once, at most: one names its files while another waits for its
+/// `syncfs`. More make smaller groups, each with a `syncfs` of its own.
+const COMMITTERS: usize = 2;
 /// Staged files waiting for their group, at most (each holds an open file descriptor); fewer
 /// when the limit on open files is low.
 const MOST_WAITING: usize = 8192;

@@ -264,18 +264,26 @@ impl Engine {
         self.download_in(id, spec, reporter, None).await
     }
 
-    /// [`Engine::download`] holding `slot`, one of a batch's files-at-once: a small file gives
-    /// it back as soon as its body is in memory, so the next file starts while it commits.
+    /// [`Engine::download`] as one of a batch's files at once (`batch`): a small file gives its
+    /// slot back as soon as its body is written, so the next file starts while it commits.
     async fn download_in(
         &self,
         id: usize,
         spec: &TransferSpec,
         reporter: Arc<dyn Reporter>,
-        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+        batch: Option<batch::InBatch>,
     ) -> Result<TransferReport, TransferError> {
         let started = Instant::now();
         let counts = Arc::new(events::Counts::default());
-        let result = transfer::download(self, id, spec, Arc::clone(&reporter), &counts, slot).await;
+        let result = Box::pin(transfer::download(
+            self,
+            id,
+            spec,
+            Arc::clone(&reporter),
+            &counts,
+            batch,
+        ))
+        .await;
         events::file_done(spec, &result, &counts, started.elapsed());
         reporter.finished(id, &result);
         result

@@ -34,6 +34,7 @@ use super::response::{
     Failure, RangedReply, Validators, content_length, judge_ranged, size_mismatch, status_failure,
 };
 use super::stream::{Sink, copy_body};
+use super::batch::InBatch;
 use super::writer::PartWriter;
 use super::{
     Engine, Pieces, Reporter, TransferError, TransferReport, TransferSpec, TransferStatus,
@@ -56,13 +57,17 @@ pub async fn download(
     spec: &TransferSpec,
     reporter: Arc<dyn Reporter>,
     counts: &Arc<Counts>,
-    slot: Option<OwnedSemaphorePermit>,
+    batch: Option<InBatch>,
 ) -> Result<TransferReport, TransferError> {
     let mut job = Job::new(engine, id, spec, reporter, Arc::clone(counts));
-    job.slot = Mutex::new(slot);
+    let state_found = match &batch {
+        Some(batch) => batch.states.exists(&job.paths.state),
+        None => job.paths.state.exists(),
+    };
+    job.slot = Mutex::new(batch.map(|batch| batch.slot));
     let job = Arc::new(job);
     let started = Instant::now();
-    if spec.output.exists() && !spec.overwrite && !job.paths.state.exists() {
+    if !spec.overwrite && !state_found && spec.output.exists() {
         return Ok(job.report(TransferStatus::AlreadyPresent, None, started));
     }
     let parents = [spec.output.parent(), job.paths.part.parent()];
@@ -70,19 +75,19 @@ pub async fn download(
         let Some(parent) = parent.filter(|p| !p.as_os_str().is_empty()) else {
             continue;
         };
-        if at == 0 || parents[0] != Some(parent) {
+        if (at == 0 || parents[0] != Some(parent)) && !parent.is_dir() {
             std::fs::create_dir_all(parent).map_err(TransferError::io("creating", parent))?;
         }
     }
     if spec.adopt_output
-        && !job.paths.state.exists()
+        && !state_found
         && let Some(finished) = job.adopt_output().await
     {
         return Ok(job.report(TransferStatus::Downloaded, Some(finished), started));
     }
     // Without a resume state, the `.part` is locked only once there is something to write to
     // it (never for a small file).
-    if job.paths.state.exists() {
+    if state_found {
         job.lock_part()?;
         if let Some(finished) = job.recover_installed().await {
             // The `.part` is the empty file the lock created.
