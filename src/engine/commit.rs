@@ -126,7 +126,9 @@ fn waiting_files() -> usize {
     }
     let open = limit.current.unwrap_or(u64::MAX);
     let free = open.saturating_sub(FDS_KEPT).max(16);
-    usize::try_from(free).unwrap_or(usize::MAX).min(MOST_WAITING)
+    usize::try_from(free)
+        .unwrap_or(usize::MAX)
+        .min(MOST_WAITING)
 }
 
 /// Whether this file system gave unnamed files (`O_TMPFILE`) so far.
@@ -170,7 +172,10 @@ fn temp_name(output: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    parent_dir(output).join(format!(".{name}{SMALL_TEMP_MARK}{seq}.tmp-{}", std::process::id()))
+    parent_dir(output).join(format!(
+        ".{name}{SMALL_TEMP_MARK}{seq}.tmp-{}",
+        std::process::id()
+    ))
 }
 
 async fn run(mut receive: mpsc::UnboundedReceiver<Pending>) {
@@ -322,7 +327,12 @@ mod tests {
             })
             .collect();
         commit_all(&committer, files).await;
-        assert_eq!(names_in(dir.path()).len(), 200, "{:?}", names_in(dir.path()));
+        assert_eq!(
+            names_in(dir.path()).len(),
+            200,
+            "{:?}",
+            names_in(dir.path())
+        );
         for i in 0..200u8 {
             let got = std::fs::read(dir.path().join(format!("f{i}"))).unwrap();
             assert_eq!(got, vec![i; 100 + usize::from(i)]);
@@ -337,7 +347,11 @@ mod tests {
         let committer = Arc::new(Committer::start());
         commit_all(&committer, vec![(output.clone(), b"new".to_vec())]).await;
         assert_eq!(std::fs::read(&output).unwrap(), b"new");
-        assert_eq!(names_in(dir.path()), vec!["f".to_owned()], "no temporary is left");
+        assert_eq!(
+            names_in(dir.path()),
+            vec!["f".to_owned()],
+            "no temporary is left"
+        );
     }
 
     #[test]
@@ -345,8 +359,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("f");
         let staged = stage(&output, b"body").unwrap();
-        assert!(staged.temp.is_none(), "this file system offers unnamed files");
-        assert!(names_in(dir.path()).is_empty(), "nothing under any name yet");
+        assert!(
+            staged.temp.is_none(),
+            "this file system offers unnamed files"
+        );
+        assert!(
+            names_in(dir.path()).is_empty(),
+            "nothing under any name yet"
+        );
         name(&staged, &output).unwrap();
         assert_eq!(std::fs::read(&output).unwrap(), b"body");
     }

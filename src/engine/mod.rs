@@ -275,6 +275,7 @@ impl Engine {
     ) -> Result<TransferReport, TransferError> {
         let started = Instant::now();
         let counts = Arc::new(events::Counts::default());
+        // Boxed: a transfer's future is large, and tasks move it around.
         let result = Box::pin(transfer::download(
             self,
             id,

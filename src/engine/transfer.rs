@@ -27,6 +27,7 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
+use super::batch::InBatch;
 use super::events::Counts;
 use super::ledger::{Hashed, Ledger, checkpoint, checkpoint_loop, hash_prefix};
 use super::plan::{Costs, Plan, Segment};
@@ -34,7 +35,6 @@ use super::response::{
     Failure, RangedReply, Validators, content_length, judge_ranged, size_mismatch, status_failure,
 };
 use super::stream::{Sink, copy_body};
-use super::batch::InBatch;
 use super::writer::PartWriter;
 use super::{
     Engine, Pieces, Reporter, TransferError, TransferReport, TransferSpec, TransferStatus,
