@@ -56,6 +56,8 @@ pub struct Staged {
 struct Pending {
     staged: Staged,
     output: PathBuf,
+    /// Where the file's `.part` and resume state would be (cleaned of leftovers once a run).
+    part_dir: PathBuf,
     done: oneshot::Sender<io::Result<()>>,
     /// The place among those waiting, given back once it is committed.
     _room: OwnedSemaphorePermit,
@@ -87,17 +89,20 @@ impl Committer {
             .expect("the semaphore is never closed")
     }
 
-    /// Make `staged` durable as `output`; returns once it is in place.
+    /// Make `staged` durable as `output` (whose `.part` would be `part`); returns once it is
+    /// in place.
     pub async fn commit(
         &self,
         staged: Staged,
         output: &Path,
+        part: &Path,
         room: OwnedSemaphorePermit,
     ) -> io::Result<()> {
         let (done, heard) = oneshot::channel();
         let pending = Pending {
             staged,
             output: output.to_path_buf(),
+            part_dir: parent_dir(part).to_path_buf(),
             done,
             _room: room,
         };
@@ -196,14 +201,21 @@ async fn run(mut receive: mpsc::UnboundedReceiver<Pending>) {
         }
         let fresh: Vec<PathBuf> = group
             .iter()
-            .map(|p| parent_dir(&p.output).to_path_buf())
+            .flat_map(|p| [parent_dir(&p.output), &p.part_dir])
+            .filter(|dir| !cleaned.contains(*dir))
+            .map(Path::to_path_buf)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .filter(|dir| cleaned.insert(dir.clone()))
             .collect();
         tokio::task::spawn_blocking(move || {
             let _committer = committer;
-            // Temporary small files that killed runs left in these directories (once per run).
+            // What killed runs left in these directories (once per run): temporary small files
+            // and resume states (a small file takes no lock that would clean the latter).
             for dir in fresh {
-                if let Err(e) = remove_stale_marked(&dir, |name| name.contains(SMALL_TEMP_MARK)) {
+                let stale =
+                    |name: &str| name.contains(SMALL_TEMP_MARK) || name.ends_with(".part.json");
+                if let Err(e) = remove_stale_marked(&dir, stale) {
                     tracing::warn!(dir = %dir.display(), "cannot clean stale temporary files: {e}");
                 }
             }
@@ -299,7 +311,7 @@ mod tests {
             waits.spawn(async move {
                 let room = committer.room().await;
                 let staged = stage(&output, &body)?;
-                committer.commit(staged, &output, room).await
+                committer.commit(staged, &output, &output, room).await
             });
         }
         while let Some(result) = waits.join_next().await {

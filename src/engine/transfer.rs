@@ -441,7 +441,7 @@ impl Job {
         drop(self.slot.lock().unwrap().take());
         let committed = self.cancellable(async {
             committer
-                .commit(staged, &self.spec.output, room)
+                .commit(staged, &self.spec.output, &self.paths.part, room)
                 .await
                 .map_err(failed)
         });
