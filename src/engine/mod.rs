@@ -204,6 +204,9 @@ pub struct TransferReport {
     pub encrypted: bool,
     pub duration: Duration,
     pub retries: u32,
+    /// A resume state was kept for the caller to release ([`TransferSpec::keep_state`]); a
+    /// small file never has one.
+    pub state_kept: bool,
 }
 
 /// Hears about progress. Every method has a do-nothing default.

@@ -903,6 +903,7 @@ impl Job {
             encrypted: self.spec.encrypt.is_some(),
             duration: started.elapsed(),
             retries: self.counts.retries.load(Ordering::Relaxed),
+            state_kept: self.spec.keep_state && self.part_lock.get().is_some(),
         }
     }
 }

@@ -251,7 +251,9 @@ fn record_landed(
             (Ok(()), FileOutcome::Complete { .. }, Ok(report)) => {
                 summary.downloaded += 1;
                 summary.bytes += report.fetched;
-                release_state(spec)?;
+                if report.state_kept {
+                    release_state(spec)?;
+                }
             }
             (Ok(()), FileOutcome::Skipped { reason }, _) => {
                 summary.skipped.push((id.clone(), reason.clone()))
