@@ -48,7 +48,7 @@ impl Engine {
         let slots = Arc::new(Semaphore::new(files_at_once.max(1)));
         let (send, receive) = mpsc::unbounded_channel();
         let engine = self.clone();
-        let states = Arc::new(StatesSeen::default());
+        let seen = Arc::new(DirsSeen::default());
         // A transfer's task is spawned once it has its slot: the tasks alive are those in
         // flight (and small files waiting for their group), whatever the number of specs.
         tokio::spawn(async move {
@@ -69,7 +69,7 @@ impl Engine {
                             continue;
                         };
                         let (engine, reporter) = (engine.clone(), Arc::clone(&reporter));
-                        let batch = InBatch { slot, states: Arc::clone(&states) };
+                        let batch = InBatch { slot, seen: Arc::clone(&seen) };
                         set.spawn(async move {
                             let result = engine.download_in(id, &spec, reporter, Some(batch)).await;
                             (id, result)
@@ -84,52 +84,75 @@ impl Engine {
 }
 
 /// What a transfer of a batch holds: its slot among the files at once, and the batch's view of
-/// the resume states.
+/// its directories.
 pub(super) struct InBatch {
     pub slot: OwnedSemaphorePermit,
-    pub states: Arc<StatesSeen>,
+    pub seen: Arc<DirsSeen>,
 }
 
-/// The resume states (`*.part.json`) each directory held when the batch first looked at it:
-/// one read of a directory instead of one lookup per file (a lookup of a missing name in a
-/// directory of many files is most of a small file's cost). A state appears only when a
-/// transfer of its own file starts, and every file of a batch is fetched once.
+/// What each directory held when the batch first looked at it: one read of a directory
+/// instead of a lookup per file (a lookup of a missing name in a directory of many files is
+/// much of a small file's cost). A resume state appears only when a transfer of its own file
+/// starts, an output only when its own transfer ends, and every file of a batch is fetched
+/// once; a name the listing holds is looked up again.
 #[derive(Debug, Default)]
-pub(super) struct StatesSeen {
-    dirs: Mutex<HashMap<PathBuf, Option<Arc<HashSet<OsString>>>>>,
+pub(super) struct DirsSeen {
+    dirs: Mutex<HashMap<PathBuf, Option<Arc<Listing>>>>,
 }
 
-impl StatesSeen {
-    /// Whether the resume state `state` was there (blocking: reads its directory once).
-    pub fn exists(&self, state: &Path) -> bool {
-        let dir = crate::store::atomic::parent_dir(state);
-        let seen = {
-            let mut dirs = self.dirs.lock().unwrap();
-            dirs.entry(dir.to_path_buf())
-                .or_insert_with(|| states_in(dir).map(Arc::new))
-                .clone()
-        };
-        match (seen, state.file_name()) {
-            (Some(names), Some(name)) => names.contains(name),
+#[derive(Debug, Default)]
+struct Listing {
+    /// The names of resume states (`*.part.json`).
+    states: HashSet<OsString>,
+    /// Hashes of every name (8 bytes a name, whatever its length).
+    names: HashSet<u64>,
+}
+
+impl DirsSeen {
+    /// Whether the resume state `state` is there (blocking: reads its directory once).
+    pub fn state_exists(&self, state: &Path) -> bool {
+        match (self.listing(state), state.file_name()) {
+            (Some(listing), Some(name)) => listing.states.contains(name),
             _ => state.exists(),
         }
     }
-}
 
-/// The names of the resume states in `dir` (none when it does not exist); `None` when it
-/// cannot be read.
-fn states_in(dir: &Path) -> Option<HashSet<OsString>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(HashSet::new()),
-        Err(_) => return None,
-    };
-    let mut names = HashSet::new();
-    for entry in entries {
-        let name = entry.ok()?.file_name();
-        if name.as_encoded_bytes().ends_with(b".part.json") {
-            names.insert(name);
+    /// Whether `output` is there (blocking: reads its directory once).
+    pub fn output_exists(&self, output: &Path) -> bool {
+        match (self.listing(output), output.file_name()) {
+            (Some(listing), Some(name)) if !listing.names.contains(&name_hash(name)) => false,
+            _ => output.exists(),
         }
     }
-    Some(names)
+
+    fn listing(&self, path: &Path) -> Option<Arc<Listing>> {
+        let dir = crate::store::atomic::parent_dir(path);
+        let mut dirs = self.dirs.lock().unwrap();
+        dirs.entry(dir.to_path_buf())
+            .or_insert_with(|| listing_of(dir).map(Arc::new))
+            .clone()
+    }
+}
+
+fn name_hash(name: &std::ffi::OsStr) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(name)
+}
+
+/// What `dir` holds (nothing when it does not exist); `None` when it cannot be read.
+fn listing_of(dir: &Path) -> Option<Listing> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(Listing::default()),
+        Err(_) => return None,
+    };
+    let mut listing = Listing::default();
+    for entry in entries {
+        let name = entry.ok()?.file_name();
+        listing.names.insert(name_hash(&name));
+        if name.as_encoded_bytes().ends_with(b".part.json") {
+            listing.states.insert(name);
+        }
+    }
+    Some(listing)
 }

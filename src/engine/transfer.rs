@@ -61,13 +61,18 @@ pub async fn download(
 ) -> Result<TransferReport, TransferError> {
     let mut job = Job::new(engine, id, spec, reporter, Arc::clone(counts));
     let state_found = match &batch {
-        Some(batch) => batch.states.exists(&job.paths.state),
+        Some(batch) => batch.seen.state_exists(&job.paths.state),
         None => job.paths.state.exists(),
     };
+    let output_found = || match &batch {
+        Some(batch) => batch.seen.output_exists(&spec.output),
+        None => spec.output.exists(),
+    };
+    let present = !spec.overwrite && !state_found && output_found();
     job.slot = Mutex::new(batch.map(|batch| batch.slot));
     let job = Arc::new(job);
     let started = Instant::now();
-    if !spec.overwrite && !state_found && spec.output.exists() {
+    if present {
         return Ok(job.report(TransferStatus::AlreadyPresent, None, started));
     }
     let parents = [spec.output.parent(), job.paths.part.parent()];
