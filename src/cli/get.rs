@@ -25,9 +25,9 @@ const WINDOW: usize = 4096;
 
 pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let list = UrlList::of(&args)?;
-    let survey = list.survey(&args)?;
-    let headers = parse_headers(&args.headers)?;
     let api = ApiConfig::from_settings(&global.settings, Pagination::Ga).ok();
+    let survey = list.survey(api.as_ref())?;
+    let headers = parse_headers(&args.headers)?;
     let encrypt = args.encrypt.encryption(&global.settings)?;
     let to_stdout = args.output.as_deref().is_some_and(pipe::is_stdio);
     if to_stdout && encrypt.is_some() {
@@ -36,14 +36,13 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
         ));
     }
     check_outputs(&args, survey.count)?;
-    let on_api = api
+    // Requests to the API's origin are API traffic, paced by its budget; plain URLs are not
+    // (unless `--rpm` is given).
+    let api_base = api
         .as_ref()
-        .filter(|api| survey.origins.contains(&api.base_url.origin()));
-    let (client, engine) = common::engine(
-        &global.network,
-        on_api.map(|api| &api.base_url),
-        args.location_trusted,
-    )?;
+        .filter(|_| survey.on_api)
+        .map(|api| &api.base_url);
+    let (client, engine) = common::engine(&global.network, api_base, args.location_trusted)?;
     common::cancel_on_ctrl_c(engine.cancel_token());
     let mut taken = HashSet::new();
     let mut urls = list.urls()?;
@@ -96,8 +95,8 @@ struct UrlList {
 /// What the first pass over the URLs found.
 struct Survey {
     count: usize,
-    /// The origins of the URLs (one per host in practice).
-    origins: HashSet<url::Origin>,
+    /// Some URL is on the Claude API's origin.
+    on_api: bool,
 }
 
 impl UrlList {
@@ -118,18 +117,18 @@ impl UrlList {
         Ok(list)
     }
 
-    /// Every URL checked before anything is fetched: their number and origins.
-    fn survey(&self, _args: &GetArgs) -> anyhow::Result<Survey> {
+    /// Every URL checked before anything is fetched: their number, and whether one is on the
+    /// origin of `api`.
+    fn survey(&self, api: Option<&ApiConfig>) -> anyhow::Result<Survey> {
+        let api_origin = api.map(|api| api.base_url.origin());
         let mut survey = Survey {
             count: 0,
-            origins: HashSet::new(),
+            on_api: false,
         };
         for url in self.urls()? {
             let url = url?;
             survey.count += 1;
-            if !survey.origins.contains(&url.origin()) {
-                survey.origins.insert(url.origin());
-            }
+            survey.on_api |= api_origin.as_ref().is_some_and(|o| *o == url.origin());
         }
         if survey.count == 0 {
             bail!(usage("no URL given: pass URLs or -i FILE"));
