@@ -10,7 +10,7 @@
 //!    `.NAME.part~N.tmp-PID` beside the output);
 //! 2. one `syncfs` makes the content of the whole group durable;
 //! 3. each file is linked under its final name (an existing file is replaced by a rename);
-//!    each directory holding a final name is synced once;
+//!    a second `syncfs` makes the names durable;
 //! 4. only then does each waiting transfer hear that its file is done.
 //!
 //! A crash leaves a final name either absent (or holding its previous file) or holding the whole
@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::store::atomic::{create_new_no_follow, parent_dir, remove_stale_marked, sync_dir};
+use crate::store::atomic::{create_new_no_follow, parent_dir, remove_stale_marked};
 
 /// The most files one group commits.
 pub const MAX_GROUP: usize = 1024;
@@ -228,10 +228,14 @@ async fn run(mut receive: mpsc::UnboundedReceiver<Pending>) {
     }
 }
 
-/// Sync once, name each file, sync the directories (blocking). One result per file.
+/// Sync once, name each file, sync again (blocking). One result per file.
+///
+/// The second `syncfs` makes the new names durable together with what linking changed in each
+/// file (its link count): syncing only the directories would leave the latter to the file
+/// system's journal, and this disk may have none.
 fn commit_group(group: &[Pending]) -> Vec<io::Result<()>> {
-    let synced = rustix::fs::syncfs(&group[0].staged.file).map_err(io::Error::from);
-    let mut dirs = BTreeSet::new();
+    let any = &group[0].staged.file;
+    let synced = rustix::fs::syncfs(any).map_err(io::Error::from);
     let mut results: Vec<io::Result<()>> = group
         .iter()
         .map(|pending| {
@@ -239,26 +243,17 @@ fn commit_group(group: &[Pending]) -> Vec<io::Result<()>> {
                 Ok(()) => name(&pending.staged, &pending.output),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             };
-            match &named {
-                Ok(()) => {
-                    dirs.insert(parent_dir(&pending.output).to_path_buf());
-                }
-                Err(_) => {
-                    if let Some(temp) = &pending.staged.temp {
-                        let _ = std::fs::remove_file(temp);
-                    }
-                }
+            if let (Err(_), Some(temp)) = (&named, &pending.staged.temp) {
+                let _ = std::fs::remove_file(temp);
             }
             named
         })
         .collect();
-    for dir in dirs {
-        if let Err(e) = sync_dir(&dir) {
-            for (pending, result) in group.iter().zip(results.iter_mut()) {
-                if result.is_ok() && parent_dir(&pending.output) == dir {
-                    *result = Err(io::Error::new(e.kind(), e.to_string()));
-                }
-            }
+    if results.iter().any(Result::is_ok)
+        && let Err(e) = rustix::fs::syncfs(any).map_err(io::Error::from)
+    {
+        for result in results.iter_mut().filter(|r| r.is_ok()) {
+            *result = Err(io::Error::new(e.kind(), e.to_string()));
         }
     }
     results
