@@ -272,6 +272,17 @@ pub fn print_results(
     json: bool,
     bars: &Bars,
 ) -> ExitStatus {
+    let failures = print_items(results, targets, json, bars);
+    ExitStatus::of_items(&failures, failures.len() < results.len())
+}
+
+/// [`print_results`] of one part of a run: the statuses of its failures.
+pub fn print_items(
+    results: &[Result<TransferReport, TransferError>],
+    targets: &[Target],
+    json: bool,
+    bars: &Bars,
+) -> Vec<ExitStatus> {
     let mut failures = Vec::new();
     for (i, result) in results.iter().enumerate() {
         match result {
@@ -302,7 +313,7 @@ pub fn print_results(
             }
         }
     }
-    ExitStatus::of_items(&failures, failures.len() < results.len())
+    failures
 }
 
 /// The outcome of a download piped to stdout (stdout carries the content: nothing else goes

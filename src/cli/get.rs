@@ -1,7 +1,8 @@
 //! `claudedl get`: download URLs to files.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::io::BufRead;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -18,10 +19,15 @@ use super::common::{self, ExitStatus, GlobalArgs, Target, UsageError};
 use super::pipe;
 use super::progress::Bars;
 
+/// URLs planned and downloaded at once: a window's specs, tasks and results are all a run
+/// holds, whatever the length of the list (files at once still flow within a window).
+const WINDOW: usize = 4096;
+
 pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    let urls = collect_urls(&args)?;
-    let headers = parse_headers(&args.headers)?;
+    let list = UrlList::of(&args)?;
     let api = ApiConfig::from_settings(&global.settings, Pagination::Ga).ok();
+    let survey = list.survey(api.as_ref())?;
+    let headers = parse_headers(&args.headers)?;
     let encrypt = args.encrypt.encryption(&global.settings)?;
     let to_stdout = args.output.as_deref().is_some_and(pipe::is_stdio);
     if to_stdout && encrypt.is_some() {
@@ -29,66 +35,139 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
             "-o - writes plaintext to stdout: drop --encrypt-to (or pipe into age)"
         ));
     }
-    let specs = plan_outputs(&args, &urls, &headers, api.as_ref(), encrypt)?;
-    let api_base = api_traffic(&urls, api.as_ref());
+    check_outputs(&args, survey.count)?;
+    // Requests to the API's origin are API traffic, paced by its budget; plain URLs are not
+    // (unless `--rpm` is given).
+    let api_base = api
+        .as_ref()
+        .filter(|_| survey.on_api)
+        .map(|api| &api.base_url);
     let (client, engine) = common::engine(&global.network, api_base, args.location_trusted)?;
     common::cancel_on_ctrl_c(engine.cancel_token());
+    let mut taken = HashSet::new();
+    let mut urls = list.urls()?;
     if to_stdout {
+        let first: Vec<Url> = urls.by_ref().take(1).collect::<anyhow::Result<_>>()?;
+        let specs = plan_outputs(&args, &first, &headers, api.as_ref(), encrypt, &mut taken);
         let spec = &specs[0];
         let result =
             pipe::to_stdout(&client, &spec.url, &spec.headers, &engine.cancel_token()).await;
         common::report_traffic(&client, global);
         return Ok(common::print_piped(result, &Target::of(spec)));
     }
-    let visible = global.bars_visible(args.json);
-    let names = specs.iter().map(|s| display_name(&s.output)).collect();
-    let targets: Vec<Target> = specs.iter().map(Target::of).collect();
-    let bars = Arc::new(Bars::new(names, visible));
-    let results = engine
-        .download_all(specs, args.jobs.into(), bars.clone())
-        .await;
-    let status = common::print_results(&results, &targets, args.json, &bars);
-    common::report_traffic(&client, global);
-    Ok(status)
-}
-
-/// The API's base URL when a URL is on its origin: those requests are API traffic, paced by
-/// its budget; plain URLs are not (unless `--rpm` is given).
-fn api_traffic<'a>(urls: &[Url], api: Option<&'a ApiConfig>) -> Option<&'a Url> {
-    let api = api?;
-    let on_api = urls.iter().any(|url| url.origin() == api.base_url.origin());
-    on_api.then_some(&api.base_url)
-}
-
-fn collect_urls(args: &GetArgs) -> anyhow::Result<Vec<Url>> {
-    let mut lines = args.urls.clone();
-    if let Some(file) = &args.input_file {
-        let text = if pipe::is_stdio(file) {
-            pipe::read_stdin().context("cannot read the URL list from stdin")?
-        } else {
-            std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read the URL list {}", file.display()))?
-        };
-        lines.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_owned),
+    let bars = Arc::new(Bars::new(Vec::new(), global.bars_visible(args.json)));
+    let (mut failures, mut count) = (Vec::new(), 0);
+    loop {
+        let window: Vec<Url> = urls.by_ref().take(WINDOW).collect::<anyhow::Result<_>>()?;
+        if window.is_empty() {
+            break;
+        }
+        let specs = plan_outputs(
+            &args,
+            &window,
+            &headers,
+            api.as_ref(),
+            encrypt.clone(),
+            &mut taken,
         );
+        let targets: Vec<Target> = specs.iter().map(Target::of).collect();
+        count += specs.len();
+        let results = engine
+            .download_all(specs, args.jobs.into(), bars.clone())
+            .await;
+        failures.extend(common::print_items(&results, &targets, args.json, &bars));
+        if engine.cancel_token().is_cancelled() {
+            break;
+        }
     }
-    if lines.is_empty() {
-        bail!(usage("no URL given: pass URLs or -i FILE"));
-    }
-    lines
-        .iter()
-        .map(|line| {
-            let url = Url::parse(line).map_err(|e| usage(&format!("invalid URL {line:?}: {e}")))?;
-            match url.scheme() {
-                "http" | "https" => Ok(url),
-                other => Err(usage(&format!("unsupported scheme {other:?} in {line:?}")).into()),
+    common::report_traffic(&client, global);
+    Ok(ExitStatus::of_items(&failures, failures.len() < count))
+}
+
+/// Where the URLs come from: the command line, then the lines of `-i FILE` (read again for each
+/// pass, never held whole) or of stdin (held as text).
+struct UrlList {
+    given: Vec<String>,
+    file: Option<PathBuf>,
+    stdin: Option<String>,
+}
+
+/// What the first pass over the URLs found.
+struct Survey {
+    count: usize,
+    /// Some URL is on the Claude API's origin.
+    on_api: bool,
+}
+
+impl UrlList {
+    fn of(args: &GetArgs) -> anyhow::Result<UrlList> {
+        let mut list = UrlList {
+            given: args.urls.clone(),
+            file: None,
+            stdin: None,
+        };
+        match &args.input_file {
+            Some(file) if pipe::is_stdio(file) => {
+                let text = pipe::read_stdin().context("cannot read the URL list from stdin")?;
+                list.stdin = Some(text);
             }
-        })
-        .collect()
+            Some(file) => list.file = Some(file.clone()),
+            None => {}
+        }
+        Ok(list)
+    }
+
+    /// Every URL checked before anything is fetched: their number, and whether one is on the
+    /// origin of `api`.
+    fn survey(&self, api: Option<&ApiConfig>) -> anyhow::Result<Survey> {
+        let api_origin = api.map(|api| api.base_url.origin());
+        let mut survey = Survey {
+            count: 0,
+            on_api: false,
+        };
+        for url in self.urls()? {
+            let url = url?;
+            survey.count += 1;
+            survey.on_api |= api_origin.as_ref().is_some_and(|o| *o == url.origin());
+        }
+        if survey.count == 0 {
+            bail!(usage("no URL given: pass URLs or -i FILE"));
+        }
+        Ok(survey)
+    }
+
+    /// The URLs in order, each parsed and checked.
+    fn urls(&self) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Url>> + '_> {
+        let listed: Box<dyn Iterator<Item = anyhow::Result<String>>> =
+            match (&self.file, &self.stdin) {
+                (Some(file), _) => {
+                    let opened = std::fs::File::open(file)
+                        .with_context(|| format!("cannot read the URL list {}", file.display()))?;
+                    let lines = std::io::BufReader::new(opened).lines().map(move |line| {
+                        line.with_context(|| format!("cannot read the URL list {}", file.display()))
+                    });
+                    Box::new(lines)
+                }
+                (None, Some(text)) => Box::new(text.lines().map(|line| Ok(line.to_owned()))),
+                (None, None) => Box::new(std::iter::empty()),
+            };
+        let listed = listed.filter(|line| {
+            line.as_ref()
+                .map_or(true, |l| !l.trim().is_empty() && !l.trim().starts_with('#'))
+        });
+        let given = self.given.iter().map(|line| Ok(line.clone()));
+        Ok(given
+            .chain(listed)
+            .map(|line| line.and_then(|line| parse_url(line.trim()))))
+    }
+}
+
+fn parse_url(line: &str) -> anyhow::Result<Url> {
+    let url = Url::parse(line).map_err(|e| usage(&format!("invalid URL {line:?}: {e}")))?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        other => Err(usage(&format!("unsupported scheme {other:?} in {line:?}")).into()),
+    }
 }
 
 fn parse_headers(lines: &[String]) -> anyhow::Result<HeaderMap> {
@@ -101,30 +180,35 @@ fn parse_headers(lines: &[String]) -> anyhow::Result<HeaderMap> {
     Ok(headers)
 }
 
+/// `-o` names one file; `-o` and `-d` are local paths.
+fn check_outputs(args: &GetArgs, count: usize) -> anyhow::Result<()> {
+    if args.output.is_some() && count > 1 {
+        bail!(usage("-o names one file; use -d DIR for several URLs"));
+    }
+    for path in args.output.iter().chain(&args.dir) {
+        common::local_path(path)?;
+    }
+    Ok(())
+}
+
 /// Where each URL goes: `-o` for a single URL, else `-d` (or the current directory) plus a safe
-/// name from the URL's last path segment, made unique within this run.
+/// name from the URL's last path segment, made unique within this run (`taken`).
 fn plan_outputs(
     args: &GetArgs,
     urls: &[Url],
     headers: &HeaderMap,
     api: Option<&ApiConfig>,
     encrypt: Option<Arc<Encryption>>,
-) -> anyhow::Result<Vec<TransferSpec>> {
-    if args.output.is_some() && urls.len() > 1 {
-        bail!(usage("-o names one file; use -d DIR for several URLs"));
-    }
-    for path in args.output.iter().chain(&args.dir) {
-        common::local_path(path)?;
-    }
+    taken: &mut HashSet<String>,
+) -> Vec<TransferSpec> {
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    let mut taken = HashSet::new();
     // Requests to the Claude API's origin carry the key from ANTHROPIC_API_KEY or the config
     // file (never from the command line, where other users could read it); `-H` headers take
     // precedence.
     let specs = urls.iter().map(|url| {
         let output = match &args.output {
             Some(output) => output.clone(),
-            None => dir.join(unique_name(&name_from_url(url), &mut taken)),
+            None => dir.join(unique_name(&name_from_url(url), taken)),
         };
         let output = output_path(output, encrypt.is_some());
         let mut headers_for_url = api.map(|api| api.headers_for(url)).unwrap_or_default();
@@ -136,7 +220,7 @@ fn plan_outputs(
             ..TransferSpec::new(url.clone(), output)
         }
     });
-    Ok(specs.collect())
+    specs.collect()
 }
 
 fn name_from_url(url: &Url) -> String {
@@ -160,12 +244,6 @@ fn unique_name(name: &str, taken: &mut HashSet<String>) -> String {
         n += 1;
     }
     candidate
-}
-
-fn display_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 fn usage(message: &str) -> UsageError {

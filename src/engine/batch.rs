@@ -1,9 +1,12 @@
 //! Many files at once: up to `files_at_once` transfers run together, all drawing connections
 //! from the engine's one cap and reusing the one client's pooled connections.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::{Engine, Reporter, TransferError, TransferReport, TransferSpec};
@@ -43,28 +46,113 @@ impl Engine {
         let sizes: Option<u64> = specs.iter().map(|s| s.expected_size).sum();
         reporter.queued(specs.len(), sizes);
         let slots = Arc::new(Semaphore::new(files_at_once.max(1)));
-        let mut set = JoinSet::new();
-        for (id, spec) in specs.into_iter().enumerate() {
-            let (engine, slots, reporter) =
-                (self.clone(), Arc::clone(&slots), Arc::clone(&reporter));
-            set.spawn(async move {
-                let slot = slots
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
-                (
-                    id,
-                    engine.download_in(id, &spec, reporter, Some(slot)).await,
-                )
-            });
-        }
         let (send, receive) = mpsc::unbounded_channel();
+        let engine = self.clone();
+        let seen = Arc::new(DirsSeen::default());
+        // A transfer's task is spawned once it has its slot: the tasks alive are those in
+        // flight (and small files waiting for their group), whatever the number of specs.
         tokio::spawn(async move {
-            while let Some(joined) = set.join_next().await {
-                // A receiver gone (its caller failed) leaves the rest to finish unheard.
-                let _ = send.send(joined.expect("a transfer task panicked"));
+            let mut specs = specs.into_iter().enumerate();
+            let mut set = JoinSet::new();
+            let mut more = true;
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(joined) = set.join_next() => {
+                        // A receiver gone (its caller failed) leaves the rest to finish unheard.
+                        let _ = send.send(joined.expect("a transfer task panicked"));
+                    }
+                    slot = Arc::clone(&slots).acquire_owned(), if more => {
+                        let slot = slot.expect("the semaphore is never closed");
+                        let Some((id, spec)) = specs.next() else {
+                            more = false;
+                            continue;
+                        };
+                        let (engine, reporter) = (engine.clone(), Arc::clone(&reporter));
+                        let batch = InBatch { slot, seen: Arc::clone(&seen) };
+                        set.spawn(async move {
+                            let result = engine.download_in(id, &spec, reporter, Some(batch)).await;
+                            (id, result)
+                        });
+                    }
+                    else => break,
+                }
             }
         });
         receive
     }
+}
+
+/// What a transfer of a batch holds: its slot among the files at once, and the batch's view of
+/// its directories.
+pub(super) struct InBatch {
+    pub slot: OwnedSemaphorePermit,
+    pub seen: Arc<DirsSeen>,
+}
+
+/// What each directory held when the batch first looked at it: one read of a directory
+/// instead of a lookup per file (a lookup of a missing name in a directory of many files is
+/// much of a small file's cost). A resume state appears only when a transfer of its own file
+/// starts, an output only when its own transfer ends, and every file of a batch is fetched
+/// once; a name the listing holds is looked up again.
+#[derive(Debug, Default)]
+pub(super) struct DirsSeen {
+    dirs: Mutex<HashMap<PathBuf, Option<Arc<Listing>>>>,
+}
+
+#[derive(Debug, Default)]
+struct Listing {
+    /// The names of resume states (`*.part.json`).
+    states: HashSet<OsString>,
+    /// Hashes of every name (8 bytes a name, whatever its length).
+    names: HashSet<u64>,
+}
+
+impl DirsSeen {
+    /// Whether the resume state `state` is there (blocking: reads its directory once).
+    pub fn state_exists(&self, state: &Path) -> bool {
+        match (self.listing(state), state.file_name()) {
+            (Some(listing), Some(name)) => listing.states.contains(name),
+            _ => state.exists(),
+        }
+    }
+
+    /// Whether `output` is there (blocking: reads its directory once).
+    pub fn output_exists(&self, output: &Path) -> bool {
+        match (self.listing(output), output.file_name()) {
+            (Some(listing), Some(name)) if !listing.names.contains(&name_hash(name)) => false,
+            _ => output.exists(),
+        }
+    }
+
+    fn listing(&self, path: &Path) -> Option<Arc<Listing>> {
+        let dir = crate::store::atomic::parent_dir(path);
+        let mut dirs = self.dirs.lock().unwrap();
+        dirs.entry(dir.to_path_buf())
+            .or_insert_with(|| listing_of(dir).map(Arc::new))
+            .clone()
+    }
+}
+
+fn name_hash(name: &std::ffi::OsStr) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(name)
+}
+
+/// What `dir` holds (nothing when it does not exist); `None` when it cannot be read.
+fn listing_of(dir: &Path) -> Option<Listing> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(Listing::default()),
+        Err(_) => return None,
+    };
+    let mut listing = Listing::default();
+    for entry in entries {
+        let name = entry.ok()?.file_name();
+        listing.names.insert(name_hash(&name));
+        if name.as_encoded_bytes().ends_with(b".part.json") {
+            listing.states.insert(name);
+        }
+    }
+    Some(listing)
 }

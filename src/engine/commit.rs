@@ -1,45 +1,65 @@
-//! Group commit for small files: a file fetched whole in one request is handed over in memory
-//! and written, made durable and renamed into place together with every other file that landed
-//! meanwhile, on one blocking thread per group (never one per file).
+//! Group commit for small files: a file fetched whole in one request is written at once by its
+//! transfer (no thread hop) into an unnamed file in its output's directory, then made durable
+//! and given its name together with every other file that landed meanwhile. Several groups
+//! commit at once, each on a blocking thread of its own (never one thread per file).
 //!
-//! A group forms while the previous one commits, so a lone file waits for no timer and a busy
-//! run commits in groups of up to [`MAX_GROUP`] files. For each group:
-//! 1. each file is written whole to a temporary name beside its `.part` (`.NAME.part~N.tmp-PID`);
-//! 2. one `syncfs` makes all of their content durable at once;
-//! 3. each is renamed to its final name; each directory holding a final name is synced once;
+//! A group forms while the committers are busy, so a lone file waits for no timer and a busy
+//! run commits in groups of up to [`MAX_GROUP`] files. For each file and group:
+//! 1. the transfer writes the body whole into an `O_TMPFILE` of the output's directory (an
+//!    inode without a name; where the file system has none, a temporary name
+//!    `.NAME.part~N.tmp-PID` beside the output);
+//! 2. one `syncfs` makes the content of the whole group durable;
+//! 3. each file is linked under its final name (an existing file is replaced by a rename);
+//!    a second `syncfs` makes the names durable;
 //! 4. only then does each waiting transfer hear that its file is done.
 //!
 //! A crash leaves a final name either absent (or holding its previous file) or holding the whole
-//! new file, never a partial or empty one; leftovers are temporary names of a dead process.
+//! new file, never a partial or empty one. An unnamed file of a killed run has no name to leave
+//! behind (the file system reclaims it); temporary names of dead processes are removed by the
+//! next run that commits into their directory.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use bytes::Bytes;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::store::atomic::{create_new_no_follow, parent_dir, remove_stale_marked, sync_dir};
+use crate::store::atomic::{create_new_no_follow, parent_dir, remove_stale_marked};
 
 /// The most files one group commits.
 pub const MAX_GROUP: usize = 1024;
-/// Bodies waiting for their group take at most this much memory (in 4 KiB pages: 64 MiB).
-const ROOM_PAGES: usize = 16 * 1024;
-const PAGE: usize = 4096;
+/// Groups committing at once, at most: one names its files while another waits for its
+/// `syncfs`. More make smaller groups, each with a `syncfs` of its own.
+const COMMITTERS: usize = 2;
+/// Staged files waiting for their group, at most (each holds an open file descriptor); fewer
+/// when the limit on open files is low.
+const MOST_WAITING: usize = 8192;
+/// Open files left for everything else (connections, `.part`s, the index).
+const FDS_KEPT: u64 = 256;
 /// Marks the temporary names of small files (`.NAME.part~N.tmp-PID`).
 pub const SMALL_TEMP_MARK: &str = ".part~";
 
+/// A body written whole, waiting for its group to make it durable and name it.
+#[derive(Debug)]
+pub struct Staged {
+    file: File,
+    /// The temporary name it has, where the file system offers no unnamed files.
+    temp: Option<PathBuf>,
+}
+
 /// One file waiting for its group.
 struct Pending {
-    temp: PathBuf,
+    staged: Staged,
     output: PathBuf,
-    body: Bytes,
+    /// Where the file's `.part` and resume state would be (cleaned of leftovers once a run).
+    part_dir: PathBuf,
     done: oneshot::Sender<io::Result<()>>,
-    /// The memory the body takes, given back once it is committed.
+    /// The place among those waiting, given back once it is committed.
     _room: OwnedSemaphorePermit,
 }
 
@@ -57,32 +77,32 @@ impl Committer {
         tokio::spawn(run(receive));
         Committer {
             queue,
-            room: Arc::new(Semaphore::new(ROOM_PAGES)),
+            room: Arc::new(Semaphore::new(waiting_files())),
         }
     }
 
-    /// Wait until a body of `len` bytes may wait for its group (bounded memory).
-    pub async fn room(&self, len: usize) -> OwnedSemaphorePermit {
-        let pages = len.div_ceil(PAGE).clamp(1, ROOM_PAGES);
+    /// Wait until one more staged file may wait for its group (bounded open files).
+    pub async fn room(&self) -> OwnedSemaphorePermit {
         Arc::clone(&self.room)
-            .acquire_many_owned(pages as u32)
+            .acquire_owned()
             .await
             .expect("the semaphore is never closed")
     }
 
-    /// Write `body` as `output` (staged beside `part`), durably; returns once it is in place.
+    /// Make `staged` durable as `output` (whose `.part` would be `part`); returns once it is
+    /// in place.
     pub async fn commit(
         &self,
-        part: &Path,
+        staged: Staged,
         output: &Path,
-        body: Bytes,
+        part: &Path,
         room: OwnedSemaphorePermit,
     ) -> io::Result<()> {
         let (done, heard) = oneshot::channel();
         let pending = Pending {
-            temp: temp_name(part),
+            staged,
             output: output.to_path_buf(),
-            body,
+            part_dir: parent_dir(part).to_path_buf(),
             done,
             _room: room,
         };
@@ -95,21 +115,83 @@ impl Committer {
     }
 }
 
-/// A temporary name no other small file of this process uses: `.NAME~N.tmp-PID` for the
-/// `.part` NAME.
-fn temp_name(part: &Path) -> PathBuf {
+/// How many staged files may wait: raises the soft limit on open files to the hard one, and
+/// keeps [`FDS_KEPT`] of it for the rest of the process.
+fn waiting_files() -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            ..limit
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            limit = raised;
+        }
+    }
+    let open = limit.current.unwrap_or(u64::MAX);
+    let free = open.saturating_sub(FDS_KEPT).max(16);
+    usize::try_from(free)
+        .unwrap_or(usize::MAX)
+        .min(MOST_WAITING)
+}
+
+/// Whether this file system gave unnamed files (`O_TMPFILE`) so far.
+static UNNAMED: AtomicBool = AtomicBool::new(true);
+
+/// Write `body` whole, unnamed (or under a temporary name) in the directory of `output`
+/// (blocking, but one small write: called from the transfer's task).
+pub fn stage(output: &Path, body: &[u8]) -> io::Result<Staged> {
+    if UNNAMED.load(Ordering::Relaxed) {
+        let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+        match rustix::fs::openat(CWD, parent_dir(output), flags, Mode::from(0o666)) {
+            Ok(fd) => {
+                let mut file = File::from(fd);
+                file.write_all(body)?;
+                return Ok(Staged { file, temp: None });
+            }
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::ISDIR => {
+                UNNAMED.store(false, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let temp = temp_name(output);
+    let mut file = create_new_no_follow(&temp)?;
+    if let Err(e) = file.write_all(body) {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    Ok(Staged {
+        file,
+        temp: Some(temp),
+    })
+}
+
+/// A temporary name no other small file of this process uses: `.NAME.part~N.tmp-PID` for the
+/// output NAME.
+fn temp_name(output: &Path) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let seq = NEXT.fetch_add(1, Ordering::Relaxed);
-    let name = part
+    let name = output
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    parent_dir(part).join(format!(".{name}~{seq}.tmp-{}", std::process::id()))
+    parent_dir(output).join(format!(
+        ".{name}{SMALL_TEMP_MARK}{seq}.tmp-{}",
+        std::process::id()
+    ))
 }
 
 async fn run(mut receive: mpsc::UnboundedReceiver<Pending>) {
-    let mut cleaned = std::collections::HashSet::new();
+    let committers = Arc::new(Semaphore::new(COMMITTERS));
+    let mut cleaned = HashSet::new();
     while let Some(first) = receive.recv().await {
+        let committer = Arc::clone(&committers)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        // Files landed while every committer was busy: they join this group.
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match receive.try_recv() {
@@ -119,12 +201,17 @@ async fn run(mut receive: mpsc::UnboundedReceiver<Pending>) {
         }
         let fresh: Vec<PathBuf> = group
             .iter()
-            .map(|p| parent_dir(&p.temp).to_path_buf())
+            .flat_map(|p| [parent_dir(&p.output), &p.part_dir])
+            .filter(|dir| !cleaned.contains(*dir))
+            .map(Path::to_path_buf)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .filter(|dir| cleaned.insert(dir.clone()))
             .collect();
-        let committed = tokio::task::spawn_blocking(move || {
-            // What killed runs left in these directories (once per run): temporary small
-            // files and resume states (a small file takes no lock that would clean the latter).
+        tokio::task::spawn_blocking(move || {
+            let _committer = committer;
+            // What killed runs left in these directories (once per run): temporary small files
+            // and resume states (a small file takes no lock that would clean the latter).
             for dir in fresh {
                 let stale =
                     |name: &str| name.contains(SMALL_TEMP_MARK) || name.ends_with(".part.json");
@@ -132,114 +219,169 @@ async fn run(mut receive: mpsc::UnboundedReceiver<Pending>) {
                     tracing::warn!(dir = %dir.display(), "cannot clean stale temporary files: {e}");
                 }
             }
+            // A panicked commit drops its senders: each waiter hears "stopped".
             let results = commit_group(&group);
-            (group, results)
-        })
-        .await;
-        // A panicked commit drops its senders: each waiter hears "stopped".
-        if let Ok((group, results)) = committed {
             for (pending, result) in group.into_iter().zip(results) {
                 let _ = pending.done.send(result);
             }
-        }
-    }
-}
-
-/// Write, sync once, rename, sync the directories (blocking). One result per file.
-fn commit_group(group: &[Pending]) -> Vec<io::Result<()>> {
-    let mut results: Vec<io::Result<Option<File>>> = group
-        .iter()
-        .map(|pending| write_temp(&pending.temp, &pending.body).map(Some))
-        .collect();
-    let synced = results
-        .iter()
-        .find_map(|r| r.as_ref().ok().and_then(Option::as_ref))
-        .map_or(Ok(()), |file| {
-            rustix::fs::syncfs(file).map_err(io::Error::from)
         });
-    let mut dirs = BTreeSet::new();
-    for (pending, result) in group.iter().zip(results.iter_mut()) {
-        if result.is_err() {
-            continue;
-        }
-        let renamed = match &synced {
-            Ok(()) => std::fs::rename(&pending.temp, &pending.output),
-            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-        };
-        match renamed {
-            Ok(()) => {
-                dirs.insert(parent_dir(&pending.output).to_path_buf());
-            }
-            Err(e) => *result = Err(e),
-        }
     }
-    let dir_results: Vec<(PathBuf, io::Result<()>)> = dirs
-        .into_iter()
-        .map(|d| (d.clone(), sync_dir(&d)))
-        .collect();
-    group
-        .iter()
-        .zip(results)
-        .map(|(pending, result)| match result {
-            Ok(_) => match dir_results
-                .iter()
-                .find(|(dir, _)| dir == parent_dir(&pending.output))
-            {
-                Some((_, Err(e))) => Err(io::Error::new(e.kind(), e.to_string())),
-                _ => Ok(()),
-            },
-            Err(e) => {
-                let _ = std::fs::remove_file(&pending.temp);
-                Err(e)
-            }
-        })
-        .collect()
 }
 
-fn write_temp(temp: &Path, body: &[u8]) -> io::Result<File> {
-    let mut file = create_new_no_follow(temp)?;
-    file.write_all(body)?;
-    Ok(file)
+/// Sync once, name each file, sync again (blocking). One result per file.
+///
+/// The second `syncfs` makes the new names durable together with what linking changed in each
+/// file (its link count): syncing only the directories would leave the latter to the file
+/// system's journal, and this disk may have none.
+fn commit_group(group: &[Pending]) -> Vec<io::Result<()>> {
+    let any = &group[0].staged.file;
+    let synced = rustix::fs::syncfs(any).map_err(io::Error::from);
+    let mut results: Vec<io::Result<()>> = group
+        .iter()
+        .map(|pending| {
+            let named = match &synced {
+                Ok(()) => name(&pending.staged, &pending.output),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            };
+            if let (Err(_), Some(temp)) = (&named, &pending.staged.temp) {
+                let _ = std::fs::remove_file(temp);
+            }
+            named
+        })
+        .collect();
+    if results.iter().any(Result::is_ok)
+        && let Err(e) = rustix::fs::syncfs(any).map_err(io::Error::from)
+    {
+        for result in results.iter_mut().filter(|r| r.is_ok()) {
+            *result = Err(io::Error::new(e.kind(), e.to_string()));
+        }
+    }
+    results
+}
+
+/// Give a durable staged file its final name, replacing a file already there.
+fn name(staged: &Staged, output: &Path) -> io::Result<()> {
+    if let Some(temp) = &staged.temp {
+        return std::fs::rename(temp, output);
+    }
+    match link(&staged.file, output) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let temp = temp_name(output);
+            link(&staged.file, &temp)?;
+            std::fs::rename(&temp, output).inspect_err(|_| {
+                let _ = std::fs::remove_file(&temp);
+            })
+        }
+        other => other,
+    }
+}
+
+/// Whether `linkat(AT_EMPTY_PATH)` was refused (it needs a capability): link through
+/// `/proc/self/fd` instead.
+static THROUGH_PROC: AtomicBool = AtomicBool::new(false);
+
+/// Give the unnamed `file` the name `path`.
+fn link(file: &File, path: &Path) -> io::Result<()> {
+    if !THROUGH_PROC.load(Ordering::Relaxed) {
+        match rustix::fs::linkat(file, "", CWD, path, AtFlags::EMPTY_PATH) {
+            Err(rustix::io::Errno::NOENT) if parent_dir(path).is_dir() => {
+                THROUGH_PROC.store(true, Ordering::Relaxed);
+            }
+            other => return other.map_err(io::Error::from),
+        }
+    }
+    let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+    rustix::fs::linkat(CWD, proc.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW)
+        .map_err(io::Error::from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn files_land_whole_under_their_names_and_no_temporary_is_left() {
-        let dir = tempfile::tempdir().unwrap();
-        let committer = std::sync::Arc::new(Committer::start());
+    async fn commit_all(committer: &Arc<Committer>, files: Vec<(PathBuf, Vec<u8>)>) {
         let mut waits = tokio::task::JoinSet::new();
-        for i in 0..20u8 {
-            let output = dir.path().join(format!("f{i}"));
-            let part = dir.path().join(format!("f{i}.part"));
-            let body = Bytes::from(vec![i; 100 + usize::from(i)]);
-            let committer = std::sync::Arc::clone(&committer);
+        for (output, body) in files {
+            let committer = Arc::clone(committer);
             waits.spawn(async move {
-                let room = committer.room(body.len()).await;
-                committer.commit(&part, &output, body, room).await
+                let room = committer.room().await;
+                let staged = stage(&output, &body)?;
+                committer.commit(staged, &output, &output, room).await
             });
         }
         while let Some(result) = waits.join_next().await {
             result.unwrap().unwrap();
         }
-        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names.len(), 20, "{names:?}");
-        for i in 0..20u8 {
+        names
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_land_whole_under_their_names_and_no_temporary_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let committer = Arc::new(Committer::start());
+        let files = (0..200u8)
+            .map(|i| {
+                let output = dir.path().join(format!("f{i}"));
+                (output, vec![i; 100 + usize::from(i)])
+            })
+            .collect();
+        commit_all(&committer, files).await;
+        assert_eq!(
+            names_in(dir.path()).len(),
+            200,
+            "{:?}",
+            names_in(dir.path())
+        );
+        for i in 0..200u8 {
             let got = std::fs::read(dir.path().join(format!("f{i}"))).unwrap();
             assert_eq!(got, vec![i; 100 + usize::from(i)]);
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_already_there_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("f");
+        std::fs::write(&output, b"the previous, longer content").unwrap();
+        let committer = Arc::new(Committer::start());
+        commit_all(&committer, vec![(output.clone(), b"new".to_vec())]).await;
+        assert_eq!(std::fs::read(&output).unwrap(), b"new");
+        assert_eq!(
+            names_in(dir.path()),
+            vec!["f".to_owned()],
+            "no temporary is left"
+        );
+    }
+
+    #[test]
+    fn a_staged_file_has_no_name_until_it_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("f");
+        let staged = stage(&output, b"body").unwrap();
+        assert!(
+            staged.temp.is_none(),
+            "this file system offers unnamed files"
+        );
+        assert!(
+            names_in(dir.path()).is_empty(),
+            "nothing under any name yet"
+        );
+        name(&staged, &output).unwrap();
+        assert_eq!(std::fs::read(&output).unwrap(), b"body");
+    }
+
     #[test]
     fn temporary_names_are_unique_and_marked() {
-        let part = Path::new("/d/x.part");
-        let (a, b) = (temp_name(part), temp_name(part));
+        let output = Path::new("/d/x");
+        let (a, b) = (temp_name(output), temp_name(output));
         assert_ne!(a, b);
         let name = a.file_name().unwrap().to_string_lossy().into_owned();
         assert!(name.starts_with(".x.part~"), "{name}");

@@ -205,6 +205,9 @@ pub struct TransferReport {
     pub encrypted: bool,
     pub duration: Duration,
     pub retries: u32,
+    /// A resume state was kept for the caller to release ([`TransferSpec::keep_state`]); a
+    /// small file never has one.
+    pub state_kept: bool,
 }
 
 /// Hears about progress. Every method has a do-nothing default.
@@ -265,18 +268,27 @@ impl Engine {
         self.download_in(id, spec, reporter, None).await
     }
 
-    /// [`Engine::download`] holding `slot`, one of a batch's files-at-once: a small file gives
-    /// it back as soon as its body is in memory, so the next file starts while it commits.
+    /// [`Engine::download`] as one of a batch's files at once (`batch`): a small file gives its
+    /// slot back as soon as its body is written, so the next file starts while it commits.
     async fn download_in(
         &self,
         id: usize,
         spec: &TransferSpec,
         reporter: Arc<dyn Reporter>,
-        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+        batch: Option<batch::InBatch>,
     ) -> Result<TransferReport, TransferError> {
         let started = Instant::now();
         let counts = Arc::new(events::Counts::default());
-        let result = transfer::download(self, id, spec, Arc::clone(&reporter), &counts, slot).await;
+        // Boxed: a transfer's future is large, and tasks move it around.
+        let result = Box::pin(transfer::download(
+            self,
+            id,
+            spec,
+            Arc::clone(&reporter),
+            &counts,
+            batch,
+        ))
+        .await;
         events::file_done(spec, &result, &counts, started.elapsed());
         reporter.finished(id, &result);
         result

@@ -11,8 +11,9 @@
 //!
 //! A file the probe fetched whole (a fresh plain download of at most `min_split` bytes) takes
 //! the small-file path instead: no `.part`, no lock, no resume state; its body is read into
-//! memory and handed to the engine's group committer (`commit`), which writes it, makes it
-//! durable with the other files of its group and renames it into place.
+//! memory, written at once into an unnamed file beside its output and handed to the engine's
+//! group committer (`commit`), which makes it durable with the other files of its group and
+//! names it.
 //!
 //! A file that changed on the server is started over (a bounded number of times); a server
 //! that lied about ranges once is not asked for ranges again during this transfer.
@@ -26,6 +27,7 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
+use super::batch::InBatch;
 use super::events::Counts;
 use super::ledger::{Hashed, Ledger, checkpoint, checkpoint_loop, hash_prefix};
 use super::plan::{Costs, Plan, Segment};
@@ -55,13 +57,22 @@ pub async fn download(
     spec: &TransferSpec,
     reporter: Arc<dyn Reporter>,
     counts: &Arc<Counts>,
-    slot: Option<OwnedSemaphorePermit>,
+    batch: Option<InBatch>,
 ) -> Result<TransferReport, TransferError> {
     let mut job = Job::new(engine, id, spec, reporter, Arc::clone(counts));
-    job.slot = Mutex::new(slot);
+    let state_found = match &batch {
+        Some(batch) => batch.seen.state_exists(&job.paths.state),
+        None => job.paths.state.exists(),
+    };
+    let output_found = || match &batch {
+        Some(batch) => batch.seen.output_exists(&spec.output),
+        None => spec.output.exists(),
+    };
+    let present = !spec.overwrite && !state_found && output_found();
+    job.slot = Mutex::new(batch.map(|batch| batch.slot));
     let job = Arc::new(job);
     let started = Instant::now();
-    if spec.output.exists() && !spec.overwrite && !job.paths.state.exists() {
+    if present {
         return Ok(job.report(TransferStatus::AlreadyPresent, None, started));
     }
     let parents = [spec.output.parent(), job.paths.part.parent()];
@@ -69,19 +80,19 @@ pub async fn download(
         let Some(parent) = parent.filter(|p| !p.as_os_str().is_empty()) else {
             continue;
         };
-        if at == 0 || parents[0] != Some(parent) {
+        if (at == 0 || parents[0] != Some(parent)) && !parent.is_dir() {
             std::fs::create_dir_all(parent).map_err(TransferError::io("creating", parent))?;
         }
     }
     if spec.adopt_output
-        && !job.paths.state.exists()
+        && !state_found
         && let Some(finished) = job.adopt_output().await
     {
         return Ok(job.report(TransferStatus::Downloaded, Some(finished), started));
     }
     // Without a resume state, the `.part` is locked only once there is something to write to
     // it (never for a small file).
-    if job.paths.state.exists() {
+    if state_found {
         job.lock_part()?;
         if let Some(finished) = job.recover_installed().await {
             // The `.part` is the empty file the lock created.
@@ -426,17 +437,18 @@ impl Job {
         self.counts.fetched.fetch_add(total, Ordering::Relaxed);
         let sha256 = super::small::sha256_hex(&body);
         let committer = self.engine.committer();
-        let room = self.cancellable(async { Ok(committer.room(body.len()).await) });
+        let room = self.cancellable(async { Ok(committer.room().await) });
         let room = room.await?;
-        // The body waits for its group in memory: the next file of the batch may start.
+        let failed = |e| Failure::Fatal(TransferError::io("writing", self.spec.output.clone())(e));
+        let staged = super::commit::stage(&self.spec.output, &body).map_err(failed)?;
+        drop(body);
+        // The file waits for its group on disk: the next file of the batch may start.
         drop(self.slot.lock().unwrap().take());
         let committed = self.cancellable(async {
             committer
-                .commit(&self.paths.part, &self.spec.output, body, room)
+                .commit(staged, &self.spec.output, &self.paths.part, room)
                 .await
-                .map_err(|e| {
-                    Failure::Fatal(TransferError::io("writing", self.spec.output.clone())(e))
-                })
+                .map_err(failed)
         });
         committed.await?;
         Ok(Finished {
@@ -907,6 +919,7 @@ impl Job {
             encrypted: self.spec.encrypt.is_some(),
             duration: started.elapsed(),
             retries: self.counts.retries.load(Ordering::Relaxed),
+            state_kept: self.spec.keep_state && self.part_lock.get().is_some(),
         }
     }
 }

@@ -24,6 +24,10 @@ const NOT_DOWNLOADABLE: &str =
 /// Files taken from the index at once: a window's entries, specs and transfers are all this
 /// run holds in memory, whatever the number of files to fetch.
 const WINDOW: usize = 4096;
+/// Finished files recorded in one index transaction, at most; the first of them waits at most
+/// [`RECORD_WAIT`] for the others.
+const RECORD_GROUP: usize = 512;
+const RECORD_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 pub async fn download_files(
     sync: &mut Sync<'_>,
@@ -87,9 +91,15 @@ async fn download_window(
         .engine
         .download_each(specs.clone(), options.jobs, sync.reporter.clone());
     while let Some(first) = landed.recv().await {
+        // More files join while the group is small and young: one index transaction each
+        // (a durable one) is the run's serial part.
         let mut group = vec![first];
-        while let Ok(more) = landed.try_recv() {
-            group.push(more);
+        let deadline = tokio::time::Instant::now() + RECORD_WAIT;
+        while group.len() < RECORD_GROUP {
+            match tokio::time::timeout_at(deadline, landed.recv()).await {
+                Ok(Some(more)) => group.push(more),
+                Ok(None) | Err(_) => break,
+            }
         }
         let group = group
             .into_iter()
@@ -251,7 +261,9 @@ fn record_landed(
             (Ok(()), FileOutcome::Complete { .. }, Ok(report)) => {
                 summary.downloaded += 1;
                 summary.bytes += report.fetched;
-                release_state(spec)?;
+                if report.state_kept {
+                    release_state(spec)?;
+                }
             }
             (Ok(()), FileOutcome::Skipped { reason }, _) => {
                 summary.skipped.push((id.clone(), reason.clone()))

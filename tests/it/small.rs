@@ -43,6 +43,17 @@ fn staging_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Files under `dir` with a hidden name (temporary names are hidden).
+fn hidden_files(dir: &Path) -> Vec<PathBuf> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect()
+}
+
 fn visible_files(dir: &Path) -> Vec<PathBuf> {
     if !dir.exists() {
         return Vec::new();
@@ -118,10 +129,12 @@ async fn a_list_of_small_files_takes_one_request_each_and_leaves_nothing_else() 
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    // Watched while it runs (bodies are paced): no `.part` and no resume state, ever.
+    // Watched while it runs (bodies are paced): no `.part`, no resume state and no temporary
+    // name, ever (a body is written unnamed and linked under its name once durable).
     let mut staged = Vec::new();
     let status = loop {
         staged.extend(staging_files(&out));
+        staged.extend(hidden_files(&out));
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
@@ -189,6 +202,52 @@ async fn a_small_file_get_killed_at_several_points_leaves_only_whole_files() {
         count,
         "the rerun cleans what the kills left: {left:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_list_longer_than_a_window_keeps_its_order_and_unique_names() {
+    let content = data(64, 3);
+    let origin = Origin::start(OriginConfig::new(Bytes::from(content.clone()))).await;
+    let work = tempfile::tempdir().unwrap();
+    // More than one window of 4,096 URLs; the first and the last share a name.
+    let count = 4_100;
+    let urls: Vec<String> = (0..count)
+        .map(|i| match i {
+            0 => origin.url("/a/same.bin"),
+            i if i == count - 1 => origin.url("/b/same.bin"),
+            i => origin.url(&format!("/f{i:04}.bin")),
+        })
+        .collect();
+    let list = work.path().join("urls.txt");
+    std::fs::write(&list, urls.join("\n")).unwrap();
+    let out = work.path().join("out");
+    let run = claudedl_binary()
+        .args(["get", "-q", "--json", "-i"])
+        .arg(&list)
+        .arg("-d")
+        .arg(&out)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let lines: Vec<serde_json::Value> = text(&run.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let reported: Vec<&str> = lines.iter().map(|l| l["url"].as_str().unwrap()).collect();
+    assert_eq!(reported, urls, "one line per URL, in the list's order");
+    let name = |line: &serde_json::Value| {
+        let path = PathBuf::from(line["path"].as_str().unwrap());
+        path.file_name().unwrap().to_string_lossy().into_owned()
+    };
+    assert_eq!(name(&lines[0]), "same.bin");
+    assert_eq!(
+        name(&lines[count - 1]),
+        "same.1.bin",
+        "unique across windows"
+    );
+    assert_eq!(origin.request_count(), count, "one request per file");
+    assert_eq!(visible_files(&out).len(), count);
 }
 
 fn small_account(count: usize) -> Vec<MockFile> {
