@@ -17,7 +17,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::watch;
 use tokio_postgres::AsyncMessage;
 
-use super::FleetError;
+use super::{FleetError, connection, sql};
 use crate::http::governor::shared::{BoxFuture, SharedBudget};
 use crate::store::index::pg_tls::PgConfig;
 
@@ -57,7 +57,7 @@ const ANCHOR: &str = "UPDATE fleet_budget SET tat = greatest(tat, clock_timestam
 /// Set (or replace) the budget: `rpm` requests per minute fleet-wide, `burst` back to back; a
 /// halt is cleared (the operator raised the spend limit).
 pub async fn set(pool: &Pool, rpm: f64, burst: i32) -> Result<(), FleetError> {
-    client(pool)
+    connection(pool)
         .await?
         .execute(
             "INSERT INTO fleet_budget (id, requests_per_minute, burst) VALUES (1, $1, $2) \
@@ -71,7 +71,7 @@ pub async fn set(pool: &Pool, rpm: f64, burst: i32) -> Result<(), FleetError> {
 
 /// Halt the fleet: every worker stops at its next reservation (the first reason stays).
 pub async fn halt(pool: &Pool, reason: &str) -> Result<(), FleetError> {
-    client(pool)
+    connection(pool)
         .await?
         .execute(HALT, &[&reason])
         .await
@@ -81,7 +81,7 @@ pub async fn halt(pool: &Pool, reason: &str) -> Result<(), FleetError> {
 
 /// The budget row's rate and burst, if the fleet has one.
 pub async fn get(pool: &Pool) -> Result<Option<(f64, i32)>, FleetError> {
-    let row = client(pool)
+    let row = connection(pool)
         .await?
         .query_opt(
             "SELECT requests_per_minute, burst FROM fleet_budget WHERE id = 1",
@@ -136,7 +136,7 @@ impl PgBudget {
     }
 
     async fn seconds(&self, sql_text: &'static str) -> Result<Duration, FleetError> {
-        let row = client(&self.pool)
+        let row = connection(&self.pool)
             .await?
             .query_opt(sql_text, &[])
             .await
@@ -152,7 +152,7 @@ impl PgBudget {
     }
 
     async fn write(&self, action: &'static str, sql_text: &str, value: &ToSqlSync) {
-        let written = match client(&self.pool).await {
+        let written = match connection(&self.pool).await {
             Ok(client) => client
                 .execute(sql_text, &[value])
                 .await
@@ -251,15 +251,4 @@ impl SharedBudget for PgBudget {
 fn unanswered(error: FleetError) -> Duration {
     tracing::warn!(event = "fleet_budget_unavailable", "{error}");
     Duration::ZERO
-}
-
-async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, FleetError> {
-    pool.get().await.map_err(|error| FleetError::pool(&error))
-}
-
-fn sql(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> FleetError {
-    move |source| FleetError::Sql {
-        action,
-        source: source.into(),
-    }
 }

@@ -62,6 +62,33 @@ pub enum FleetError {
     Index(#[from] crate::store::index::IndexError),
 }
 
+/// A connection from the pool (its error names every cause).
+pub(crate) async fn connection(pool: &Pool) -> Result<deadpool_postgres::Object, FleetError> {
+    pool.get().await.map_err(|error| FleetError::pool(&error))
+}
+
+/// A database error as [`FleetError::Sql`], naming what was being done.
+pub(crate) fn sql(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> FleetError {
+    move |source| FleetError::Sql {
+        action,
+        source: source.into(),
+    }
+}
+
+/// A transaction holding the lock on `file_id`'s row: what is decided once per file (its
+/// upload, its age header) is decided by one worker at a time.
+pub(crate) async fn lock_file<'a>(
+    client: &'a mut deadpool_postgres::Object,
+    file_id: &str,
+    action: &'static str,
+) -> Result<deadpool_postgres::Transaction<'a>, FleetError> {
+    let tx = client.transaction().await.map_err(sql(action))?;
+    tx.execute("SELECT 1 FROM files WHERE id = $1 FOR UPDATE", &[&file_id])
+        .await
+        .map_err(sql(action))?;
+    Ok(tx)
+}
+
 impl FleetError {
     /// No connection: `error` with each of its causes (a refused certificate says why), each
     /// said once.

@@ -25,9 +25,9 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
 
-use super::FleetError;
 use super::queue::DonePart;
 use super::segment::Sealing;
+use super::{FleetError, connection, lock_file, sql};
 use crate::store::index::FileOutcome;
 
 #[derive(Debug, thiserror::Error)]
@@ -138,17 +138,8 @@ impl Objects {
         file_id: &str,
         relative: &str,
     ) -> Result<String, FleetError> {
-        let mut client = pool
-            .get()
-            .await
-            .map_err(|error| FleetError::Pool(error.to_string()))?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(sql("starting an upload"))?;
-        tx.execute("SELECT 1 FROM files WHERE id = $1 FOR UPDATE", &[&file_id])
-            .await
-            .map_err(sql("locking a file's upload"))?;
+        let mut client = connection(pool).await?;
+        let tx = lock_file(&mut client, file_id, "locking a file's upload").await?;
         let known = tx
             .query_opt(
                 "SELECT upload_id FROM file_uploads WHERE file_id = $1",
@@ -290,13 +281,6 @@ fn is_loopback_http(endpoint: &str) -> bool {
                 None => false,
             }
     })
-}
-
-fn sql(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> FleetError {
-    move |source| FleetError::Sql {
-        action,
-        source: source.into(),
-    }
 }
 
 #[cfg(test)]

@@ -9,11 +9,11 @@ use std::future::Future;
 use std::ops::Range;
 use std::time::Duration;
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Pool;
 use serde::Serialize;
 use tokio_postgres::Row;
 
-use super::FleetError;
+use super::{FleetError, connection, sql};
 use crate::store::index::{FileEntry, FileOutcome, pg_file_from_row, pg_record_file};
 
 /// One claimed item: the file and the epoch its completion must name.
@@ -78,7 +78,7 @@ pub async fn claim(
     lease: Duration,
     limit: i64,
 ) -> Result<Vec<Claim>, FleetError> {
-    let client = get(pool).await?;
+    let client = connection(pool).await?;
     let rows = client
         .query(CLAIM, &[&worker, &lease.as_secs_f64(), &limit])
         .await
@@ -137,7 +137,7 @@ pub async fn heartbeat(
     worker: &str,
     lease: Duration,
 ) -> Result<HashSet<i64>, FleetError> {
-    let client = get(pool).await?;
+    let client = connection(pool).await?;
     client
         .execute(
             "UPDATE workers SET heartbeat_at = now() WHERE id = $1",
@@ -159,7 +159,7 @@ pub async fn heartbeat(
 /// Return expired leases to the queue (their holders' completions will find a new epoch or a
 /// queued item, and record nothing). Returns how many.
 pub async fn sweep(pool: &Pool) -> Result<u64, FleetError> {
-    get(pool)
+    connection(pool)
         .await?
         .execute(
             "UPDATE work_items SET state = 'queued', worker = NULL, lease_until = NULL \
@@ -181,7 +181,7 @@ pub async fn complete(
     outcome: &FileOutcome,
     install: impl FnOnce() -> std::io::Result<()>,
 ) -> Result<Completion, FleetError> {
-    let mut client = get(pool).await?;
+    let mut client = connection(pool).await?;
     let tx = client
         .transaction()
         .await
@@ -226,7 +226,7 @@ pub async fn retry_later(
     reason: &str,
     delay: Option<Duration>,
 ) -> Result<Completion, FleetError> {
-    let mut client = get(pool).await?;
+    let mut client = connection(pool).await?;
     let tx = client
         .transaction()
         .await
@@ -269,7 +269,7 @@ pub async fn retry_later(
 
 /// Give back every lease `worker` holds, claimable again at once (a drain).
 pub async fn release_all(pool: &Pool, worker: &str) -> Result<u64, FleetError> {
-    let client = get(pool).await?;
+    let client = connection(pool).await?;
     let released = client
         .execute(
             "UPDATE work_items SET state = 'queued', worker = NULL, lease_until = NULL, \
@@ -305,7 +305,7 @@ async fn holds(tx: &tokio_postgres::Transaction<'_>, claim: &Claim) -> Result<bo
 
 /// Register `worker` (its host and process id) for `fleet status`.
 pub async fn register(pool: &Pool, worker: &str, host: &str) -> Result<(), FleetError> {
-    get(pool)
+    connection(pool)
         .await?
         .execute(
             "INSERT INTO workers (id, host, pid) VALUES ($1, $2, $3) \
@@ -353,7 +353,7 @@ pub async fn enqueue_files(
         }
     }
     let all: Vec<&str> = files.iter().map(|&(id, _)| id).collect();
-    let row = get(pool)
+    let row = connection(pool)
         .await?
         .query_one(
             "WITH fresh AS ( \
@@ -381,7 +381,7 @@ pub async fn enqueue_files(
 /// Record that the first `done` bytes of the segment of `claim` are durable (if its lease
 /// still holds): the next claimer resumes there.
 pub async fn save_progress(pool: &Pool, claim: &Claim, done: u64) -> Result<(), FleetError> {
-    get(pool)
+    connection(pool)
         .await?
         .execute(
             "UPDATE work_items SET done_bytes = $3 \
@@ -410,7 +410,7 @@ where
     Last: FnOnce(Vec<DonePart>) -> Done,
     Done: Future<Output = Result<FileOutcome, FleetError>>,
 {
-    let mut client = get(pool).await?;
+    let mut client = connection(pool).await?;
     let tx = client
         .transaction()
         .await
@@ -510,7 +510,7 @@ pub struct WorkerStatus {
 }
 
 pub async fn status(pool: &Pool) -> Result<Status, FleetError> {
-    let client = get(pool).await?;
+    let client = connection(pool).await?;
     let row = client
         .query_one(
             "SELECT \
@@ -564,7 +564,7 @@ fn worker_status(row: &Row) -> WorkerStatus {
 
 /// Whether any item is queued (ready or delayed) or leased: work remains.
 pub async fn work_remains(pool: &Pool) -> Result<bool, FleetError> {
-    let row = get(pool)
+    let row = connection(pool)
         .await?
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM work_items WHERE state IN ('queued', 'leased'))",
@@ -580,15 +580,4 @@ fn is_unique_violation(error: &crate::store::index::BoxError) -> bool {
         .downcast_ref::<tokio_postgres::Error>()
         .and_then(tokio_postgres::Error::code)
         == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
-}
-
-async fn get(pool: &Pool) -> Result<Object, FleetError> {
-    pool.get().await.map_err(|source| FleetError::pool(&source))
-}
-
-fn sql(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> FleetError {
-    move |source| FleetError::Sql {
-        action,
-        source: source.into(),
-    }
 }

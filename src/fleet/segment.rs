@@ -30,10 +30,10 @@ use std::sync::Arc;
 use age_core::format::FileKey;
 use sha2::{Digest, Sha256};
 
-use super::FleetError;
 use super::objects::{Objects, read_range};
 use super::queue::{self, Claim, Completion};
 use super::worker::{WorkerSummary, failed, give_up, install, retry_or_give_up};
+use super::{FleetError, connection, lock_file, sql};
 use crate::crypt::format::{BadChunk, CHUNK, NONCE, chunk_of, chunk_offset, sealed_len};
 use crate::crypt::{Encryption, PayloadOpener, SealedPart, SealedState};
 use crate::engine::ledger::Ledger;
@@ -179,23 +179,8 @@ async fn sealing(
     encryption: &Encryption,
     file_id: &str,
 ) -> Result<Sealing, FleetError> {
-    let sql = |action| {
-        move |source: tokio_postgres::Error| FleetError::Sql {
-            action,
-            source: source.into(),
-        }
-    };
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|error| FleetError::Pool(error.to_string()))?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(sql("starting an age file"))?;
-    tx.execute("SELECT 1 FROM files WHERE id = $1 FOR UPDATE", &[&file_id])
-        .await
-        .map_err(sql("locking a file's age file"))?;
+    let mut client = connection(pool).await?;
+    let tx = lock_file(&mut client, file_id, "locking a file's age file").await?;
     let known = tx
         .query_opt(
             "SELECT header, nonce, recipients, wrapped_key FROM sealed_files WHERE file_id = $1",

@@ -100,6 +100,27 @@ pub(crate) async fn finish(child: Child) -> (ExitStatus, serde_json::Value, Stri
     (out.status, summary, text(&out.stderr))
 }
 
+/// Four workers (`-j 4 --exit-when-empty`) on a fresh directory until the queue is empty; each
+/// exits 0 and every one of `files` is complete. Returns the requests the mock saw after the
+/// first `listed` (the enqueue's listing).
+pub(crate) async fn four_workers_drain(
+    api: &MockApi,
+    db: &TestDb,
+    files: &[MockFile],
+    listed: usize,
+) -> Vec<claudedl_mock::api::ApiRequest> {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let args = ["-j", "4", "--exit-when-empty"];
+    let workers: Vec<Child> = (0..4).map(|_| spawn_worker(api, db, d, &args)).collect();
+    for worker in workers {
+        let (status, _, stderr) = finish(worker).await;
+        assert!(status.success(), "{stderr}");
+    }
+    assert_all_complete(db, dir.path(), files);
+    api.requests().split_off(listed)
+}
+
 /// Every file complete in the index with the content's SHA-256, and on disk with it.
 fn assert_all_complete(db: &TestDb, dir: &std::path::Path, files: &[MockFile]) {
     let expected = expected_hashes(files);

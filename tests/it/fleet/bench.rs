@@ -75,16 +75,7 @@ async fn bench_budget_accuracy() {
     .await;
     run_ok(&api, &db, &["enqueue"]).await;
     let listed = api.requests().len();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    let args = ["-j", "4", "--exit-when-empty"];
-    let running: Vec<Child> = (0..4).map(|_| spawn_worker(&api, &db, d, &args)).collect();
-    for worker in running {
-        let (status, _, stderr) = finish(worker).await;
-        assert!(status.success(), "{stderr}");
-    }
-    assert_all_complete(&db, dir.path(), &files);
-    let log = api.requests().split_off(listed);
+    let log = four_workers_drain(&api, &db, &files, listed).await;
     let sent: Vec<Duration> = log
         .iter()
         .filter(|r| r.path.ends_with("/content"))

@@ -105,16 +105,7 @@ async fn four_workers_use_the_budget_within_its_bound() {
     let files = account(FILES, 512);
     let (api, db) = budgeted_fleet(&files, BURST as u32 + 6).await;
     let listed = api.requests().len();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    let args = ["-j", "4", "--exit-when-empty"];
-    let workers: Vec<Child> = (0..4).map(|_| spawn_worker(&api, &db, d, &args)).collect();
-    for worker in workers {
-        let (status, _, stderr) = finish(worker).await;
-        assert!(status.success(), "{stderr}");
-    }
-    assert_all_complete(&db, dir.path(), &files);
-    let log = api.requests().split_off(listed);
+    let log = four_workers_drain(&api, &db, &files, listed).await;
     let sent: Vec<Duration> = log.iter().filter(|r| content(r)).map(|r| r.at).collect();
     let throttled = log.iter().filter(|r| r.status == 429).count();
     let span = (*sent.last().unwrap() - sent[0]).as_secs_f64();
