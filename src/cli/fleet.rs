@@ -38,16 +38,24 @@ pub async fn run(command: FleetCommand, global: &GlobalArgs) -> anyhow::Result<E
             let pool = fleet::pool(config, 1)?;
             let status = queue::status(&pool).await?;
             let budget = fleet::budget::get(&pool).await?;
+            let usage = fleet::budget::usage(&pool).await?;
             if json {
                 let mut value = serde_json::to_value(&status)?;
                 value["budget_rpm"] = budget.map(|(rpm, _)| rpm).into();
                 value["budget_burst"] = budget.map(|(_, burst)| burst).into();
+                value["budget_used"] = serde_json::to_value(usage)?;
                 println!("{value}");
             } else {
                 print_status(&status);
-                match budget {
-                    Some((rpm, burst)) => println!("budget: {rpm}/min shared, burst {burst}"),
-                    None => println!("budget: per worker (no shared budget set)"),
+                match (budget, usage) {
+                    (Some((rpm, burst)), Some(used)) => println!(
+                        "budget: {rpm}/min shared, burst {burst}; reserved {} in the last full \
+                         minute ({:.0} %), {} in this one",
+                        used.last_minute,
+                        100.0 * used.last_minute as f64 / rpm,
+                        used.this_minute
+                    ),
+                    _ => println!("budget: per worker (no shared budget set)"),
                 }
             }
         }

@@ -26,9 +26,15 @@ pub const CHANNEL: &str = "claudedl_budget";
 /// A listener whose connection failed connects again after this long.
 const RELISTEN_AFTER: Duration = Duration::from_secs(1);
 
-const RESERVE: &str = "WITH c AS (SELECT clock_timestamp() AS t) \
+/// Also counts the reservation in the database clock's current minute (see [`usage`]).
+const RESERVE: &str = "WITH c AS (SELECT clock_timestamp() AS t, \
+        date_trunc('minute', clock_timestamp()) AS m) \
     UPDATE fleet_budget b SET tat = greatest(b.tat, c.t) \
-        + make_interval(secs => 60.0 / b.requests_per_minute) \
+        + make_interval(secs => 60.0 / b.requests_per_minute), \
+        minute = c.m, \
+        minute_count = CASE WHEN b.minute = c.m THEN b.minute_count + 1 ELSE 1 END, \
+        before_count = CASE WHEN b.minute = c.m THEN b.before_count \
+            WHEN b.minute = c.m - interval '1 minute' THEN b.minute_count ELSE 0 END \
     FROM c WHERE b.id = 1 \
     RETURNING greatest(0.0, \
         extract(epoch FROM b.tat - c.t)::float8 - (b.burst + 1) * 60.0 / b.requests_per_minute, \
@@ -90,6 +96,33 @@ pub async fn get(pool: &Pool) -> Result<Option<(f64, i32)>, FleetError> {
         .await
         .map_err(sql("reading the budget"))?;
     Ok(row.map(|row| (row.get(0), row.get(1))))
+}
+
+/// How much of the budget is in use: requests reserved in the database clock's current minute
+/// and in the minute before it (complete).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub this_minute: i64,
+    pub last_minute: i64,
+}
+
+const USAGE: &str = "WITH c AS (SELECT date_trunc('minute', clock_timestamp()) AS m) \
+    SELECT CASE WHEN minute = c.m THEN minute_count ELSE 0 END, \
+        CASE WHEN minute = c.m THEN before_count \
+            WHEN minute = c.m - interval '1 minute' THEN minute_count ELSE 0 END \
+    FROM fleet_budget, c WHERE id = 1";
+
+/// The budget's use, if the fleet has a budget.
+pub async fn usage(pool: &Pool) -> Result<Option<Usage>, FleetError> {
+    let row = connection(pool)
+        .await?
+        .query_opt(USAGE, &[])
+        .await
+        .map_err(sql("reading the budget's use"))?;
+    Ok(row.map(|row| Usage {
+        this_minute: row.get(0),
+        last_minute: row.get(1),
+    }))
 }
 
 /// The budget row as the governor's [`SharedBudget`].

@@ -539,7 +539,7 @@ fn postgres_connecting_again_keeps_data_and_does_not_migrate_again() {
     }
     let version = cluster::cluster().psql(&db.name, "SELECT version FROM claudedl_schema");
     let rows = cluster::cluster().psql(&db.name, "SELECT count(*) FROM claudedl_schema");
-    assert_eq!((version.as_str(), rows.as_str()), ("4", "1"));
+    assert_eq!((version.as_str(), rows.as_str()), ("5", "1"));
 }
 
 #[test]

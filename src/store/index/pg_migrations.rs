@@ -149,6 +149,14 @@ pub const MIGRATIONS: &[&str] = &[
         wrapped_key  TEXT NOT NULL
     );
     "#,
+    // 5: how much of the budget is used (`fleet status`): reservations counted per minute of the
+    // database's clock, the current one and the one before.
+    r#"
+    ALTER TABLE fleet_budget
+        ADD COLUMN minute        TIMESTAMPTZ NOT NULL DEFAULT 'epoch',
+        ADD COLUMN minute_count  BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN before_count  BIGINT NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Creates the version table if needed and serialises migrators.

@@ -95,6 +95,36 @@ async fn a_pause_wakes_every_listener_and_remaining_reanchors_the_row() {
     assert!((1.9..=2.0).contains(&after), "never earlier: {after}");
 }
 
+/// Every reservation is counted in the database clock's minute, and `fleet status` reports the
+/// current and the last full minute: their sum is every reservation made (the reservations and
+/// the read take milliseconds, so they span at most one minute boundary).
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_status_reports_the_budget_used() {
+    let files = account(1, 16);
+    let (api, db) = fleet(files).await;
+    run_ok(
+        &api,
+        &db,
+        &["fleet", "init", "--rpm", "6000", "--burst", "10"],
+    )
+    .await;
+    let config: tokio_postgres::Config = db.url.parse().unwrap();
+    let row = PgBudget::new(claudedl::fleet::pool(config, 2).unwrap());
+    for _ in 0..7 {
+        row.reserve().await;
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&run_ok(&api, &db, &["fleet", "status", "--json"]).await).unwrap();
+    let used = &status["budget_used"];
+    let total = used["this_minute"].as_i64().unwrap() + used["last_minute"].as_i64().unwrap();
+    assert_eq!(total, 7, "{status}");
+    let text = run_ok(&api, &db, &["fleet", "status"]).await;
+    assert!(
+        text.contains("budget: 6000/min shared, burst 10; reserved "),
+        "{text}"
+    );
+}
+
 /// Four workers against an API that enforces the fleet's rate: in every 1 s and 60 s window the
 /// API counts at most `W × rate + burst + 1` requests (plus 2 in a 1 s window: a slot reserved
 /// on the database's clock can reach the API a few milliseconds late, next to the following
