@@ -57,23 +57,10 @@ async fn bench_scaling() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore]
 async fn bench_budget_accuracy() {
+    use super::budget::{BURST, RPM, budgeted_fleet};
     const FILES: usize = 400;
-    const RPM: u32 = 1200;
-    const BURST: usize = 4;
     let files = account(FILES, 512);
-    let config = MockApiConfig::new(FileSet::Explicit(files.clone()))
-        .with_rate_limit(RPM)
-        .with_rate_limit_burst(10);
-    let api = MockApi::start(config).await;
-    let db = postgres::database();
-    let (rpm, burst) = (RPM.to_string(), BURST.to_string());
-    run_ok(
-        &api,
-        &db,
-        &["fleet", "init", "--rpm", &rpm, "--burst", &burst],
-    )
-    .await;
-    run_ok(&api, &db, &["enqueue"]).await;
+    let (api, db) = budgeted_fleet(&files, 10).await;
     let listed = api.requests().len();
     let log = four_workers_drain(&api, &db, &files, listed).await;
     let sent: Vec<Duration> = log
@@ -82,7 +69,7 @@ async fn bench_budget_accuracy() {
         .map(|r| r.at)
         .collect();
     let span = (*sent.last().unwrap() - sent[0]).as_secs_f64();
-    let per_second = f64::from(RPM) / 60.0;
+    let per_second = RPM / 60.0;
     let allowed = per_second * span + (BURST + 1) as f64;
     let busiest = claudedl_mock::api::max_in_window(&log, Duration::from_secs(1), |_| true);
     let throttled = log.iter().filter(|r| r.status == 429).count();

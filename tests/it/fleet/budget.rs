@@ -12,13 +12,13 @@ use claudedl_mock::api::{ApiFault, FileSet, MockApi, MockApiConfig, Route};
 use super::*;
 
 /// The fleet's rate in these tests: 1,200/min, one request every 50 ms.
-const RPM: f64 = 1200.0;
+pub(super) const RPM: f64 = 1200.0;
 /// The row's burst: `BURST + 1` requests may go back to back.
-const BURST: usize = 4;
+pub(super) const BURST: usize = 4;
 
 /// A fleet database whose budget is `RPM`/`BURST`, and an API enforcing the same rate with a
 /// bucket of `bucket` requests.
-async fn budgeted_fleet(files: &[MockFile], bucket: u32) -> (MockApi, TestDb) {
+pub(super) async fn budgeted_fleet(files: &[MockFile], bucket: u32) -> (MockApi, TestDb) {
     let config = MockApiConfig::new(FileSet::Explicit(files.to_vec()))
         .with_rate_limit(RPM as u32)
         .with_rate_limit_burst(bucket);
