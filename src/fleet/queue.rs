@@ -13,7 +13,7 @@ use deadpool_postgres::Pool;
 use serde::Serialize;
 use tokio_postgres::Row;
 
-use super::{FleetError, connection, sql};
+use super::{FleetError, connection, lock_file, sql};
 use crate::store::index::{FileEntry, FileOutcome, pg_file_from_row, pg_record_file};
 
 /// One claimed item: the file and the epoch its completion must name.
@@ -193,15 +193,8 @@ pub async fn complete(
         FileOutcome::Complete { .. } => Some(claim.file.meta.size_bytes as i64),
         _ => None,
     };
-    match pg_record_file(&tx, &claim.file.meta.id, outcome).await {
-        Ok(_) => {}
-        Err(source) if is_unique_violation(&source) => return Ok(Completion::PathTaken),
-        Err(source) => {
-            return Err(FleetError::Sql {
-                action: "recording a completion",
-                source,
-            });
-        }
+    if !record_outcome(&tx, claim, outcome).await? {
+        return Ok(Completion::PathTaken);
     }
     tx.execute(
         "UPDATE work_items SET state = 'done', done_at = now(), completed_by = worker, \
@@ -210,6 +203,32 @@ pub async fn complete(
     )
     .await
     .map_err(sql("ending an item"))?;
+    install_and_commit(tx, claim, install).await
+}
+
+/// Record `outcome` for `claim`'s file in the index; `false`: another file is recorded at its
+/// path (nothing recorded).
+async fn record_outcome(
+    tx: &tokio_postgres::Transaction<'_>,
+    claim: &Claim,
+    outcome: &FileOutcome,
+) -> Result<bool, FleetError> {
+    match pg_record_file(tx, &claim.file.meta.id, outcome).await {
+        Ok(_) => Ok(true),
+        Err(source) if is_unique_violation(&source) => Ok(false),
+        Err(source) => Err(FleetError::Sql {
+            action: "recording a completion",
+            source,
+        }),
+    }
+}
+
+/// The last step of a completion: `install` (the rename into place) just before the commit.
+async fn install_and_commit(
+    tx: deadpool_postgres::Transaction<'_>,
+    claim: &Claim,
+    install: impl FnOnce() -> std::io::Result<()>,
+) -> Result<Completion, FleetError> {
     install().map_err(|source| FleetError::Install {
         id: claim.file.meta.id.clone(),
         source,
@@ -411,16 +430,12 @@ where
     Done: Future<Output = Result<FileOutcome, FleetError>>,
 {
     let mut client = connection(pool).await?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(sql("starting a segment's completion"))?;
-    tx.execute(
-        "SELECT 1 FROM files WHERE id = $1 FOR UPDATE",
-        &[&claim.file.meta.id],
+    let tx = lock_file(
+        &mut client,
+        &claim.file.meta.id,
+        "locking a file's segments",
     )
-    .await
-    .map_err(sql("locking a file's segments"))?;
+    .await?;
     if !holds(&tx, claim).await? {
         return Ok(Completion::LeaseLost);
     }
@@ -457,15 +472,8 @@ where
         })
         .collect();
     let outcome = last(parts).await?;
-    match pg_record_file(&tx, &claim.file.meta.id, &outcome).await {
-        Ok(_) => {}
-        Err(source) if is_unique_violation(&source) => return Ok(Completion::PathTaken),
-        Err(source) => {
-            return Err(FleetError::Sql {
-                action: "recording a completion",
-                source,
-            });
-        }
+    if !record_outcome(&tx, claim, &outcome).await? {
+        return Ok(Completion::PathTaken);
     }
     for forget in [
         "DELETE FROM file_uploads WHERE file_id = $1",
@@ -475,12 +483,7 @@ where
             .await
             .map_err(sql("forgetting a file's upload and age file"))?;
     }
-    install().map_err(|source| FleetError::Install {
-        id: claim.file.meta.id.clone(),
-        source,
-    })?;
-    tx.commit().await.map_err(sql("committing a completion"))?;
-    Ok(Completion::Recorded)
+    install_and_commit(tx, claim, install).await
 }
 
 /// The queue at a glance.

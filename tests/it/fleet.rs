@@ -82,6 +82,23 @@ pub(crate) fn spawn_worker(api: &MockApi, db: &TestDb, dir: &str, extra: &[&str]
     command.spawn().unwrap()
 }
 
+/// `n` workers on `dir`, each with `extra`.
+pub(crate) fn spawn_workers(
+    api: &MockApi,
+    db: &TestDb,
+    dir: &str,
+    n: usize,
+    extra: &[&str],
+) -> Vec<Child> {
+    (0..n).map(|_| spawn_worker(api, db, dir, extra)).collect()
+}
+
+/// Set the fleet's budget (`rpm`/`burst`) and queue every file the API lists.
+pub(crate) async fn budget_and_queue(api: &MockApi, db: &TestDb, rpm: &str, burst: &str) {
+    run_ok(api, db, &["fleet", "init", "--rpm", rpm, "--burst", burst]).await;
+    run_ok(api, db, &["enqueue"]).await;
+}
+
 /// Poll `done` until it holds (bounded: panics after 60 s).
 pub(crate) async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
@@ -112,7 +129,7 @@ pub(crate) async fn four_workers_drain(
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let args = ["-j", "4", "--exit-when-empty"];
-    let workers: Vec<Child> = (0..4).map(|_| spawn_worker(api, db, d, &args)).collect();
+    let workers = spawn_workers(api, db, d, 4, &args);
     for worker in workers {
         let (status, _, stderr) = finish(worker).await;
         assert!(status.success(), "{stderr}");
@@ -534,21 +551,11 @@ async fn the_shared_budget_reserves_slots_on_the_database_clock() {
 async fn workers_share_one_request_budget() {
     let files = account(40, 1024);
     let (api, db) = fleet(files.clone()).await;
-    run_ok(
-        &api,
-        &db,
-        &["fleet", "init", "--rpm", "600", "--burst", "2"],
-    )
-    .await;
-    run_ok(&api, &db, &["enqueue"]).await;
+    budget_and_queue(&api, &db, "600", "2").await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let args = ["-j", "4", "--exit-when-empty"];
-    let workers = [
-        spawn_worker(&api, &db, d, &args),
-        spawn_worker(&api, &db, d, &args),
-        spawn_worker(&api, &db, d, &args),
-    ];
+    let workers = spawn_workers(&api, &db, d, 3, &args);
     for worker in workers {
         let (status, _, stderr) = finish(worker).await;
         assert!(status.success(), "{stderr}");
@@ -791,21 +798,11 @@ async fn the_spend_limit_halts_the_whole_fleet() {
     let api =
         MockApi::start(MockApiConfig::new(FileSet::Explicit(files.clone())).with_fault(cap)).await;
     let db = postgres::database();
-    run_ok(
-        &api,
-        &db,
-        &["fleet", "init", "--rpm", "300", "--burst", "1"],
-    )
-    .await;
-    run_ok(&api, &db, &["enqueue"]).await;
+    budget_and_queue(&api, &db, "300", "1").await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let args = ["-j", "2", "--exit-when-empty"];
-    let workers = [
-        spawn_worker(&api, &db, d, &args),
-        spawn_worker(&api, &db, d, &args),
-        spawn_worker(&api, &db, d, &args),
-    ];
+    let workers = spawn_workers(&api, &db, d, 3, &args);
     for worker in workers {
         let (status, summary, stderr) = finish(worker).await;
         assert_eq!(status.code(), Some(5), "{summary} {stderr}");

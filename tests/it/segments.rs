@@ -8,7 +8,7 @@ use std::process::Stdio;
 use claudedl_mock::api::{FileSet, MockApi, MockApiConfig, MockFile};
 use tokio::process::Child;
 
-use crate::fleet::{claudedl, count, finish, psql, run_ok, spawn_worker, wait_for};
+use crate::fleet::{claudedl, count, finish, psql, run_ok, spawn_worker, spawn_workers, wait_for};
 use crate::support::postgres::{self, TestDb};
 use crate::support::{data, mock_file, sha256, sha256_file};
 
@@ -455,7 +455,7 @@ async fn encrypted_segments_decrypt_with_age() {
     let d = dir.path().to_str().unwrap();
     let mut args = vec!["-j", "1", "--exit-when-empty"];
     args.extend(sealed);
-    let workers: Vec<_> = (0..2).map(|_| spawn_worker(&api, &db, d, &args)).collect();
+    let workers = spawn_workers(&api, &db, d, 2, &args);
     for worker in workers {
         let (status, _, stderr) = finish(worker).await;
         assert!(status.success(), "{stderr}");

@@ -24,14 +24,7 @@ pub(super) async fn budgeted_fleet(files: &[MockFile], bucket: u32) -> (MockApi,
         .with_rate_limit_burst(bucket);
     let api = MockApi::start(config).await;
     let db = postgres::database();
-    let (rpm, burst) = (RPM.to_string(), BURST.to_string());
-    run_ok(
-        &api,
-        &db,
-        &["fleet", "init", "--rpm", &rpm, "--burst", &burst],
-    )
-    .await;
-    run_ok(&api, &db, &["enqueue"]).await;
+    budget_and_queue(&api, &db, &RPM.to_string(), &BURST.to_string()).await;
     (api, db)
 }
 
@@ -184,7 +177,7 @@ async fn after_a_429_no_worker_sends_before_retry_after_ends() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let args = ["-j", "4", "--exit-when-empty"];
-    let workers: Vec<Child> = (0..4).map(|_| spawn_worker(&api, &db, d, &args)).collect();
+    let workers = spawn_workers(&api, &db, d, 4, &args);
     wait_for("20 items done", || {
         count(&db, "SELECT count(*) FROM work_items WHERE state = 'done'") >= 20
     })

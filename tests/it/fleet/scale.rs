@@ -47,7 +47,7 @@ async fn four_workers_finish_10000_items_when_two_are_killed() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let args = ["-j", "8", "--exit-when-empty"];
-    let mut workers: Vec<Child> = (0..4).map(|_| spawn_worker(&api, &db, d, &args)).collect();
+    let mut workers = spawn_workers(&api, &db, d, 4, &args);
     let run = Instant::now();
     let done = || count(&db, "SELECT count(*) FROM work_items WHERE state = 'done'");
     let mut killed = Vec::new();
