@@ -233,14 +233,21 @@ async fn a_second_get_to_the_same_output_is_refused() {
     first.kill().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stale_temp_state_files_are_cleaned_and_verify_passes() {
+/// An API with one file, synced into a fresh data directory.
+async fn one_file_synced() -> (MockApi, tempfile::TempDir) {
     let files = vec![mock_file("file_a", "a.csv", "2026-08", data(10_000, 1))];
     let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(files))).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let out = run(&api, &["sync", "--data-dir", d, "--files-only"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    (api, dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_temp_state_files_are_cleaned_and_verify_passes() {
+    let (api, dir) = one_file_synced().await;
+    let d = dir.path().to_str().unwrap();
     // What kills between writing and renaming a state file leave behind.
     let pid = dead_pid();
     let stale = [
@@ -393,12 +400,8 @@ fn run_on_read_only_mount(dir: &Path, args: &[&str]) -> Option<std::process::Out
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ls_and_verify_read_an_index_on_a_read_only_file_system() {
-    let files = vec![mock_file("file_a", "a.csv", "2026-08", data(10_000, 1))];
-    let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(files))).await;
-    let dir = tempfile::tempdir().unwrap();
+    let (_api, dir) = one_file_synced().await;
     let d = dir.path().to_str().unwrap();
-    let out = run(&api, &["sync", "--data-dir", d, "--files-only"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let listed = |dir: &Path| {
         let mut files = files_under(dir);
         files.sort();
