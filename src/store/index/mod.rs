@@ -263,6 +263,18 @@ pub enum IndexError {
 }
 
 impl IndexError {
+    /// An update of a `kind` row that changed `changed` rows: none means the row was not there
+    /// ([`IndexError::Unknown`]). The one place both backends decide it.
+    pub(crate) fn unless_changed(changed: u64, kind: &'static str, id: &str) -> Result<(), Self> {
+        match changed {
+            0 => Err(IndexError::Unknown {
+                kind,
+                id: id.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// A failed write of a `kind` row ("file" or "batch"): a unique-path violation (when the
     /// backend says so and the row has a path) is [`IndexError::PathTaken`], anything else a
     /// [`IndexError::Query`]. The one place both backends map a refused write.

@@ -928,15 +928,8 @@ fn refused<'a>(
     }
 }
 
-/// `changed == 0` means the row to update was not there.
-fn known(changed: impl Into<u64>, kind: &'static str, id: &str) -> Result<(), IndexError> {
-    match changed.into() {
-        0 => Err(IndexError::Unknown {
-            kind,
-            id: id.to_owned(),
-        }),
-        _ => Ok(()),
-    }
+fn known(changed: u64, kind: &'static str, id: &str) -> Result<(), IndexError> {
+    IndexError::unless_changed(changed, kind, id)
 }
 
 #[cfg(test)]

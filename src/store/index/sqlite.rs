@@ -825,15 +825,8 @@ fn refused<'a>(
     }
 }
 
-/// `changed == 0` means the row to update was not there.
 fn known(changed: usize, kind: &'static str, id: &str) -> Result<(), IndexError> {
-    match changed {
-        0 => Err(IndexError::Unknown {
-            kind,
-            id: id.to_owned(),
-        }),
-        _ => Ok(()),
-    }
+    IndexError::unless_changed(changed as u64, kind, id)
 }
 
 #[cfg(test)]
