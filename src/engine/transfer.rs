@@ -789,11 +789,7 @@ impl Job {
         if !fits {
             return None;
         }
-        let output = self.spec.output.clone();
-        let sha256 = tokio::task::spawn_blocking(move || sha256_of(&output))
-            .await
-            .ok()?
-            .ok()?;
+        let sha256 = self.hash_output().await?;
         (sha256 == installed.sha256).then(|| {
             self.notice("found the output complete (installed by an interrupted run)");
             Finished {
@@ -806,6 +802,15 @@ impl Job {
         })
     }
 
+    /// The SHA-256 of the output as it is on disk (`None`: unreadable).
+    async fn hash_output(&self) -> Option<String> {
+        let output = self.spec.output.clone();
+        tokio::task::spawn_blocking(move || sha256_of(&output))
+            .await
+            .ok()?
+            .ok()
+    }
+
     /// The output an interrupted run placed whole and did not record (see
     /// [`TransferSpec::adopt_output`]): a regular file of the expected size, never encrypted.
     async fn adopt_output(&self) -> Option<Finished> {
@@ -814,11 +819,7 @@ impl Job {
         if !meta.is_file() || meta.len() != size || self.spec.encrypt.is_some() {
             return None;
         }
-        let output = self.spec.output.clone();
-        let sha256 = tokio::task::spawn_blocking(move || sha256_of(&output))
-            .await
-            .ok()?
-            .ok()?;
+        let sha256 = self.hash_output().await?;
         self.notice("found the output complete (placed by an interrupted run)");
         Some(Finished {
             size,

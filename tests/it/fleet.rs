@@ -82,6 +82,12 @@ pub(crate) fn spawn_worker(api: &MockApi, db: &TestDb, dir: &str, extra: &[&str]
     command.spawn().unwrap()
 }
 
+/// Send `signal` to the process `pid`.
+pub(crate) fn signal(pid: u32, signal: rustix::process::Signal) {
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), signal)
+        .unwrap();
+}
+
 /// `n` workers on `dir`, each with `extra`.
 pub(crate) fn spawn_workers(
     api: &MockApi,
@@ -229,11 +235,7 @@ async fn workers_finish_every_item_exactly_once_when_one_is_killed() {
         count(&db, "SELECT count(*) FROM work_items WHERE state = 'done'") >= 30
     })
     .await;
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(victim_pid as i32).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
+    signal(victim_pid, rustix::process::Signal::KILL);
     victim.wait().await.unwrap();
     let victim_id = psql(
         &db,
@@ -310,11 +312,7 @@ async fn sigterm_drains_and_releases_leases() {
         ) == 3
     })
     .await;
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(worker.id().unwrap() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
+    signal(worker.id().unwrap(), rustix::process::Signal::TERM);
     let (status, summary, stderr) = finish(worker).await;
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_eq!(summary["drained"], true);
@@ -759,11 +757,7 @@ async fn a_transfer_whose_lease_is_gone_is_abandoned() {
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("fleet_lease_abandoned"))
     })
     .await;
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(worker.id().unwrap() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
+    signal(worker.id().unwrap(), rustix::process::Signal::TERM);
     let (status, summary, stderr) = finish(worker).await;
     assert!(status.success(), "{stderr}");
     assert_eq!(
@@ -857,11 +851,7 @@ async fn the_health_file_is_touched_at_every_heartbeat() {
     let first = modified().unwrap();
     // A lease of 2 s beats every 0.67 s; the registration wrote the file before any beat.
     wait_for("a heartbeat to touch it", || modified() > Some(first)).await;
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(worker.id().unwrap() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
+    signal(worker.id().unwrap(), rustix::process::Signal::TERM);
     let (status, _, stderr) = finish(worker).await;
     assert_eq!(status.code(), Some(0), "{stderr}");
 }

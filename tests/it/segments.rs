@@ -8,7 +8,9 @@ use std::process::Stdio;
 use claudedl_mock::api::{FileSet, MockApi, MockApiConfig, MockFile};
 use tokio::process::Child;
 
-use crate::fleet::{claudedl, count, finish, psql, run_ok, spawn_worker, spawn_workers, wait_for};
+use crate::fleet::{
+    claudedl, count, finish, psql, run_ok, signal, spawn_worker, spawn_workers, wait_for,
+};
 use crate::support::postgres::{self, TestDb};
 use crate::support::{data, mock_file, sha256, sha256_file};
 
@@ -52,15 +54,6 @@ fn range_starts(api: &MockApi) -> HashMap<u64, usize> {
         *starts.entry(range.start).or_default() += 1;
     }
     starts
-}
-
-fn kill(pid: u32) {
-    signal(pid, rustix::process::Signal::KILL);
-}
-
-fn signal(pid: u32, signal: rustix::process::Signal) {
-    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), signal)
-        .unwrap();
 }
 
 /// The case: 256 MiB in 16 segments over 4 workers, one SIGKILLed mid-segment (part of
@@ -120,7 +113,7 @@ async fn a_large_file_in_segments_survives_a_killed_worker() {
         !id.is_empty() && !progress(&id).is_empty()
     })
     .await;
-    kill(victim_pid);
+    signal(victim_pid, rustix::process::Signal::KILL);
     victim.wait().await.unwrap();
     let victim_id = victim_id();
     let saved = progress(&victim_id);
@@ -348,7 +341,7 @@ async fn a_large_file_in_segments_to_s3_survives_a_killed_worker() {
     )
     .await;
     let victim_id = victim_id();
-    kill(victim_pid);
+    signal(victim_pid, rustix::process::Signal::KILL);
     victim.wait().await.unwrap();
     let mut completed = 0;
     for other in others {

@@ -13,11 +13,7 @@ const LEASE: Duration = Duration::from_secs(2);
 /// them was its any more (swept back to the queue by the survivors).
 async fn kill(db: &TestDb, child: &mut Child) -> (String, i64, Duration) {
     let pid = child.id().unwrap();
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid as i32).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
+    signal(pid, rustix::process::Signal::KILL);
     child.wait().await.unwrap();
     let killed = Instant::now();
     let id = psql(db, &format!("SELECT id FROM workers WHERE pid = {pid}"));
