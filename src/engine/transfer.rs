@@ -3,7 +3,8 @@
 //! 1. First request: `GET` with `Range` for the first piece (S = first missing byte; `If-Range`
 //!    when resuming). When the size is known (the Files API's `size_bytes`, a resume), that is the
 //!    first planned piece, the whole file when it is not split; otherwise a probe of `min_split`
-//!    bytes (a whole piece under a request budget). A 206 teaches (or checks) size, range support and validators, and its body is used.
+//!    bytes (a whole piece under a request budget). A 206 teaches (or checks) size, range
+//!    support and validators, and its body is used.
 //! 2. Ranged mode: up to `connections` workers fetch the planned pieces, each request carrying
 //!    `If-Range`; a checkpointer syncs and records progress; a hasher follows the done prefix.
 //! 3. Single mode, when the server ignores or mangles ranges: one plain stream from byte 0.
