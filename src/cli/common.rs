@@ -283,37 +283,46 @@ pub fn print_items(
     json: bool,
     bars: &Bars,
 ) -> Vec<ExitStatus> {
-    let mut failures = Vec::new();
-    for (i, result) in results.iter().enumerate() {
-        match result {
-            Ok(report) => {
-                if json {
-                    println!("{}", report_json(report));
-                } else {
-                    bars.println(&report_line(report));
-                }
+    results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, result)| print_item(result, targets.get(i), json, bars))
+        .collect()
+}
+
+/// Print how one item ended (a line, or a JSON line with `--json`); the status of a failure.
+pub fn print_item(
+    result: &Result<TransferReport, TransferError>,
+    target: Option<&Target>,
+    json: bool,
+    bars: &Bars,
+) -> Option<ExitStatus> {
+    let error = match result {
+        Ok(report) => {
+            if json {
+                println!("{}", report_json(report));
+            } else {
+                bars.println(&report_line(report));
             }
-            Err(error) => {
-                let status = ExitStatus::of_transfer(error);
-                if json {
-                    let target = targets.get(i);
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "url": target.map(|t| &t.url),
-                            "path": target.map(|t| &t.path),
-                            "status": "failed",
-                            "error": error.to_string(),
-                            "exit_code": status.code(),
-                        })
-                    );
-                }
-                eprintln!("error: {error}");
-                failures.push(status);
-            }
+            return None;
         }
+        Err(error) => error,
+    };
+    let status = ExitStatus::of_transfer(error);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "url": target.map(|t| &t.url),
+                "path": target.map(|t| &t.path),
+                "status": "failed",
+                "error": error.to_string(),
+                "exit_code": status.code(),
+            })
+        );
     }
-    failures
+    eprintln!("error: {error}");
+    Some(status)
 }
 
 /// The outcome of a download piped to stdout (stdout carries the content: nothing else goes

@@ -1,6 +1,6 @@
 //! `claudedl get`: download URLs to files.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,10 +8,11 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use claudedl::api::{ApiConfig, Pagination};
 use claudedl::crypt::{Encryption, output_path};
-use claudedl::engine::TransferSpec;
+use claudedl::engine::{Reporter, TransferSpec};
 use claudedl::http::parse_header_line;
 use claudedl::store::names::safe_file_name;
 use reqwest::header::HeaderMap;
+use tokio::sync::mpsc;
 use url::Url;
 
 use super::args::GetArgs;
@@ -19,8 +20,8 @@ use super::common::{self, ExitStatus, GlobalArgs, Target, UsageError};
 use super::pipe;
 use super::progress::Bars;
 
-/// URLs planned and downloaded at once: a window's specs, tasks and results are all a run
-/// holds, whatever the length of the list (files at once still flow within a window).
+/// URLs planned ahead of the downloads, at most: the specs and targets of up to twice this many
+/// are all a run holds, whatever the length of the list.
 const WINDOW: usize = 4096;
 
 pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
@@ -56,31 +57,68 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
         return Ok(common::print_piped(result, &Target::of(spec)));
     }
     let bars = Arc::new(Bars::new(Vec::new(), global.bars_visible(args.json)));
-    let (mut failures, mut count) = (Vec::new(), 0);
+    let (feed, fed) = mpsc::channel(WINDOW);
+    let mut landed = engine.download_each(fed, args.jobs.into(), bars.clone());
+    let mut feed = Some(feed);
+    let mut targets = HashMap::new();
+    // Results print in the list's order: those landed ahead of an earlier one wait here.
+    let (mut ahead, mut printed) = (BTreeMap::new(), 0);
+    let (mut failures, mut count, mut unread) = (Vec::new(), 0, None);
     loop {
-        let window: Vec<Url> = urls.by_ref().take(WINDOW).collect::<anyhow::Result<_>>()?;
-        if window.is_empty() {
-            break;
+        // URLs are planned in parts of at least half a window while the earlier ones download,
+        // and never more than two windows ahead of the first not printed yet.
+        let room = feed.as_ref().map_or(0, |f| f.capacity());
+        let room = room.min(2 * WINDOW - (count - printed));
+        if feed.is_some() && room >= WINDOW / 2 {
+            let part = urls
+                .by_ref()
+                .take(room)
+                .collect::<anyhow::Result<Vec<Url>>>();
+            match part {
+                Ok(part) if !part.is_empty() && !engine.cancel_token().is_cancelled() => {
+                    let specs = plan_outputs(
+                        &args,
+                        &part,
+                        &headers,
+                        api.as_ref(),
+                        encrypt.clone(),
+                        &mut taken,
+                    );
+                    let sender = feed.as_ref().expect("room was measured on it");
+                    bars.queued(specs.len(), specs.iter().map(|s| s.expected_size).sum());
+                    for spec in specs {
+                        targets.insert(count, Target::of(&spec));
+                        sender
+                            .try_send((count, spec))
+                            .expect("the feed has room for the part");
+                        count += 1;
+                    }
+                    continue;
+                }
+                Ok(_) => feed = None,
+                // Those already fed finish first (the survey read the list once already).
+                Err(error) => (feed, unread) = (None, Some(error)),
+            }
         }
-        let specs = plan_outputs(
-            &args,
-            &window,
-            &headers,
-            api.as_ref(),
-            encrypt.clone(),
-            &mut taken,
-        );
-        let targets: Vec<Target> = specs.iter().map(Target::of).collect();
-        count += specs.len();
-        let results = engine
-            .download_all(specs, args.jobs.into(), bars.clone())
-            .await;
-        failures.extend(common::print_items(&results, &targets, args.json, &bars));
-        if engine.cancel_token().is_cancelled() {
+        let Some((id, result)) = landed.recv().await else {
             break;
+        };
+        ahead.insert(id, result);
+        while let Some(result) = ahead.remove(&printed) {
+            let target = targets.remove(&printed);
+            failures.extend(common::print_item(
+                &result,
+                target.as_ref(),
+                args.json,
+                &bars,
+            ));
+            printed += 1;
         }
     }
     common::report_traffic(&client, global);
+    if let Some(error) = unread {
+        return Err(error);
+    }
     Ok(ExitStatus::of_items(&failures, failures.len() < count))
 }
 

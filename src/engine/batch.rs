@@ -23,7 +23,14 @@ impl Engine {
         reporter: Arc<dyn Reporter>,
     ) -> Vec<Result<TransferReport, TransferError>> {
         let count = specs.len();
-        let mut landed = self.download_each(specs, files_at_once, reporter);
+        let sizes: Option<u64> = specs.iter().map(|s| s.expected_size).sum();
+        reporter.queued(count, sizes);
+        let (feed, fed) = mpsc::channel(count.max(1));
+        for spec in specs.into_iter().enumerate() {
+            feed.try_send(spec).expect("the feed holds every spec");
+        }
+        drop(feed);
+        let mut landed = self.download_each(fed, files_at_once, reporter);
         let mut results: Vec<Option<Result<TransferReport, TransferError>>> =
             std::iter::repeat_with(|| None).take(count).collect();
         while let Some((id, result)) = landed.recv().await {
@@ -35,16 +42,17 @@ impl Engine {
             .collect()
     }
 
-    /// Download every spec, handing each result over as soon as its transfer ends (so the
-    /// caller can record it while the others run). The channel closes after the last one.
+    /// Download each spec fed (with an id of the caller's, unique within the batch, that its
+    /// result comes back with) as soon as a slot frees, handing each result over as soon as
+    /// its transfer ends: the caller plans more specs and records results while the others
+    /// run. The caller tells the reporter what it queues. The results close after the feed
+    /// closes and the last transfer ends.
     pub fn download_each(
         &self,
-        specs: Vec<TransferSpec>,
+        mut fed: mpsc::Receiver<(usize, TransferSpec)>,
         files_at_once: usize,
         reporter: Arc<dyn Reporter>,
     ) -> mpsc::UnboundedReceiver<Landed> {
-        let sizes: Option<u64> = specs.iter().map(|s| s.expected_size).sum();
-        reporter.queued(specs.len(), sizes);
         let slots = Arc::new(Semaphore::new(files_at_once.max(1)));
         let (send, receive) = mpsc::unbounded_channel();
         let engine = self.clone();
@@ -52,9 +60,8 @@ impl Engine {
         // A transfer's task is spawned once it has its slot: the tasks alive are those in
         // flight (and small files waiting for their group), whatever the number of specs.
         tokio::spawn(async move {
-            let mut specs = specs.into_iter().enumerate();
             let mut set = JoinSet::new();
-            let mut more = true;
+            let (mut more, mut slot) = (true, None);
             loop {
                 tokio::select! {
                     biased;
@@ -62,14 +69,19 @@ impl Engine {
                         // A receiver gone (its caller failed) leaves the rest to finish unheard.
                         let _ = send.send(joined.expect("a transfer task panicked"));
                     }
-                    slot = Arc::clone(&slots).acquire_owned(), if more => {
-                        let slot = slot.expect("the semaphore is never closed");
-                        let Some((id, spec)) = specs.next() else {
+                    free = Arc::clone(&slots).acquire_owned(), if more && slot.is_none() => {
+                        slot = Some(free.expect("the semaphore is never closed"));
+                    }
+                    next = fed.recv(), if more && slot.is_some() => {
+                        let Some((id, spec)) = next else {
                             more = false;
                             continue;
                         };
                         let (engine, reporter) = (engine.clone(), Arc::clone(&reporter));
-                        let batch = InBatch { slot, seen: Arc::clone(&seen) };
+                        let batch = InBatch {
+                            slot: slot.take().expect("a spec is taken with a slot"),
+                            seen: Arc::clone(&seen),
+                        };
                         set.spawn(async move {
                             let result = engine.download_in(id, &spec, reporter, Some(batch)).await;
                             (id, result)

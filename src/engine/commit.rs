@@ -3,8 +3,9 @@
 //! and given its name together with every other file that landed meanwhile. Several groups
 //! commit at once, each on a blocking thread of its own (never one thread per file).
 //!
-//! A group forms while the committers are busy, so a lone file waits for no timer and a busy
-//! run commits in groups of up to [`MAX_GROUP`] files. For each file and group:
+//! A group takes the files that land until it is [`GROUP_AGE`] old or [`GROUP_QUIET`] passes
+//! without one, up to [`MAX_GROUP`] files; a busy run commits in groups of hundreds, a lone
+//! file waits [`GROUP_QUIET`]. For each file and group:
 //! 1. the transfer writes the body whole into an `O_TMPFILE` of the output's directory (an
 //!    inode without a name; where the file system has none, a temporary name
 //!    `.NAME.part~N.tmp-PID` beside the output);
@@ -25,6 +26,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -33,6 +35,12 @@ use crate::store::atomic::{create_new_no_follow, parent_dir, remove_stale_marked
 
 /// The most files one group commits.
 pub const MAX_GROUP: usize = 1024;
+/// A group closes this long after its first file at the latest: each `syncfs` costs much
+/// the same for one file as for hundreds, so a busy run commits in groups of hundreds.
+const GROUP_AGE: Duration = Duration::from_millis(50);
+/// A group closes once no file joined it for this long: a lone file, or the last of a run,
+/// waits no longer.
+const GROUP_QUIET: Duration = Duration::from_millis(2);
 /// Groups committing at once, at most: one names its files while another waits for its
 /// `syncfs`. More make smaller groups, each with a `syncfs` of its own.
 const COMMITTERS: usize = 2;
@@ -183,6 +191,22 @@ fn temp_name(output: &Path) -> PathBuf {
     ))
 }
 
+/// The group `first` opens: the files that join it until it is full, [`GROUP_AGE`] old, or
+/// [`GROUP_QUIET`] passed without a file joining.
+async fn gather<T>(first: T, receive: &mut mpsc::UnboundedReceiver<T>) -> Vec<T> {
+    use tokio::time::{Instant, timeout_at};
+    let closes = Instant::now() + GROUP_AGE;
+    let mut group = vec![first];
+    while group.len() < MAX_GROUP {
+        let until = closes.min(Instant::now() + GROUP_QUIET);
+        match timeout_at(until, receive.recv()).await {
+            Ok(Some(more)) => group.push(more),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    group
+}
+
 async fn run(mut receive: mpsc::UnboundedReceiver<Pending>) {
     let committers = Arc::new(Semaphore::new(COMMITTERS));
     let mut cleaned = HashSet::new();
@@ -191,14 +215,7 @@ async fn run(mut receive: mpsc::UnboundedReceiver<Pending>) {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        // Files landed while every committer was busy: they join this group.
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match receive.try_recv() {
-                Ok(more) => group.push(more),
-                Err(_) => break,
-            }
-        }
+        let group = gather(first, &mut receive).await;
         let fresh: Vec<PathBuf> = group
             .iter()
             .flat_map(|p| [parent_dir(&p.output), &p.part_dir])
@@ -376,6 +393,51 @@ mod tests {
         );
         name(&staged, &output).unwrap();
         assert_eq!(std::fs::read(&output).unwrap(), b"body");
+    }
+
+    /// Sends a file every `every` into a group opened at time 0; the group's size and the
+    /// time it closed.
+    async fn group_of_arrivals(every: Duration, files: usize) -> (usize, Duration) {
+        let (send, mut receive) = mpsc::unbounded_channel();
+        let start = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            for i in 1..files {
+                tokio::time::sleep_until(start + every * i as u32).await;
+                let _ = send.send(i);
+            }
+            // The queue stays open, as the committer's does while the run lasts.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(send);
+        });
+        let group = gather(0, &mut receive).await;
+        (group.len(), start.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_file_waits_only_for_the_quiet() {
+        assert_eq!(group_of_arrivals(Duration::ZERO, 1).await, (1, GROUP_QUIET));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_stream_closes_groups_at_their_age() {
+        let every = Duration::from_millis(1);
+        assert!(every < GROUP_QUIET);
+        let (files, closed) = group_of_arrivals(every, 1000).await;
+        assert_eq!(closed, GROUP_AGE);
+        assert_eq!(files, 50, "one file a millisecond for {GROUP_AGE:?}, the first included");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_closes_once_full() {
+        let (files, closed) = group_of_arrivals(Duration::from_micros(10), 5000).await;
+        assert_eq!(files, MAX_GROUP);
+        assert!(closed < GROUP_AGE, "{closed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_longer_than_the_quiet_closes_the_group() {
+        let (files, closed) = group_of_arrivals(GROUP_QUIET * 2, 10).await;
+        assert_eq!((files, closed), (1, GROUP_QUIET));
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! state is removed only after the commit: a rerun after a kill between the two finds the file
 //! there with that size and hash and records it without fetching it again.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc;
 
 use crate::api::{FileObject, check_id};
 use crate::crypt::output_path;
@@ -21,8 +23,8 @@ use super::{Sync, SyncError, SyncOptions, SyncSummary};
 const NOT_DOWNLOADABLE: &str =
     "not downloadable: only files created by code execution or skills can be downloaded";
 
-/// Files taken from the index at once: a window's entries, specs and transfers are all this
-/// run holds in memory, whatever the number of files to fetch.
+/// Files placed ahead of the downloads, at most: the entries and specs of up to twice this many
+/// are all a run holds in memory, whatever the number of files to fetch.
 const WINDOW: usize = 4096;
 /// Finished files recorded in one index transaction, at most; the first of them waits at most
 /// [`RECORD_WAIT`] for the others.
@@ -35,62 +37,25 @@ pub async fn download_files(
     summary: &mut SyncSummary,
     months: &mut BTreeSet<String>,
 ) -> Result<(), SyncError> {
-    let mut after: Option<(String, String)> = None;
-    loop {
-        let cursor = after.as_ref().map(|(c, i)| (c.as_str(), i.as_str()));
-        let page = sync.index.files_to_fetch_page(cursor, WINDOW)?;
-        let Some(last) = page.last() else {
-            return Ok(());
-        };
-        after = Some((last.meta.created_at.clone(), last.meta.id.clone()));
-        let wanted = wanted_files(sync, options, summary, months, page)?;
-        download_window(sync, options, summary, months, wanted).await?;
-        if summary.interrupted {
-            return Ok(());
-        }
-    }
-}
-
-/// Fetch one window of files, recording each group of them as it lands. Windows run one
-/// after the other, so the outputs of earlier ones are recorded before later ones are placed.
-async fn download_window(
-    sync: &mut Sync<'_>,
-    options: &SyncOptions,
-    summary: &mut SyncSummary,
-    months: &mut BTreeSet<String>,
-    wanted: Vec<FileEntry>,
-) -> Result<(), SyncError> {
-    let mut taken = HashSet::new();
-    let mut specs = Vec::with_capacity(wanted.len());
-    let mut placed = Vec::with_capacity(wanted.len());
-    for entry in wanted {
-        match spec_for(sync, options, &entry, &mut taken)? {
-            Ok(spec) => {
-                specs.push(spec);
-                placed.push(entry);
-            }
-            Err(reason) => {
-                let outcome = FileOutcome::Failed {
-                    reason: reason.clone(),
-                    retries: 0,
-                };
-                sync.index.record_file(&entry.meta.id, &outcome)?;
-                summary.failed.push((entry.meta.id.clone(), reason));
-            }
-        }
-    }
-    let wanted = placed;
-    let starting: Vec<(String, FileOutcome)> = wanted
-        .iter()
-        .map(|entry| (entry.meta.id.clone(), FileOutcome::Downloading))
-        .collect();
-    for result in sync.index.record_files(&starting)? {
-        result?;
-    }
+    let (feed, fed) = mpsc::channel(WINDOW);
     let mut landed = sync
         .engine
-        .download_each(specs.clone(), options.jobs, sync.reporter.clone());
-    while let Some(first) = landed.recv().await {
+        .download_each(fed, options.jobs, sync.reporter.clone());
+    let mut feeding = Feeding {
+        feed: Some(feed),
+        ..Feeding::default()
+    };
+    loop {
+        if summary.interrupted || sync.engine.cancel_token().is_cancelled() {
+            feeding.feed = None;
+        }
+        if let Some(room) = feeding.room() {
+            feeding.feed_page(sync, options, summary, months, room)?;
+            continue;
+        }
+        let Some(first) = landed.recv().await else {
+            return Ok(());
+        };
         // More files join while the group is small and young: one index transaction each
         // (a durable one) is the run's serial part.
         let mut group = vec![first];
@@ -103,10 +68,96 @@ async fn download_window(
         }
         let group = group
             .into_iter()
-            .map(|(at, result)| (&wanted[at], &specs[at], result));
-        record_landed(sync, group.collect(), summary, months)?;
+            .map(|(id, result)| {
+                let (entry, spec) = feeding.landed(id);
+                (entry, spec, result)
+            })
+            .collect();
+        record_landed(sync, group, summary, months)?;
     }
-    Ok(())
+}
+
+/// The files handed to the engine and not recorded yet, and where the next page of files to
+/// fetch starts. Files are placed and handed over a page at a time while the earlier ones
+/// download; each is placed where no file recorded or in flight is (`taken`).
+#[derive(Default)]
+struct Feeding {
+    /// Closed after the last page, or once the run is interrupted.
+    feed: Option<mpsc::Sender<(usize, TransferSpec)>>,
+    /// The `(created_at, id)` of the last file fed.
+    after: Option<(String, String)>,
+    next_id: usize,
+    /// The entry and spec of each file fed and not recorded yet, by id.
+    placed: HashMap<usize, (FileEntry, TransferSpec)>,
+    /// Their outputs.
+    taken: HashSet<PathBuf>,
+}
+
+impl Feeding {
+    /// Room in the feed for the next page, once it has room for at least half a window.
+    fn room(&self) -> Option<usize> {
+        let room = self.feed.as_ref()?.capacity();
+        (room >= WINDOW / 2).then_some(room)
+    }
+
+    /// Place the next page of files to fetch (`room` at most), record them Downloading and
+    /// hand them to the engine; after the last page, close the feed.
+    fn feed_page(
+        &mut self,
+        sync: &mut Sync<'_>,
+        options: &SyncOptions,
+        summary: &mut SyncSummary,
+        months: &mut BTreeSet<String>,
+        room: usize,
+    ) -> Result<(), SyncError> {
+        let cursor = self.after.as_ref().map(|(c, i)| (c.as_str(), i.as_str()));
+        let page = sync.index.files_to_fetch_page(cursor, room)?;
+        let Some(last) = page.last() else {
+            self.feed = None;
+            return Ok(());
+        };
+        self.after = Some((last.meta.created_at.clone(), last.meta.id.clone()));
+        let wanted = wanted_files(sync, options, summary, months, page)?;
+        let mut placed = Vec::with_capacity(wanted.len());
+        for entry in wanted {
+            match spec_for(sync, options, &entry, &mut self.taken)? {
+                Ok(spec) => placed.push((entry, spec)),
+                Err(reason) => {
+                    let outcome = FileOutcome::Failed {
+                        reason: reason.clone(),
+                        retries: 0,
+                    };
+                    sync.index.record_file(&entry.meta.id, &outcome)?;
+                    summary.failed.push((entry.meta.id.clone(), reason));
+                }
+            }
+        }
+        let starting: Vec<(String, FileOutcome)> = placed
+            .iter()
+            .map(|(entry, _)| (entry.meta.id.clone(), FileOutcome::Downloading))
+            .collect();
+        for result in sync.index.record_files(&starting)? {
+            result?;
+        }
+        let sizes = placed.iter().map(|(_, spec)| spec.expected_size).sum();
+        sync.reporter.queued(placed.len(), sizes);
+        let feed = self.feed.as_ref().expect("a page is fed only with room");
+        for (entry, spec) in placed {
+            let id = self.next_id;
+            self.next_id += 1;
+            feed.try_send((id, spec.clone()))
+                .expect("the feed has room for the page");
+            self.placed.insert(id, (entry, spec));
+        }
+        Ok(())
+    }
+
+    /// The entry and spec of the file `id`, which landed: its output is no longer in flight.
+    fn landed(&mut self, id: usize) -> (FileEntry, TransferSpec) {
+        let (entry, spec) = self.placed.remove(&id).expect("every file landing was fed");
+        self.taken.remove(&spec.output);
+        (entry, spec)
+    }
 }
 
 /// Remove the resume states in `tmp/` of downloads installed and recorded complete (a kill
@@ -227,8 +278,8 @@ fn wanted_files(
 fn record_landed(
     sync: &mut Sync<'_>,
     group: Vec<(
-        &FileEntry,
-        &TransferSpec,
+        FileEntry,
+        TransferSpec,
         Result<TransferReport, TransferError>,
     )>,
     summary: &mut SyncSummary,
@@ -262,7 +313,7 @@ fn record_landed(
                 summary.downloaded += 1;
                 summary.bytes += report.fetched;
                 if report.state_kept {
-                    release_state(spec)?;
+                    release_state(&spec)?;
                 }
             }
             (Ok(()), FileOutcome::Skipped { reason }, _) => {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use claudedl::store::index::{FileState, Index, SqliteIndex};
 use claudedl::store::layout::DataDir;
 use claudedl_mock::api::{FileSet, MockApi, MockApiConfig, MockFile};
-use claudedl_mock::origin::{Origin, OriginConfig, Throttle};
+use claudedl_mock::origin::{Fault, Origin, OriginConfig, Throttle};
 
 use crate::api::claudedl;
 use crate::support::{claudedl_binary, data, files_under, mock_file, sha256, text};
@@ -247,6 +247,44 @@ async fn a_list_longer_than_a_window_keeps_its_order_and_unique_names() {
         "unique across windows"
     );
     assert_eq!(origin.request_count(), count, "one request per file");
+    assert_eq!(visible_files(&out).len(), count);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_file_holds_back_no_other_file_of_a_long_list() {
+    let content = data(64, 5);
+    let stall = Fault::Stall {
+        after_bytes: 0,
+        times: 1,
+    };
+    let origin =
+        Origin::start(OriginConfig::new(Bytes::from(content.clone())).with_fault(stall)).await;
+    let work = tempfile::tempdir().unwrap();
+    // More URLs than are planned at once (4,096): the last ones start while the first
+    // response stalls.
+    let count = 4_200;
+    let list = url_list(&origin, count, work.path());
+    let out = work.path().join("out");
+    let run = claudedl_binary()
+        .args(["get", "-q", "--read-timeout", "2", "-i"])
+        .arg(&list)
+        .arg("-d")
+        .arg(&out)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let paths: Vec<String> = origin.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths.len(), count + 1, "one request each, and one retry");
+    let stalled = paths
+        .iter()
+        .find(|p| paths.iter().filter(|q| q == p).count() == 2)
+        .expect("the stalled file is fetched again");
+    assert_eq!(
+        paths.last(),
+        Some(stalled),
+        "every other file was fetched before the stalled one timed out"
+    );
     assert_eq!(visible_files(&out).len(), count);
 }
 
