@@ -23,6 +23,8 @@ use super::progress::Bars;
 /// URLs planned ahead of the downloads, at most: the specs and targets of up to twice this many
 /// are all a run holds, whatever the length of the list.
 const WINDOW: usize = 4096;
+/// URLs planned before the first download starts.
+const FIRST_PART: usize = 64;
 
 pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let list = UrlList::of(&args)?;
@@ -65,11 +67,10 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
     let (mut ahead, mut printed) = (BTreeMap::new(), 0);
     let (mut failures, mut count, mut unread) = (Vec::new(), 0, None);
     loop {
-        // URLs are planned in parts of at least half a window while the earlier ones download,
-        // and never more than two windows ahead of the first not printed yet.
-        let room = feed.as_ref().map_or(0, |f| f.capacity());
-        let room = room.min(2 * WINDOW - (count - printed));
-        if feed.is_some() && room >= WINDOW / 2 {
+        if let Some(room) = feed
+            .as_ref()
+            .and_then(|f| part_room(f.capacity(), count, printed))
+        {
             let part = urls
                 .by_ref()
                 .take(room)
@@ -120,6 +121,18 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
         return Err(error);
     }
     Ok(ExitStatus::of_items(&failures, failures.len() < count))
+}
+
+/// How many URLs to plan now (`room` in the feed, `count` planned so far, `printed` of them
+/// done), if any: a short first part, so that the first downloads start while the rest is
+/// planned; then parts of at least half a window, never more than two windows ahead of the
+/// first not printed yet.
+fn part_room(room: usize, count: usize, printed: usize) -> Option<usize> {
+    let room = room.min(2 * WINDOW - (count - printed));
+    match count {
+        0 => Some(room.min(FIRST_PART)),
+        _ => (room >= WINDOW / 2).then_some(room),
+    }
 }
 
 /// Where the URLs come from: the command line, then the lines of `-i FILE` (read again for each
@@ -286,4 +299,35 @@ fn unique_name(name: &str, taken: &mut HashSet<String>) -> String {
 
 fn usage(message: &str) -> UsageError {
     UsageError(message.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_part_is_short_and_later_ones_wait_for_half_a_window() {
+        assert_eq!(part_room(WINDOW, 0, 0), Some(FIRST_PART));
+        assert_eq!(
+            part_room(WINDOW - FIRST_PART, FIRST_PART, 0),
+            Some(WINDOW - FIRST_PART)
+        );
+        assert_eq!(
+            part_room(WINDOW / 2 - 1, 5000, 2000),
+            None,
+            "less than half a window free"
+        );
+        assert_eq!(part_room(WINDOW / 2, 5000, 2000), Some(WINDOW / 2));
+    }
+
+    #[test]
+    fn planning_stays_within_two_windows_of_the_first_not_printed() {
+        assert_eq!(
+            part_room(WINDOW, 2 * WINDOW, 0),
+            None,
+            "the first URL still runs"
+        );
+        assert_eq!(part_room(WINDOW, 2 * WINDOW, WINDOW / 2), Some(WINDOW / 2));
+        assert_eq!(part_room(WINDOW, 3 * WINDOW, 2 * WINDOW), Some(WINDOW));
+    }
 }

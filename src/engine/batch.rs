@@ -110,6 +110,8 @@ pub(super) struct InBatch {
 #[derive(Debug, Default)]
 pub(super) struct DirsSeen {
     dirs: Mutex<HashMap<PathBuf, Option<Arc<Listing>>>>,
+    /// Directories known to exist (none is removed while the batch runs).
+    made: Mutex<HashSet<PathBuf>>,
 }
 
 #[derive(Debug, Default)]
@@ -135,6 +137,16 @@ impl DirsSeen {
             (Some(listing), Some(name)) if !listing.names.contains(&name_hash(name)) => false,
             _ => output.exists(),
         }
+    }
+
+    /// Create `dir` unless it is known to exist (blocking: looks it up once a batch).
+    pub fn ensure_dir(&self, dir: &Path) -> std::io::Result<()> {
+        if self.made.lock().unwrap().contains(dir) {
+            return Ok(());
+        }
+        super::transfer::ensure_dir(dir)?;
+        self.made.lock().unwrap().insert(dir.to_path_buf());
+        Ok(())
     }
 
     fn listing(&self, path: &Path) -> Option<Arc<Listing>> {

@@ -424,7 +424,10 @@ mod tests {
         assert!(every < GROUP_QUIET);
         let (files, closed) = group_of_arrivals(every, 1000).await;
         assert_eq!(closed, GROUP_AGE);
-        assert_eq!(files, 50, "one file a millisecond for {GROUP_AGE:?}, the first included");
+        assert_eq!(
+            files, 50,
+            "one file a millisecond for {GROUP_AGE:?}, the first included"
+        );
     }
 
     #[tokio::test(start_paused = true)]

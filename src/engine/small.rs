@@ -29,7 +29,8 @@ pub async fn read_whole(
     total: u64,
     reading: &Reading<'_>,
 ) -> Result<Bytes, Failure> {
-    let mut body = BytesMut::with_capacity(total as usize);
+    // The chunks as they came (most bodies come in one: it is kept without a copy).
+    let (mut chunks, mut received) = (Vec::new(), 0u64);
     loop {
         let next = tokio::select! {
             biased;
@@ -57,20 +58,28 @@ pub async fn read_whole(
             }
         };
         reading.governor.received(chunk.len() as u64).await;
-        if (body.len() + chunk.len()) as u64 > total {
+        received += chunk.len() as u64;
+        if received > total {
             return Err(Failure::Untrustworthy(
                 "the body is longer than announced".into(),
             ));
         }
-        body.extend_from_slice(&chunk);
+        chunks.push(chunk);
     }
-    if (body.len() as u64) < total {
+    if received < total {
         return Err(retry(TransferError::ShortBody {
             url: reading.url.to_owned(),
-            received: body.len() as u64,
+            received,
             expected: total,
         }));
     }
+    if chunks.len() == 1 {
+        return Ok(chunks.swap_remove(0));
+    }
+    let mut body = BytesMut::with_capacity(total as usize);
+    chunks
+        .iter()
+        .for_each(|chunk| body.extend_from_slice(chunk));
     Ok(body.freeze())
 }
 

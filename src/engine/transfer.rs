@@ -70,6 +70,7 @@ pub async fn download(
         None => spec.output.exists(),
     };
     let present = !spec.overwrite && !state_found && output_found();
+    let seen = batch.as_ref().map(|batch| Arc::clone(&batch.seen));
     job.slot = Mutex::new(batch.map(|batch| batch.slot));
     let job = Arc::new(job);
     let started = Instant::now();
@@ -81,9 +82,14 @@ pub async fn download(
         let Some(parent) = parent.filter(|p| !p.as_os_str().is_empty()) else {
             continue;
         };
-        if (at == 0 || parents[0] != Some(parent)) && !parent.is_dir() {
-            std::fs::create_dir_all(parent).map_err(TransferError::io("creating", parent))?;
+        if at == 1 && parents[0] == Some(parent) {
+            continue;
         }
+        match &seen {
+            Some(seen) => seen.ensure_dir(parent),
+            None => ensure_dir(parent),
+        }
+        .map_err(TransferError::io("creating", parent))?;
     }
     if spec.adopt_output
         && !state_found
@@ -114,6 +120,14 @@ pub async fn download(
         }
         Err(error) => Err(job.after_failure(error)),
     }
+}
+
+/// Create `dir` (and its parents) unless it is there.
+pub(super) fn ensure_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
 }
 
 /// Remove the resume state a download with [`TransferSpec::keep_state`] left beside its

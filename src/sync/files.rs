@@ -26,6 +26,8 @@ const NOT_DOWNLOADABLE: &str =
 /// Files placed ahead of the downloads, at most: the entries and specs of up to twice this many
 /// are all a run holds in memory, whatever the number of files to fetch.
 const WINDOW: usize = 4096;
+/// Files placed before the first download starts.
+const FIRST_PAGE: usize = 64;
 /// Finished files recorded in one index transaction, at most; the first of them waits at most
 /// [`RECORD_WAIT`] for the others.
 const RECORD_GROUP: usize = 512;
@@ -94,10 +96,14 @@ struct Feeding {
 }
 
 impl Feeding {
-    /// Room in the feed for the next page, once it has room for at least half a window.
+    /// Room in the feed for the next page, once it has room for at least half a window; the
+    /// first page is short, so that the first downloads start while the next is placed.
     fn room(&self) -> Option<usize> {
         let room = self.feed.as_ref()?.capacity();
-        (room >= WINDOW / 2).then_some(room)
+        match self.after {
+            None => Some(room.min(FIRST_PAGE)),
+            Some(_) => (room >= WINDOW / 2).then_some(room),
+        }
     }
 
     /// Place the next page of files to fetch (`room` at most), record them Downloading and
