@@ -35,6 +35,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+pub use batch::Landed;
 pub use error::TransferError;
 pub use transfer::{fetch_range, release_state, sha256_of};
 pub use writer::PartWriter;

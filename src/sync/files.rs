@@ -8,17 +8,19 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::api::{FileObject, check_id};
 use crate::crypt::output_path;
+use crate::engine::Landed;
 use crate::engine::{TransferError, TransferReport, TransferSpec, release_state};
 use crate::store::ResumeState;
 use crate::store::index::{FileEntry, FileOutcome, FileState, Index, IndexError, MALFORMED_REASON};
 use crate::store::layout::month_of;
 
-use super::{Sync, SyncError, SyncOptions, SyncSummary};
+use super::{Sync, SyncError, SyncOptions, SyncSummary, listing};
 
 const NOT_DOWNLOADABLE: &str =
     "not downloadable: only files created by code execution or skills can be downloaded";
@@ -31,13 +33,41 @@ const FIRST_PAGE: usize = 64;
 /// Finished files recorded in one index transaction, at most; the first of them waits at most
 /// [`RECORD_WAIT`] for the others.
 const RECORD_GROUP: usize = 512;
-const RECORD_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+const RECORD_WAIT: Duration = Duration::from_millis(20);
 
+/// List the files into the index and download those to fetch, both at once: each page listed
+/// is placed and handed to the engine while the next is requested.
+pub async fn list_and_download_files(
+    sync: &mut Sync<'_>,
+    options: &SyncOptions,
+    summary: &mut SyncSummary,
+    months: &mut BTreeSet<String>,
+) -> Result<(), SyncError> {
+    let (ask, asked) = mpsc::channel(1);
+    let (pages_sent, pages) = mpsc::channel(1);
+    let lister = listing::list_files_on_demand(sync.api, options.page_size, asked, pages_sent);
+    let listing = Listing::start(ask, pages);
+    let fetcher = download(sync, options, summary, months, Some(listing));
+    let ((), fetched) = tokio::join!(lister, fetcher);
+    fetched
+}
+
+/// Download the files the index says are missing.
 pub async fn download_files(
     sync: &mut Sync<'_>,
     options: &SyncOptions,
     summary: &mut SyncSummary,
     months: &mut BTreeSet<String>,
+) -> Result<(), SyncError> {
+    download(sync, options, summary, months, None).await
+}
+
+async fn download(
+    sync: &mut Sync<'_>,
+    options: &SyncOptions,
+    summary: &mut SyncSummary,
+    months: &mut BTreeSet<String>,
+    mut listing: Option<Listing>,
 ) -> Result<(), SyncError> {
     let (feed, fed) = mpsc::channel(WINDOW);
     let mut landed = sync
@@ -47,36 +77,144 @@ pub async fn download_files(
         feed: Some(feed),
         ..Feeding::default()
     };
+    // A listing that fails ends the sync with its error once the files in flight are recorded.
+    let mut failed = None;
     loop {
-        if summary.interrupted || sync.engine.cancel_token().is_cancelled() {
-            feeding.feed = None;
+        if summary.interrupted || sync.engine.cancel_token().is_cancelled() || failed.is_some() {
+            (feeding.feed, listing) = (None, None);
         }
         if let Some(room) = feeding.room() {
-            feeding.feed_page(sync, options, summary, months, room)?;
-            continue;
-        }
-        let Some(first) = landed.recv().await else {
-            return Ok(());
-        };
-        // More files join while the group is small and young: one index transaction each
-        // (a durable one) is the run's serial part.
-        let mut group = vec![first];
-        let deadline = tokio::time::Instant::now() + RECORD_WAIT;
-        while group.len() < RECORD_GROUP {
-            match tokio::time::timeout_at(deadline, landed.recv()).await {
-                Ok(Some(more)) => group.push(more),
-                Ok(None) | Err(_) => break,
+            let listed = listing.as_ref().map_or(Listed::All, Listing::listed);
+            if feeding.feed_page(sync, options, summary, months, room, &listed)? {
+                continue;
             }
         }
-        let group = group
-            .into_iter()
-            .map(|(id, result)| {
-                let (entry, spec) = feeding.landed(id);
-                (entry, spec, result)
-            })
-            .collect();
-        record_landed(sync, group, summary, months)?;
+        tokio::select! {
+            page = async { listing.as_mut()?.pages.recv().await }, if listing.is_some() => {
+                let goes_on = match page {
+                    Some(Ok(page)) => take_page(sync, options, summary, listing.as_mut(), page)?,
+                    Some(Err(error)) => {
+                        failed = Some(error);
+                        false
+                    }
+                    None => false,
+                };
+                if !goes_on {
+                    listing = None;
+                }
+            }
+            first = landed.recv() => {
+                let Some(first) = first else {
+                    return failed.map_or(Ok(()), Err);
+                };
+                // More files join while the group is small and young (unless pages are still
+                // coming): one index transaction each (a durable one) is the run's serial part.
+                let wait = if listing.is_some() { Duration::ZERO } else { RECORD_WAIT };
+                let group = gather(first, &mut landed, wait).await;
+                let group = group
+                    .into_iter()
+                    .map(|(id, result)| {
+                        let (entry, spec) = feeding.landed(id);
+                        (entry, spec, result)
+                    })
+                    .collect();
+                record_landed(sync, group, summary, months)?;
+            }
+        }
     }
+}
+
+/// The landed `first` and those that follow within `wait`, up to [`RECORD_GROUP`].
+async fn gather(
+    first: Landed,
+    landed: &mut mpsc::UnboundedReceiver<Landed>,
+    wait: Duration,
+) -> Vec<Landed> {
+    let mut group = vec![first];
+    let deadline = tokio::time::Instant::now() + wait;
+    while group.len() < RECORD_GROUP {
+        match landed.try_recv() {
+            Ok(more) => group.push(more),
+            Err(_) if wait.is_zero() => break,
+            Err(_) => match tokio::time::timeout_at(deadline, landed.recv()).await {
+                Ok(Some(more)) => group.push(more),
+                Ok(None) | Err(_) => break,
+            },
+        }
+    }
+    group
+}
+
+/// Take a listed page into the index; whether the listing goes on (then the next page is
+/// asked for).
+fn take_page(
+    sync: &mut Sync<'_>,
+    options: &SyncOptions,
+    summary: &mut SyncSummary,
+    listing: Option<&mut Listing>,
+    page: Vec<FileObject>,
+) -> Result<bool, SyncError> {
+    summary.list_requests += 1;
+    let settled = listing::take_files(sync.index, options, summary, &page)?;
+    let listing = listing.expect("a page comes from a listing");
+    if let Some(oldest) = page.iter().map(|f| f.created_at.as_str()).min() {
+        let frontier = listing.frontier.get_or_insert_with(|| oldest.to_owned());
+        if oldest < frontier.as_str() {
+            *frontier = oldest.to_owned();
+        }
+    }
+    let goes_on = listing::goes_on_after(&page, settled, options);
+    if goes_on {
+        listing.ask();
+    }
+    Ok(goes_on)
+}
+
+/// The files listing while it runs: the pages it hands over, and how far it has come.
+struct Listing {
+    ask: mpsc::Sender<()>,
+    pages: mpsc::Receiver<Result<Vec<FileObject>, SyncError>>,
+    /// The oldest `created_at` listed so far: the listing goes newest first, so every file to
+    /// fetch created after it is in the index already.
+    frontier: Option<String>,
+}
+
+impl Listing {
+    /// Ask for the first page.
+    fn start(
+        ask: mpsc::Sender<()>,
+        pages: mpsc::Receiver<Result<Vec<FileObject>, SyncError>>,
+    ) -> Listing {
+        let listing = Listing {
+            ask,
+            pages,
+            frontier: None,
+        };
+        listing.ask();
+        listing
+    }
+
+    fn ask(&self) {
+        // The lister took the previous ask before it sent that page; gone, it sends no more.
+        let _ = self.ask.try_send(());
+    }
+
+    fn listed(&self) -> Listed<'_> {
+        match &self.frontier {
+            None => Listed::Nothing,
+            Some(frontier) => Listed::NewerThan(frontier),
+        }
+    }
+}
+
+/// Which files to fetch the index holds for sure: those to place now.
+enum Listed<'a> {
+    /// The listing is over (or there is none).
+    All,
+    /// Those created after the frontier (the listing is still going).
+    NewerThan(&'a str),
+    /// Nothing is listed yet.
+    Nothing,
 }
 
 /// The files handed to the engine and not recorded yet, and where the next page of files to
@@ -106,8 +244,9 @@ impl Feeding {
         }
     }
 
-    /// Place the next page of files to fetch (`room` at most), record them Downloading and
-    /// hand them to the engine; after the last page, close the feed.
+    /// Place the next page of files to fetch (`room` at most, of those `listed`), record them
+    /// Downloading and hand them to the engine; after the last page, close the feed. Whether
+    /// it took any.
     fn feed_page(
         &mut self,
         sync: &mut Sync<'_>,
@@ -115,12 +254,21 @@ impl Feeding {
         summary: &mut SyncSummary,
         months: &mut BTreeSet<String>,
         room: usize,
-    ) -> Result<(), SyncError> {
+        listed: &Listed<'_>,
+    ) -> Result<bool, SyncError> {
         let cursor = self.after.as_ref().map(|(c, i)| (c.as_str(), i.as_str()));
-        let page = sync.index.files_to_fetch_page(cursor, room)?;
+        let mut page = match listed {
+            Listed::Nothing => return Ok(false),
+            _ => sync.index.files_to_fetch_page(cursor, room)?,
+        };
+        if let Listed::NewerThan(frontier) = listed {
+            page.retain(|entry| entry.meta.created_at.as_str() > *frontier);
+        }
         let Some(last) = page.last() else {
-            self.feed = None;
-            return Ok(());
+            if let Listed::All = listed {
+                self.feed = None;
+            }
+            return Ok(false);
         };
         self.after = Some((last.meta.created_at.clone(), last.meta.id.clone()));
         let wanted = wanted_files(sync, options, summary, months, page)?;
@@ -155,7 +303,7 @@ impl Feeding {
                 .expect("the feed has room for the page");
             self.placed.insert(id, (entry, spec));
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The entry and spec of the file `id`, which landed: its output is no longer in flight.

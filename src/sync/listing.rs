@@ -1,5 +1,7 @@
 //! Listing newest first into the index, with the incremental stop.
 
+use tokio::sync::mpsc;
+
 use crate::api::{ApiClient, Batch, FileObject, Listed};
 use crate::store::index::{BatchMeta, FileMeta, Index};
 
@@ -13,31 +15,71 @@ pub async fn list_files(
     let api = sync.api;
     let index = &mut *sync.index;
     walk_pages(api, options, summary, |page: &[FileObject], summary| {
-        summary.files_listed += page.len() as u64;
-        let ids: Vec<&str> = page.iter().map(|f| f.id.as_str()).collect();
-        if options.dry_run {
-            let settled = index.settled_ids(&ids)?;
-            let fetchable = page.iter().filter(|f| {
-                !settled.contains(&f.id)
-                    && f.downloadable != Some(false)
-                    && f.malformed.is_none()
-                    && options.includes(*f)
-            });
-            summary.planned.extend(fetchable.map(Planned::of));
-        } else {
-            let metas: Vec<FileMeta> = page
-                .iter()
-                .filter(|f| f.malformed.is_none())
-                .map(file_meta)
-                .collect();
-            summary.files_new += index.upsert_files(&metas)? as u64;
-            for file in page.iter().filter(|f| f.malformed.is_some()) {
-                super::files::record_malformed(index, file, summary)?;
-            }
-        }
-        Ok(index.settled_ids(&ids)?.len() == page.len())
+        take_files(index, options, summary, page)
     })
     .await
+}
+
+/// Take one page of the files listing into the index (or, in a dry run, into the plan);
+/// whether every file of the page is known and settled (the incremental stop).
+pub fn take_files(
+    index: &mut dyn Index,
+    options: &SyncOptions,
+    summary: &mut SyncSummary,
+    page: &[FileObject],
+) -> Result<bool, SyncError> {
+    summary.files_listed += page.len() as u64;
+    let ids: Vec<&str> = page.iter().map(|f| f.id.as_str()).collect();
+    if options.dry_run {
+        let settled = index.settled_ids(&ids)?;
+        let fetchable = page.iter().filter(|f| {
+            !settled.contains(&f.id)
+                && f.downloadable != Some(false)
+                && f.malformed.is_none()
+                && options.includes(*f)
+        });
+        summary.planned.extend(fetchable.map(Planned::of));
+    } else {
+        let metas: Vec<FileMeta> = page
+            .iter()
+            .filter(|f| f.malformed.is_none())
+            .map(file_meta)
+            .collect();
+        summary.files_new += index.upsert_files(&metas)? as u64;
+        for file in page.iter().filter(|f| f.malformed.is_some()) {
+            super::files::record_malformed(index, file, summary)?;
+        }
+    }
+    Ok(index.settled_ids(&ids)?.len() == page.len())
+}
+
+/// Whether the walk goes on after a page that `take` found `settled` (see [`walk_pages`]).
+pub fn goes_on_after(page: &[impl Listed], settled: bool, options: &SyncOptions) -> bool {
+    !(settled && !page.is_empty() && !options.full)
+}
+
+/// Fetch each page of the files listing when asked to (`asked`), and hand it over (`pages`):
+/// the caller takes a page into the index while its downloads run, then asks for the next
+/// only if the walk goes on, so no page is fetched that the incremental stop would not fetch.
+/// Ends (closing `pages`) after the last page or an error, or once the caller stops asking.
+pub async fn list_files_on_demand(
+    api: &ApiClient,
+    page_size: u32,
+    mut asked: mpsc::Receiver<()>,
+    pages: mpsc::Sender<Result<Vec<FileObject>, SyncError>>,
+) {
+    let mut walk = api.pages::<FileObject>(page_size);
+    while asked.recv().await.is_some() {
+        let page = match walk.next_page().await {
+            Ok(Some(page)) => Ok(page),
+            Ok(None) => return,
+            Err(error) => Err(error.into()),
+        };
+        let failed = page.is_err();
+        if pages.send(page).await.is_err() || failed {
+            return;
+        }
+    }
 }
 
 /// List batches into the index; returns where this listing says each ended batch's results are
@@ -92,7 +134,7 @@ async fn walk_pages<T: Listed>(
     while let Some(page) = pages.next_page().await? {
         summary.list_requests += 1;
         let settled = take(&page, summary)?;
-        if settled && !page.is_empty() && !options.full {
+        if !goes_on_after(&page, settled, options) {
             break;
         }
     }

@@ -182,11 +182,10 @@ impl Sync<'_> {
         if !options.dry_run {
             self.clean_stale_temps()?;
         }
-        if options.files {
+        if options.files && (options.dry_run || options.metadata_only) {
             listing::list_files(self, options, &mut summary).await?;
-            if !options.dry_run && !options.metadata_only {
-                files::download_files(self, options, &mut summary, &mut months).await?;
-            }
+        } else if options.files {
+            files::list_and_download_files(self, options, &mut summary, &mut months).await?;
         }
         if options.batches && !summary.interrupted {
             let listed = listing::list_batches(self, options, &mut summary).await?;
