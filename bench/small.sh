@@ -7,6 +7,8 @@
 #         with a config file listing 1/16 of the content URLs with the API headers
 #   big:  1,000,000 × 1 KiB sync (BIG=1): wall, peak RSS, files/s
 # Each run writes into a new directory; tools alternate within a round; medians of ROUNDS.
+# Before each run the page cache is written back (untimed): claudedl makes its files durable
+# with syncfs, which would otherwise also write back what the tool before it left behind.
 #   ROUNDS=3 GET_FILES=10000 SYNC_FILES="5000 100000" BIG=0 JOBS=16 bash bench/small.sh
 # Needs a release build (cargo build --release --workspace), nginx, curl, wget, aria2c,
 # /usr/bin/time. Loopback only.
@@ -31,6 +33,7 @@ fresh() { run_no=$((run_no + 1)); d="$work/run$run_no"; mkdir -p "$d"; } # sets 
 # timed RESULTS LABEL FILES cmd… : appends "label wall rss_kib" (the command runs in a new dir)
 timed() {
   local results=$1 label=$2; shift 2
+  sync # untimed: no run pays for writing back what an earlier one left in the page cache
   timeout 1800 /usr/bin/time -f "%e %M" -o "$work/time" "$@" > "$work/last.out" 2> "$work/last.err" \
     || { echo "$label failed: $(tail -3 "$work/last.err")" >&2; return 0; }
   read -r wall rss < "$work/time"

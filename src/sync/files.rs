@@ -31,7 +31,7 @@ const WINDOW: usize = 4096;
 /// Files placed before the first download starts.
 const FIRST_PAGE: usize = 64;
 /// Finished files recorded in one index transaction, at most; the first of them waits at most
-/// [`RECORD_WAIT`] for the others.
+/// [`RECORD_WAIT`] for the others (the downloads and the listing go on meanwhile).
 const RECORD_GROUP: usize = 512;
 const RECORD_WAIT: Duration = Duration::from_millis(20);
 
@@ -79,9 +79,18 @@ async fn download(
     };
     // A listing that fails ends the sync with its error once the files in flight are recorded.
     let mut failed = None;
+    // Files landed and not recorded yet: recorded together once the first of them is
+    // RECORD_WAIT old, or once RECORD_GROUP landed, in one durable index transaction (the
+    // run's serial part).
+    let (mut group, mut due) = (Vec::new(), None);
+    let mut all_landed = false;
     loop {
         if summary.interrupted || sync.engine.cancel_token().is_cancelled() || failed.is_some() {
             (feeding.feed, listing) = (None, None);
+        }
+        if all_landed {
+            record_group(sync, &mut feeding, group, summary, months)?;
+            return failed.map_or(Ok(()), Err);
         }
         if let Some(room) = feeding.room() {
             let listed = listing.as_ref().map_or(Listed::All, Listing::listed);
@@ -89,6 +98,7 @@ async fn download(
                 continue;
             }
         }
+        let record_at = due.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             page = async { listing.as_mut()?.pages.recv().await }, if listing.is_some() => {
                 let goes_on = match page {
@@ -103,46 +113,44 @@ async fn download(
                     listing = None;
                 }
             }
-            first = landed.recv() => {
-                let Some(first) = first else {
-                    return failed.map_or(Ok(()), Err);
-                };
-                // More files join while the group is small and young (unless pages are still
-                // coming): one index transaction each (a durable one) is the run's serial part.
-                let wait = if listing.is_some() { Duration::ZERO } else { RECORD_WAIT };
-                let group = gather(first, &mut landed, wait).await;
-                let group = group
-                    .into_iter()
-                    .map(|(id, result)| {
-                        let (entry, spec) = feeding.landed(id);
-                        (entry, spec, result)
-                    })
-                    .collect();
-                record_landed(sync, group, summary, months)?;
+            next = landed.recv() => match next {
+                Some(result) => {
+                    due.get_or_insert_with(|| tokio::time::Instant::now() + RECORD_WAIT);
+                    group.push(result);
+                    if group.len() >= RECORD_GROUP {
+                        due = None;
+                        record_group(sync, &mut feeding, std::mem::take(&mut group), summary, months)?;
+                    }
+                }
+                None => all_landed = true,
+            },
+            () = tokio::time::sleep_until(record_at), if due.is_some() => {
+                due = None;
+                record_group(sync, &mut feeding, std::mem::take(&mut group), summary, months)?;
             }
         }
     }
 }
 
-/// The landed `first` and those that follow within `wait`, up to [`RECORD_GROUP`].
-async fn gather(
-    first: Landed,
-    landed: &mut mpsc::UnboundedReceiver<Landed>,
-    wait: Duration,
-) -> Vec<Landed> {
-    let mut group = vec![first];
-    let deadline = tokio::time::Instant::now() + wait;
-    while group.len() < RECORD_GROUP {
-        match landed.try_recv() {
-            Ok(more) => group.push(more),
-            Err(_) if wait.is_zero() => break,
-            Err(_) => match tokio::time::timeout_at(deadline, landed.recv()).await {
-                Ok(Some(more)) => group.push(more),
-                Ok(None) | Err(_) => break,
-            },
-        }
+/// Record a group of landed files (see [`record_landed`]).
+fn record_group(
+    sync: &mut Sync<'_>,
+    feeding: &mut Feeding,
+    group: Vec<Landed>,
+    summary: &mut SyncSummary,
+    months: &mut BTreeSet<String>,
+) -> Result<(), SyncError> {
+    if group.is_empty() {
+        return Ok(());
     }
-    group
+    let group = group
+        .into_iter()
+        .map(|(id, result)| {
+            let (entry, spec) = feeding.landed(id);
+            (entry, spec, result)
+        })
+        .collect();
+    record_landed(sync, group, summary, months)
 }
 
 /// Take a listed page into the index; whether the listing goes on (then the next page is

@@ -266,7 +266,9 @@ async fn a_stalled_file_holds_back_no_other_file_of_a_long_list() {
     let list = url_list(&origin, count, work.path());
     let out = work.path().join("out");
     let run = claudedl_binary()
-        .args(["get", "-q", "--read-timeout", "2", "-i"])
+        // Long enough for the others to finish first on a loaded machine (4,199 files of 64
+        // bytes take about a second).
+        .args(["get", "-q", "--read-timeout", "10", "-i"])
         .arg(&list)
         .arg("-d")
         .arg(&out)

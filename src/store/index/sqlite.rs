@@ -494,14 +494,21 @@ fn record_file_sql(conn: &Connection, id: &str, outcome: &FileOutcome) -> rusqli
 }
 
 /// Every outcome in one transaction, committed with `synchronous = FULL`, so that it survives a
-/// power cut too. A refused outcome (its path taken) is rolled back alone: should one be
-/// refused, the transaction is done again with each outcome behind a savepoint (two more
-/// statements each, which the usual group, all accepted, does without).
+/// power cut too; marks that downloads started alone commit without a sync of their own (a
+/// lost mark costs a second download, never a wrong record). A refused outcome (its path
+/// taken) is rolled back alone: should one be refused, the transaction is done again with each
+/// outcome behind a savepoint (two more statements each, which the usual group, all accepted,
+/// does without).
 fn record_files_sql(
     conn: &mut Connection,
     outcomes: &[(String, FileOutcome)],
 ) -> rusqlite::Result<Vec<Result<(), IndexError>>> {
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let marks_only = outcomes
+        .iter()
+        .all(|(_, outcome)| matches!(outcome, FileOutcome::Downloading));
+    if !marks_only {
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
     let result = match record_all(conn, outcomes, Refusal::Abandons) {
         Ok(Some(results)) => Ok(results),
         Ok(None) => record_all(conn, outcomes, Refusal::RollsBackItsOwn)
