@@ -94,12 +94,18 @@ fn url_list(origin: &Origin, count: usize, dir: &Path) -> PathBuf {
 }
 
 async fn get_list(list: &Path, out: &Path, jobs: &str) -> std::process::Output {
+    get_list_with(list, out, &["-j", jobs]).await
+}
+
+/// `claudedl get -q OPTIONS -i LIST -d OUT`.
+async fn get_list_with(list: &Path, out: &Path, options: &[&str]) -> std::process::Output {
     claudedl_binary()
-        .args(["get", "-q", "-i"])
+        .args(["get", "-q"])
+        .args(options)
+        .arg("-i")
         .arg(list)
         .arg("-d")
         .arg(out)
-        .args(["-j", jobs])
         .output()
         .await
         .unwrap()
@@ -221,14 +227,7 @@ async fn a_list_longer_than_a_window_keeps_its_order_and_unique_names() {
     let list = work.path().join("urls.txt");
     std::fs::write(&list, urls.join("\n")).unwrap();
     let out = work.path().join("out");
-    let run = claudedl_binary()
-        .args(["get", "-q", "--json", "-i"])
-        .arg(&list)
-        .arg("-d")
-        .arg(&out)
-        .output()
-        .await
-        .unwrap();
+    let run = get_list_with(&list, &out, &["--json"]).await;
     assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
     let lines: Vec<serde_json::Value> = text(&run.stdout)
         .lines()
@@ -265,16 +264,9 @@ async fn a_stalled_file_holds_back_no_other_file_of_a_long_list() {
     let count = 4_200;
     let list = url_list(&origin, count, work.path());
     let out = work.path().join("out");
-    let run = claudedl_binary()
-        // Long enough for the others to finish first on a loaded machine (4,199 files of 64
-        // bytes take about a second).
-        .args(["get", "-q", "--read-timeout", "10", "-i"])
-        .arg(&list)
-        .arg("-d")
-        .arg(&out)
-        .output()
-        .await
-        .unwrap();
+    // Long enough for the others to finish first on a loaded machine (4,199 files of 64 bytes
+    // take about a second).
+    let run = get_list_with(&list, &out, &["--read-timeout", "10"]).await;
     assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
     let paths: Vec<String> = origin.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(paths.len(), count + 1, "one request each, and one retry");
