@@ -61,6 +61,8 @@ pub fn main() -> ExitCode {
         Ok(global) => global,
         Err(status) => return status.into(),
     };
+    // Before any other thread exists (see `reserve_open_files`).
+    claudedl::engine::reserve_open_files();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -85,7 +85,7 @@ impl Committer {
         tokio::spawn(run(receive));
         Committer {
             queue,
-            room: Arc::new(Semaphore::new(waiting_files())),
+            room: Arc::new(Semaphore::new(reserve_open_files())),
         }
     }
 
@@ -120,6 +120,32 @@ impl Committer {
         heard
             .await
             .unwrap_or_else(|_| Err(io::Error::other("the committer has stopped")))
+    }
+}
+
+/// How many staged files may wait for their group (once per process): raises the soft limit
+/// on open files, and grows the process's table of open files to hold them all. Grown later,
+/// while threads run, each doubling of the table makes the kernel wait for an RCU grace period
+/// (`expand_files`: milliseconds in a VM) and stalls every thread opening a file meanwhile;
+/// called before the runtime starts (as the CLI does), it costs nothing.
+pub fn reserve_open_files() -> usize {
+    static WAITING: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *WAITING.get_or_init(|| {
+        let waiting = waiting_files();
+        grow_fd_table(waiting + FDS_KEPT as usize);
+        waiting
+    })
+}
+
+/// Grow the table of open files to `fds` entries: a descriptor duplicated near the top, then
+/// closed (best effort: a refusal leaves the table to grow as files open).
+fn grow_fd_table(fds: usize) {
+    let Ok(top) = rustix::fd::RawFd::try_from(fds.saturating_sub(1)) else {
+        return;
+    };
+    let root = rustix::fs::open("/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty());
+    if let Ok(root) = root {
+        let _ = rustix::io::fcntl_dupfd_cloexec(&root, top);
     }
 }
 
@@ -441,6 +467,21 @@ mod tests {
     async fn a_pause_longer_than_the_quiet_closes_the_group() {
         let (files, closed) = group_of_arrivals(GROUP_QUIET * 2, 10).await;
         assert_eq!((files, closed), (1, GROUP_QUIET));
+    }
+
+    #[test]
+    fn the_table_of_open_files_holds_every_waiting_file_from_the_start() {
+        let waiting = reserve_open_files();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let size: usize = status
+            .lines()
+            .find_map(|line| line.strip_prefix("FDSize:"))
+            .map(|size| size.trim().parse().unwrap())
+            .unwrap();
+        assert!(
+            size >= waiting + FDS_KEPT as usize,
+            "FDSize {size}, {waiting} waiting"
+        );
     }
 
     #[test]

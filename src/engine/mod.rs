@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 pub use batch::Landed;
+pub use commit::reserve_open_files;
 pub use error::TransferError;
 pub use transfer::{fetch_range, release_state, sha256_of};
 pub use writer::PartWriter;
