@@ -239,6 +239,9 @@ struct Feeding {
     placed: HashMap<usize, (FileEntry, TransferSpec)>,
     /// Their outputs.
     taken: HashSet<PathBuf>,
+    /// The listing's frontier when the index last had nothing newer to place: it is not asked
+    /// again (for every file that lands) until the listing moves on.
+    dry_at: Option<String>,
 }
 
 impl Feeding {
@@ -267,14 +270,19 @@ impl Feeding {
         let cursor = self.after.as_ref().map(|(c, i)| (c.as_str(), i.as_str()));
         let mut page = match listed {
             Listed::Nothing => return Ok(false),
+            Listed::NewerThan(frontier) if self.dry_at.as_deref() == Some(*frontier) => {
+                return Ok(false);
+            }
             _ => sync.index.files_to_fetch_page(cursor, room)?,
         };
         if let Listed::NewerThan(frontier) = listed {
             page.retain(|entry| entry.meta.created_at.as_str() > *frontier);
         }
         let Some(last) = page.last() else {
-            if let Listed::All = listed {
-                self.feed = None;
+            match listed {
+                Listed::All => self.feed = None,
+                Listed::NewerThan(frontier) => self.dry_at = Some((*frontier).to_owned()),
+                Listed::Nothing => {}
             }
             return Ok(false);
         };
