@@ -6,9 +6,14 @@
 #   sync: M × 4 KiB from the mock API (no budget): claudedl sync vs 16 curl processes, each
 #         with a config file listing 1/16 of the content URLs with the API headers
 #   big:  1,000,000 × 1 KiB sync (BIG=1): wall, peak RSS, files/s
+#   floor (FLOOR=1, the default): bench/floor beside get -i, the same per-file work as claudedl
+#         (ranged GET, SHA-256, unnamed file linked by one thread, syncfs) and no bookkeeping
 # Each run writes into a new directory; tools alternate within a round; medians of ROUNDS.
 # Before each run the page cache is written back (untimed): claudedl makes its files durable
 # with syncfs, which would otherwise also write back what the tool before it left behind.
+# BENCH_TMP: where the runs write (default /tmp). A file system where millions of files were
+# created and deleted slows every tool (ext4 skips recently freed inodes): for figures to
+# compare, use a fresh one (docs/benchmarks-small.md, session 6).
 #   ROUNDS=3 GET_FILES=10000 SYNC_FILES="5000 100000" BIG=0 JOBS=16 bash bench/small.sh
 # Needs a release build (cargo build --release --workspace), nginx, curl, wget, aria2c,
 # /usr/bin/time. Loopback only.
@@ -19,11 +24,16 @@ GET_FILES=${GET_FILES:-10000}
 SYNC_FILES=${SYNC_FILES:-"5000 100000"}
 BIG=${BIG:-0}
 JOBS=${JOBS:-16}
+FLOOR=${FLOOR:-1}
 BIN=${CLAUDEDL:-target/release/claudedl}
 MOCK=${CLAUDEDL_MOCK:-target/release/claudedl-mock}
 for tool in "$BIN" "$MOCK" /usr/bin/time nginx curl wget aria2c python3; do
   command -v "$tool" >/dev/null 2>&1 || { echo "missing $tool"; exit 2; }
 done
+floor=target/floor/release/claudedl-floor
+if [[ $FLOOR == 1 && $GET_FILES != 0 ]]; then
+  cargo build -q --release --manifest-path bench/floor/Cargo.toml --target-dir target/floor
+fi
 work=$(mktemp -d "${BENCH_TMP:-/tmp}/claudedl-bench-small.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -84,6 +94,9 @@ for round in $(seq "$ROUNDS"); do
   fresh; timed "$get_results" "curl-xargs-P16" sh -c "cd '$d' && xargs -P16 -n $per curl -s --remote-name-all < '$work/urls.txt'"
   fresh; timed "$get_results" "wget-i" wget -q -i "$work/urls.txt" -P "$d"
   fresh; timed "$get_results" "aria2c-i-j16" aria2c -q -i "$work/urls.txt" -d "$d" -j16 --allow-overwrite=true --auto-file-renaming=false
+  if [[ $FLOOR == 1 ]]; then
+    fresh; timed "$get_results" "floor" "$floor" "$work/urls.txt" "$d"
+  fi
   if [[ -n "${BASE:-}" ]]; then
     fresh; timed "$get_results" "base-get-i-j$JOBS" "$BASE" get -q -i "$work/urls.txt" -d "$d" -j "$JOBS"
   fi
