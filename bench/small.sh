@@ -13,7 +13,9 @@
 # with syncfs, which would otherwise also write back what the tool before it left behind.
 # BENCH_TMP: where the runs write (default /tmp). A file system where millions of files were
 # created and deleted slows every tool (ext4 skips recently freed inodes): for figures to
-# compare, use a fresh one (docs/benchmarks-small.md, session 6).
+# compare, use a fresh one (docs/benchmarks-small.md, session 6). FRESH_FS=16G (as root) makes
+# one for the run: an ext4 of that size in a sparse image (FRESH_FS_IMAGE, default
+# /var/tmp/claudedl-bench-small.img), loop-mounted, one inode per 4 KiB, removed at the end.
 #   ROUNDS=3 GET_FILES=10000 SYNC_FILES="5000 100000" BIG=0 JOBS=16 bash bench/small.sh
 # Needs a release build (cargo build --release --workspace), nginx, curl, wget, aria2c,
 # /usr/bin/time. Loopback only.
@@ -34,10 +36,29 @@ floor=target/floor/release/claudedl-floor
 if [[ $FLOOR == 1 && $GET_FILES != 0 ]]; then
   cargo build -q --release --manifest-path bench/floor/Cargo.toml --target-dir target/floor
 fi
-work=$(mktemp -d "${BENCH_TMP:-/tmp}/claudedl-bench-small.XXXXXX")
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+pids=() fresh_mount=
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [[ -n $fresh_mount ]]; then # the whole file system goes: no need to delete its files
+    umount "$fresh_mount" && rmdir "$fresh_mount" && rm -f "$FRESH_FS_IMAGE"
+  else
+    rm -rf "$work"
+  fi
+}
 trap cleanup EXIT
+if [[ -n ${FRESH_FS:-} ]]; then
+  [[ $(id -u) == 0 ]] || { echo "FRESH_FS needs root (mount)"; exit 2; }
+  FRESH_FS_IMAGE=${FRESH_FS_IMAGE:-/var/tmp/claudedl-bench-small.img}
+  rm -f "$FRESH_FS_IMAGE"
+  truncate -s "$FRESH_FS" "$FRESH_FS_IMAGE"
+  mkfs.ext4 -q -F -i 4096 "$FRESH_FS_IMAGE"
+  mount_point=$(mktemp -d /tmp/claudedl-bench-fs.XXXXXX)
+  mount -o loop "$FRESH_FS_IMAGE" "$mount_point"
+  fresh_mount=$mount_point
+  BENCH_TMP=$mount_point
+fi
+work=$(mktemp -d "${BENCH_TMP:-/tmp}/claudedl-bench-small.XXXXXX")
 run_no=0
 fresh() { run_no=$((run_no + 1)); d="$work/run$run_no"; mkdir -p "$d"; } # sets $d
 # timed RESULTS LABEL FILES cmd… : appends "label wall rss_kib" (the command runs in a new dir)
