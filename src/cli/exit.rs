@@ -42,6 +42,20 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
+    /// Every status, in the order of the table.
+    #[cfg(test)]
+    const ALL: [ExitStatus; 9] = [
+        ExitStatus::Success,
+        ExitStatus::Failure,
+        ExitStatus::Usage,
+        ExitStatus::Auth,
+        ExitStatus::NotFound,
+        ExitStatus::Halted,
+        ExitStatus::Network,
+        ExitStatus::Certificate,
+        ExitStatus::Interrupted,
+    ];
+
     pub fn code(self) -> u8 {
         match self {
             ExitStatus::Success => 0,
@@ -181,18 +195,7 @@ mod tests {
 
     #[test]
     fn the_table_for_help_lists_every_code() {
-        use ExitStatus::*;
-        for status in [
-            Success,
-            Failure,
-            Usage,
-            Auth,
-            NotFound,
-            Halted,
-            Network,
-            Certificate,
-            Interrupted,
-        ] {
+        for status in ExitStatus::ALL {
             let line = format!("\n  {:<4} ", status.code());
             assert!(table!().contains(&line), "{line:?}");
         }
