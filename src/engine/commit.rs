@@ -7,8 +7,8 @@
 //! without one, up to [`MAX_GROUP`] files; a busy run commits in groups of hundreds, a lone
 //! file waits [`GROUP_QUIET`]. For each file and group:
 //! 1. the transfer writes the body whole into an `O_TMPFILE` of the output's directory (an
-//!    inode without a name; where the file system has none, a temporary name
-//!    `.NAME.part~N.tmp-PID` beside the output);
+//!    inode without a name, most often one made ahead: `super::ahead`; where the file system
+//!    has none, a temporary name `.NAME.part~N.tmp-PID` beside the output);
 //! 2. one `syncfs` makes the content of the whole group durable;
 //! 3. each file is linked under its final name (an existing file is replaced by a rename);
 //!    a second `syncfs` makes the names durable;
@@ -31,6 +31,7 @@ use std::time::Duration;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use super::ahead::{AHEAD, Ahead, open_unnamed};
 use crate::store::atomic::{create_new_no_follow, parent_dir, remove_stale_marked};
 
 /// The most files one group commits.
@@ -76,6 +77,7 @@ struct Pending {
 pub struct Committer {
     queue: mpsc::UnboundedSender<Pending>,
     room: Arc<Semaphore>,
+    ahead: Arc<Ahead>,
 }
 
 impl Committer {
@@ -86,6 +88,22 @@ impl Committer {
         Committer {
             queue,
             room: Arc::new(Semaphore::new(reserve_open_files())),
+            ahead: Arc::default(),
+        }
+    }
+
+    /// Write `body` whole, unnamed, beside `output` ([`stage`]), into a file made ahead when
+    /// one is ready (blocking, but one small write: called from the transfer's task).
+    pub fn stage(&self, output: &Path, body: &[u8]) -> io::Result<Staged> {
+        if !UNNAMED.load(Ordering::Relaxed) {
+            return stage(output, body);
+        }
+        match self.ahead.take(parent_dir(output)) {
+            Some(mut file) => {
+                file.write_all(body)?;
+                Ok(Staged { file, temp: None })
+            }
+            None => stage(output, body),
         }
     }
 
@@ -132,7 +150,7 @@ pub fn reserve_open_files() -> usize {
     static WAITING: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *WAITING.get_or_init(|| {
         let waiting = waiting_files();
-        grow_fd_table(waiting + FDS_KEPT as usize);
+        grow_fd_table(waiting + FDS_KEPT as usize + AHEAD);
         waiting
     })
 }
@@ -150,7 +168,7 @@ fn grow_fd_table(fds: usize) {
 }
 
 /// How many staged files may wait: raises the soft limit on open files to the hard one, and
-/// keeps [`FDS_KEPT`] of it for the rest of the process.
+/// keeps [`FDS_KEPT`] of it for the rest of the process and [`AHEAD`] for files made ahead.
 fn waiting_files() -> usize {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
@@ -164,7 +182,7 @@ fn waiting_files() -> usize {
         }
     }
     let open = limit.current.unwrap_or(u64::MAX);
-    let free = open.saturating_sub(FDS_KEPT).max(16);
+    let free = open.saturating_sub(FDS_KEPT + AHEAD as u64).max(16);
     usize::try_from(free)
         .unwrap_or(usize::MAX)
         .min(MOST_WAITING)
@@ -174,13 +192,11 @@ fn waiting_files() -> usize {
 static UNNAMED: AtomicBool = AtomicBool::new(true);
 
 /// Write `body` whole, unnamed (or under a temporary name) in the directory of `output`
-/// (blocking, but one small write: called from the transfer's task).
+/// (blocking).
 pub fn stage(output: &Path, body: &[u8]) -> io::Result<Staged> {
     if UNNAMED.load(Ordering::Relaxed) {
-        let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
-        match rustix::fs::openat(CWD, parent_dir(output), flags, Mode::from(0o666)) {
-            Ok(fd) => {
-                let mut file = File::from(fd);
+        match open_unnamed(parent_dir(output)) {
+            Ok(mut file) => {
                 file.write_all(body)?;
                 return Ok(Staged { file, temp: None });
             }

@@ -13,6 +13,7 @@
 //!
 //! The engine never prints: it tells a [`Reporter`].
 
+mod ahead;
 mod batch;
 mod commit;
 mod error;

@@ -455,7 +455,7 @@ impl Job {
         let room = self.cancellable(async { Ok(committer.room().await) });
         let room = room.await?;
         let failed = |e| Failure::Fatal(TransferError::io("writing", self.spec.output.clone())(e));
-        let staged = super::commit::stage(&self.spec.output, &body).map_err(failed)?;
+        let staged = committer.stage(&self.spec.output, &body).map_err(failed)?;
         drop(body);
         // The file waits for its group on disk: the next file of the batch may start.
         drop(self.slot.lock().unwrap().take());
