@@ -303,13 +303,19 @@ async fn sigterm_drains_and_releases_leases() {
     run_ok(&api, &db, &["enqueue"]).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let slow = ["-j", "3", "--limit-rate", "64KiB", "--drain-timeout", "0.2"];
+    let slow = ["-j", "3", "--limit-rate", "64KiB", "--drain-timeout", "1"];
     let worker = spawn_worker(&api, &db, d, &slow);
     wait_for("three leases", || {
         count(
             &db,
             "SELECT count(*) FROM work_items WHERE state = 'leased'",
         ) == 3
+    })
+    .await;
+    // The transfers have asked for their bytes (2 MiB at 64 KiB/s: none ends within the drain).
+    wait_for("three downloads under way", || {
+        let fetching = api.requests().into_iter().filter(|r| r.path.ends_with("/content"));
+        fetching.count() >= 3
     })
     .await;
     signal(worker.id().unwrap(), rustix::process::Signal::TERM);
