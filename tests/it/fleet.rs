@@ -314,7 +314,10 @@ async fn sigterm_drains_and_releases_leases() {
     .await;
     // The transfers have asked for their bytes (2 MiB at 64 KiB/s: none ends within the drain).
     wait_for("three downloads under way", || {
-        let fetching = api.requests().into_iter().filter(|r| r.path.ends_with("/content"));
+        let fetching = api
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/content"));
         fetching.count() >= 3
     })
     .await;
