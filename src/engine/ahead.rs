@@ -36,6 +36,9 @@ struct State {
     next: Option<(PathBuf, usize)>,
     /// The blocking task making more, once started.
     making: Option<tokio::task::JoinHandle<()>>,
+    /// The directory refused a file (no unnamed files there, a full disk): none is made for it
+    /// again, and each transfer creates its own (and reports what is wrong).
+    refused: bool,
 }
 
 impl State {
@@ -66,13 +69,14 @@ impl Ahead {
                 return None;
             }
             state.dir = dir.to_path_buf();
+            state.refused = false;
             let others = std::mem::take(&mut state.files);
             self.make_more(&mut state, others);
             return None;
         }
         state.next = None;
         let file = state.files.pop();
-        if state.files.len() < AHEAD / 2 && !state.is_making() {
+        if state.files.len() < AHEAD / 2 && !state.is_making() && !state.refused {
             self.make_more(&mut state, Vec::new());
         }
         file
@@ -85,6 +89,13 @@ impl Ahead {
         if let Some(task) = making {
             task.await.unwrap();
         }
+    }
+
+    /// Whether more files are being made (tests: after [`Ahead::made`], whether a take since
+    /// started making).
+    #[cfg(test)]
+    pub fn making(&self) -> bool {
+        self.state.lock().unwrap().making.is_some()
     }
 
     #[cfg(test)]
@@ -102,11 +113,10 @@ impl Ahead {
         let wanted = AHEAD - state.files.len();
         state.making = Some(runtime.spawn_blocking(move || {
             drop(others);
-            // A refusal (no unnamed files here, a full disk, no directory) ends the making: the
-            // transfer that finds none ready creates its own file and reports what is wrong.
             let made: Vec<File> = (0..wanted).map_while(|_| open_unnamed(&dir).ok()).collect();
             let mut state = ahead.state.lock().unwrap();
             if state.dir == dir {
+                state.refused |= made.len() < wanted;
                 let room = AHEAD.saturating_sub(state.files.len());
                 state.files.extend(made.into_iter().take(room));
             }
@@ -177,6 +187,24 @@ mod tests {
             AHEAD - SETTLED * 2,
             "none dropped, none made for b"
         );
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_refuses_a_file_gets_none_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        let ahead = Arc::new(Ahead::default());
+        settle(&ahead, &gone);
+        ahead.made().await;
+        assert_eq!(ahead.ready(), 0);
+        for _ in 0..SETTLED {
+            assert!(ahead.take(&gone).is_none());
+        }
+        assert!(!ahead.making(), "no making started after the refusal");
+
+        settle(&ahead, dir.path());
+        ahead.made().await;
+        assert_eq!(ahead.ready(), AHEAD, "another directory starts afresh");
     }
 
     #[test]

@@ -95,9 +95,6 @@ impl Committer {
     /// Write `body` whole, unnamed, beside `output` ([`stage`]), into a file made ahead when
     /// one is ready (blocking, but one small write: called from the transfer's task).
     pub fn stage(&self, output: &Path, body: &[u8]) -> io::Result<Staged> {
-        if !UNNAMED.load(Ordering::Relaxed) {
-            return stage(output, body);
-        }
         match self.ahead.take(parent_dir(output)) {
             Some(mut file) => {
                 file.write_all(body)?;
