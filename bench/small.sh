@@ -7,7 +7,10 @@
 #         with a config file listing 1/16 of the content URLs with the API headers
 #   big:  1,000,000 × 1 KiB sync (BIG=1): wall, peak RSS, files/s
 #   floor (FLOOR=1, the default): bench/floor beside get -i, the same per-file work as claudedl
-#         (ranged GET, SHA-256, unnamed file linked by one thread, syncfs) and no bookkeeping
+#         (ranged GET, SHA-256, unnamed file linked by one thread, syncfs) and no bookkeeping;
+#         "floor-no-sync", the same without the syncfs, as the other tools run (the two differ
+#         by what durability costs on this machine); "floor-sharded", the same on one
+#         current-thread runtime per core instead of one multi-thread runtime
 # Each run writes into a new directory; tools alternate within a round; medians of ROUNDS.
 # Before each run the page cache is written back (untimed): claudedl makes its files durable
 # with syncfs, which would otherwise also write back what the tool before it left behind.
@@ -117,6 +120,8 @@ for round in $(seq "$ROUNDS"); do
   fresh; timed "$get_results" "aria2c-i-j16" aria2c -q -i "$work/urls.txt" -d "$d" -j16 --allow-overwrite=true --auto-file-renaming=false
   if [[ $FLOOR == 1 ]]; then
     fresh; timed "$get_results" "floor" "$floor" "$work/urls.txt" "$d"
+    fresh; timed "$get_results" "floor-no-sync" "$floor" "$work/urls.txt" "$d" --no-sync
+    fresh; timed "$get_results" "floor-sharded" "$floor" "$work/urls.txt" "$d" --sharded
   fi
   if [[ -n "${BASE:-}" ]]; then
     fresh; timed "$get_results" "base-get-i-j$JOBS" "$BASE" get -q -i "$work/urls.txt" -d "$d" -j "$JOBS"
