@@ -46,8 +46,10 @@ cleanup() {
   if [[ -n $fresh_mount ]]; then # the whole file system goes: no need to delete its files
     umount "$fresh_mount" && rmdir "$fresh_mount" && rm -f "$FRESH_FS_IMAGE"
   else
-    rm -rf "$work"
+    [[ -n ${work:-} ]] && rm -rf "$work"
+    [[ -n ${FRESH_FS_IMAGE:-} ]] && rm -f "$FRESH_FS_IMAGE" # made, never mounted
   fi
+  return 0
 }
 trap cleanup EXIT
 if [[ -n ${FRESH_FS:-} ]]; then

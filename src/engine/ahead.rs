@@ -165,9 +165,7 @@ mod tests {
         let mut file = ahead.take(b.path()).expect("made for the new directory");
         std::io::Write::write_all(&mut file, b"x").unwrap();
         let named = b.path().join("named");
-        let unnamed = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
-        let follow = rustix::fs::AtFlags::SYMLINK_FOLLOW;
-        rustix::fs::linkat(CWD, unnamed.as_str(), CWD, &named, follow).unwrap();
+        super::super::commit::link(&file, &named).unwrap();
         assert_eq!(std::fs::read(&named).unwrap(), b"x");
     }
 

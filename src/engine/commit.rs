@@ -96,10 +96,7 @@ impl Committer {
     /// one is ready (blocking, but one small write: called from the transfer's task).
     pub fn stage(&self, output: &Path, body: &[u8]) -> io::Result<Staged> {
         match self.ahead.take(parent_dir(output)) {
-            Some(mut file) => {
-                file.write_all(body)?;
-                Ok(Staged { file, temp: None })
-            }
+            Some(file) => write_unnamed(file, body),
             None => stage(output, body),
         }
     }
@@ -193,10 +190,7 @@ static UNNAMED: AtomicBool = AtomicBool::new(true);
 pub fn stage(output: &Path, body: &[u8]) -> io::Result<Staged> {
     if UNNAMED.load(Ordering::Relaxed) {
         match open_unnamed(parent_dir(output)) {
-            Ok(mut file) => {
-                file.write_all(body)?;
-                return Ok(Staged { file, temp: None });
-            }
+            Ok(file) => return write_unnamed(file, body),
             Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::ISDIR => {
                 UNNAMED.store(false, Ordering::Relaxed);
             }
@@ -213,6 +207,12 @@ pub fn stage(output: &Path, body: &[u8]) -> io::Result<Staged> {
         file,
         temp: Some(temp),
     })
+}
+
+/// `body` written whole into the unnamed `file`.
+fn write_unnamed(mut file: File, body: &[u8]) -> io::Result<Staged> {
+    file.write_all(body)?;
+    Ok(Staged { file, temp: None })
 }
 
 /// A temporary name no other small file of this process uses: `.NAME.part~N.tmp-PID` for the
@@ -337,7 +337,7 @@ fn name(staged: &Staged, output: &Path) -> io::Result<()> {
 static THROUGH_PROC: AtomicBool = AtomicBool::new(false);
 
 /// Give the unnamed `file` the name `path`.
-fn link(file: &File, path: &Path) -> io::Result<()> {
+pub(super) fn link(file: &File, path: &Path) -> io::Result<()> {
     if !THROUGH_PROC.load(Ordering::Relaxed) {
         match rustix::fs::linkat(file, "", CWD, path, AtFlags::EMPTY_PATH) {
             Err(rustix::io::Errno::NOENT) if parent_dir(path).is_dir() => {
