@@ -70,10 +70,27 @@ fresh() { run_no=$((run_no + 1)); d="$work/run$run_no"; mkdir -p "$d"; } # sets 
 timed() {
   local results=$1 label=$2; shift 2
   sync # untimed: no run pays for writing back what an earlier one left in the page cache
+  fresh_memory
   timeout 1800 /usr/bin/time -f "%e %M" -o "$work/time" "$@" > "$work/last.out" 2> "$work/last.err" \
     || { echo "$label failed: $(tail -3 "$work/last.err")" >&2; return 0; }
   read -r wall rss < "$work/time"
   echo "$label $wall $rss" >> "$results"
+}
+# As root, every run starts with the caches emptied (untimed) and the tools, their libraries and
+# nginx's files read back in: the pages, inodes and directory entries the earlier runs left
+# behind otherwise fill memory within a few 100,000-file runs, and from then on every run pays
+# for reclaiming them (docs/benchmarks-small.md, session 8).
+tools=("$BIN" "$MOCK" "$floor" "$(command -v curl)" "$(command -v wget)" "$(command -v aria2c)" "$(command -v nginx)")
+fresh_memory() {
+  [[ $(id -u) == 0 ]] || return 0
+  echo 3 > /proc/sys/vm/drop_caches
+  local tool
+  for tool in "${tools[@]}"; do
+    [[ -f $tool ]] || continue
+    cat "$tool" $(ldd "$tool" 2>/dev/null | grep -o '/[^ ]*') > /dev/null
+  done
+  [[ -d $work/www ]] && find "$work/www" -type f -exec cat {} + > /dev/null
+  return 0
 }
 table() { # RESULTS FILES
   python3 - "$1" "$2" <<'PY'

@@ -26,7 +26,7 @@ use super::queue::{self, Claim, Completion};
 use super::{FleetError, backoff, segment};
 use crate::engine::{Silent, TransferError, TransferReport, TransferSpec};
 use crate::store::index::FileOutcome;
-use crate::sync::files::{outcome_of, relative, spec_for};
+use crate::sync::files::{PathOwners, outcome_of, relative, spec_for};
 use crate::sync::{Sync, SyncOptions};
 
 #[derive(Debug, Clone)]
@@ -297,8 +297,15 @@ async fn start(
 ) -> Result<Option<tokio::task::AbortHandle>, FleetError> {
     let staging_dir = sync.data.tmp().join("fleet");
     let mut taken = HashSet::new();
-    let spec =
-        tokio::task::block_in_place(|| spec_for(sync, sync_options, &claim.file, &mut taken))?;
+    let spec = tokio::task::block_in_place(|| {
+        spec_for(
+            sync,
+            sync_options,
+            &claim.file,
+            &PathOwners::default(),
+            &mut taken,
+        )
+    })?;
     let mut spec = match spec {
         Ok(spec) => spec,
         Err(reason) => {

@@ -288,9 +288,10 @@ impl Feeding {
         };
         self.after = Some((last.meta.created_at.clone(), last.meta.id.clone()));
         let wanted = wanted_files(sync, options, summary, months, page)?;
+        let owners = PathOwners::of_usual_outputs(sync, options, &wanted)?;
         let mut placed = Vec::with_capacity(wanted.len());
         for entry in wanted {
-            match spec_for(sync, options, &entry, &mut self.taken)? {
+            match spec_for(sync, options, &entry, &owners, &mut self.taken)? {
                 Ok(spec) => placed.push((entry, spec)),
                 Err(reason) => {
                     let outcome = FileOutcome::Failed {
@@ -498,10 +499,10 @@ fn record_landed(
     Ok(())
 }
 
-/// The transfer of `entry` into `raw/`, at a path no other file is recorded at or is being
-/// fetched to in this run (`taken`): ids map to distinct names, but an id and a filename can
-/// still join into another's name (`a` + `b_c`, `a_b` + `c`); such a file gets the hashed
-/// form of its name.
+/// The transfer of `entry` into `raw/`, at a path no other file is recorded at (`owners`, or
+/// the index where `owners` was not asked) or is being fetched to in this run (`taken`): ids map
+/// to distinct names, but an id and a filename can still join into another's name (`a` +
+/// `b_c`, `a_b` + `c`); such a file gets the hashed form of its name.
 ///
 /// `Ok(Err(reason))`: both names are held by others; the file is not fetched (its download
 /// would replace another's file).
@@ -509,17 +510,20 @@ pub(crate) fn spec_for(
     sync: &Sync<'_>,
     options: &SyncOptions,
     entry: &FileEntry,
+    owners: &PathOwners,
     taken: &mut HashSet<PathBuf>,
 ) -> Result<Result<TransferSpec, String>, SyncError> {
     let meta = &entry.meta;
     let data = sync.data;
-    let sealed = |path: PathBuf| output_path(path, options.encrypt.is_some());
     let held = |path: &PathBuf| -> Result<bool, SyncError> {
-        let owner = sync.index.file_at(&relative(data.root(), path))?;
+        let owner = owners.owner(&*sync.index, &relative(data.root(), path))?;
         Ok(taken.contains(path) || owner.is_some_and(|owner| owner != meta.id))
     };
-    let usual = sealed(data.file_path(&meta.created_at, &meta.id, &meta.filename));
-    let alternate = sealed(data.alternate_file_path(&meta.created_at, &meta.id, &meta.filename));
+    let usual = usual_output(sync, options, entry);
+    let alternate = output_path(
+        data.alternate_file_path(&meta.created_at, &meta.id, &meta.filename),
+        options.encrypt.is_some(),
+    );
     let output = if !held(&usual)? {
         usual
     } else if !held(&alternate)? {
@@ -543,6 +547,48 @@ pub(crate) fn spec_for(
         adopt_output: entry.state == FileState::Downloading && options.encrypt.is_none(),
         ..TransferSpec::new(sync.api.file_content_url(&meta.id), output)
     }))
+}
+
+/// Where `entry` goes unless another file holds that path.
+fn usual_output(sync: &Sync<'_>, options: &SyncOptions, entry: &FileEntry) -> PathBuf {
+    let meta = &entry.meta;
+    let path = sync
+        .data
+        .file_path(&meta.created_at, &meta.id, &meta.filename);
+    output_path(path, options.encrypt.is_some())
+}
+
+/// The files recorded at some paths, looked up together: one query of the index for a page of
+/// files instead of one a file.
+#[derive(Debug, Default)]
+pub(crate) struct PathOwners {
+    asked: HashSet<String>,
+    owners: HashMap<String, String>,
+}
+
+impl PathOwners {
+    /// Who holds the usual output of each of `entries`.
+    fn of_usual_outputs(
+        sync: &Sync<'_>,
+        options: &SyncOptions,
+        entries: &[FileEntry],
+    ) -> Result<PathOwners, SyncError> {
+        let asked: HashSet<String> = entries
+            .iter()
+            .map(|entry| relative(sync.data.root(), &usual_output(sync, options, entry)))
+            .collect();
+        let paths: Vec<&str> = asked.iter().map(String::as_str).collect();
+        let owners = sync.index.files_at(&paths)?;
+        Ok(PathOwners { asked, owners })
+    }
+
+    /// The id of the file recorded at `path`: from the paths asked together, or from the index.
+    fn owner(&self, index: &dyn Index, path: &str) -> Result<Option<String>, IndexError> {
+        if self.asked.contains(path) {
+            return Ok(self.owners.get(path).cloned());
+        }
+        index.file_at(path)
+    }
 }
 
 /// Permanent per-file answers (400 not downloadable, 404/410 gone) are recorded as skipped and

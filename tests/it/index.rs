@@ -100,6 +100,7 @@ on_both_backends!(
     batches_to_fetch_are_ended_and_unsettled,
     results_are_added_looked_up_replaced_counted_and_cleared,
     two_files_are_never_recorded_at_one_path,
+    the_owners_of_many_paths_are_found_at_once,
     a_group_commit_records_every_outcome_and_refuses_only_the_bad_one,
     a_malformed_entry_goes_back_to_pending_once_listed_well,
 );
@@ -454,8 +455,6 @@ fn results_are_added_looked_up_replaced_counted_and_cleared(index: &mut dyn Inde
     );
 }
 
-/// 100,000 files upserted as 1,000-row pages into a database on disk; then the incremental
-/// path (an unchanged page, `settled_ids` of a page, a limited query) at that size.
 fn two_files_are_never_recorded_at_one_path(index: &mut dyn Index) {
     index
         .upsert_files(&[file("file_a", "2026-08-01"), file("file_b", "2026-08-02")])
@@ -477,6 +476,23 @@ fn two_files_are_never_recorded_at_one_path(index: &mut dyn Index) {
         index.file_at("raw/2026-08/x").unwrap().as_deref(),
         Some("file_a")
     );
+}
+
+fn the_owners_of_many_paths_are_found_at_once(index: &mut dyn Index) {
+    index
+        .upsert_files(&[
+            file("file_a", "2026-08-01"),
+            file("file_b", "2026-08-02"),
+            file("file_c", "2026-08-03"),
+        ])
+        .unwrap();
+    index.record_file("file_a", &complete("raw/a")).unwrap();
+    index.record_file("file_b", &complete("raw/b")).unwrap();
+    let owners = index.files_at(&["raw/a", "raw/b", "raw/c"]).unwrap();
+    let expected = [("raw/a", "file_a"), ("raw/b", "file_b")]
+        .map(|(path, id)| (path.to_owned(), id.to_owned()));
+    assert_eq!(owners, expected.into_iter().collect());
+    assert!(index.files_at(&[]).unwrap().is_empty());
 }
 
 fn a_group_commit_records_every_outcome_and_refuses_only_the_bad_one(index: &mut dyn Index) {

@@ -190,6 +190,35 @@ async fn colliding_ids_get_distinct_files_with_their_own_contents() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 }
 
+/// A file listed later whose usual name is held by a file recorded in an earlier sync takes its
+/// alternative name: the earlier file is neither fetched again nor overwritten.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_recorded_by_an_earlier_sync_is_not_taken_over() {
+    // Both join into `file_a_b_r.csv`.
+    let first = mock_file("file_a", "b_r.csv", "2026-08", data(30_000, 1));
+    let later = mock_file("file_a_b", "r.csv", "2026-08", data(30_000, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for listed in [vec![first.clone()], vec![first.clone(), later.clone()]] {
+        let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(listed))).await;
+        let out = run(&api, &["sync", "--data-dir", d, "--files-only"]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let index = index_of(dir.path());
+    let path_of = |id: &str| index.file(id).unwrap().unwrap().path.unwrap();
+    let (kept, moved) = (path_of(&first.id), path_of(&later.id));
+    assert_ne!(kept, moved);
+    for (file, path) in [(&first, &kept), (&later, &moved)] {
+        let stored = std::fs::read(dir.path().join(path)).unwrap();
+        assert_eq!(
+            sha256(&stored),
+            sha256(&file.content),
+            "{} at {path}",
+            file.id
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_get_to_the_same_output_is_refused() {
     let content = Bytes::from(data(4 * MIB, 3));

@@ -14,7 +14,7 @@ mod sqlite;
 mod tests;
 mod time;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -395,6 +395,10 @@ pub trait Index: Send {
 
     /// The id of the file recorded at `path` (relative to the data directory), if any.
     fn file_at(&self, path: &str) -> Result<Option<String>, IndexError>;
+
+    /// [`Index::file_at`] for many paths in one query: the id recorded at each of `paths`
+    /// that one is recorded at.
+    fn files_at(&self, paths: &[&str]) -> Result<HashMap<String, String>, IndexError>;
 
     /// Files matching `query`, newest first.
     fn query_files(&self, query: &FileQuery) -> Result<Vec<FileEntry>, IndexError>;

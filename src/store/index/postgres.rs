@@ -368,6 +368,20 @@ impl Index for PgIndex {
         .map_err(failed("finding the file at", path))
     }
 
+    fn files_at(&self, paths: &[&str]) -> Result<HashMap<String, String>, IndexError> {
+        let first = paths.first().copied().unwrap_or_default();
+        let paths: Vec<&str> = paths.to_vec();
+        self.read(async |client| {
+            let rows = client
+                .query("SELECT path, id FROM files WHERE path = ANY($1)", &[&paths])
+                .await?;
+            rows.iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect()
+        })
+        .map_err(failed("finding the files at", first))
+    }
+
     fn query_files(&self, query: &FileQuery) -> Result<Vec<FileEntry>, IndexError> {
         let (sql, texts) = file_query_sql(query);
         let limit = query

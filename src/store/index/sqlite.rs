@@ -6,7 +6,7 @@
 //! statements; lookups of many ids pass them as one JSON array (`json_each`), so no query
 //! grows with the input.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -68,6 +68,9 @@ const REFRESH_FILE: &str = "UPDATE files SET \
 
 const SETTLED_IDS: &str = "SELECT id FROM files WHERE id IN (SELECT value FROM json_each(?1)) \
     AND +state IN ('complete', 'skipped')";
+
+const FILES_AT: &str = "SELECT path, id FROM files \
+    WHERE path IN (SELECT value FROM json_each(?1)) AND path IS NOT NULL";
 
 const INSERT_BATCH: &str = "INSERT INTO batches (id, created_at, processing_status, ended_at, \
     results_url, expected_results, first_seen_at, updated_at) \
@@ -314,6 +317,11 @@ impl Index for SqliteIndex {
         query().map_err(failed("finding the file at", path))
     }
 
+    fn files_at(&self, paths: &[&str]) -> Result<HashMap<String, String>, IndexError> {
+        let first = paths.first().copied().unwrap_or_default();
+        files_at_sql(&self.conn, paths).map_err(failed("finding the files at", first))
+    }
+
     fn query_files(&self, query: &FileQuery) -> Result<Vec<FileEntry>, IndexError> {
         let (sql, values) = file_query_sql(query);
         collect(&self.conn, &sql, params_from_iter(values), file_from_row)
@@ -454,6 +462,17 @@ fn settled_ids_sql(conn: &Connection, ids: &[&str]) -> rusqlite::Result<HashSet<
     // `+state`: look each id up by key; never walk the (large) set of settled files.
     let mut statement = conn.prepare_cached(SETTLED_IDS)?;
     let rows = statement.query_map([ids], |row| row.get::<_, String>(0))?;
+    rows.collect()
+}
+
+fn files_at_sql(conn: &Connection, paths: &[&str]) -> rusqlite::Result<HashMap<String, String>> {
+    if paths.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let paths = serde_json::to_string(paths)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+    let mut statement = conn.prepare_cached(FILES_AT)?;
+    let rows = statement.query_map([paths], |row| Ok((row.get(0)?, row.get(1)?)))?;
     rows.collect()
 }
 
