@@ -70,28 +70,41 @@ fresh() { run_no=$((run_no + 1)); d="$work/run$run_no"; mkdir -p "$d"; } # sets 
 timed() {
   local results=$1 label=$2; shift 2
   sync # untimed: no run pays for writing back what an earlier one left in the page cache
-  fresh_memory
   timeout 1800 /usr/bin/time -f "%e %M" -o "$work/time" "$@" > "$work/last.out" 2> "$work/last.err" \
     || { echo "$label failed: $(tail -3 "$work/last.err")" >&2; return 0; }
   read -r wall rss < "$work/time"
   echo "$label $wall $rss" >> "$results"
+  evict "$d"
 }
-# As root, every run starts with the caches emptied (untimed) and the tools, their libraries and
-# nginx's files read back in: the pages, inodes and directory entries the earlier runs left
-# behind otherwise fill memory within a few 100,000-file runs, and from then on every run pays
-# for reclaiming them (docs/benchmarks-small.md, session 8).
-tools=("$BIN" "$MOCK" "$floor" "$(command -v curl)" "$(command -v wget)" "$(command -v aria2c)" "$(command -v nginx)")
-fresh_memory() {
-  [[ $(id -u) == 0 ]] || return 0
-  echo 3 > /proc/sys/vm/drop_caches
-  local tool
-  for tool in "${tools[@]}"; do
-    [[ -f $tool ]] || continue
-    cat "$tool" $(ldd "$tool" 2>/dev/null | grep -o '/[^ ]*') > /dev/null
+# Memory. Each run's files leave the page cache once written back (untimed), and with FRESH_FS
+# so do the image file's pages: memory in use stays level from run to run. In this VM a page
+# the guest has not used lately costs a fault in the host on first touch; a benchmark whose page
+# cache only grows soon allocates nothing but such pages, and from then on every run that
+# writes back its files within its time (claudedl; the others' are written back after they
+# exit) pays for them: a sync of 100,000 takes 15-16 s instead of 8-9 (docs/benchmarks-small.md,
+# session 8). As root, the caches are also emptied once before the first run, and the tools
+# read back in.
+evict() { # DIR: drop the cached pages of its files
+  sync
+  python3 - "$1" <<'PY'
+import os, sys
+for root, _, files in os.walk(sys.argv[1]):
+    for name in files:
+        try:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+PY
+  [[ -z ${FRESH_FS_IMAGE:-} ]] || dd if="$FRESH_FS_IMAGE" iflag=nocache count=0 status=none
+}
+if [[ $(id -u) == 0 ]]; then
+  sync && echo 3 > /proc/sys/vm/drop_caches
+  for tool in "$BIN" "$MOCK" "$floor" "$(command -v curl)" "$(command -v wget)" "$(command -v aria2c)"; do
+    [[ -f $tool ]] && cat "$tool" $(ldd "$tool" 2>/dev/null | grep -o '/[^ ]*') > /dev/null
   done
-  [[ -d $work/www ]] && find "$work/www" -type f -exec cat {} + > /dev/null
-  return 0
-}
+fi
 table() { # RESULTS FILES
   python3 - "$1" "$2" <<'PY'
 import sys, statistics, collections

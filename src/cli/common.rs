@@ -302,7 +302,7 @@ pub fn print_item(
             if json {
                 println!("{}", report_json(report));
             } else {
-                bars.println(&report_line(report));
+                bars.println(|| report_line(report));
             }
             return None;
         }

@@ -57,9 +57,10 @@ impl Bars {
         }
     }
 
-    /// Print a line on stderr above the bars (nothing when hidden).
-    pub fn println(&self, line: &str) {
+    /// Print a line on stderr above the bars (nothing when hidden: the line is not even made).
+    pub fn println(&self, line: impl FnOnce() -> String) {
         if self.visible {
+            let line = line();
             self.multi.suspend(|| eprintln!("{line}"));
         }
     }
@@ -173,14 +174,16 @@ impl Reporter for Bars {
     }
 
     fn notice(&self, id: usize, message: &str) {
-        self.println(&format!("{}: {message}", self.name(id)));
+        self.println(|| format!("{}: {message}", self.name(id)));
     }
 
     fn retrying(&self, id: usize, failures: u32, delay: Duration, reason: &str) {
-        self.println(&format!(
-            "{}: retry {failures} in {delay:.1?}: {reason}",
-            self.name(id)
-        ));
+        self.println(|| {
+            format!(
+                "{}: retry {failures} in {delay:.1?}: {reason}",
+                self.name(id)
+            )
+        });
     }
 
     fn finished(&self, id: usize, result: &Result<TransferReport, TransferError>) {

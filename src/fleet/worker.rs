@@ -26,7 +26,7 @@ use super::queue::{self, Claim, Completion};
 use super::{FleetError, backoff, segment};
 use crate::engine::{Silent, TransferError, TransferReport, TransferSpec};
 use crate::store::index::FileOutcome;
-use crate::sync::files::{PathOwners, outcome_of, relative, spec_for};
+use crate::sync::files::{UsualPaths, outcome_of, relative, spec_for};
 use crate::sync::{Sync, SyncOptions};
 
 #[derive(Debug, Clone)]
@@ -302,7 +302,7 @@ async fn start(
             sync,
             sync_options,
             &claim.file,
-            &PathOwners::default(),
+            &mut UsualPaths::default(),
             &mut taken,
         )
     })?;

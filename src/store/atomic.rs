@@ -20,24 +20,82 @@ pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
 ) -> io::Result<()> {
-    let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let temp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
-    let result = (|| {
-        let mut out = io::BufWriter::with_capacity(1 << 16, create_new_no_follow(&temp)?);
-        write(&mut out)?;
-        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-        file.sync_all()?;
-        fs::rename(&temp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
+    let mut replacing = Replacements::default();
+    replacing.stage_with(path, write)?;
+    replacing.commit()
+}
+
+/// Files replaced together, each as [`write_atomic`] does: every new content written to a
+/// temporary file beside its path first; then all of them fsynced, renamed over their paths,
+/// and each directory fsynced once. Files in one directory wait for the disk once together,
+/// not once each. Temporary files never renamed (an error, or dropped before
+/// [`Replacements::commit`]) are removed.
+#[derive(Debug, Default)]
+pub struct Replacements {
+    staged: Vec<Replacement>,
+}
+
+#[derive(Debug)]
+struct Replacement {
+    file: File,
+    temp: PathBuf,
+    path: PathBuf,
+}
+
+impl Replacements {
+    /// Write the new content of `path`, what `write` writes (through a buffer), to its
+    /// temporary file.
+    pub fn stage_with(
+        &mut self,
+        path: &Path,
+        write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let temp = parent_dir(path).join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
+        let written = (|| {
+            let mut out = io::BufWriter::with_capacity(1 << 16, create_new_no_follow(&temp)?);
+            write(&mut out)?;
+            out.into_inner().map_err(io::IntoInnerError::into_error)
+        })();
+        match written {
+            Ok(file) => {
+                let path = path.to_path_buf();
+                self.staged.push(Replacement { file, temp, path });
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                Err(e)
+            }
+        }
     }
-    result
+
+    /// Make every staged content durable, rename each over its path, and make the renames
+    /// durable.
+    pub fn commit(mut self) -> io::Result<()> {
+        for staged in &self.staged {
+            staged.file.sync_all()?;
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        for staged in &self.staged {
+            fs::rename(&staged.temp, &staged.path)?;
+            dirs.insert(parent_dir(&staged.path).to_path_buf());
+        }
+        self.staged.clear();
+        dirs.iter().try_for_each(|dir| sync_dir(dir))
+    }
+}
+
+impl Drop for Replacements {
+    fn drop(&mut self) {
+        for staged in &self.staged {
+            // Renamed already (a later rename failed) or never written: nothing to remove.
+            let _ = fs::remove_file(&staged.temp);
+        }
+    }
 }
 
 /// Create `path` anew for writing: a file left there by this process id before (a crash) is
@@ -163,6 +221,53 @@ mod tests {
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn replacements_change_nothing_until_committed_then_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+        fs::write(&a, b"old a").unwrap();
+        let mut replacing = Replacements::default();
+        replacing
+            .stage_with(&a, |out| out.write_all(b"new a"))
+            .unwrap();
+        replacing
+            .stage_with(&b, |out| out.write_all(b"new b"))
+            .unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"old a");
+        assert!(!b.exists());
+        replacing.commit().unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"new a");
+        assert_eq!(fs::read(&b).unwrap(), b"new b");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temporary left"
+        );
+    }
+
+    #[test]
+    fn replacements_dropped_or_failed_leave_the_old_files_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+        fs::write(&a, b"old a").unwrap();
+        let mut replacing = Replacements::default();
+        replacing
+            .stage_with(&a, |out| out.write_all(b"new a"))
+            .unwrap();
+        let failed = replacing.stage_with(&b, |out| {
+            out.write_all(b"half")?;
+            Err(io::Error::other("the writer failed"))
+        });
+        assert_eq!(failed.unwrap_err().to_string(), "the writer failed");
+        drop(replacing);
+        assert_eq!(fs::read(&a).unwrap(), b"old a");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The per-month metadata `DATA/meta/YYYY-MM.json`: a readable copy of what the index knows
-//! about one month, rewritten atomically from the index after each sync.
+//! about one month, rewritten atomically from the index after each sync (every month the sync
+//! touched, made durable together).
 //!
 //! ```json
 //! {"month": "2026-08",
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::atomic::write_atomic_with;
+use super::atomic::Replacements;
 use super::index::{BatchEntry, FileEntry, FileState, Index, IndexError};
 use super::layout::{DataDir, month_of};
 
@@ -104,8 +105,30 @@ struct BatchRecord<'a> {
     encrypted: bool,
 }
 
-/// Rewrite `DATA/meta/<month>.json` from the index.
-pub fn write_month(dir: &DataDir, index: &dyn Index, month: &str) -> Result<(), MetaError> {
+/// Rewrite `DATA/meta/<month>.json` of each of `months` from the index; all of them are made
+/// durable together, at the end (one wait for the disk, not one a month).
+pub fn write_months<'a>(
+    dir: &DataDir,
+    index: &dyn Index,
+    months: impl IntoIterator<Item = &'a str>,
+) -> Result<(), MetaError> {
+    let mut replacing = Replacements::default();
+    for month in months {
+        stage_month(&mut replacing, dir, index, month)?;
+    }
+    replacing.commit().map_err(|source| MetaError::Write {
+        path: dir.meta(),
+        source,
+    })
+}
+
+/// Write the new `DATA/meta/<month>.json` into `replacing`.
+fn stage_month(
+    replacing: &mut Replacements,
+    dir: &DataDir,
+    index: &dyn Index,
+    month: &str,
+) -> Result<(), MetaError> {
     let index_error = |source| MetaError::Index {
         month: month.to_owned(),
         source,
@@ -131,7 +154,7 @@ pub fn write_month(dir: &DataDir, index: &dyn Index, month: &str) -> Result<(), 
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(write_error)?;
     }
-    let written = write_atomic_with(&path, |out| {
+    let written = replacing.stage_with(&path, |out| {
         serde_json::to_writer_pretty(&mut *out, &meta).map_err(io::Error::from)?;
         out.write_all(b"\n")
     });
@@ -243,7 +266,7 @@ mod tests {
         };
         index.record_batch("msgbatch_1", &done).unwrap();
 
-        write_month(&data, &index, "2026-08").unwrap();
+        write_months(&data, &index, ["2026-08"]).unwrap();
         let text = std::fs::read_to_string(data.meta_month("2026-08")).unwrap();
         let meta: Value = serde_json::from_str(&text).unwrap();
 
@@ -277,11 +300,40 @@ mod tests {
     }
 
     #[test]
+    fn several_months_are_written_together_and_leave_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        data.create().unwrap();
+        let mut index = SqliteIndex::open_in_memory().unwrap();
+        index
+            .upsert_files(&[
+                file("file_aug", "2026-08-03T10:00:00Z"),
+                file("file_july", "2026-07-31T23:59:59Z"),
+            ])
+            .unwrap();
+        write_months(&data, &index, ["2026-08", "2026-07"]).unwrap();
+        for (month, id) in [("2026-08", "file_aug"), ("2026-07", "file_july")] {
+            let text = std::fs::read_to_string(data.meta_month(month)).unwrap();
+            let meta: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(meta["month"], month);
+            assert_eq!(meta["files"][0]["id"], id);
+            assert_eq!(meta["files"].as_array().unwrap().len(), 1);
+        }
+        let mut names: Vec<String> = std::fs::read_dir(data.meta())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".json") || name.contains(".tmp-"))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["2026-07.json", "2026-08.json"]);
+    }
+
+    #[test]
     fn an_empty_month_is_written_empty() {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path());
         let index = SqliteIndex::open_in_memory().unwrap();
-        write_month(&data, &index, "2026-01").unwrap();
+        write_months(&data, &index, ["2026-01"]).unwrap();
         let meta: Value =
             serde_json::from_slice(&std::fs::read(data.meta_month("2026-01")).unwrap()).unwrap();
         assert_eq!(

@@ -288,10 +288,10 @@ impl Feeding {
         };
         self.after = Some((last.meta.created_at.clone(), last.meta.id.clone()));
         let wanted = wanted_files(sync, options, summary, months, page)?;
-        let owners = PathOwners::of_usual_outputs(sync, options, &wanted)?;
+        let mut usual = UsualPaths::of(sync, options, &wanted)?;
         let mut placed = Vec::with_capacity(wanted.len());
         for entry in wanted {
-            match spec_for(sync, options, &entry, &owners, &mut self.taken)? {
+            match spec_for(sync, options, &entry, &mut usual, &mut self.taken)? {
                 Ok(spec) => placed.push((entry, spec)),
                 Err(reason) => {
                     let outcome = FileOutcome::Failed {
@@ -499,10 +499,10 @@ fn record_landed(
     Ok(())
 }
 
-/// The transfer of `entry` into `raw/`, at a path no other file is recorded at (`owners`, or
-/// the index where `owners` was not asked) or is being fetched to in this run (`taken`): ids map
-/// to distinct names, but an id and a filename can still join into another's name (`a` +
-/// `b_c`, `a_b` + `c`); such a file gets the hashed form of its name.
+/// The transfer of `entry` into `raw/`, at a path no other file is recorded at or is being
+/// fetched to in this run (`taken`): ids map to distinct names, but an id and a filename can
+/// still join into another's name (`a` + `b_c`, `a_b` + `c`); such a file gets the hashed form
+/// of its name. `usual` may know the usual path already (and who holds it).
 ///
 /// `Ok(Err(reason))`: both names are held by others; the file is not fetched (its download
 /// would replace another's file).
@@ -510,29 +510,27 @@ pub(crate) fn spec_for(
     sync: &Sync<'_>,
     options: &SyncOptions,
     entry: &FileEntry,
-    owners: &PathOwners,
+    usual: &mut UsualPaths,
     taken: &mut HashSet<PathBuf>,
 ) -> Result<Result<TransferSpec, String>, SyncError> {
     let meta = &entry.meta;
     let data = sync.data;
-    let held = |path: &PathBuf| -> Result<bool, SyncError> {
-        let owner = owners.owner(&*sync.index, &relative(data.root(), path))?;
-        Ok(taken.contains(path) || owner.is_some_and(|owner| owner != meta.id))
+    let free = |path: &PathBuf, owner: Option<String>| {
+        !taken.contains(path) && owner.is_none_or(|owner| owner == meta.id)
     };
-    let usual = usual_output(sync, options, entry);
-    let alternate = output_path(
-        data.alternate_file_path(&meta.created_at, &meta.id, &meta.filename),
-        options.encrypt.is_some(),
-    );
-    let output = if !held(&usual)? {
+    let (usual, owner) = usual.take(sync, options, entry)?;
+    let output = if free(&usual, owner) {
         usual
-    } else if !held(&alternate)? {
-        alternate
     } else {
+        let alternate = data.alternate_file_path(&meta.created_at, &meta.id, &meta.filename);
+        let alternate = output_path(alternate, options.encrypt.is_some());
         let place = relative(data.root(), &alternate);
-        return Ok(Err(format!(
-            "{place} and its alternative name belong to other files"
-        )));
+        if !free(&alternate, sync.index.file_at(&place)?) {
+            return Ok(Err(format!(
+                "{place} and its alternative name belong to other files"
+            )));
+        }
+        alternate
     };
     taken.insert(output.clone());
     Ok(Ok(TransferSpec {
@@ -558,36 +556,54 @@ fn usual_output(sync: &Sync<'_>, options: &SyncOptions, entry: &FileEntry) -> Pa
     output_path(path, options.encrypt.is_some())
 }
 
-/// The files recorded at some paths, looked up together: one query of the index for a page of
-/// files instead of one a file.
+/// The usual paths of a page of files and who holds each, looked up together: one query of the
+/// index for the page instead of one a file.
 #[derive(Debug, Default)]
-pub(crate) struct PathOwners {
-    asked: HashSet<String>,
-    owners: HashMap<String, String>,
+pub(crate) struct UsualPaths {
+    /// By file id: its usual output, and the id of the file recorded there.
+    known: HashMap<String, (PathBuf, Option<String>)>,
 }
 
-impl PathOwners {
-    /// Who holds the usual output of each of `entries`.
-    fn of_usual_outputs(
+impl UsualPaths {
+    fn of(
         sync: &Sync<'_>,
         options: &SyncOptions,
         entries: &[FileEntry],
-    ) -> Result<PathOwners, SyncError> {
-        let asked: HashSet<String> = entries
+    ) -> Result<UsualPaths, SyncError> {
+        let outputs: Vec<(PathBuf, String)> = entries
             .iter()
-            .map(|entry| relative(sync.data.root(), &usual_output(sync, options, entry)))
+            .map(|entry| {
+                let output = usual_output(sync, options, entry);
+                let place = relative(sync.data.root(), &output);
+                (output, place)
+            })
             .collect();
-        let paths: Vec<&str> = asked.iter().map(String::as_str).collect();
-        let owners = sync.index.files_at(&paths)?;
-        Ok(PathOwners { asked, owners })
+        let places: Vec<&str> = outputs.iter().map(|(_, place)| place.as_str()).collect();
+        let owners = sync.index.files_at(&places)?;
+        let known = entries
+            .iter()
+            .zip(outputs)
+            .map(|(entry, (output, place))| {
+                (entry.meta.id.clone(), (output, owners.get(&place).cloned()))
+            })
+            .collect();
+        Ok(UsualPaths { known })
     }
 
-    /// The id of the file recorded at `path`: from the paths asked together, or from the index.
-    fn owner(&self, index: &dyn Index, path: &str) -> Result<Option<String>, IndexError> {
-        if self.asked.contains(path) {
-            return Ok(self.owners.get(path).cloned());
+    /// The usual output of `entry` and the id of the file recorded there: as looked up with
+    /// its page, or from the index.
+    fn take(
+        &mut self,
+        sync: &Sync<'_>,
+        options: &SyncOptions,
+        entry: &FileEntry,
+    ) -> Result<(PathBuf, Option<String>), SyncError> {
+        if let Some(known) = self.known.remove(&entry.meta.id) {
+            return Ok(known);
         }
-        index.file_at(path)
+        let output = usual_output(sync, options, entry);
+        let owner = sync.index.file_at(&relative(sync.data.root(), &output))?;
+        Ok((output, owner))
     }
 }
 

@@ -234,9 +234,11 @@ impl Sync<'_> {
         started: Instant,
         mut summary: SyncSummary,
     ) -> Result<SyncSummary, SyncError> {
-        for month in months {
-            crate::store::meta::write_month(self.data, &*self.index, month)?;
-        }
+        crate::store::meta::write_months(
+            self.data,
+            &*self.index,
+            months.iter().map(String::as_str),
+        )?;
         summary.duration = started.elapsed();
         Ok(summary)
     }
