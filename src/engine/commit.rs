@@ -109,15 +109,15 @@ impl Committer {
             .expect("the semaphore is never closed")
     }
 
-    /// Make `staged` durable as `output` (whose `.part` would be `part`); returns once it is
-    /// in place.
-    pub async fn commit(
+    /// Hand `staged` to its group, to be made durable as `output` (whose `.part` would be
+    /// `part`); [`Committing::done`] says when it is in place.
+    pub fn submit(
         &self,
         staged: Staged,
         output: &Path,
         part: &Path,
         room: OwnedSemaphorePermit,
-    ) -> io::Result<()> {
+    ) -> io::Result<Committing> {
         let (done, heard) = oneshot::channel();
         let pending = Pending {
             staged,
@@ -129,7 +129,20 @@ impl Committer {
         self.queue
             .send(pending)
             .map_err(|_| io::Error::other("the committer has stopped"))?;
-        heard
+        Ok(Committing { heard })
+    }
+}
+
+/// A file handed to its group, on its way to its name.
+#[derive(Debug)]
+pub struct Committing {
+    heard: oneshot::Receiver<io::Result<()>>,
+}
+
+impl Committing {
+    /// Wait until the file is durable under its name.
+    pub async fn done(self) -> io::Result<()> {
+        self.heard
             .await
             .unwrap_or_else(|_| Err(io::Error::other("the committer has stopped")))
     }
@@ -362,7 +375,10 @@ mod tests {
             waits.spawn(async move {
                 let room = committer.room().await;
                 let staged = stage(&output, &body)?;
-                committer.commit(staged, &output, &output, room).await
+                committer
+                    .submit(staged, &output, &output, room)?
+                    .done()
+                    .await
             });
         }
         while let Some(result) = waits.join_next().await {

@@ -282,8 +282,9 @@ impl Engine {
     ) -> Result<TransferReport, TransferError> {
         let started = Instant::now();
         let counts = Arc::new(events::Counts::default());
-        // Boxed: a transfer's future is large, and tasks move it around.
-        let result = Box::pin(transfer::download(
+        // Boxed: a transfer's future is large, and tasks move it around. It is dropped before
+        // a small file waits for its group commit (many wait at once).
+        let downloaded = Box::pin(transfer::download(
             self,
             id,
             spec,
@@ -292,6 +293,10 @@ impl Engine {
             batch,
         ))
         .await;
+        let result = match downloaded {
+            Ok(downloaded) => downloaded.in_place(spec, &self.cancel).await,
+            Err(error) => Err(error),
+        };
         events::file_done(spec, &result, &counts, started.elapsed());
         reporter.finished(id, &result);
         result

@@ -14,7 +14,8 @@
 //! the small-file path instead: no `.part`, no lock, no resume state; its body is read into
 //! memory, written at once into an unnamed file beside its output and handed to the engine's
 //! group committer (`commit`), which makes it durable with the other files of its group and
-//! names it.
+//! names it. The transfer ends once the file is handed over: its caller waits for the commit
+//! ([`Downloaded::in_place`]) with none of the transfer's state held meanwhile.
 //!
 //! A file that changed on the server is started over (a bounded number of times); a server
 //! that lied about ranges once is not asked for ranges again during this transfer.
@@ -29,6 +30,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
 use super::batch::InBatch;
+use super::commit::Committing;
 use super::events::Counts;
 use super::ledger::{Hashed, Ledger, checkpoint, checkpoint_loop, hash_prefix};
 use super::plan::{Costs, Plan, Segment};
@@ -52,6 +54,51 @@ type Held = (Response, OwnedSemaphorePermit);
 /// How often a paced worker with nothing to do checks whether a take-over has become worth it.
 const RECHECK_TAKE_OVER: Duration = Duration::from_millis(250);
 
+/// A transfer that ended well: its report and, for a small file, the group commit that puts it
+/// in place.
+pub struct Downloaded {
+    report: TransferReport,
+    committing: Option<Committing>,
+}
+
+impl Downloaded {
+    fn now(report: TransferReport) -> Downloaded {
+        Downloaded {
+            report,
+            committing: None,
+        }
+    }
+
+    /// The report once the file is in place: a small file's group commit waited for, unless
+    /// the engine is cancelled first.
+    pub async fn in_place(
+        self,
+        spec: &TransferSpec,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<TransferReport, TransferError> {
+        let Downloaded {
+            mut report,
+            committing,
+        } = self;
+        let Some(committing) = committing else {
+            return Ok(report);
+        };
+        let waiting = Instant::now();
+        let done = tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err(TransferError::Cancelled {
+                state: staged_paths(spec).state,
+            }),
+            done = committing.done() => {
+                done.map_err(TransferError::io("writing", spec.output.clone()))
+            }
+        };
+        done.map_err(|error| error.with_kept(false))?;
+        report.duration += waiting.elapsed();
+        Ok(report)
+    }
+}
+
 pub async fn download(
     engine: &Engine,
     id: usize,
@@ -59,7 +106,7 @@ pub async fn download(
     reporter: Arc<dyn Reporter>,
     counts: &Arc<Counts>,
     batch: Option<InBatch>,
-) -> Result<TransferReport, TransferError> {
+) -> Result<Downloaded, TransferError> {
     let mut job = Job::new(engine, id, spec, reporter, Arc::clone(counts));
     let state_found = match &batch {
         Some(batch) => batch.seen.state_exists(&job.paths.state),
@@ -75,7 +122,8 @@ pub async fn download(
     let job = Arc::new(job);
     let started = Instant::now();
     if present {
-        return Ok(job.report(TransferStatus::AlreadyPresent, None, started));
+        let report = job.report(TransferStatus::AlreadyPresent, None, started);
+        return Ok(Downloaded::now(report));
     }
     let parents = [spec.output.parent(), job.paths.part.parent()];
     for (at, parent) in parents.iter().enumerate() {
@@ -95,7 +143,8 @@ pub async fn download(
         && !state_found
         && let Some(finished) = job.adopt_output().await
     {
-        return Ok(job.report(TransferStatus::Downloaded, Some(finished), started));
+        let report = job.report(TransferStatus::Downloaded, Some(finished), started);
+        return Ok(Downloaded::now(report));
     }
     // Without a resume state, the `.part` is locked only once there is something to write to
     // it (never for a small file).
@@ -105,7 +154,8 @@ pub async fn download(
             // The `.part` is the empty file the lock created.
             remove_if_present(&job.paths.part)?;
             job.release_state()?;
-            return Ok(job.report(TransferStatus::Downloaded, Some(finished), started));
+            let report = job.report(TransferStatus::Downloaded, Some(finished), started);
+            return Ok(Downloaded::now(report));
         }
     }
     let result = match job.run_to_completion().await {
@@ -114,9 +164,11 @@ pub async fn download(
         Err(error) => Err(error),
     };
     match result {
-        Ok(finished) => {
+        Ok(mut finished) => {
             engine.client.governor().file_finished();
-            Ok(job.report(TransferStatus::Downloaded, Some(finished), started))
+            let committing = finished.committing.take();
+            let report = job.report(TransferStatus::Downloaded, Some(finished), started);
+            Ok(Downloaded { report, committing })
         }
         Err(error) => Err(job.after_failure(error)),
     }
@@ -160,8 +212,11 @@ struct Finished {
     stored: u64,
     sha256: String,
     resumed_from: u64,
-    /// Already in place (the small-file path's group commit): nothing to install.
+    /// Already in place, or on its way (the small-file path's group commit): nothing to
+    /// install.
     committed: bool,
+    /// The small file's group commit, to be waited for once the transfer is over.
+    committing: Option<Committing>,
 }
 
 /// Everything the workers of one transfer share.
@@ -459,19 +514,16 @@ impl Job {
         drop(body);
         // The file waits for its group on disk: the next file of the batch may start.
         drop(self.slot.lock().unwrap().take());
-        let committed = self.cancellable(async {
-            committer
-                .commit(staged, &self.spec.output, &self.paths.part, room)
-                .await
-                .map_err(failed)
-        });
-        committed.await?;
+        let committing = committer
+            .submit(staged, &self.spec.output, &self.paths.part, room)
+            .map_err(failed)?;
         Ok(Finished {
             size: total,
             stored: total,
             sha256,
             resumed_from: 0,
             committed: true,
+            committing: Some(committing),
         })
     }
 
@@ -813,6 +865,7 @@ impl Job {
                 sha256,
                 resumed_from: installed.size,
                 committed: false,
+                committing: None,
             }
         })
     }
@@ -842,6 +895,7 @@ impl Job {
             sha256,
             resumed_from: size,
             committed: true,
+            committing: None,
         })
     }
 
@@ -1211,6 +1265,7 @@ impl Writing {
             sha256: hashed.sha256,
             resumed_from: self.resumed_from,
             committed: false,
+            committing: None,
         })
     }
 
