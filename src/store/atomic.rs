@@ -223,8 +223,9 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
-    #[test]
-    fn replacements_change_nothing_until_committed_then_everything() {
+    /// `a.json` (holding "old a") and `b.json` (not there) in a new directory; the new content
+    /// of `a.json` staged.
+    fn a_replaced() -> (tempfile::TempDir, PathBuf, PathBuf, Replacements) {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
         fs::write(&a, b"old a").unwrap();
@@ -232,6 +233,12 @@ mod tests {
         replacing
             .stage_with(&a, |out| out.write_all(b"new a"))
             .unwrap();
+        (dir, a, b, replacing)
+    }
+
+    #[test]
+    fn replacements_change_nothing_until_committed_then_everything() {
+        let (dir, a, b, mut replacing) = a_replaced();
         replacing
             .stage_with(&b, |out| out.write_all(b"new b"))
             .unwrap();
@@ -249,13 +256,7 @@ mod tests {
 
     #[test]
     fn replacements_dropped_or_failed_leave_the_old_files_and_no_temporary() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
-        fs::write(&a, b"old a").unwrap();
-        let mut replacing = Replacements::default();
-        replacing
-            .stage_with(&a, |out| out.write_all(b"new a"))
-            .unwrap();
+        let (dir, a, b, mut replacing) = a_replaced();
         let failed = replacing.stage_with(&b, |out| {
             out.write_all(b"half")?;
             Err(io::Error::other("the writer failed"))

@@ -224,12 +224,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn writes_one_month_sorted_and_parses_back() {
+    /// A new data directory and an empty index.
+    fn data_and_index() -> (tempfile::TempDir, DataDir, SqliteIndex) {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path());
         data.create().unwrap();
-        let mut index = SqliteIndex::open_in_memory().unwrap();
+        (dir, data, SqliteIndex::open_in_memory().unwrap())
+    }
+
+    #[test]
+    fn writes_one_month_sorted_and_parses_back() {
+        let (_dir, data, mut index) = data_and_index();
         index
             .upsert_files(&[
                 file("file_b", "2026-08-03T10:00:00Z"),
@@ -301,10 +306,7 @@ mod tests {
 
     #[test]
     fn several_months_are_written_together_and_leave_no_temporary() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = DataDir::new(dir.path());
-        data.create().unwrap();
-        let mut index = SqliteIndex::open_in_memory().unwrap();
+        let (_dir, data, mut index) = data_and_index();
         index
             .upsert_files(&[
                 file("file_aug", "2026-08-03T10:00:00Z"),

@@ -478,7 +478,8 @@ fn two_files_are_never_recorded_at_one_path(index: &mut dyn Index) {
     );
 }
 
-fn the_owners_of_many_paths_are_found_at_once(index: &mut dyn Index) {
+/// Files `file_a`, `file_b` and `file_c`, listed.
+fn list_a_b_c(index: &mut dyn Index) {
     index
         .upsert_files(&[
             file("file_a", "2026-08-01"),
@@ -486,6 +487,10 @@ fn the_owners_of_many_paths_are_found_at_once(index: &mut dyn Index) {
             file("file_c", "2026-08-03"),
         ])
         .unwrap();
+}
+
+fn the_owners_of_many_paths_are_found_at_once(index: &mut dyn Index) {
+    list_a_b_c(index);
     index.record_file("file_a", &complete("raw/a")).unwrap();
     index.record_file("file_b", &complete("raw/b")).unwrap();
     let owners = index.files_at(&["raw/a", "raw/b", "raw/c"]).unwrap();
@@ -496,13 +501,7 @@ fn the_owners_of_many_paths_are_found_at_once(index: &mut dyn Index) {
 }
 
 fn a_group_commit_records_every_outcome_and_refuses_only_the_bad_one(index: &mut dyn Index) {
-    index
-        .upsert_files(&[
-            file("file_a", "2026-08-01"),
-            file("file_b", "2026-08-02"),
-            file("file_c", "2026-08-03"),
-        ])
-        .unwrap();
+    list_a_b_c(index);
     let outcomes = vec![
         ("file_a".to_owned(), complete("raw/a")),
         ("file_b".to_owned(), complete("raw/a")),
