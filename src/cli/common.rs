@@ -69,7 +69,7 @@ pub fn clients(mut config: ApiConfig, network: &Network) -> anyhow::Result<(ApiC
     config.retry = retry_policy(network);
     let (http, engine) = engine(network, Some(&config.base_url), false)?;
     // One Ctrl-C token stops transfers and API calls waiting to retry alike.
-    let api = ApiClient::new(http.for_api(), config).with_cancel_token(engine.cancel_token());
+    let api = ApiClient::new(http.for_api()?, config).with_cancel_token(engine.cancel_token());
     Ok((api, engine))
 }
 

@@ -60,10 +60,17 @@ impl Default for ClientConfig {
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     inner: reqwest::Client,
-    /// The client of API calls (HTTP/2 allowed).
-    api: reqwest::Client,
+    /// The client of API calls (HTTP/2 allowed), built when first asked for: building a
+    /// client loads the system's CA certificates, and a run of plain URLs needs one client.
+    api: Arc<ApiClientSlot>,
     governor: Arc<Governor>,
     location_trusted: bool,
+}
+
+#[derive(Debug)]
+struct ApiClientSlot {
+    config: ClientConfig,
+    client: std::sync::OnceLock<reqwest::Client>,
 }
 
 /// The spend-cap 429's error code.
@@ -99,20 +106,35 @@ fn cross_origin_headers(headers: &HeaderMap, trusted: bool) -> HeaderMap {
 
 impl HttpClient {
     pub fn new(config: &ClientConfig) -> Result<HttpClient, HttpError> {
+        let inner = build(config, config.bulk_http2)?;
+        let api = ApiClientSlot {
+            config: config.clone(),
+            client: std::sync::OnceLock::new(),
+        };
+        if config.bulk_http2 {
+            let _ = api.client.set(inner.clone());
+        }
         Ok(HttpClient {
-            inner: build(config, config.bulk_http2)?,
-            api: build(config, true)?,
+            inner,
+            api: Arc::new(api),
             governor: Governor::new(config.governor.clone()),
             location_trusted: config.location_trusted,
         })
     }
 
     /// The same client (one governor, one budget) for API calls: HTTP/2 when offered.
-    pub fn for_api(&self) -> HttpClient {
-        HttpClient {
-            inner: self.api.clone(),
+    pub fn for_api(&self) -> Result<HttpClient, HttpError> {
+        let api = match self.api.client.get() {
+            Some(api) => api,
+            None => {
+                let built = build(&self.api.config, true)?;
+                self.api.client.get_or_init(|| built)
+            }
+        };
+        Ok(HttpClient {
+            inner: api.clone(),
             ..self.clone()
-        }
+        })
     }
 
     /// The process's governor (budget, pauses, bandwidth cap, run summary).
@@ -334,6 +356,27 @@ pub fn parse_header_line(line: &str) -> Option<(HeaderName, HeaderValue)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_api_client_is_built_only_once_asked_for() {
+        let http = HttpClient::new(&ClientConfig::default()).unwrap();
+        assert!(
+            http.api.client.get().is_none(),
+            "plain URLs need one client"
+        );
+        let api = http.for_api().unwrap();
+        assert!(http.api.client.get().is_some());
+        api.for_api().unwrap();
+        let bulk_http2 = ClientConfig {
+            bulk_http2: true,
+            ..ClientConfig::default()
+        };
+        let http = HttpClient::new(&bulk_http2).unwrap();
+        assert!(
+            http.api.client.get().is_some(),
+            "an HTTP/2 bulk client serves the API too"
+        );
+    }
 
     #[test]
     fn only_transfer_headers_leave_the_origin_unless_trusted() {
