@@ -23,6 +23,11 @@ use super::layout::{DataDir, month_of};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
+    #[error("reading the batches from the index: {source}")]
+    Batches {
+        #[source]
+        source: IndexError,
+    },
     #[error("reading month {month} from the index: {source}")]
     Index {
         month: String,
@@ -112,31 +117,34 @@ pub fn write_months<'a>(
     index: &dyn Index,
     months: impl IntoIterator<Item = &'a str>,
 ) -> Result<(), MetaError> {
+    let meta_dir = dir.meta();
+    std::fs::create_dir_all(&meta_dir).map_err(|source| MetaError::Write {
+        path: meta_dir.clone(),
+        source,
+    })?;
+    let mut batches = index
+        .query_batches()
+        .map_err(|source| MetaError::Batches { source })?;
+    batches.sort_by(|a, b| (&a.meta.created_at, &a.meta.id).cmp(&(&b.meta.created_at, &b.meta.id)));
     let mut replacing = Replacements::default();
     for month in months {
-        stage_month(&mut replacing, dir, index, month)?;
+        stage_month(&mut replacing, dir, index, month, &batches)?;
     }
     replacing.commit().map_err(|source| MetaError::Write {
-        path: dir.meta(),
+        path: meta_dir,
         source,
     })
 }
 
-/// Write the new `DATA/meta/<month>.json` into `replacing`.
+/// Write the new `DATA/meta/<month>.json` into `replacing`; `batches` are every batch, oldest
+/// first.
 fn stage_month(
     replacing: &mut Replacements,
     dir: &DataDir,
     index: &dyn Index,
     month: &str,
+    batches: &[BatchEntry],
 ) -> Result<(), MetaError> {
-    let index_error = |source| MetaError::Index {
-        month: month.to_owned(),
-        source,
-    };
-    let mut batches: Vec<BatchEntry> = index.query_batches().map_err(index_error)?;
-    batches.retain(|batch| month_of(&batch.meta.created_at).as_deref() == Some(month));
-    batches.sort_by(|a, b| (&a.meta.created_at, &a.meta.id).cmp(&(&b.meta.created_at, &b.meta.id)));
-
     let meta = MonthMeta {
         month,
         files: MonthFiles {
@@ -144,24 +152,24 @@ fn stage_month(
             month,
             failed: Default::default(),
         },
-        batches: batches.iter().map(batch_record).collect(),
+        batches: batches
+            .iter()
+            .filter(|batch| month_of(&batch.meta.created_at).as_deref() == Some(month))
+            .map(batch_record)
+            .collect(),
     };
     let path = dir.meta_month(month);
-    let write_error = |source| MetaError::Write {
-        path: path.clone(),
-        source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(write_error)?;
-    }
     let written = replacing.stage_with(&path, |out| {
         serde_json::to_writer_pretty(&mut *out, &meta).map_err(io::Error::from)?;
         out.write_all(b"\n")
     });
-    if let Some(failed) = meta.files.failed.take() {
-        return Err(index_error(failed));
+    if let Some(source) = meta.files.failed.take() {
+        return Err(MetaError::Index {
+            month: month.to_owned(),
+            source,
+        });
     }
-    written.map_err(write_error)
+    written.map_err(|source| MetaError::Write { path, source })
 }
 
 fn file_record(entry: &FileEntry) -> FileRecord<'_> {
