@@ -117,6 +117,10 @@ pub fn write_months<'a>(
     index: &dyn Index,
     months: impl IntoIterator<Item = &'a str>,
 ) -> Result<(), MetaError> {
+    let months: Vec<&str> = months.into_iter().collect();
+    if months.is_empty() {
+        return Ok(());
+    }
     let meta_dir = dir.meta();
     std::fs::create_dir_all(&meta_dir).map_err(|source| MetaError::Write {
         path: meta_dir.clone(),
