@@ -5,7 +5,8 @@
 #         process on one keep-alive connection, --remote-name-all), wget -i, aria2c -i -j16
 #   sync: M × 4 KiB from the mock API (no budget): claudedl sync vs 16 curl processes, each
 #         with a config file listing 1/16 of the content URLs with the API headers
-#   big:  1,000,000 × 1 KiB sync (BIG=1): wall, peak RSS, files/s
+#   big:  1,000,000 × 1 KiB sync (BIG=1): wall, peak RSS, files/s; claudedl and curl, each at
+#         the count and at a tenth of it: whether the time per file grows
 #   floor (FLOOR=1, the default): bench/floor beside get -i, the same per-file work as claudedl
 #         (ranged GET, SHA-256, unnamed file linked by one thread, syncfs) and no bookkeeping;
 #         "floor-no-sync", the same without the syncfs, as the other tools run (the two differ
@@ -18,11 +19,16 @@
 # created and deleted slows every tool (ext4 skips recently freed inodes): for figures to
 # compare, use a fresh one (docs/benchmarks-small.md, session 6). FRESH_FS=16G (as root) makes
 # one for the run: an ext4 of that size in a sparse image (FRESH_FS_IMAGE, default
-# /var/tmp/claudedl-bench-small.img), loop-mounted, one inode per 4 KiB, removed at the end.
+# /var/tmp/claudedl-bench-small.img), one inode per 4 KiB, removed at the end. Its loop device
+# does direct I/O on the image: a buffered one keeps every block twice in the page cache (the
+# file system's and the image file's) and copies each one over as it is written; in this VM,
+# where memory first touched costs a fault in the host, that made a run of 1,000,000 files
+# slower per file than one of 100,000, for every tool (docs/benchmarks-small.md, session 9).
 #   ROUNDS=3 GET_FILES=10000 SYNC_FILES="5000 100000" BIG=0 JOBS=16 bash bench/small.sh
 # Needs a release build (cargo build --release --workspace), nginx, curl, wget, aria2c,
 # /usr/bin/time. Loopback only.
 set -euo pipefail
+trap 'echo "bench/small.sh: failed at line $LINENO" >&2' ERR
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 GET_FILES=${GET_FILES:-10000}
@@ -39,14 +45,15 @@ floor=target/floor/release/claudedl-floor
 if [[ $FLOOR == 1 && $GET_FILES != 0 ]]; then
   cargo build -q --release --manifest-path bench/floor/Cargo.toml --target-dir target/floor
 fi
-pids=() fresh_mount=
+pids=() fresh_mount= fresh_loop=
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if [[ -n $fresh_mount ]]; then # the whole file system goes: no need to delete its files
-    umount "$fresh_mount" && rmdir "$fresh_mount" && rm -f "$FRESH_FS_IMAGE"
+    umount "$fresh_mount" && losetup -d "$fresh_loop" && rmdir "$fresh_mount" && rm -f "$FRESH_FS_IMAGE"
   else
     [[ -n ${work:-} ]] && rm -rf "$work"
+    [[ -n $fresh_loop ]] && losetup -d "$fresh_loop" # attached, never mounted
     [[ -n ${FRESH_FS_IMAGE:-} ]] && rm -f "$FRESH_FS_IMAGE" # made, never mounted
   fi
   return 0
@@ -59,7 +66,8 @@ if [[ -n ${FRESH_FS:-} ]]; then
   truncate -s "$FRESH_FS" "$FRESH_FS_IMAGE"
   mkfs.ext4 -q -F -i 4096 "$FRESH_FS_IMAGE"
   mount_point=$(mktemp -d /tmp/claudedl-bench-fs.XXXXXX)
-  mount -o loop "$FRESH_FS_IMAGE" "$mount_point"
+  fresh_loop=$(losetup --direct-io=on --find --show "$FRESH_FS_IMAGE")
+  mount "$fresh_loop" "$mount_point"
   fresh_mount=$mount_point
   BENCH_TMP=$mount_point
 fi
@@ -70,6 +78,7 @@ fresh() { run_no=$((run_no + 1)); d="$work/run$run_no"; mkdir -p "$d"; } # sets 
 timed() {
   local results=$1 label=$2; shift 2
   sync # untimed: no run pays for writing back what an earlier one left in the page cache
+  [[ -z ${served:-} ]] || cat "$served"/* > /dev/null # the server reads from memory in every run
   timeout 1800 /usr/bin/time -f "%e %M" -o "$work/time" "$@" > "$work/last.out" 2> "$work/last.err" \
     || { echo "$label failed: $(tail -3 "$work/last.err")" >&2; return 0; }
   read -r wall rss < "$work/time"
@@ -143,6 +152,10 @@ nginx -p "$work/ng/" -c "$work/ng/nginx.conf" -e "$work/ng/error.log" &
 pids+=($!)
 for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/f0000000.bin" && break; sleep 0.1; done
 ls "$work/www" | sed "s|^|http://127.0.0.1:$port/|" > "$work/urls.txt"
+# This VM pages out page cache unused for a few seconds (DAMON, `pageout` of cold unmapped
+# pages): without reading the served files back before each run, nginx waits for the disk in
+# some runs and not in others (session 9).
+served=$work/www
 per=$(( (GET_FILES + 15) / 16 ))
 get_results=$work/get.tsv
 for round in $(seq "$ROUNDS"); do
@@ -166,6 +179,7 @@ echo
 table "$get_results" "$GET_FILES"
 echo
 kill "${pids[-1]}" 2>/dev/null || true
+served=
 fi
 
 # ---- sync from the mock -----------------------------------------------------------------------
@@ -217,12 +231,38 @@ for n in $SYNC_FILES; do
 done
 
 # ---- 1,000,000 × 1 KiB --------------------------------------------------------------------------
+# Linear growth: claudedl and curl (as for sync above) at BIG_FILES and at a tenth of it; the
+# last table says how much longer a file took in the big run than in the small one, per tool.
 if [[ $BIG != 0 ]]; then
-  n=${BIG_FILES:-1000000}
-  start_mock --files "$n" --content-bytes 1024
-  results=$work/big.tsv
-  fresh; timed "$results" "claudedl-sync-j$JOBS" "$BIN" sync --data-dir "$d" --files-only -j "$JOBS" --json
-  echo "## sync: $n × 1 KiB from the mock API (one run)"
+  big=${BIG_FILES:-1000000}
+  big_results=$work/big.tsv
+  for n in $((big / 10)) "$big"; do
+    start_mock --files "$n" --content-bytes 1024
+    cfgs=$work/cfg-big$n; mkdir -p "$cfgs"; curl_configs "$n" "$cfgs"
+    results=$work/big$n.tsv
+    fresh; timed "$results" "claudedl-sync-j$JOBS" "$BIN" sync --data-dir "$d" --files-only -j "$JOBS" --json
+    fresh; timed "$results" "curl-16-configs" sh -c "cd '$d' && for k in \$(seq 0 15); do curl -s -K '$cfgs/curl'\$k.cfg & done; wait"
+    rm -rf "$cfgs"
+    sed "s/^/$n /" "$results" >> "$big_results"
+    echo "## sync: $n × 1 KiB from the mock API (one run each)"
+    echo
+    table "$results" "$n"
+    echo
+    kill "${pids[-1]}" 2>/dev/null || true
+  done
+  echo "## Growth: time per file at $big files over time per file at $((big / 10))"
   echo
-  table "$results" "$n"
+  python3 - "$big_results" <<'PY'
+import sys, collections
+per_file = collections.defaultdict(dict)
+for line in open(sys.argv[1]):
+    n, label, wall, _ = line.split()
+    per_file[label][int(n)] = float(wall) / int(n)
+print("| tool | per file, small run | per file, big run | growth (1.00 = linear) |")
+print("| --- | --- | --- | --- |")
+for label, runs in per_file.items():
+    if len(runs) == 2:
+        (_, small), (_, large) = sorted(runs.items())
+        print(f"| {label} | {small * 1e6:.0f} µs | {large * 1e6:.0f} µs | {large / small:.2f} |")
+PY
 fi
