@@ -25,6 +25,8 @@
 # where memory first touched costs a fault in the host, that made a run of 1,000,000 files
 # slower per file than one of 100,000, for every tool (docs/benchmarks-small.md, session 9).
 #   ROUNDS=3 GET_FILES=10000 SYNC_FILES="5000 100000" BIG=0 JOBS=16 bash bench/small.sh
+# BIG=1 writes ~10 GB more (two runs of 1,000,000 files, two of 100,000): after the other
+# sections, FRESH_FS=40G (the image is sparse: only what is written takes room).
 # Needs a release build (cargo build --release --workspace), nginx, curl, wget, aria2c,
 # /usr/bin/time. Loopback only.
 set -euo pipefail
@@ -237,6 +239,12 @@ if [[ $BIG != 0 ]]; then
   big=${BIG_FILES:-1000000}
   big_results=$work/big.tsv
   for n in $((big / 10)) "$big"; do
+    need_kib=$((n * 11)) # two runs of one 4 KiB block and one inode a file, index and metadata
+    room_kib=$(df --output=avail -k "$work" | tail -1)
+    if ((room_kib < need_kib)); then
+      echo "bench/small.sh: $n files need ~$((need_kib / 1048576)) GiB, $work has $((room_kib / 1048576)) GiB (FRESH_FS=40G)" >&2
+      exit 2
+    fi
     start_mock --files "$n" --content-bytes 1024
     cfgs=$work/cfg-big$n; mkdir -p "$cfgs"; curl_configs "$n" "$cfgs"
     results=$work/big$n.tsv
