@@ -80,7 +80,7 @@ fresh() { run_no=$((run_no + 1)); d="$work/run$run_no"; mkdir -p "$d"; } # sets 
 timed() {
   local results=$1 label=$2; shift 2
   sync # untimed: no run pays for writing back what an earlier one left in the page cache
-  [[ -z ${served:-} ]] || cat "$served"/* > /dev/null # the server reads from memory in every run
+  [[ -z ${served:-} ]] || find "$served" -type f -exec cat {} + > /dev/null # served from memory
   timeout 1800 /usr/bin/time -f "%e %M" -o "$work/time" "$@" > "$work/last.out" 2> "$work/last.err" \
     || { echo "$label failed: $(tail -3 "$work/last.err")" >&2; return 0; }
   read -r wall rss < "$work/time"
