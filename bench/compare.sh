@@ -230,12 +230,15 @@ logsize() { stat -c %s "$1"; }
 
 # run_one SCENARIO TOOL ROUND OUTPUT SOURCE_FILE EXPECTED_SHA|- -- command...
 # Times the command with /usr/bin/time, checks the output against the source, adds the bytes
-# nginx logged for it, appends a row to $RESULTS.
+# nginx logged for it, appends a row to $RESULTS. The source is read back first: this VM pages
+# out page cache left cold for a few seconds (DAMON), and nginx would read it from the disk in
+# some runs and not in others (docs/benchmarks-small.md, session 9).
 run_one() {
     local scenario=$1 tool=$2 round=$3 out=$4 src=$5 sha=$6
     shift 7
     fresh "$out"
     sync
+    cat "$src" >/dev/null # untimed: nginx serves from memory in every run
     local h0 p0 rc=0
     h0=$(logsize "$HTTP_LOG")
     p0=$(logsize "$STREAM_LOG")
@@ -390,6 +393,7 @@ if has 4; then
         log "4. kill -9 at 50 % of $KILL_MIB MiB, then resume ($kill_tool): round $r/$ROUNDS"
         fresh "$out"
         sync
+        cat "$WWW/fkill.bin" >/dev/null # untimed, as in run_one
         h0=$(logsize "$HTTP_LOG")
         p0=$(logsize "$STREAM_LOG")
         rc1=0 rc2=0
