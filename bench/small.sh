@@ -69,6 +69,10 @@ if [[ -n ${FRESH_FS:-} ]]; then
   mkfs.ext4 -q -F -i 4096 "$FRESH_FS_IMAGE"
   mount_point=$(mktemp -d /tmp/claudedl-bench-fs.XXXXXX)
   fresh_loop=$(losetup --direct-io=on --find --show "$FRESH_FS_IMAGE")
+  if [[ $(cat "/sys/block/${fresh_loop#/dev/}/loop/dio") != 1 ]]; then
+    echo "bench/small.sh: $fresh_loop does buffered I/O ($FRESH_FS_IMAGE's file system has no direct I/O)" >&2
+    exit 2
+  fi
   mount "$fresh_loop" "$mount_point"
   fresh_mount=$mount_point
   BENCH_TMP=$mount_point
@@ -87,8 +91,8 @@ timed() {
   echo "$label $wall $rss" >> "$results"
   evict "$d"
 }
-# Memory. Each run's files leave the page cache once written back (untimed), and with FRESH_FS
-# so do the image file's pages: memory in use stays level from run to run. In this VM a page
+# Memory. Each run's files leave the page cache once written back (untimed): memory in use stays
+# level from run to run (FRESH_FS's image has no pages cached: its loop device does direct I/O). In this VM a page
 # the guest has not used lately costs a fault in the host on first touch; a benchmark whose page
 # cache only grows soon allocates nothing but such pages, and from then on every run that
 # writes back its files within its time (claudedl; the others' are written back after they
@@ -108,7 +112,6 @@ for root, _, files in os.walk(sys.argv[1]):
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         os.close(fd)
 PY
-  [[ -z ${FRESH_FS_IMAGE:-} ]] || dd if="$FRESH_FS_IMAGE" iflag=nocache count=0 status=none
 }
 if [[ $(id -u) == 0 ]]; then
   sync && echo 3 > /proc/sys/vm/drop_caches

@@ -220,7 +220,12 @@ mod tests {
         write_atomic(&path, b"one").unwrap();
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(entries(dir.path()), 1);
+    }
+
+    /// How many names `dir` holds.
+    fn entries(dir: &Path) -> usize {
+        fs::read_dir(dir).unwrap().count()
     }
 
     /// `a.json` (holding "old a") and `b.json` (not there) in a new directory; the new content
@@ -247,11 +252,7 @@ mod tests {
         replacing.commit().unwrap();
         assert_eq!(fs::read(&a).unwrap(), b"new a");
         assert_eq!(fs::read(&b).unwrap(), b"new b");
-        assert_eq!(
-            fs::read_dir(dir.path()).unwrap().count(),
-            2,
-            "no temporary left"
-        );
+        assert_eq!(entries(dir.path()), 2, "no temporary left");
     }
 
     #[test]
@@ -264,11 +265,7 @@ mod tests {
         assert_eq!(failed.unwrap_err().to_string(), "the writer failed");
         drop(replacing);
         assert_eq!(fs::read(&a).unwrap(), b"old a");
-        assert_eq!(
-            fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no temporary left"
-        );
+        assert_eq!(entries(dir.path()), 1, "no temporary left");
     }
 
     #[test]
