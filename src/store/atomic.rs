@@ -73,6 +73,11 @@ impl Replacements {
         }
     }
 
+    /// Take over what `other` staged, to be committed with this.
+    pub fn absorb(&mut self, mut other: Replacements) {
+        self.staged.append(&mut other.staged);
+    }
+
     /// Make every staged content durable, rename each over its path, and make the renames
     /// durable.
     pub fn commit(mut self) -> io::Result<()> {

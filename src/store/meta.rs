@@ -9,8 +9,9 @@
 //!  "batches": [{"id", "created_at", "path", "results", "sha256", "downloaded_at", "state"}]}
 //! ```
 //!
-//! Entries are sorted by `created_at`, then `id`; paths are relative to the data directory.
-//! The index stays the authoritative record: these files are for people and other tools.
+//! Entries are sorted by `created_at`, then `id`, each on a line of its own; paths are relative
+//! to the data directory. The index stays the authoritative record: these files are for people
+//! and other tools.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -111,7 +112,10 @@ struct BatchRecord<'a> {
 }
 
 /// Rewrite `DATA/meta/<month>.json` of each of `months` from the index; all of them are made
-/// durable together, at the end (one wait for the disk, not one a month).
+/// durable together, at the end (one wait for the disk, not one a month). Where the index
+/// offers a second connection ([`Index::reader`]), a helper thread writes every other month
+/// meanwhile: at 1,000,000 files the months' JSON is most of the end of a sync, and one core
+/// would otherwise idle.
 pub fn write_months<'a>(
     dir: &DataDir,
     index: &dyn Index,
@@ -130,18 +134,56 @@ pub fn write_months<'a>(
         .query_batches()
         .map_err(|source| MetaError::Batches { source })?;
     batches.sort_by(|a, b| (&a.meta.created_at, &a.meta.id).cmp(&(&b.meta.created_at, &b.meta.id)));
-    let mut replacing = Replacements::default();
-    for month in months {
-        stage_month(&mut replacing, dir, index, month, &batches)?;
-    }
+    let helper = match months.len() {
+        1 => None,
+        // Only an aid: without it the months are written one after the other.
+        _ => index.reader().unwrap_or_else(|error| {
+            tracing::debug!("writing the months' metadata on one thread: {error}");
+            None
+        }),
+    };
+    let (theirs, mine): (Vec<&str>, Vec<&str>) = match helper {
+        Some(_) => {
+            let every_other = months.iter().skip(1).step_by(2).copied().collect();
+            (every_other, months.iter().step_by(2).copied().collect())
+        }
+        None => (Vec::new(), months),
+    };
+    let replacing = std::thread::scope(|scope| {
+        let batches = &batches;
+        let helping =
+            helper.map(|reader| scope.spawn(move || stage_months(dir, &*reader, &theirs, batches)));
+        let mut replacing = stage_months(dir, index, &mine, batches)?;
+        if let Some(helping) = helping {
+            let helped = helping
+                .join()
+                .expect("writing a month's metadata panicked")?;
+            replacing.absorb(helped);
+        }
+        Ok::<_, MetaError>(replacing)
+    })?;
     replacing.commit().map_err(|source| MetaError::Write {
         path: meta_dir,
         source,
     })
 }
 
-/// Write the new `DATA/meta/<month>.json` into `replacing`; `batches` are every batch, oldest
-/// first.
+/// The new `DATA/meta/<month>.json` of each of `months`, staged; `batches` are every batch,
+/// oldest first.
+fn stage_months(
+    dir: &DataDir,
+    index: &dyn Index,
+    months: &[&str],
+    batches: &[BatchEntry],
+) -> Result<Replacements, MetaError> {
+    let mut replacing = Replacements::default();
+    for month in months {
+        stage_month(&mut replacing, dir, index, month, batches)?;
+    }
+    Ok(replacing)
+}
+
+/// Write the new `DATA/meta/<month>.json` into `replacing`.
 fn stage_month(
     replacing: &mut Replacements,
     dir: &DataDir,
@@ -164,7 +206,8 @@ fn stage_month(
     };
     let path = dir.meta_month(month);
     let written = replacing.stage_with(&path, |out| {
-        serde_json::to_writer_pretty(&mut *out, &meta).map_err(io::Error::from)?;
+        let mut json = serde_json::Serializer::with_formatter(&mut *out, EntryPerLine::default());
+        meta.serialize(&mut json).map_err(io::Error::from)?;
         out.write_all(b"\n")
     });
     if let Some(source) = meta.files.failed.take() {
@@ -174,6 +217,51 @@ fn stage_month(
         });
     }
     written.map_err(|source| MetaError::Write { path, source })
+}
+
+/// Compact JSON with each entry of a month's lists on a line of its own: a month of 200,000
+/// files is a third smaller than indented JSON (and as much faster to write), and still reads
+/// and greps one entry at a time.
+#[derive(Default)]
+struct EntryPerLine {
+    depth: usize,
+    /// Whether the list being written has an entry yet (an empty one stays `[]`).
+    list_has_entries: bool,
+}
+
+/// The depth of the lists `files` and `batches` (inside the month's object).
+const LIST_DEPTH: usize = 2;
+
+impl serde_json::ser::Formatter for EntryPerLine {
+    fn begin_object<W: ?Sized + Write>(&mut self, out: &mut W) -> io::Result<()> {
+        self.depth += 1;
+        out.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + Write>(&mut self, out: &mut W) -> io::Result<()> {
+        self.depth -= 1;
+        out.write_all(b"}")
+    }
+
+    fn begin_array<W: ?Sized + Write>(&mut self, out: &mut W) -> io::Result<()> {
+        self.depth += 1;
+        self.list_has_entries = false;
+        out.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + Write>(&mut self, out: &mut W) -> io::Result<()> {
+        let list = self.depth == LIST_DEPTH && self.list_has_entries;
+        self.depth -= 1;
+        out.write_all(if list { b"\n]" } else { b"]" })
+    }
+
+    fn begin_array_value<W: ?Sized + Write>(&mut self, out: &mut W, first: bool) -> io::Result<()> {
+        if self.depth == LIST_DEPTH {
+            self.list_has_entries = true;
+            return out.write_all(if first { b"\n" } else { b",\n" });
+        }
+        if first { Ok(()) } else { out.write_all(b",") }
+    }
 }
 
 fn file_record(entry: &FileEntry) -> FileRecord<'_> {
@@ -343,16 +431,90 @@ mod tests {
     }
 
     #[test]
+    fn months_written_beside_a_helper_thread_are_each_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        data.create().unwrap();
+        let mut index = SqliteIndex::open(&data.index_path()).unwrap();
+        assert!(
+            index.reader().unwrap().is_some(),
+            "a file index has readers"
+        );
+        let months = ["2026-01", "2026-02", "2026-03", "2026-04", "2026-05"];
+        let files: Vec<FileMeta> = months
+            .iter()
+            .enumerate()
+            .flat_map(|(m, month)| {
+                (0..=m).map(move |i| {
+                    file(
+                        &format!("file_{m}_{i}"),
+                        &format!("{month}-0{}T00:00:00Z", i + 1),
+                    )
+                })
+            })
+            .collect();
+        index.upsert_files(&files).unwrap();
+        write_months(&data, &index, months).unwrap();
+        for (m, month) in months.iter().enumerate() {
+            let meta: Value =
+                serde_json::from_slice(&std::fs::read(data.meta_month(month)).unwrap()).unwrap();
+            assert_eq!(meta["month"], *month);
+            let ids: Vec<&str> = meta["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["id"].as_str().unwrap())
+                .collect();
+            let expected: Vec<String> = (0..=m).map(|i| format!("file_{m}_{i}")).collect();
+            assert_eq!(ids, expected, "{month}");
+        }
+        let temporaries = std::fs::read_dir(data.meta())
+            .unwrap()
+            .filter(|entry| {
+                let name = entry.as_ref().unwrap().file_name();
+                name.to_string_lossy().contains(".tmp-")
+            })
+            .count();
+        assert_eq!(temporaries, 0);
+    }
+
+    #[test]
+    fn each_entry_is_on_a_line_of_its_own() {
+        let (_dir, data, mut index) = data_and_index();
+        index
+            .upsert_files(&[
+                file("file_a", "2026-08-01T00:00:00Z"),
+                file("file_b", "2026-08-02T00:00:00Z"),
+            ])
+            .unwrap();
+        index
+            .upsert_batches(&[batch("msgbatch_1", "2026-08-03T00:00:00Z")])
+            .unwrap();
+        write_months(&data, &index, ["2026-08"]).unwrap();
+        let text = std::fs::read_to_string(data.meta_month("2026-08")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        assert_eq!(lines[0], r#"{"month":"2026-08","files":["#);
+        for (line, id) in [(lines[1], "file_a"), (lines[2], "file_b")] {
+            let entry: Value = serde_json::from_str(line.trim_end_matches(',')).unwrap();
+            assert_eq!(entry["id"], id);
+        }
+        assert_eq!(lines[3], r#"],"batches":["#);
+        let batch: Value = serde_json::from_str(lines[4]).unwrap();
+        assert_eq!(batch["id"], "msgbatch_1");
+        assert_eq!(lines[5], "]}");
+    }
+
+    #[test]
     fn an_empty_month_is_written_empty() {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path());
         let index = SqliteIndex::open_in_memory().unwrap();
         write_months(&data, &index, ["2026-01"]).unwrap();
-        let meta: Value =
-            serde_json::from_slice(&std::fs::read(data.meta_month("2026-01")).unwrap()).unwrap();
+        let text = std::fs::read_to_string(data.meta_month("2026-01")).unwrap();
         assert_eq!(
-            meta,
-            serde_json::json!({"month": "2026-01", "files": [], "batches": []})
+            text,
+            "{\"month\":\"2026-01\",\"files\":[],\"batches\":[]}\n"
         );
     }
 }

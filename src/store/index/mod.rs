@@ -315,6 +315,13 @@ pub trait Index: Send {
     /// many were new.
     fn upsert_files(&mut self, files: &[FileMeta]) -> Result<usize, IndexError>;
 
+    /// Another connection to this index, for reading on another thread while this one stays
+    /// with its owner; it sees what was committed before it opened. `None` where there is
+    /// none to open (an index in memory; a backend that does not offer one).
+    fn reader(&self) -> Result<Option<Box<dyn Index>>, IndexError> {
+        Ok(None)
+    }
+
     fn file(&self, id: &str) -> Result<Option<FileEntry>, IndexError>;
 
     /// Of `ids`, those whose state is Complete or Skipped (nothing more to do): the

@@ -192,6 +192,13 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 impl Index for SqliteIndex {
+    fn reader(&self) -> Result<Option<Box<dyn Index>>, IndexError> {
+        if self.conn.path().is_none_or(str::is_empty) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(SqliteIndex::open_read_only(&self.path)?)))
+    }
+
     fn upsert_files(&mut self, files: &[FileMeta]) -> Result<usize, IndexError> {
         let first = files.first().map_or("", |file| file.id.as_str());
         upsert_files_sql(&mut self.conn, files).map_err(failed("upserting files from", first))
