@@ -109,7 +109,7 @@ impl FleetError {
 /// A pool of `size` connections to the database of `config` (TLS as its `sslmode` says).
 pub fn pool(config: impl Into<PgConfig>, size: usize) -> Result<Pool, FleetError> {
     let config = config.into();
-    let tls = pg_tls::connector(&config.tls).map_err(|error| FleetError::pool(&error))?;
+    let tls = pg_tls::connector(&config).map_err(|error| FleetError::pool(&error))?;
     let manager = Manager::from_config(
         config.pg,
         tls,

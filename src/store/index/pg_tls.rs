@@ -5,21 +5,26 @@
 //! - `prefer` (the default, as libpq): TLS when the server offers it, else plaintext; the
 //!   certificate is not verified (libpq does the same without a root certificate);
 //! - `require`: TLS or no connection; the certificate is not verified;
+//! - `verify-ca`: TLS, the certificate chain verified as for `verify-full`, the host name not
+//!   checked (a server reached by an address its certificate does not name);
 //! - `verify-full`: TLS, the certificate chain verified against `sslrootcert=FILE` (PEM) or,
 //!   without it or with `sslrootcert=system`, the system's roots, and the host name checked.
 //!
-//! `verify-ca` (a chain without the name) is refused rather than silently weakened or
-//! strengthened. tokio-postgres parses neither `verify-full` nor `sslrootcert`: [`PgConfig`]
-//! takes them out of the string first. Unix sockets never use TLS (the server refuses it there).
+//! `sslcert=FILE` and `sslkey=FILE` (PEM; both or neither) give the client certificate a server
+//! may ask for (`cert` authentication), in any mode that uses TLS. `allow` is refused rather
+//! than silently strengthened. tokio-postgres parses none of `verify-ca`, `verify-full`,
+//! `sslrootcert`, `sslcert`, `sslkey`: [`PgConfig`] takes them out of the string first. Unix
+//! sockets never use TLS (the server refuses it there).
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -29,8 +34,17 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub enum PgTls {
     /// `disable`, `prefer` or `require` (the last two: encrypted, not verified).
     Unverified,
+    /// `verify-ca`: the chain against these roots, not the host name.
+    VerifyCa(Roots),
     /// `verify-full`: the chain against these roots, and the host name.
     VerifyFull(Roots),
+}
+
+/// The certificate and key that prove the client's identity (`sslcert`, `sslkey`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Where `verify-full` finds its trusted roots.
@@ -47,20 +61,35 @@ pub enum Roots {
 pub struct PgConfig {
     pub pg: tokio_postgres::Config,
     pub tls: PgTls,
+    pub client_cert: Option<ClientCert>,
 }
 
 /// Why TLS to the database cannot be set up (never names the password).
 #[derive(Debug, thiserror::Error)]
 pub enum PgTlsError {
     #[error(
-        "sslmode={0} is not supported: use disable, prefer, require or verify-full (with \
-         sslrootcert=FILE or the system's roots)"
+        "sslmode={0} is not supported: use disable, prefer, require, verify-ca or verify-full \
+         (with sslrootcert=FILE or the system's roots)"
     )]
     Mode(String),
-    #[error("sslrootcert is only used with sslmode=verify-full")]
+    #[error("sslrootcert is only used with sslmode=verify-ca or verify-full")]
     RootsWithoutVerify,
+    #[error("sslcert and sslkey go together: {0} is missing")]
+    HalfClientCert(&'static str),
     #[error("sslrootcert {path}: {reason}")]
     RootFile { path: PathBuf, reason: String },
+    #[error("sslcert {cert} with sslkey {key}: {reason}")]
+    ClientPair {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+    #[error("{option} {path}: {reason}")]
+    ClientFile {
+        option: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("the system's root certificates: {0}")]
     SystemRoots(String),
     #[error("the TLS configuration: {0}")]
@@ -74,6 +103,7 @@ impl From<tokio_postgres::Config> for PgConfig {
         PgConfig {
             pg,
             tls: PgTls::Unverified,
+            client_cert: None,
         }
     }
 }
@@ -89,44 +119,72 @@ impl FromStr for PgConfig {
 
     /// A URL (`postgresql://…?sslmode=verify-full&sslrootcert=/ca.pem`) or a key=value string.
     fn from_str(text: &str) -> Result<PgConfig, PgTlsError> {
-        let (rest, mode, root) = take_tls_options(text);
+        let (rest, ours) = take_tls_options(text);
         let mut pg: tokio_postgres::Config = rest.parse()?;
-        let tls = match (mode.as_deref(), root) {
-            (Some("verify-full"), root) => {
-                pg.ssl_mode(SslMode::Require);
-                PgTls::VerifyFull(match root.as_deref() {
-                    None | Some("system") => Roots::System,
-                    Some(file) => Roots::File(PathBuf::from(file)),
-                })
-            }
-            (Some(other @ ("verify-ca" | "allow")), _) => {
-                return Err(PgTlsError::Mode(other.into()));
-            }
-            (_, Some(_)) => return Err(PgTlsError::RootsWithoutVerify),
-            (_, None) => PgTls::Unverified,
+        let roots = || match ours.root.as_deref() {
+            None | Some("system") => Roots::System,
+            Some(file) => Roots::File(PathBuf::from(file)),
         };
-        Ok(PgConfig { pg, tls })
+        let tls = match ours.mode.as_deref() {
+            Some("verify-full") => PgTls::VerifyFull(roots()),
+            Some("verify-ca") => PgTls::VerifyCa(roots()),
+            Some(other) => return Err(PgTlsError::Mode(other.into())),
+            None if ours.root.is_some() => return Err(PgTlsError::RootsWithoutVerify),
+            None => PgTls::Unverified,
+        };
+        if tls != PgTls::Unverified {
+            pg.ssl_mode(SslMode::Require);
+        }
+        let client_cert = match (ours.cert, ours.key) {
+            (Some(cert), Some(key)) => Some(ClientCert {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            (Some(_), None) => return Err(PgTlsError::HalfClientCert("sslkey")),
+            (None, Some(_)) => return Err(PgTlsError::HalfClientCert("sslcert")),
+            (None, None) => None,
+        };
+        Ok(PgConfig {
+            pg,
+            tls,
+            client_cert,
+        })
     }
 }
 
-/// `text` without its `sslrootcert` and any `sslmode` tokio-postgres does not parse, and their
-/// values.
-fn take_tls_options(text: &str) -> (String, Option<String>, Option<String>) {
-    let ours = |key: &str, value: &str| {
-        key == "sslrootcert"
-            || (key == "sslmode" && !matches!(value, "disable" | "prefer" | "require"))
-    };
-    let (mut mode, mut root) = (None, None);
-    let mut keep = |key: &str, value: String| {
-        if !ours(key, &value) {
-            return true;
+/// The TLS options of a connection string that tokio-postgres does not parse.
+#[derive(Default)]
+struct TlsOptions {
+    /// An `sslmode` other than `disable`, `prefer`, `require`.
+    mode: Option<String>,
+    root: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+impl TlsOptions {
+    /// Where `key=value` goes, if it is one of these options.
+    fn slot(&mut self, key: &str, value: &str) -> Option<&mut Option<String>> {
+        match key {
+            "sslmode" if matches!(value, "disable" | "prefer" | "require") => None,
+            "sslmode" => Some(&mut self.mode),
+            "sslrootcert" => Some(&mut self.root),
+            "sslcert" => Some(&mut self.cert),
+            "sslkey" => Some(&mut self.key),
+            _ => None,
         }
-        *(if key == "sslmode" {
-            &mut mode
-        } else {
-            &mut root
-        }) = Some(value);
-        false
+    }
+}
+
+/// `text` without the options tokio-postgres does not parse, and their values.
+fn take_tls_options(text: &str) -> (String, TlsOptions) {
+    let mut ours = TlsOptions::default();
+    let mut keep = |key: &str, value: String| match ours.slot(key, &value) {
+        Some(slot) => {
+            *slot = Some(value);
+            false
+        }
+        None => true,
     };
     let url = text.starts_with("postgres://") || text.starts_with("postgresql://");
     let rest = if url {
@@ -160,27 +218,73 @@ fn take_tls_options(text: &str) -> (String, Option<String>, Option<String>) {
             .collect();
         kept.join(" ")
     };
-    (rest, mode, root)
+    (rest, ours)
 }
 
-/// The connector for `tls` (roots read now: a missing file is an error before any connection).
-pub fn connector(tls: &PgTls) -> Result<MakeRustlsConnect, PgTlsError> {
+/// The connector for `config` (roots, certificate and key read now: a missing file is an
+/// error before any connection).
+pub fn connector(config: &PgConfig) -> Result<MakeRustlsConnect, PgTlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|error| PgTlsError::Config(error.to_string()))?;
-    let config = match tls {
+    let builder = match &config.tls {
         PgTls::Unverified => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Unverified(
                 provider.signature_verification_algorithms,
-            )))
-            .with_no_client_auth(),
-        PgTls::VerifyFull(roots) => builder
-            .with_root_certificates(root_store(roots)?)
-            .with_no_client_auth(),
+            ))),
+        PgTls::VerifyCa(roots) => {
+            let chain = WebPkiServerVerifier::builder_with_provider(
+                Arc::new(root_store(roots)?),
+                Arc::clone(&provider),
+            )
+            .build()
+            .map_err(|error| PgTlsError::Config(error.to_string()))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainOnly(chain)))
+        }
+        PgTls::VerifyFull(roots) => builder.with_root_certificates(root_store(roots)?),
     };
-    Ok(MakeRustlsConnect::new(config))
+    let tls = match &config.client_cert {
+        None => builder.with_no_client_auth(),
+        Some(client) => {
+            let (chain, key) = client_identity(client)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|error| PgTlsError::ClientPair {
+                    cert: client.cert.clone(),
+                    key: client.key.clone(),
+                    reason: error.to_string(),
+                })?
+        }
+    };
+    Ok(MakeRustlsConnect::new(tls))
+}
+
+/// The certificate chain and private key of `client`, read from their PEM files.
+fn client_identity(
+    client: &ClientCert,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PgTlsError> {
+    let bad = |option, path: &PathBuf| {
+        let path = path.clone();
+        move |reason: String| PgTlsError::ClientFile {
+            option,
+            path,
+            reason,
+        }
+    };
+    let bad_cert = bad("sslcert", &client.cert);
+    let chain = CertificateDer::pem_file_iter(&client.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad_cert(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(bad("sslcert", &client.cert)("no certificate in it".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&client.key)
+        .map_err(|e| bad("sslkey", &client.key)(e.to_string()))?;
+    Ok((chain, key))
 }
 
 fn root_store(roots: &Roots) -> Result<RootCertStore, PgTlsError> {
@@ -224,8 +328,57 @@ pub type Connection = tokio_postgres::Connection<
 pub async fn connect(
     config: &PgConfig,
 ) -> Result<(tokio_postgres::Client, Connection), super::BoxError> {
-    let tls = connector(&config.tls)?;
+    let tls = connector(config)?;
     Ok(config.pg.connect(tls).await?)
+}
+
+/// `verify-ca`: the chain as `verify-full` checks it; a certificate for another name passes.
+/// (webpki checks the name last, once the chain is verified.)
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error};
+        let verified =
+            self.0
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        match verified {
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// `prefer` and `require`: any certificate, its handshake signature still checked.
@@ -297,20 +450,48 @@ mod tests {
             parse("postgresql://db.example/x").pg.get_ssl_mode(),
             SslMode::Prefer
         );
-        let refused = "postgresql://db.example/x?sslmode=verify-ca".parse::<PgConfig>();
+        let chain = parse("postgresql://db.example/x?sslmode=verify-ca&sslrootcert=/ca.pem");
+        assert_eq!(chain.tls, PgTls::VerifyCa(Roots::File("/ca.pem".into())));
+        assert_eq!(chain.pg.get_ssl_mode(), SslMode::Require);
+        let refused = "postgresql://db.example/x?sslmode=allow".parse::<PgConfig>();
         assert!(matches!(refused, Err(PgTlsError::Mode(_))));
         let stray = "postgresql://db.example/x?sslrootcert=/ca.pem".parse::<PgConfig>();
         assert!(matches!(stray, Err(PgTlsError::RootsWithoutVerify)));
     }
 
     #[test]
-    fn a_missing_root_file_is_an_error_naming_it() {
-        let error = connector(&PgTls::VerifyFull(Roots::File(
-            "/nonexistent/ca.pem".into(),
-        )))
-        .err()
-        .unwrap()
-        .to_string();
+    fn a_client_certificate_is_read_from_urls_and_key_value_strings_as_a_pair() {
+        let both = ClientCert {
+            cert: "/c.pem".into(),
+            key: "/k.pem".into(),
+        };
+        let url = parse("postgresql://db.example/x?sslmode=require&sslcert=/c.pem&sslkey=/k.pem");
+        assert_eq!(url.client_cert.as_ref(), Some(&both));
+        assert_eq!(url.pg.get_ssl_mode(), SslMode::Require);
+        let kv = parse("host=db.example sslcert='/c.pem' sslkey=/k.pem dbname=x");
+        assert_eq!(kv.client_cert, Some(both));
+        assert_eq!(kv.pg.get_dbname(), Some("x"));
+        assert_eq!(parse("host=db.example").client_cert, None);
+        let half = "postgresql://db.example/x?sslcert=/c.pem".parse::<PgConfig>();
+        assert!(matches!(half, Err(PgTlsError::HalfClientCert("sslkey"))));
+        let half = "host=db.example sslkey=/k.pem".parse::<PgConfig>();
+        assert!(matches!(half, Err(PgTlsError::HalfClientCert("sslcert"))));
+    }
+
+    #[test]
+    fn a_missing_root_or_client_file_is_an_error_naming_it() {
+        let missing = |text: &str| {
+            let config: PgConfig = text.parse().unwrap();
+            connector(&config).err().unwrap().to_string()
+        };
+        let error = missing("host=db sslmode=verify-full sslrootcert=/nonexistent/ca.pem");
         assert!(error.contains("/nonexistent/ca.pem"), "{error}");
+        let error = missing("host=db sslmode=verify-ca sslrootcert=/nonexistent/ca.pem");
+        assert!(error.contains("/nonexistent/ca.pem"), "{error}");
+        let error = missing("host=db sslcert=/nonexistent/c.pem sslkey=/nonexistent/k.pem");
+        assert!(
+            error.contains("sslcert") && error.contains("/nonexistent/c.pem"),
+            "{error}"
+        );
     }
 }

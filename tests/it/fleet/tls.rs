@@ -4,7 +4,7 @@
 use claudedl::store::index::pg_tls::PgConfig;
 
 use super::*;
-use crate::support::postgres::tls_cluster;
+use crate::support::postgres::{CERT_USER, tls_cluster};
 
 /// A URL to the TLS cluster's database `name` as `localhost` (the certificate's name), with a
 /// password the server (trust) ignores and nothing may show.
@@ -107,4 +107,67 @@ async fn the_database_is_reached_over_tls_and_a_wrong_ca_is_refused() {
         source = cause.source();
     }
     assert!(chain.contains("not valid for name"), "{chain}");
+}
+
+/// `verify-ca` checks the chain and not the name: the server reached as `db.invalid` (its
+/// certificate names `localhost`) is accepted, and a CA that did not sign it is still refused.
+/// A role that logs in by certificate (`cert` in `pg_hba.conf`) gets in with `sslcert` and
+/// `sslkey`, as `fleet status` does, and is refused without them.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_ca_skips_the_name_and_a_client_certificate_logs_in() {
+    let cluster = tls_cluster();
+    let db = cluster.database();
+    let file = |name: &str| cluster.tls_file(name).display().to_string();
+    let (ca, other) = (file("ca.crt"), file("other-ca.crt"));
+    let identity = format!(
+        "sslcert={}&sslkey={}",
+        file("client.crt"),
+        file("client.key")
+    );
+    let misnamed = |user: &str, options: &str| {
+        format!(
+            "postgresql://{user}@db.invalid:{}/{}?hostaddr=127.0.0.1&{options}",
+            cluster.port(),
+            db.name
+        )
+    };
+    let chain_only = format!("sslmode=verify-ca&sslrootcert={ca}");
+    assert!(encrypted(&misnamed("postgres", &chain_only)).await);
+
+    let by_certificate = misnamed(CERT_USER, &format!("{chain_only}&{identity}"));
+    let config: PgConfig = by_certificate.parse().unwrap();
+    let pool = claudedl::fleet::pool(config, 1).unwrap();
+    let client = pool.get().await.unwrap();
+    let row = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), CERT_USER);
+
+    let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(Vec::new()))).await;
+    let status = |url: String| {
+        let mut command = crate::api::claudedl(&api);
+        command.env("CLAUDEDL_DB", url).args(["fleet", "status"]);
+        command.output()
+    };
+    let init = crate::api::claudedl(&api)
+        .env("CLAUDEDL_DB", &by_certificate)
+        .args(["fleet", "init"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(init.status.code(), Some(0), "{}", text(&init.stderr));
+    let fine = status(by_certificate.clone()).await.unwrap();
+    assert_eq!(fine.status.code(), Some(0), "{}", text(&fine.stderr));
+
+    let without = status(misnamed(CERT_USER, &chain_only)).await.unwrap();
+    let stderr = text(&without.stderr);
+    assert_eq!(without.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+
+    let wrong_ca = format!("sslmode=verify-ca&sslrootcert={other}&{identity}");
+    let refused = status(misnamed(CERT_USER, &wrong_ca)).await.unwrap();
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
 }

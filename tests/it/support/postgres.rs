@@ -42,7 +42,9 @@ pub fn database() -> TestDb {
 
 /// A second cluster, started on first use, that also listens on `127.0.0.1` with TLS: a
 /// certificate for `localhost` signed by a test CA, both made here with the `openssl` CLI
-/// (`Cluster::tls_file`: `ca.crt`, and `other-ca.crt` that signed nothing).
+/// (`Cluster::tls_file`: `ca.crt`, and `other-ca.crt` that signed nothing). The role
+/// [`CERT_USER`] may log in over TCP only with a client certificate the test CA signed
+/// (`client.crt`, `client.key`); every other role is trusted.
 pub fn tls_cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| Cluster::start_with(true))
@@ -75,10 +77,12 @@ impl Cluster {
             .arg(&data));
         let (port, listen) = if tls {
             make_certificates(&dir);
+            write_hba(&dir);
             let port = free_port();
             let tls = format!(
                 "-c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={0}/server.crt \
-                 -c ssl_key_file={0}/server.key",
+                 -c ssl_key_file={0}/server.key -c ssl_ca_file={0}/ca.crt \
+                 -c hba_file={0}/pg_hba.conf",
                 dir.display()
             );
             (port, tls)
@@ -96,7 +100,14 @@ impl Cluster {
             .arg("-l")
             .arg(dir.join("server.log"))
             .args(["-o", &options]));
-        Cluster { dir, bin, port }
+        let cluster = Cluster { dir, bin, port };
+        if tls {
+            cluster.psql(
+                "postgres",
+                &format!("CREATE ROLE {CERT_USER} LOGIN SUPERUSER"),
+            );
+        }
+        cluster
     }
 
     /// The TCP port (TLS clusters) or the socket's number.
@@ -104,7 +115,8 @@ impl Cluster {
         self.port
     }
 
-    /// A file the TLS cluster's setup made (`ca.crt`, `other-ca.crt`).
+    /// A file the TLS cluster's setup made (`ca.crt`, `other-ca.crt`, `client.crt`,
+    /// `client.key`).
     pub fn tls_file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
@@ -169,8 +181,21 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// The role of the TLS cluster that logs in with a client certificate.
+pub const CERT_USER: &str = "certuser";
+
+/// The TLS cluster's `pg_hba.conf`: [`CERT_USER`] over TCP by certificate only, the rest trusted.
+fn write_hba(dir: &Path) {
+    let hba = format!(
+        "local all all trust\nhostssl all {CERT_USER} 127.0.0.1/32 cert\n\
+         host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"
+    );
+    std::fs::write(dir.join("pg_hba.conf"), hba).expect("writing pg_hba.conf");
+}
+
 /// In `dir`, as the server's user: a CA (`ca.crt`), the server's key and certificate for
-/// `localhost`/`127.0.0.1` signed by it, and another CA (`other-ca.crt`) that signed nothing.
+/// `localhost`/`127.0.0.1` signed by it, a client's for [`CERT_USER`] signed by it
+/// (`client.key`, `client.crt`), and another CA (`other-ca.crt`) that signed nothing.
 fn make_certificates(dir: &Path) {
     let ec = [
         "-newkey",
@@ -202,6 +227,22 @@ fn make_certificates(dir: &Path) {
         "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > server.ext && openssl x509 -req \
          -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext \
          -out server.crt && chmod 600 server.key",
+    ]));
+    run(as_server_user("openssl")
+        .current_dir(dir)
+        .args([
+            "req",
+            "-subj",
+            &format!("/CN={CERT_USER}"),
+            "-keyout",
+            "client.key",
+        ])
+        .args(ec)
+        .args(["-out", "client.csr"]));
+    run(as_server_user("sh").current_dir(dir).args([
+        "-c",
+        "printf 'extendedKeyUsage=clientAuth\\n' > client.ext && openssl x509 -req -in client.csr \
+         -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile client.ext -out client.crt",
     ]));
 }
 
