@@ -448,6 +448,22 @@ pub enum FleetCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Give files up for good: abort a segmented file's multipart upload, remove its staging
+    /// file, drop its queue items, and record it as skipped (no later enqueue queues it).
+    #[command(
+        after_long_help = "Example (the workers' shared data directory):\n  claudedl fleet abandon file_011CNha8iCJcU1wXNR6q4V8w --data-dir /shared/data"
+    )]
+    Abandon {
+        /// The files' ids.
+        #[arg(required = true, value_name = "FILE_ID")]
+        ids: Vec<String>,
+        /// The workers' shared data directory (its `tmp/fleet` holds the staging files).
+        #[command(flatten)]
+        data: DataArgs,
+        /// One JSON object per file on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -728,6 +744,7 @@ impl Command {
             Command::Config(ConfigCommand::Show { api, data, .. }) => (Some(api), Some(data)),
             Command::Enqueue(enqueue) => (Some(&enqueue.api), None),
             Command::Worker(worker) => (Some(&worker.api), Some(&worker.data)),
+            Command::Fleet(FleetCommand::Abandon { data, .. }) => (None, Some(data)),
             Command::Fleet(_) => (None, None),
             Command::Get(_) | Command::Decrypt(_) | Command::Completions { .. } | Command::Man => {
                 (None, None)

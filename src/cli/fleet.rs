@@ -59,8 +59,45 @@ pub async fn run(command: FleetCommand, global: &GlobalArgs) -> anyhow::Result<E
                 }
             }
         }
+        FleetCommand::Abandon { ids, json, .. } => {
+            let pool = fleet::pool(config, 1)?;
+            return abandon(&pool, &global.data_dir().tmp(), &ids, json).await;
+        }
     }
     Ok(ExitStatus::Success)
+}
+
+/// Abandon each of `ids`; one refused or failed does not stop the others.
+async fn abandon(
+    pool: &deadpool_postgres::Pool,
+    tmp: &std::path::Path,
+    ids: &[String],
+    json: bool,
+) -> anyhow::Result<ExitStatus> {
+    let mut status = ExitStatus::Success;
+    for id in ids {
+        match fleet::abandon::abandon(pool, tmp, id).await {
+            Ok(done) if json => println!("{}", serde_json::to_string(&done)?),
+            Ok(done) => println!(
+                "abandoned {id}: {} queue items dropped{}{}",
+                done.items,
+                match &done.upload_aborted {
+                    Some(location) => format!(", upload to {location} aborted"),
+                    None => String::new(),
+                },
+                if done.staging_removed {
+                    ", staging file removed"
+                } else {
+                    ""
+                }
+            ),
+            Err(error) => {
+                eprintln!("error: {error}");
+                status = ExitStatus::Failure;
+            }
+        }
+    }
+    Ok(status)
 }
 
 pub async fn enqueue(args: EnqueueArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {

@@ -8,10 +8,12 @@
 //! - [`enqueue`]: list the API once (one lister at a time) and queue what the index wants;
 //! - [`segment`]: a large file as segments, fetched by any worker, to a shared file or S3;
 //! - [`objects`]: output to object storage (S3) instead of the data directory;
-//! - [`worker`]: claim, download with the engine and sync's transfer specs, complete, drain.
+//! - [`worker`]: claim, download with the engine and sync's transfer specs, complete, drain;
+//! - [`abandon`]: give a file up for good (its upload aborted, its staging file removed).
 //!
 //! One process with SQLite stays the default; nothing here runs without `--db`.
 
+pub mod abandon;
 pub mod backoff;
 pub mod budget;
 pub mod enqueue;
@@ -60,6 +62,14 @@ pub enum FleetError {
     Recipients { id: String },
     #[error(transparent)]
     Index(#[from] crate::store::index::IndexError),
+    #[error("{id} is not abandoned: {reason}")]
+    NotAbandoned { id: String, reason: String },
+    #[error("removing the staging file {}: {source}", path.display())]
+    Staging {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A connection from the pool (its error names every cause).

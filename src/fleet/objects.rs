@@ -262,6 +262,28 @@ impl Objects {
     }
 }
 
+/// Abort the multipart upload `upload` of the object `location` (`s3://bucket/key`, as
+/// `file_uploads` records it), its parts deleted; one already gone counts as aborted.
+pub async fn abort_upload(location: &str, upload: &str) -> Result<(), ObjectError> {
+    let not_s3 = || ObjectError::NotS3 {
+        url: location.into(),
+    };
+    let (bucket, key) = location
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+        .ok_or_else(not_s3)?;
+    let objects = Objects::from_url(&format!("s3://{bucket}"))?;
+    let key = Key::from(key);
+    match objects
+        .store
+        .abort_multipart(&key, &upload.to_owned())
+        .await
+    {
+        Err(object_store::Error::NotFound { .. }) | Ok(()) => Ok(()),
+        Err(source) => Err(objects.error(&key, "aborting a multipart upload")(source)),
+    }
+}
+
 /// The bytes `range` of a local file (blocking).
 pub fn read_range(path: &std::path::Path, range: Range<u64>) -> std::io::Result<Bytes> {
     use std::os::unix::fs::FileExt;

@@ -12,7 +12,7 @@ use crate::fleet::{
     claudedl, count, finish, psql, run_ok, signal, spawn_worker, spawn_workers, wait_for,
 };
 use crate::support::postgres::{self, TestDb};
-use crate::support::{data, mock_file, sha256, sha256_file};
+use crate::support::{data, mock_file, sha256, sha256_file, text};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -276,18 +276,49 @@ impl Moto {
 
     /// A worker storing into `s3://bucket/prefix` on this server (`dir` only for staging).
     fn worker(&self, api: &MockApi, db: &TestDb, dir: &str, args: &[&str]) -> Child {
-        let mut command = claudedl(api, db);
+        let mut command = self.claudedl(api, db);
         command
             .args(["worker", "--data-dir", dir, "--json", "--lease", "2"])
             .args(["-j", "1", "--exit-when-empty"])
             .args(args)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", &self.endpoint)
             .stdin(Stdio::null())
             .kill_on_drop(true);
         command.spawn().unwrap()
+    }
+
+    /// `claudedl` with this server's endpoint and credentials in the AWS variables.
+    fn claudedl(&self, api: &MockApi, db: &TestDb) -> tokio::process::Command {
+        let mut command = claudedl(api, db);
+        command
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", &self.endpoint);
+        command
+    }
+
+    /// Whether the multipart upload `upload` of `location` (`s3://bucket/key`) takes a part.
+    async fn upload_open(&self, location: &str, upload: &str) -> bool {
+        use object_store::multipart::MultipartStore;
+        let (bucket, key) = location
+            .strip_prefix("s3://")
+            .and_then(|rest| rest.split_once('/'))
+            .unwrap();
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .build()
+            .unwrap();
+        let key = object_store::path::Path::from(key);
+        let part = object_store::PutPayload::from(vec![0u8; 16]);
+        store
+            .put_part(&key, &upload.to_owned(), 9, part)
+            .await
+            .is_ok()
     }
 }
 
@@ -549,4 +580,127 @@ async fn a_refusing_store_retries_the_item_and_logs_no_secret() {
         count(&db, "SELECT count(*) FROM files WHERE state = 'complete'"),
         0
     );
+}
+
+/// A fleet with one file of 4 MiB in segments of 1 MiB whose second was given up (as 10 failed
+/// claims leave it), the others fetched by a worker: into the shared staging file, or (with
+/// `moto`) uploaded as parts of an open upload. The directory is the workers' shared one.
+async fn a_given_up_file(id: &str, moto: Option<&Moto>) -> (MockApi, TestDb, tempfile::TempDir) {
+    let file = mock_file(id, "big.bin", "2026-08", data(4 * MIB as usize, 21));
+    let (api, db) = fleet_capped(vec![file], 1024 * MIB).await;
+    run_ok(&api, &db, &["enqueue", "--json", "--segment-size", "1MiB"]).await;
+    psql(
+        &db,
+        "UPDATE work_items SET state = 'failed', attempts = 10, last_error = 'HTTP 500 (test)' \
+         WHERE part = 2",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let worker = match moto {
+        Some(moto) => moto.worker(&api, &db, d, &["--output", "s3://abandon/fleet"]),
+        None => spawn_worker(&api, &db, d, &["--exit-when-empty", "-j", "2"]),
+    };
+    let (status, _, stderr) = finish(worker).await;
+    assert!(status.success(), "{stderr}");
+    let done = "SELECT count(*) FROM work_items WHERE state = 'done'";
+    assert_eq!(count(&db, done), 3);
+    (api, db, dir)
+}
+
+/// `claudedl fleet abandon ID --data-dir DIR --json` (with `moto`'s AWS variables).
+async fn abandon(
+    api: &MockApi,
+    db: &TestDb,
+    dir: &tempfile::TempDir,
+    moto: Option<&Moto>,
+    id: &str,
+) -> std::process::Output {
+    let mut command = match moto {
+        Some(moto) => moto.claudedl(api, db),
+        None => claudedl(api, db),
+    };
+    command.args(["fleet", "abandon", id, "--json", "--data-dir"]);
+    command.arg(dir.path()).output().await.unwrap()
+}
+
+/// A given-up segmented file in a shared directory: `fleet abandon` refuses while a worker
+/// holds a lease on a segment, then drops the file's items, removes its staging file and
+/// records it skipped with the last error; the next `enqueue` does not queue it again, and a
+/// second abandon says it is not queued.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_given_up_segmented_file_is_abandoned_for_good() {
+    let (api, db, dir) = a_given_up_file("file_dir", None).await;
+    let staging = dir.path().join("tmp/fleet/segments-file_dir");
+    assert!(
+        staging.exists(),
+        "the done segments' bytes wait in the staging file"
+    );
+    psql(
+        &db,
+        "UPDATE work_items SET state = 'leased', worker = 'w-test' WHERE part = 1",
+    );
+    let refused = abandon(&api, &db, &dir, None, "file_dir").await;
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("w-test") && stderr.contains("lease"),
+        "{stderr}"
+    );
+    let items = "SELECT count(*) FROM work_items";
+    assert_eq!(count(&db, items), 4, "nothing changed");
+    assert!(staging.exists());
+    psql(
+        &db,
+        "UPDATE work_items SET state = 'done', worker = NULL WHERE part = 1",
+    );
+
+    let out = abandon(&api, &db, &dir, None, "file_dir").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["items"], 4);
+    assert_eq!(done["staging_removed"], true);
+    assert!(done["upload_aborted"].is_null());
+    assert_eq!(count(&db, items), 0);
+    assert!(!staging.exists());
+    let row = psql(&db, "SELECT state, reason FROM files WHERE id = 'file_dir'");
+    assert_eq!(
+        row,
+        "skipped|abandoned (claudedl fleet abandon): HTTP 500 (test)"
+    );
+
+    let again = run_ok(&api, &db, &["enqueue", "--json"]).await;
+    assert!(again.contains("\"queued\":0"), "{again}");
+    let twice = abandon(&api, &db, &dir, None, "file_dir").await;
+    let stderr = text(&twice.stderr);
+    assert_eq!(twice.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not in the queue"), "{stderr}");
+}
+
+/// To S3 (moto): abandoning a given-up segmented file aborts its open multipart upload (a part
+/// is refused after) and forgets it; no credential shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn abandoning_a_file_to_s3_aborts_its_upload() {
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    moto.create_bucket("abandon").await;
+    let (api, db, dir) = a_given_up_file("file_s3", Some(&moto)).await;
+    let row = psql(&db, "SELECT location, upload_id FROM file_uploads");
+    let (location, upload) = row.split_once('|').expect("the parts' upload is recorded");
+    assert!(
+        moto.upload_open(location, upload).await,
+        "the parts' upload is open"
+    );
+    let out = abandon(&api, &db, &dir, Some(&moto), "file_s3").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["upload_aborted"], location);
+    assert_eq!(done["items"], 4);
+    assert!(
+        !moto.upload_open(location, upload).await,
+        "the upload is aborted"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM file_uploads"), 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM work_items"), 0);
+    assert!(!text(&out.stderr).contains(SECRET) && !text(&out.stdout).contains(SECRET));
 }
