@@ -80,15 +80,16 @@ fi
 work=$(mktemp -d "${BENCH_TMP:-/tmp}/claudedl-bench-small.XXXXXX")
 run_no=0
 fresh() { run_no=$((run_no + 1)); d="$work/run$run_no"; mkdir -p "$d"; } # sets $d
-# timed RESULTS LABEL FILES cmd… : appends "label wall rss_kib" (the command runs in a new dir)
+# timed RESULTS LABEL cmd… : appends "label wall rss_kib cpu_s" (the command runs in a new dir;
+# cpu: user + system of it and its children)
 timed() {
   local results=$1 label=$2; shift 2
   sync # untimed: no run pays for writing back what an earlier one left in the page cache
   [[ -z ${served:-} ]] || find "$served" -type f -exec cat {} + > /dev/null # served from memory
-  timeout 1800 /usr/bin/time -f "%e %M" -o "$work/time" "$@" > "$work/last.out" 2> "$work/last.err" \
+  timeout 1800 /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$@" > "$work/last.out" 2> "$work/last.err" \
     || { echo "$label failed: $(tail -3 "$work/last.err")" >&2; return 0; }
-  read -r wall rss < "$work/time"
-  echo "$label $wall $rss" >> "$results"
+  read -r wall rss user system < "$work/time"
+  echo "$label $wall $rss $(python3 -c "print(round($user + $system, 2))")" >> "$results"
   evict "$d"
 }
 # Memory. Each run's files leave the page cache once written back (untimed): memory in use stays
@@ -124,15 +125,20 @@ table() { # RESULTS FILES
 import sys, statistics, collections
 runs = collections.OrderedDict()
 for line in open(sys.argv[1]):
-    label, wall, rss = line.split()
-    runs.setdefault(label, []).append((float(wall), int(rss)))
+    label, wall, rss, cpu = line.split()
+    runs.setdefault(label, []).append((float(wall), int(rss), float(cpu)))
 files = int(sys.argv[2])
-print("| tool | runs | median wall s | files/s | peak RSS MiB |")
-print("| --- | --- | --- | --- | --- |")
+print("| tool | runs | median wall s | files/s | peak RSS MiB | median CPU s | CPU µs/file |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
 for label, rs in runs.items():
-    wall = statistics.median(w for w, _ in rs)
-    rss = max(r for _, r in rs) / 1024
-    print(f"| {label} | {len(rs)} | {wall:.2f} | {files / wall:.0f} | {rss:.0f} |")
+    wall = statistics.median(w for w, _, _ in rs)
+    rss = max(r for _, r, _ in rs) / 1024
+    cpu = statistics.median(c for _, _, c in rs)
+    print(f"| {label} | {len(rs)} | {wall:.2f} | {files / wall:.0f} | {rss:.0f} | {cpu:.2f} "
+          f"| {cpu / files * 1e6:.0f} |")
+print()
+print("Each run's wall, s, in order: " + "; ".join(
+    f"{label} " + " ".join(f"{w:.2f}" for w, _, _ in rs) for label, rs in runs.items()))
 PY
 }
 
@@ -267,7 +273,7 @@ if [[ $BIG != 0 ]]; then
 import sys, collections
 per_file = collections.defaultdict(dict)
 for line in open(sys.argv[1]):
-    n, label, wall, _ = line.split()
+    n, label, wall, _, _ = line.split()
     per_file[label][int(n)] = float(wall) / int(n)
 print("| tool | per file, small run | per file, big run | growth (1.00 = linear) |")
 print("| --- | --- | --- | --- |")
