@@ -324,6 +324,16 @@ mod tests {
         }
     }
 
+    /// The ids of a month's files, in order.
+    fn file_ids(meta: &Value) -> Vec<&str> {
+        meta["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap())
+            .collect()
+    }
+
     /// A new data directory and an empty index.
     fn data_and_index() -> (tempfile::TempDir, DataDir, SqliteIndex) {
         let dir = tempfile::tempdir().unwrap();
@@ -376,13 +386,7 @@ mod tests {
         let meta: Value = serde_json::from_str(&text).unwrap();
 
         assert_eq!(meta["month"], "2026-08");
-        let ids: Vec<&str> = meta["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["id"].as_str().unwrap())
-            .collect();
-        assert_eq!(ids, ["file_c", "file_a", "file_b"]);
+        assert_eq!(file_ids(&meta), ["file_c", "file_a", "file_b"]);
         let a = &meta["files"][1];
         assert_eq!(a["state"], "complete");
         assert_eq!(a["path"], "raw/2026-08/file_a_file_a.csv");
@@ -459,14 +463,8 @@ mod tests {
             let meta: Value =
                 serde_json::from_slice(&std::fs::read(data.meta_month(month)).unwrap()).unwrap();
             assert_eq!(meta["month"], *month);
-            let ids: Vec<&str> = meta["files"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|f| f["id"].as_str().unwrap())
-                .collect();
             let expected: Vec<String> = (0..=m).map(|i| format!("file_{m}_{i}")).collect();
-            assert_eq!(ids, expected, "{month}");
+            assert_eq!(file_ids(&meta), expected, "{month}");
         }
         let temporaries = std::fs::read_dir(data.meta())
             .unwrap()

@@ -255,10 +255,10 @@ impl Moto {
         assert!(response.status().is_success(), "{}", response.status());
     }
 
-    /// The object `key`, read with a signed request (moto refuses anonymous reads of some).
-    async fn object(&self, bucket: &str, key: &str) -> bytes::Bytes {
-        use object_store::ObjectStoreExt;
-        let store = object_store::aws::AmazonS3Builder::new()
+    /// A client of `bucket` on this server, signing its requests (moto refuses anonymous
+    /// reads of some).
+    fn bucket(&self, bucket: &str) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
             .with_endpoint(&self.endpoint)
             .with_allow_http(true)
             .with_bucket_name(bucket)
@@ -266,8 +266,16 @@ impl Moto {
             .with_access_key_id("testing")
             .with_secret_access_key("testing")
             .build()
-            .unwrap();
-        let got = store.get(&object_store::path::Path::from(key)).await;
+            .unwrap()
+    }
+
+    /// The object `key`.
+    async fn object(&self, bucket: &str, key: &str) -> bytes::Bytes {
+        use object_store::ObjectStoreExt;
+        let got = self
+            .bucket(bucket)
+            .get(&object_store::path::Path::from(key))
+            .await;
         got.unwrap_or_else(|e| panic!("{key}: {e}"))
             .bytes()
             .await
@@ -304,18 +312,9 @@ impl Moto {
             .strip_prefix("s3://")
             .and_then(|rest| rest.split_once('/'))
             .unwrap();
-        let store = object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(&self.endpoint)
-            .with_allow_http(true)
-            .with_bucket_name(bucket)
-            .with_region("us-east-1")
-            .with_access_key_id("testing")
-            .with_secret_access_key("testing")
-            .build()
-            .unwrap();
         let key = object_store::path::Path::from(key);
         let part = object_store::PutPayload::from(vec![0u8; 16]);
-        store
+        self.bucket(bucket)
             .put_part(&key, &upload.to_owned(), 9, part)
             .await
             .is_ok()

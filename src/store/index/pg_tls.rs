@@ -228,12 +228,14 @@ pub fn connector(config: &PgConfig) -> Result<MakeRustlsConnect, PgTlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|error| PgTlsError::Config(error.to_string()))?;
+    let name_not_checked = |chain| NameNotChecked {
+        chain,
+        algorithms: provider.signature_verification_algorithms,
+    };
     let builder = match &config.tls {
         PgTls::Unverified => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unverified(
-                provider.signature_verification_algorithms,
-            ))),
+            .with_custom_certificate_verifier(Arc::new(name_not_checked(None))),
         PgTls::VerifyCa(roots) => {
             let chain = WebPkiServerVerifier::builder_with_provider(
                 Arc::new(root_store(roots)?),
@@ -243,7 +245,7 @@ pub fn connector(config: &PgConfig) -> Result<MakeRustlsConnect, PgTlsError> {
             .map_err(|error| PgTlsError::Config(error.to_string()))?;
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(ChainOnly(chain)))
+                .with_custom_certificate_verifier(Arc::new(name_not_checked(Some(chain))))
         }
         PgTls::VerifyFull(roots) => builder.with_root_certificates(root_store(roots)?),
     };
@@ -332,12 +334,16 @@ pub async fn connect(
     Ok(config.pg.connect(tls).await?)
 }
 
-/// `verify-ca`: the chain as `verify-full` checks it; a certificate for another name passes.
-/// (webpki checks the name last, once the chain is verified.)
+/// The verifier of `prefer` and `require` (`chain` `None`: any certificate) and of `verify-ca`
+/// (the chain as `verify-full` checks it; a certificate for another name passes: webpki checks
+/// the name last, once the chain is verified). The handshake's signature is checked in both.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct NameNotChecked {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NameNotChecked {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -347,10 +353,10 @@ impl ServerCertVerifier for ChainOnly {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         use rustls::{CertificateError, Error};
-        let verified =
-            self.0
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
-        match verified {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -364,7 +370,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -373,50 +379,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer` and `require`: any certificate, its handshake signature still checked.
-#[derive(Debug)]
-struct Unverified(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
