@@ -220,8 +220,7 @@ fn stage_month(
 }
 
 /// Compact JSON with each entry of a month's lists on a line of its own: a month of 200,000
-/// files is a third smaller than indented JSON (and as much faster to write), and still reads
-/// and greps one entry at a time.
+/// files is a fifth smaller than indented JSON, and still reads and greps one entry at a time.
 #[derive(Default)]
 struct EntryPerLine {
     depth: usize,
@@ -245,7 +244,9 @@ impl serde_json::ser::Formatter for EntryPerLine {
 
     fn begin_array<W: ?Sized + Write>(&mut self, out: &mut W) -> io::Result<()> {
         self.depth += 1;
-        self.list_has_entries = false;
+        if self.depth == LIST_DEPTH {
+            self.list_has_entries = false;
+        }
         out.write_all(b"[")
     }
 

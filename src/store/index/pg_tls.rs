@@ -47,7 +47,7 @@ pub struct ClientCert {
     pub key: PathBuf,
 }
 
-/// Where `verify-full` finds its trusted roots.
+/// Where `verify-ca` and `verify-full` find their trusted roots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Roots {
     /// The operating system's store.
