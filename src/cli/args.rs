@@ -451,12 +451,15 @@ pub enum FleetCommand {
     /// Give files up for good: abort a segmented file's multipart upload, remove its staging
     /// file, drop its queue items, and record it as skipped (no later enqueue queues it).
     #[command(
-        after_long_help = "Example (the workers' shared data directory):\n  claudedl fleet abandon file_011CNha8iCJcU1wXNR6q4V8w --data-dir /shared/data"
+        after_long_help = "Examples (the workers' shared data directory):\n  claudedl fleet abandon file_011CNha8iCJcU1wXNR6q4V8w --data-dir /shared/data\n  claudedl fleet abandon --undo file_011CNha8iCJcU1wXNR6q4V8w   # wanted again by the next enqueue"
     )]
     Abandon {
         /// The files' ids.
         #[arg(required = true, value_name = "FILE_ID")]
         ids: Vec<String>,
+        /// Take the abandon back: the files are wanted again, and the next enqueue queues them.
+        #[arg(long)]
+        undo: bool,
         /// The workers' shared data directory (its `tmp/fleet` holds the staging files).
         #[command(flatten)]
         data: DataArgs,

@@ -59,6 +59,12 @@ pub async fn run(command: FleetCommand, global: &GlobalArgs) -> anyhow::Result<E
                 }
             }
         }
+        FleetCommand::Abandon {
+            ids, undo: true, ..
+        } => {
+            let pool = fleet::pool(config, 1)?;
+            return undo_abandon(&pool, &ids).await;
+        }
         FleetCommand::Abandon { ids, json, .. } => {
             let pool = fleet::pool(config, 1)?;
             return abandon(&pool, &global.data_dir().tmp(), &ids, json).await;
@@ -91,6 +97,24 @@ async fn abandon(
                     ""
                 }
             ),
+            Err(error) => {
+                eprintln!("error: {error}");
+                status = ExitStatus::Failure;
+            }
+        }
+    }
+    Ok(status)
+}
+
+/// Take back the abandon of each of `ids`; one refused does not stop the others.
+async fn undo_abandon(
+    pool: &deadpool_postgres::Pool,
+    ids: &[String],
+) -> anyhow::Result<ExitStatus> {
+    let mut status = ExitStatus::Success;
+    for id in ids {
+        match fleet::abandon::undo(pool, id).await {
+            Ok(()) => println!("{id} is wanted again: the next enqueue queues it"),
             Err(error) => {
                 eprintln!("error: {error}");
                 status = ExitStatus::Failure;

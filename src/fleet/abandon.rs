@@ -8,7 +8,8 @@
 //!
 //! A file a worker holds a lease on is refused (stop or drain the worker first); so is one whose
 //! items are all done (there is nothing to abandon). A whole file's `.part` in `tmp/` is
-//! the engine's and stays (it is resumed if the file is ever fetched again).
+//! the engine's and stays (it is resumed if the file is ever fetched again). [`undo`] makes an
+//! abandoned file wanted again: the next `enqueue` queues it anew.
 
 use std::path::Path;
 
@@ -17,7 +18,7 @@ use serde::Serialize;
 
 use super::objects::abort_upload;
 use super::{FleetError, connection, lock_file, segment, sql};
-use crate::store::index::{FileOutcome, pg_record_file};
+use crate::store::index::{FileOutcome, pg_record_file, pg_want_again};
 
 /// The reason the index records for an abandoned file (before the last error, if any).
 pub const ABANDONED: &str = "abandoned (claudedl fleet abandon)";
@@ -121,4 +122,21 @@ pub async fn abandon(pool: &Pool, tmp: &Path, file_id: &str) -> Result<Abandoned
         upload_aborted,
         staging_removed,
     })
+}
+
+/// Take back the abandon of `file_id`: the index wants it again (pending), and the next
+/// `enqueue` queues it anew (its segments from the start). Refuses a file not abandoned.
+pub async fn undo(pool: &Pool, file_id: &str) -> Result<(), FleetError> {
+    let mut client = connection(pool).await?;
+    let action = "taking back an abandon";
+    let tx = client.transaction().await.map_err(sql(action))?;
+    let changed = pg_want_again(&tx, file_id, ABANDONED)
+        .await
+        .map_err(|source| FleetError::Sql { action, source })?;
+    if changed == 0 {
+        return Err(FleetError::NeverAbandoned {
+            id: file_id.to_owned(),
+        });
+    }
+    tx.commit().await.map_err(sql(action))
 }

@@ -64,6 +64,8 @@ pub enum FleetError {
     Index(#[from] crate::store::index::IndexError),
     #[error("{id} is not abandoned: {reason}")]
     NotAbandoned { id: String, reason: String },
+    #[error("{id} was not abandoned: there is no abandon to take back")]
+    NeverAbandoned { id: String },
     #[error("removing the staging file {}: {source}", path.display())]
     Staging {
         path: std::path::PathBuf,

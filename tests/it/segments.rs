@@ -625,7 +625,7 @@ async fn abandon(
 /// A given-up segmented file in a shared directory: `fleet abandon` refuses while a worker
 /// holds a lease on a segment, then drops the file's items, removes its staging file and
 /// records it skipped with the last error; the next `enqueue` does not queue it again, and a
-/// second abandon says it is not queued.
+/// second abandon says it is not queued. `--undo` makes it wanted again: queued anew.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_given_up_segmented_file_is_abandoned_for_good() {
     let (api, db, dir) = a_given_up_file("file_dir", None).await;
@@ -673,6 +673,21 @@ async fn a_given_up_segmented_file_is_abandoned_for_good() {
     let stderr = text(&twice.stderr);
     assert_eq!(twice.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("not in the queue"), "{stderr}");
+
+    // Taken back: wanted again, and queued anew (every segment) by the next enqueue; once.
+    run_ok(&api, &db, &["fleet", "abandon", "--undo", "file_dir"]).await;
+    let state = psql(&db, "SELECT state FROM files WHERE id = 'file_dir'");
+    assert_eq!(state, "pending");
+    let queued = run_ok(&api, &db, &["enqueue", "--json", "--segment-size", "1MiB"]).await;
+    assert!(queued.contains("\"queued\":4"), "{queued}");
+    let undone = claudedl(&api, &db)
+        .args(["fleet", "abandon", "--undo", "file_dir"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = text(&undone.stderr);
+    assert_eq!(undone.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("was not abandoned"), "{stderr}");
 }
 
 /// To S3 (moto): abandoning a given-up segmented file aborts its open multipart upload (a part

@@ -21,7 +21,10 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use postgres::PgIndex;
-pub(crate) use postgres::{file_from_row as pg_file_from_row, record_file_sql as pg_record_file};
+pub(crate) use postgres::{
+    file_from_row as pg_file_from_row, record_file_sql as pg_record_file,
+    want_again_sql as pg_want_again,
+};
 pub use sqlite::SqliteIndex;
 
 /// Where a file (or batch's results) stands. Stored as lowercase text.

@@ -589,6 +589,19 @@ async fn upsert_files_sql(tx: &Transaction<'_>, files: &[FileMeta]) -> PgResult<
     count_inserted(&rows)
 }
 
+/// Make the file `id`, skipped with a reason that starts with `reason`, wanted again
+/// (pending): the next enqueue or sync fetches it. Returns how many rows changed (0 or 1).
+pub(crate) async fn want_again_sql(tx: &Transaction<'_>, id: &str, reason: &str) -> PgResult<u64> {
+    let changed = tx
+        .execute(
+            "UPDATE files SET state = 'pending', reason = NULL, updated_at = $3 \
+             WHERE id = $1 AND state = 'skipped' AND starts_with(reason, $2)",
+            &[&id, &reason, &now_rfc3339()],
+        )
+        .await?;
+    Ok(changed)
+}
+
 pub(crate) async fn record_file_sql(
     tx: &Transaction<'_>,
     id: &str,
