@@ -60,43 +60,37 @@ pub async fn run(command: FleetCommand, global: &GlobalArgs) -> anyhow::Result<E
             }
         }
         FleetCommand::Abandon {
-            ids, undo: true, ..
+            ids, undo, json, ..
         } => {
             let pool = fleet::pool(config, 1)?;
-            return undo_abandon(&pool, &ids).await;
-        }
-        FleetCommand::Abandon { ids, json, .. } => {
-            let pool = fleet::pool(config, 1)?;
-            return abandon(&pool, &global.data_dir().tmp(), &ids, json).await;
+            return abandon(&pool, &global.data_dir().tmp(), &ids, undo, json).await;
         }
     }
     Ok(ExitStatus::Success)
 }
 
-/// Abandon each of `ids`; one refused or failed does not stop the others.
+/// Abandon each of `ids` (or take its abandon back); one refused or failed does not stop the
+/// others.
 async fn abandon(
     pool: &deadpool_postgres::Pool,
     tmp: &std::path::Path,
     ids: &[String],
+    undo: bool,
     json: bool,
 ) -> anyhow::Result<ExitStatus> {
     let mut status = ExitStatus::Success;
     for id in ids {
-        match fleet::abandon::abandon(pool, tmp, id).await {
-            Ok(done) if json => println!("{}", serde_json::to_string(&done)?),
-            Ok(done) => println!(
-                "abandoned {id}: {} queue items dropped{}{}",
-                done.items,
-                match &done.upload_aborted {
-                    Some(location) => format!(", upload to {location} aborted"),
-                    None => String::new(),
-                },
-                if done.staging_removed {
-                    ", staging file removed"
-                } else {
-                    ""
-                }
-            ),
+        let said = if undo {
+            fleet::abandon::undo(pool, id)
+                .await
+                .map(|()| format!("{id} is wanted again: the next enqueue queues it"))
+        } else {
+            fleet::abandon::abandon(pool, tmp, id)
+                .await
+                .map(|done| abandoned(&done, json))
+        };
+        match said {
+            Ok(line) => println!("{line}"),
             Err(error) => {
                 eprintln!("error: {error}");
                 status = ExitStatus::Failure;
@@ -106,22 +100,24 @@ async fn abandon(
     Ok(status)
 }
 
-/// Take back the abandon of each of `ids`; one refused does not stop the others.
-async fn undo_abandon(
-    pool: &deadpool_postgres::Pool,
-    ids: &[String],
-) -> anyhow::Result<ExitStatus> {
-    let mut status = ExitStatus::Success;
-    for id in ids {
-        match fleet::abandon::undo(pool, id).await {
-            Ok(()) => println!("{id} is wanted again: the next enqueue queues it"),
-            Err(error) => {
-                eprintln!("error: {error}");
-                status = ExitStatus::Failure;
-            }
-        }
+/// What `fleet abandon` prints of `done`: a JSON object, or a sentence.
+fn abandoned(done: &fleet::abandon::Abandoned, json: bool) -> String {
+    if json {
+        return serde_json::to_string(done).expect("a summary serializes");
     }
-    Ok(status)
+    let upload = match &done.upload_aborted {
+        Some(location) => format!(", upload to {location} aborted"),
+        None => String::new(),
+    };
+    let staging = if done.staging_removed {
+        ", staging file removed"
+    } else {
+        ""
+    };
+    format!(
+        "abandoned {}: {} queue items dropped{upload}{staging}",
+        done.id, done.items
+    )
 }
 
 pub async fn enqueue(args: EnqueueArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {

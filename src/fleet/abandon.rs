@@ -127,16 +127,17 @@ pub async fn abandon(pool: &Pool, tmp: &Path, file_id: &str) -> Result<Abandoned
 /// Take back the abandon of `file_id`: the index wants it again (pending), and the next
 /// `enqueue` queues it anew (its segments from the start). Refuses a file not abandoned.
 pub async fn undo(pool: &Pool, file_id: &str) -> Result<(), FleetError> {
-    let mut client = connection(pool).await?;
-    let action = "taking back an abandon";
-    let tx = client.transaction().await.map_err(sql(action))?;
-    let changed = pg_want_again(&tx, file_id, ABANDONED)
+    let client = connection(pool).await?;
+    let changed = pg_want_again(&**client, file_id, ABANDONED)
         .await
-        .map_err(|source| FleetError::Sql { action, source })?;
+        .map_err(|source| FleetError::Sql {
+            action: "taking back an abandon",
+            source,
+        })?;
     if changed == 0 {
         return Err(FleetError::NeverAbandoned {
             id: file_id.to_owned(),
         });
     }
-    tx.commit().await.map_err(sql(action))
+    Ok(())
 }

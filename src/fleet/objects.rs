@@ -265,15 +265,9 @@ impl Objects {
 /// Abort the multipart upload `upload` of the object `location` (`s3://bucket/key`, as
 /// `file_uploads` records it), its parts deleted; one already gone counts as aborted.
 pub async fn abort_upload(location: &str, upload: &str) -> Result<(), ObjectError> {
-    let not_s3 = || ObjectError::NotS3 {
-        url: location.into(),
-    };
-    let (bucket, key) = location
-        .strip_prefix("s3://")
-        .and_then(|rest| rest.split_once('/'))
-        .ok_or_else(not_s3)?;
-    let objects = Objects::from_url(&format!("s3://{bucket}"))?;
-    let key = Key::from(key);
+    // `location` is a bucket and a prefix as `--output` is: the prefix is the object's key.
+    let objects = Objects::from_url(location)?;
+    let key = Key::from(objects.prefix.as_str());
     match objects
         .store
         .abort_multipart(&key, &upload.to_owned())

@@ -16,7 +16,7 @@
 //! `sslrootcert`, `sslcert`, `sslkey`: [`PgConfig`] takes them out of the string first. Unix
 //! sockets never use TLS (the server refuses it there).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -76,16 +76,15 @@ pub enum PgTlsError {
     RootsWithoutVerify,
     #[error("sslcert and sslkey go together: {0} is missing")]
     HalfClientCert(&'static str),
-    #[error("sslrootcert {path}: {reason}")]
-    RootFile { path: PathBuf, reason: String },
     #[error("sslcert {cert} with sslkey {key}: {reason}")]
     ClientPair {
         cert: PathBuf,
         key: PathBuf,
         reason: String,
     },
+    /// A file an option names (`sslrootcert`, `sslcert`, `sslkey`) cannot be used.
     #[error("{option} {path}: {reason}")]
-    ClientFile {
+    File {
         option: &'static str,
         path: PathBuf,
         reason: String,
@@ -269,40 +268,42 @@ pub fn connector(config: &PgConfig) -> Result<MakeRustlsConnect, PgTlsError> {
 fn client_identity(
     client: &ClientCert,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PgTlsError> {
-    let bad = |option, path: &PathBuf| {
-        let path = path.clone();
-        move |reason: String| PgTlsError::ClientFile {
-            option,
-            path,
-            reason,
-        }
-    };
-    let bad_cert = bad("sslcert", &client.cert);
-    let chain = CertificateDer::pem_file_iter(&client.cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| bad_cert(e.to_string()))?;
-    if chain.is_empty() {
-        return Err(bad("sslcert", &client.cert)("no certificate in it".into()));
-    }
+    let chain = pem_certificates("sslcert", &client.cert)?;
     let key = PrivateKeyDer::from_pem_file(&client.key)
-        .map_err(|e| bad("sslkey", &client.key)(e.to_string()))?;
+        .map_err(|e| unusable("sslkey", &client.key, e.to_string()))?;
     Ok((chain, key))
+}
+
+/// The certificates of the PEM file `path`, named by `option` (at least one).
+fn pem_certificates(
+    option: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, PgTlsError> {
+    let certificates = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| unusable(option, path, e.to_string()))?;
+    if certificates.is_empty() {
+        return Err(unusable(option, path, "no certificate in it".into()));
+    }
+    Ok(certificates)
+}
+
+fn unusable(option: &'static str, path: &Path, reason: String) -> PgTlsError {
+    PgTlsError::File {
+        option,
+        path: path.to_path_buf(),
+        reason,
+    }
 }
 
 fn root_store(roots: &Roots) -> Result<RootCertStore, PgTlsError> {
     let mut store = RootCertStore::empty();
     match roots {
         Roots::File(path) => {
-            let bad = |reason: String| PgTlsError::RootFile {
-                path: path.clone(),
-                reason,
-            };
-            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
-                let cert = cert.map_err(|e| bad(e.to_string()))?;
-                store.add(cert).map_err(|e| bad(e.to_string()))?;
-            }
-            if store.is_empty() {
-                return Err(bad("no certificate in it".into()));
+            for cert in pem_certificates("sslrootcert", path)? {
+                store
+                    .add(cert)
+                    .map_err(|e| unusable("sslrootcert", path, e.to_string()))?;
             }
         }
         Roots::System => {

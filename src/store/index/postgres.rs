@@ -591,8 +591,12 @@ async fn upsert_files_sql(tx: &Transaction<'_>, files: &[FileMeta]) -> PgResult<
 
 /// Make the file `id`, skipped with a reason that starts with `reason`, wanted again
 /// (pending): the next enqueue or sync fetches it. Returns how many rows changed (0 or 1).
-pub(crate) async fn want_again_sql(tx: &Transaction<'_>, id: &str, reason: &str) -> PgResult<u64> {
-    let changed = tx
+pub(crate) async fn want_again_sql(
+    client: &impl tokio_postgres::GenericClient,
+    id: &str,
+    reason: &str,
+) -> PgResult<u64> {
+    let changed = client
         .execute(
             "UPDATE files SET state = 'pending', reason = NULL, updated_at = $3 \
              WHERE id = $1 AND state = 'skipped' AND starts_with(reason, $2)",
