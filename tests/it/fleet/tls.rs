@@ -13,6 +13,13 @@ fn tls_url(name: &str, options: &str) -> String {
     format!("postgresql://postgres:hunter2@localhost:{port}/{name}?{options}")
 }
 
+/// `claudedl ARGS` against `api` with the fleet's database at `url`.
+fn fleet_cli(api: &MockApi, url: String, args: &[&str]) -> tokio::process::Command {
+    let mut command = crate::api::claudedl(api);
+    command.env("CLAUDEDL_DB", url).args(args);
+    command
+}
+
 /// Whether the connection of `url` is encrypted, as the server sees it.
 async fn encrypted(url: &str) -> bool {
     let config: PgConfig = url.parse().unwrap();
@@ -43,11 +50,7 @@ async fn the_database_is_reached_over_tls_and_a_wrong_ca_is_refused() {
     assert!(!encrypted(&tls_url(&db.name, "sslmode=disable")).await);
 
     let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(Vec::new()))).await;
-    let fleet_cli = |url: String, args: &[&str]| {
-        let mut command = crate::api::claudedl(&api);
-        command.env("CLAUDEDL_DB", url).args(args);
-        command
-    };
+    let fleet_cli = |url: String, args: &[&str]| fleet_cli(&api, url, args);
     let init = fleet_cli(
         tls_url(&db.name, &verify),
         &["fleet", "init", "--rpm", "600"],
@@ -145,14 +148,8 @@ async fn verify_ca_skips_the_name_and_a_client_certificate_logs_in() {
     assert_eq!(row.get::<_, String>(0), CERT_USER);
 
     let api = MockApi::start(MockApiConfig::new(FileSet::Explicit(Vec::new()))).await;
-    let status = |url: String| {
-        let mut command = crate::api::claudedl(&api);
-        command.env("CLAUDEDL_DB", url).args(["fleet", "status"]);
-        command.output()
-    };
-    let init = crate::api::claudedl(&api)
-        .env("CLAUDEDL_DB", &by_certificate)
-        .args(["fleet", "init"])
+    let status = |url: String| fleet_cli(&api, url, &["fleet", "status"]).output();
+    let init = fleet_cli(&api, by_certificate.clone(), &["fleet", "init"])
         .output()
         .await
         .unwrap();
