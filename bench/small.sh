@@ -11,7 +11,12 @@
 #         (ranged GET, SHA-256, unnamed file linked by one thread, syncfs) and no bookkeeping;
 #         "floor-no-sync", the same without the syncfs, as the other tools run (the two differ
 #         by what durability costs on this machine); "floor-sharded", the same on one
-#         current-thread runtime per core instead of one multi-thread runtime
+#         current-thread runtime per core instead of one multi-thread runtime; and the network
+#         alone (bench/floor's claudedl-wire: the same requests, bodies dropped), with one
+#         request at a time on 16 connections and pipelined 16 deep on 2
+# Every table gives each tool's CPU, the share of the machine's cores left idle during its runs
+# (whoever's they are: a tool that keeps every core busy has none to gain from more
+# parallelism) and the machine's busy time per file (the tool's, the server's, the kernel's).
 # Each run writes into a new directory; tools alternate within a round; medians of ROUNDS.
 # Before each run the page cache is written back (untimed): claudedl makes its files durable
 # with syncfs, which would otherwise also write back what the tool before it left behind.
@@ -44,6 +49,7 @@ for tool in "$BIN" "$MOCK" /usr/bin/time nginx curl wget aria2c python3; do
   command -v "$tool" >/dev/null 2>&1 || { echo "missing $tool"; exit 2; }
 done
 floor=target/floor/release/claudedl-floor
+wire=target/floor/release/claudedl-wire
 if [[ $FLOOR == 1 && $GET_FILES != 0 ]]; then
   cargo build -q --release --manifest-path bench/floor/Cargo.toml --target-dir target/floor
 fi
@@ -80,18 +86,22 @@ fi
 work=$(mktemp -d "${BENCH_TMP:-/tmp}/claudedl-bench-small.XXXXXX")
 run_no=0
 fresh() { run_no=$((run_no + 1)); d="$work/run$run_no"; mkdir -p "$d"; } # sets $d
-# timed RESULTS LABEL cmd… : appends "label wall rss_kib cpu_s" (the command runs in a new dir;
-# cpu: user + system of it and its children)
+# timed RESULTS LABEL cmd… : appends "label wall rss_kib cpu_s idle_s" (the command runs in a new
+# dir; cpu: user + system of it and its children; idle: core-seconds no thread of the machine
+# used meanwhile, idle and iowait of /proc/stat, whoever's: what a tool leaves of the cores)
 timed() {
   local results=$1 label=$2; shift 2
   sync # untimed: no run pays for writing back what an earlier one left in the page cache
   [[ -z ${served:-} ]] || find "$served" -type f -exec cat {} + > /dev/null # served from memory
+  local idle_before; idle_before=$(idle_ticks)
   timeout 1800 /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$@" > "$work/last.out" 2> "$work/last.err" \
     || { echo "$label failed: $(tail -3 "$work/last.err")" >&2; return 0; }
+  local idle=$(( $(idle_ticks) - idle_before ))
   read -r wall rss user system < "$work/time"
-  echo "$label $wall $rss $(python3 -c "print(round($user + $system, 2))")" >> "$results"
+  echo "$label $wall $rss $(python3 -c "print(round($user + $system, 2), $idle / $(getconf CLK_TCK))")" >> "$results"
   evict "$d"
 }
+idle_ticks() { awk '/^cpu / { print $5 + $6; exit }' /proc/stat; }
 # Memory. Each run's files leave the page cache once written back (untimed): memory in use stays
 # level from run to run (FRESH_FS's image has no pages cached: its loop device does direct I/O). In this VM a page
 # the guest has not used lately costs a fault in the host on first touch; a benchmark whose page
@@ -122,23 +132,27 @@ if [[ $(id -u) == 0 ]]; then
 fi
 table() { # RESULTS FILES
   python3 - "$1" "$2" <<'PY'
-import sys, statistics, collections
+import os, sys, statistics, collections
 runs = collections.OrderedDict()
 for line in open(sys.argv[1]):
-    label, wall, rss, cpu = line.split()
-    runs.setdefault(label, []).append((float(wall), int(rss), float(cpu)))
-files = int(sys.argv[2])
-print("| tool | runs | median wall s | files/s | peak RSS MiB | median CPU s | CPU µs/file |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
+    label, wall, rss, cpu, idle = line.split()
+    runs.setdefault(label, []).append((float(wall), int(rss), float(cpu), float(idle)))
+files, cores = int(sys.argv[2]), os.cpu_count()
+print("| tool | runs | median wall s | files/s | peak RSS MiB | median CPU s | CPU µs/file "
+      "| cores left idle | machine µs/file |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for label, rs in runs.items():
-    wall = statistics.median(w for w, _, _ in rs)
-    rss = max(r for _, r, _ in rs) / 1024
-    cpu = statistics.median(c for _, _, c in rs)
+    wall = statistics.median(r[0] for r in rs)
+    rss = max(r[1] for r in rs) / 1024
+    cpu = statistics.median(r[2] for r in rs)
+    idle = statistics.median(r[3] / (cores * r[0]) for r in rs)
+    # Every core's time the run took but the idle: the tool's, the server's, the kernel's.
+    busy = statistics.median(cores * r[0] - r[3] for r in rs)
     print(f"| {label} | {len(rs)} | {wall:.2f} | {files / wall:.0f} | {rss:.0f} | {cpu:.2f} "
-          f"| {cpu / files * 1e6:.0f} |")
+          f"| {cpu / files * 1e6:.0f} | {idle:.0%} | {busy / files * 1e6:.0f} |")
 print()
 print("Each run's wall, s, in order: " + "; ".join(
-    f"{label} " + " ".join(f"{w:.2f}" for w, _, _ in rs) for label, rs in runs.items()))
+    f"{label} " + " ".join(f"{r[0]:.2f}" for r in rs) for label, rs in runs.items()))
 PY
 }
 
@@ -178,6 +192,9 @@ for round in $(seq "$ROUNDS"); do
     fresh; timed "$get_results" "floor" "$floor" "$work/urls.txt" "$d"
     fresh; timed "$get_results" "floor-no-sync" "$floor" "$work/urls.txt" "$d" --no-sync
     fresh; timed "$get_results" "floor-sharded" "$floor" "$work/urls.txt" "$d" --sharded
+    sync
+    "$wire" "$work/urls.txt" >> "$work/wire.txt"
+    "$wire" "$work/urls.txt" --pipeline 16 >> "$work/wire.txt"
   fi
   if [[ -n "${BASE:-}" ]]; then
     fresh; timed "$get_results" "base-get-i-j$JOBS" "$BASE" get -q -i "$work/urls.txt" -d "$d" -j "$JOBS"
@@ -189,6 +206,24 @@ echo "## get -i: $GET_FILES × 4 KiB from loopback nginx (medians of $ROUNDS)"
 echo
 table "$get_results" "$GET_FILES"
 echo
+if [[ $FLOOR == 1 ]]; then
+  echo "The network alone (claudedl-wire: the same requests, bodies dropped; the machine's busy"
+  echo "CPU, nginx's and the kernel's included), medians of $ROUNDS:"
+  echo
+  python3 - "$work/wire.txt" <<'PY'
+import re, statistics, sys, collections
+runs = collections.OrderedDict()
+for line in open(sys.argv[1]):
+    m = re.search(r"(\d+) connections, (\d+) a connection at once: wall (\d+) ms, .*\(([\d.]+) µs a file\)", line)
+    label = f"{m[1]} connections, {m[2]} request(s) at once on each"
+    runs.setdefault(label, []).append((int(m[3]), float(m[4])))
+for label, rs in runs.items():
+    wall = statistics.median(r[0] for r in rs)
+    busy = statistics.median(r[1] for r in rs)
+    print(f"- {label}: wall {wall:.0f} ms, machine busy {busy:.0f} µs a file")
+PY
+  echo
+fi
 kill "${pids[-1]}" 2>/dev/null || true
 served=
 fi
@@ -273,7 +308,7 @@ if [[ $BIG != 0 ]]; then
 import sys, collections
 per_file = collections.defaultdict(dict)
 for line in open(sys.argv[1]):
-    n, label, wall, _, _ = line.split()
+    n, label, wall = line.split()[:3]
     per_file[label][int(n)] = float(wall) / int(n)
 print("| tool | per file, small run | per file, big run | growth (1.00 = linear) |")
 print("| --- | --- | --- | --- |")

@@ -25,8 +25,8 @@ pub struct ClientConfig {
     /// Let the given headers follow a redirect to another origin (`--location-trusted`, as
     /// curl); the API key never does.
     pub location_trusted: bool,
-    /// PEM CA certificates trusted besides the system's (`--cacert`).
-    pub ca_certificates: Vec<reqwest::Certificate>,
+    /// CA certificates trusted besides the system's (`--cacert`).
+    pub ca_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Accept any certificate (`--insecure`).
     pub insecure: bool,
     /// Proxy for every request (http, https, socks5, socks5h).
@@ -286,13 +286,14 @@ fn build(config: &ClientConfig, http2: bool) -> Result<reqwest::Client, HttpErro
         .connect_timeout(config.connect_timeout)
         .pool_max_idle_per_host(config.pool_per_host)
         .tcp_nodelay(true)
-        .user_agent(config.user_agent.clone())
-        .tls_danger_accept_invalid_certs(config.insecure);
+        .user_agent(config.user_agent.clone());
+    builder = match config.insecure {
+        true => builder.tls_danger_accept_invalid_certs(true),
+        false => builder
+            .tls_backend_preconfigured(super::tls::client_config(&config.ca_certificates, http2)),
+    };
     if !http2 {
         builder = builder.http1_only();
-    }
-    if !config.ca_certificates.is_empty() {
-        builder = builder.tls_certs_merge(config.ca_certificates.iter().cloned());
     }
     if let Some(proxy) = &config.proxy {
         builder = builder.proxy(reqwest::Proxy::all(proxy.as_str()).map_err(HttpError::Build)?);

@@ -514,6 +514,77 @@ async fn a_custom_ca_is_trusted_and_a_bad_certificate_fails_at_once() {
     );
 }
 
+/// A host with no CA certificate (a minimal container; here `SSL_CERT_FILE` and `SSL_CERT_DIR`
+/// name none) fetches plain HTTP all the same; an HTTPS server is refused at once, as a
+/// rejected certificate that says what to do, until `--cacert` names its CA.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_system_roots_plain_http_works_and_https_asks_for_a_cacert() {
+    let (plain, tls) = (Nginx::start(), Nginx::start_tls(false));
+    let content = data(64 * 1024, 133);
+    plain.put("a.bin", &content);
+    tls.put("a.bin", &content);
+    let dir = tempfile::tempdir().unwrap();
+    let no_roots = tempfile::tempdir().unwrap();
+    let get = |url: &str, output: &str| {
+        let mut command = crate::cli::claudedl();
+        command
+            .env("SSL_CERT_FILE", no_roots.path().join("none.pem"))
+            .env("SSL_CERT_DIR", no_roots.path())
+            .args(["get", url, "-o"])
+            .arg(dir.path().join(output));
+        command
+    };
+
+    let fetched = get(&plain.url("a.bin"), "plain.bin")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(fetched.status.code(), Some(0), "{}", text(&fetched.stderr));
+    assert_eq!(sha256_file(&dir.path().join("plain.bin")), sha256(&content));
+
+    let refused = get(&tls.url("a.bin"), "tls.bin").output().await.unwrap();
+    let said = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(7), "{said}");
+    assert!(said.contains("no CA certificate"), "{said}");
+    assert!(said.contains("--cacert FILE"), "{said}");
+    assert!(!dir.path().join("tls.bin").exists());
+
+    // A --cacert that is no PEM certificate, or holds one that is no certificate, is refused
+    // before anything is sent.
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let not_der = dir.path().join("not-der.pem");
+    std::fs::write(
+        &not_der,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    for bad in [&not_pem, &not_der] {
+        let refused = get(&tls.url("a.bin"), "tls.bin")
+            .arg("--cacert")
+            .arg(bad)
+            .output()
+            .await
+            .unwrap();
+        let said = text(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{said}");
+        assert!(
+            said.contains(&format!("--cacert {}", bad.display())),
+            "{said}"
+        );
+    }
+    assert!(tls.log().is_empty(), "nothing was sent to the server");
+
+    let trusted = get(&tls.url("a.bin"), "tls.bin")
+        .arg("--cacert")
+        .arg(tls.ca_cert())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(trusted.status.code(), Some(0), "{}", text(&trusted.stderr));
+    assert_eq!(sha256_file(&dir.path().join("tls.bin")), sha256(&content));
+}
+
 /// The measurement behind `--transfer-http`'s default: one 256 MiB file over loopback TLS
 /// from nginx offering HTTP/2, 8 ranges, HTTP/1.1 (8 connections) against HTTP/2 (one
 /// connection, 8 streams), three alternating runs each. Run with
