@@ -1,10 +1,10 @@
 //! TLS for the HTTP clients: rustls on aws-lc-rs with the platform's verifier (the system's CA
-//! roots, and those of `--cacert`), built at the first TLS handshake instead of with the
-//! client, as reqwest would. Reading the system's roots costs every start a few milliseconds
-//! (~5 ms here: docs/benchmarks-small.md, session 11), and where there are none (a minimal
-//! container) no client could be built at all: not even plain-HTTP downloads or the demo
-//! against its loopback mock ran. Now only an HTTPS connection there fails, as a rejected
-//! certificate that says what to do.
+//! roots, and those of `--cacert`), the verifier made at the first TLS handshake rather than
+//! when the client is built (reqwest's way). Reading the system's roots would cost every start
+//! a few milliseconds (~5 ms here: docs/benchmarks-small.md, session 11), and where there are
+//! none (a minimal container) no client could be built at all, not even for plain-HTTP
+//! downloads or the demo's loopback mock. This way plain HTTP works there, and an HTTPS
+//! connection fails as a rejected certificate that says what to do.
 
 use std::sync::{Arc, OnceLock};
 
