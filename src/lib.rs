@@ -20,6 +20,8 @@
 //!   plaintext); find orphans.
 //! - [`crypt`]: encryption at rest in the age format (sealing chunks out of order, resume
 //!   keys, decryption).
+//! - [`tls`]: what the HTTP clients' and the database's TLS share (the crypto provider, PEM
+//!   certificates).
 //!
 //! # Example
 //!
@@ -53,4 +55,5 @@ pub mod fleet;
 pub mod http;
 pub mod store;
 pub mod sync;
+pub mod tls;
 pub mod verify;

@@ -16,7 +16,6 @@ use claudedl::http::{ClientConfig, GovernorConfig, HttpClient};
 use claudedl::store::index::{Index, PgIndex, SqliteIndex};
 use claudedl::store::layout::DataDir;
 use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -120,18 +119,8 @@ fn ca_certificates(network: &Network) -> anyhow::Result<Vec<CertificateDer<'stat
     let Some(path) = &network.tls.cacert else {
         return Ok(Vec::new());
     };
-    let usage = |why: String| UsageError(format!("--cacert {}: {why}", path.display()));
-    let pem = std::fs::read(path).map_err(|e| usage(e.to_string()))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| usage(e.to_string()))?;
-    if certs.is_empty() {
-        bail!(usage("no PEM certificate in it".into()));
-    }
-    for cert in &certs {
-        claudedl::http::tls::usable_root(cert).map_err(|e| usage(e.to_string()))?;
-    }
-    Ok(certs)
+    claudedl::tls::pem_roots(path)
+        .map_err(|why| UsageError(format!("--cacert {}: {why}", path.display())).into())
 }
 
 /// How requests (the engine's and the API client's) are retried.

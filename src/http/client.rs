@@ -287,10 +287,10 @@ fn build(config: &ClientConfig, http2: bool) -> Result<reqwest::Client, HttpErro
         .pool_max_idle_per_host(config.pool_per_host)
         .tcp_nodelay(true)
         .user_agent(config.user_agent.clone());
-    builder = match config.insecure {
-        true => builder.tls_danger_accept_invalid_certs(true),
-        false => builder
-            .tls_backend_preconfigured(super::tls::client_config(&config.ca_certificates, http2)),
+    builder = if config.insecure {
+        builder.tls_danger_accept_invalid_certs(true)
+    } else {
+        builder.tls_backend_preconfigured(super::tls::client_config(&config.ca_certificates, http2))
     };
     if !http2 {
         builder = builder.http1_only();

@@ -1,4 +1,4 @@
-//! TLS for the HTTP clients: rustls on aws-lc-rs with the platform's verifier (the system's CA
+//! TLS for the HTTP clients: rustls with the platform's verifier (the system's CA
 //! roots, and those of `--cacert`), the verifier made at the first TLS handshake rather than
 //! when the client is built (reqwest's way). Reading the system's roots would cost every start
 //! a few milliseconds (~5 ms here: docs/benchmarks-small.md, session 11), and where there are
@@ -17,7 +17,7 @@ use rustls_platform_verifier::Verifier;
 /// A client's TLS configuration: servers verified against the system's roots and
 /// `extra_roots`; ALPN offers HTTP/2 only when `http2`.
 pub fn client_config(extra_roots: &[CertificateDer<'static>], http2: bool) -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = crate::tls::provider();
     let verifier = LazyVerifier {
         extra_roots: extra_roots.to_vec(),
         provider: Arc::clone(&provider),
@@ -29,16 +29,12 @@ pub fn client_config(extra_roots: &[CertificateDer<'static>], http2: bool) -> ru
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
-    config.alpn_protocols = match http2 {
-        true => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-        false => vec![b"http/1.1".to_vec()],
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
     };
     config
-}
-
-/// Whether `certificate` can serve as a root (`--cacert`, checked before anything is sent).
-pub fn usable_root(certificate: &CertificateDer<'static>) -> Result<(), rustls::Error> {
-    rustls::RootCertStore::empty().add(certificate.clone())
 }
 
 /// The platform's verifier, made when the first server is verified. Made on the runtime thread

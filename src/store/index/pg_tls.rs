@@ -223,7 +223,7 @@ fn take_tls_options(text: &str) -> (String, TlsOptions) {
 /// The connector for `config` (roots, certificate and key read now: a missing file is an
 /// error before any connection).
 pub fn connector(config: &PgConfig) -> Result<MakeRustlsConnect, PgTlsError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = crate::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|error| PgTlsError::Config(error.to_string()))?;
@@ -268,24 +268,11 @@ pub fn connector(config: &PgConfig) -> Result<MakeRustlsConnect, PgTlsError> {
 fn client_identity(
     client: &ClientCert,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PgTlsError> {
-    let chain = pem_certificates("sslcert", &client.cert)?;
+    let chain = crate::tls::pem_certificates(&client.cert)
+        .map_err(|reason| unusable("sslcert", &client.cert, reason))?;
     let key = PrivateKeyDer::from_pem_file(&client.key)
         .map_err(|e| unusable("sslkey", &client.key, e.to_string()))?;
     Ok((chain, key))
-}
-
-/// The certificates of the PEM file `path`, named by `option` (at least one).
-fn pem_certificates(
-    option: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, PgTlsError> {
-    let certificates = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| unusable(option, path, e.to_string()))?;
-    if certificates.is_empty() {
-        return Err(unusable(option, path, "no certificate in it".into()));
-    }
-    Ok(certificates)
 }
 
 fn unusable(option: &'static str, path: &Path, reason: String) -> PgTlsError {
@@ -300,11 +287,9 @@ fn root_store(roots: &Roots) -> Result<RootCertStore, PgTlsError> {
     let mut store = RootCertStore::empty();
     match roots {
         Roots::File(path) => {
-            for cert in pem_certificates("sslrootcert", path)? {
-                store
-                    .add(cert)
-                    .map_err(|e| unusable("sslrootcert", path, e.to_string()))?;
-            }
+            let roots = crate::tls::pem_roots(path)
+                .map_err(|reason| unusable("sslrootcert", path, reason))?;
+            store.add_parsable_certificates(roots);
         }
         Roots::System => {
             let found = rustls_native_certs::load_native_certs();
