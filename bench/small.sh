@@ -5,6 +5,10 @@
 #         process on one keep-alive connection, --remote-name-all), wget -i, aria2c -i -j16
 #   sync: M × 4 KiB from the mock API (no budget): claudedl sync vs 16 curl processes, each
 #         with a config file listing 1/16 of the content URLs with the API headers
+#   "…-then-syncfs": curl as above, then one syncfs of its file system (`sync -f`) within the
+#         timed run: curl's files made durable once at the end, as claudedl's are while it runs
+#         (still less than claudedl gives: a crash before that syncfs leaves curl's names on
+#         partial or empty files)
 #   big:  1,000,000 × 1 KiB sync (BIG=1): wall, peak RSS, files/s; claudedl and curl, each at
 #         the count and at a tenth of it: whether the time per file grows
 #   floor (FLOOR=1, the default): bench/floor beside get -i, the same per-file work as claudedl
@@ -186,6 +190,7 @@ get_results=$work/get.tsv
 for round in $(seq "$ROUNDS"); do
   fresh; mine=$d; timed "$get_results" "claudedl-get-i-j$JOBS" "$BIN" get -q -i "$work/urls.txt" -d "$d" -j "$JOBS"
   fresh; timed "$get_results" "curl-xargs-P16" sh -c "cd '$d' && xargs -P16 -n $per curl -s --remote-name-all < '$work/urls.txt'"
+  fresh; timed "$get_results" "curl-xargs-P16-then-syncfs" sh -c "cd '$d' && xargs -P16 -n $per curl -s --remote-name-all < '$work/urls.txt' && sync -f ."
   fresh; timed "$get_results" "wget-i" wget -q -i "$work/urls.txt" -P "$d"
   fresh; timed "$get_results" "aria2c-i-j16" aria2c -q -i "$work/urls.txt" -d "$d" -j16 --allow-overwrite=true --auto-file-renaming=false
   if [[ $FLOOR == 1 ]]; then
@@ -265,6 +270,7 @@ for n in $SYNC_FILES; do
   for round in $(seq "$ROUNDS"); do
     fresh; timed "$results" "claudedl-sync-j$JOBS" "$BIN" sync --data-dir "$d" --files-only -j "$JOBS" --json
     fresh; timed "$results" "curl-16-configs" sh -c "cd '$d' && for k in \$(seq 0 15); do curl -s -K '$cfgs/curl'\$k.cfg & done; wait"
+    fresh; timed "$results" "curl-16-configs-then-syncfs" sh -c "cd '$d' && for k in \$(seq 0 15); do curl -s -K '$cfgs/curl'\$k.cfg & done; wait; sync -f ."
     if [[ -n "${BASE:-}" && $n -le 5000 ]]; then # the old binary takes minutes beyond
       fresh; timed "$results" "base-sync-j$JOBS" "$BASE" sync --data-dir "$d" --files-only -j "$JOBS" --json
     fi

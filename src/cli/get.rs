@@ -47,11 +47,11 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
         .map(|api| &api.base_url);
     let (client, engine) = common::engine(&global.network, api_base, args.location_trusted)?;
     common::cancel_on_ctrl_c(engine.cancel_token());
-    let mut taken = HashSet::new();
+    let mut names = UniqueNames::default();
     let mut urls = list.urls()?;
     if to_stdout {
         let first: Vec<Url> = urls.by_ref().take(1).collect::<anyhow::Result<_>>()?;
-        let specs = plan_outputs(&args, &first, &headers, api.as_ref(), encrypt, &mut taken);
+        let specs = plan_outputs(&args, &first, &headers, api.as_ref(), encrypt, &mut names);
         let spec = &specs[0];
         let result =
             pipe::to_stdout(&client, &spec.url, &spec.headers, &engine.cancel_token()).await;
@@ -83,7 +83,7 @@ pub async fn run(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
                         &headers,
                         api.as_ref(),
                         encrypt.clone(),
-                        &mut taken,
+                        &mut names,
                     );
                     let sender = feed.as_ref().expect("room was measured on it");
                     bars.queued(specs.len(), specs.iter().map(|s| s.expected_size).sum());
@@ -243,14 +243,14 @@ fn check_outputs(args: &GetArgs, count: usize) -> anyhow::Result<()> {
 }
 
 /// Where each URL goes: `-o` for a single URL, else `-d` (or the current directory) plus a safe
-/// name from the URL's last path segment, made unique within this run (`taken`).
+/// name from the URL's last path segment, made unique within this run (`names`).
 fn plan_outputs(
     args: &GetArgs,
     urls: &[Url],
     headers: &HeaderMap,
     api: Option<&ApiConfig>,
     encrypt: Option<Arc<Encryption>>,
-    taken: &mut HashSet<String>,
+    names: &mut UniqueNames,
 ) -> Vec<TransferSpec> {
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     // Requests to the Claude API's origin carry the key from ANTHROPIC_API_KEY or the config
@@ -259,7 +259,7 @@ fn plan_outputs(
     let specs = urls.iter().map(|url| {
         let output = match &args.output {
             Some(output) => output.clone(),
-            None => dir.join(unique_name(&name_from_url(url), taken)),
+            None => dir.join(names.give(&name_from_url(url))),
         };
         let output = output_path(output, encrypt.is_some());
         let mut headers_for_url = api.map(|api| api.headers_for(url)).unwrap_or_default();
@@ -283,18 +283,35 @@ fn name_from_url(url: &Url) -> String {
     safe_file_name(&decoded, "download")
 }
 
-fn unique_name(name: &str, taken: &mut HashSet<String>) -> String {
-    let (stem, ext) = match name.rfind('.') {
-        Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
-        _ => (name, ""),
-    };
-    let mut candidate = name.to_owned();
-    let mut n = 1;
-    while !taken.insert(candidate.clone()) {
-        candidate = format!("{stem}.{n}{ext}");
-        n += 1;
+/// The names given so far in a run, each unique: a name already given becomes `STEM.N.EXT`
+/// with the smallest N ≥ 1 not given yet (`a.bin`, `a.1.bin`, `a.2.bin`…).
+#[derive(Debug, Default)]
+struct UniqueNames {
+    given: HashSet<String>,
+    /// For a name given more than once, the N its next copy tries first: every smaller one is
+    /// given already (nothing is ever taken back), so a list of a million URLs that end in
+    /// the same segment (`…/content`) costs one try a URL, not one a copy before it.
+    next_suffix: HashMap<String, u64>,
+}
+
+impl UniqueNames {
+    fn give(&mut self, name: &str) -> String {
+        if self.given.insert(name.to_owned()) {
+            return name.to_owned();
+        }
+        let (stem, ext) = match name.rfind('.') {
+            Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
+            _ => (name, ""),
+        };
+        let n = self.next_suffix.entry(name.to_owned()).or_insert(1);
+        loop {
+            let candidate = format!("{stem}.{n}{ext}");
+            *n += 1;
+            if self.given.insert(candidate.clone()) {
+                return candidate;
+            }
+        }
     }
-    candidate
 }
 
 fn usage(message: &str) -> UsageError {
@@ -318,6 +335,79 @@ mod tests {
             "less than half a window free"
         );
         assert_eq!(part_room(WINDOW / 2, 5000, 2000), Some(WINDOW / 2));
+    }
+
+    /// The rule as first written: each copy tries N = 1, 2, … until one is free.
+    fn first_free_suffix(name: &str, given: &mut HashSet<String>) -> String {
+        let (stem, ext) = match name.rfind('.') {
+            Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
+            _ => (name, ""),
+        };
+        let mut candidate = name.to_owned();
+        let mut n = 1;
+        while !given.insert(candidate.clone()) {
+            candidate = format!("{stem}.{n}{ext}");
+            n += 1;
+        }
+        candidate
+    }
+
+    fn give_all(list: &[&str]) -> Vec<String> {
+        let mut names = UniqueNames::default();
+        list.iter().map(|name| names.give(name)).collect()
+    }
+
+    #[test]
+    fn copies_are_numbered_in_order_around_the_names_the_list_gives() {
+        let list = [
+            "a.bin", "a.bin", "a.1.bin", "a.bin", "a.3.bin", "a.bin", "a.bin",
+        ];
+        assert_eq!(
+            give_all(&list),
+            [
+                "a.bin",
+                "a.1.bin",
+                "a.1.1.bin",
+                "a.2.bin",
+                "a.3.bin",
+                "a.4.bin",
+                "a.5.bin"
+            ]
+        );
+        assert_eq!(
+            give_all(&["README", "README", ".env", ".env"]),
+            ["README", "README.1", ".env", ".env.1"]
+        );
+    }
+
+    #[test]
+    fn names_are_those_of_the_first_rule() {
+        // Every list of 6 names from a small alphabet that collides with itself.
+        let alphabet = ["a.bin", "a.1.bin", "a.2.bin", "a.1.1.bin", "b"];
+        for code in 0..alphabet.len().pow(6) {
+            let list: Vec<&str> = (0..6)
+                .map(|digit| alphabet[code / alphabet.len().pow(digit) % alphabet.len()])
+                .collect();
+            let mut given = HashSet::new();
+            let expected: Vec<String> = list
+                .iter()
+                .map(|name| first_free_suffix(name, &mut given))
+                .collect();
+            assert_eq!(give_all(&list), expected, "{list:?}");
+        }
+    }
+
+    #[test]
+    fn each_copy_of_a_name_takes_one_try() {
+        let mut names = UniqueNames::default();
+        let copies = 200_000;
+        let last = (0..copies).map(|_| names.give("content")).last();
+        assert_eq!(last.as_deref(), Some("content.199999"));
+        assert_eq!(names.given.len(), copies);
+        assert_eq!(
+            names.next_suffix["content"], copies as u64,
+            "one suffix tried a copy"
+        );
     }
 
     #[test]
