@@ -1,9 +1,11 @@
 //! `claudedl worker`: claim a few items, download each with the engine from sync's transfer spec
 //! into the item's staging file (`tmp/fleet/ITEM`, its `.part` and resume state beside it), and
 //! complete it in one transaction that checks the claim's epoch before recording it in the index
-//! and renaming the file into place. A heartbeat extends the leases and sweeps expired ones back
-//! to the queue; a transfer whose lease the heartbeat no longer finds (expired and claimed by
-//! another) is abandoned at once rather than finished for nothing.
+//! and renaming the file into place. Completions run on tasks of their own (each on a pooled
+//! connection) while the worker goes on claiming and downloading; an item counts against the
+//! worker's `-j` from its claim to the end of its completion. A heartbeat extends the leases
+//! and sweeps expired ones back to the queue; a transfer whose lease the heartbeat no longer
+//! finds (expired and claimed by another) is abandoned at once rather than finished for nothing.
 //!
 //! A drain (SIGTERM) stops claiming, lets the transfers in flight finish within the drain
 //! timeout, cancels the rest (the engine saves their state: the next claimer of the item, on
@@ -64,6 +66,21 @@ pub struct WorkerSummary {
     pub drained: bool,
     /// Why the worker stopped sending requests (the spend limit, here or in another worker).
     pub halted: Option<String>,
+}
+
+impl WorkerSummary {
+    /// Add the counts of `other` (a completion's, made on its own task).
+    fn absorb(&mut self, other: WorkerSummary) {
+        self.completed += other.completed;
+        self.skipped += other.skipped;
+        self.retried += other.retried;
+        self.given_up += other.given_up;
+        self.lost += other.lost;
+        self.released += other.released;
+        self.abandoned += other.abandoned;
+        self.segments += other.segments;
+        self.bytes += other.bytes;
+    }
 }
 
 /// A worker's id: host, process and a random tag (ids never repeat across restarts).
@@ -172,6 +189,10 @@ async fn work(
     summary: &mut WorkerSummary,
 ) -> Result<(), FleetError> {
     let mut running: JoinSet<Landed> = JoinSet::new();
+    // Whole files' completions, each a transaction of its own on a pooled connection: the
+    // loop goes on claiming and starting transfers meanwhile. An item is held (leased) from its
+    // claim to the end of its completion, and a worker holds at most `jobs` items.
+    let mut finishing: JoinSet<Result<WorkerSummary, FleetError>> = JoinSet::new();
     let mut in_flight = InFlight::new();
     let mut deadline: Option<Instant> = None;
     let governor = sync.api.http().governor();
@@ -192,8 +213,9 @@ async fn work(
                 "draining"
             );
         }
-        if deadline.is_none() && running.len() < options.jobs {
-            let room = (options.jobs - running.len()) as i64;
+        let holding = running.len() + finishing.len();
+        if deadline.is_none() && holding < options.jobs {
+            let room = (options.jobs - holding) as i64;
             for claim in queue::claim(pool, worker, options.lease, room).await? {
                 let item = claim.item;
                 let claimed = Instant::now();
@@ -211,7 +233,7 @@ async fn work(
                 }
             }
         }
-        if running.is_empty() {
+        if running.is_empty() && finishing.is_empty() {
             if deadline.is_some() || (options.exit_when_empty && !queue::work_remains(pool).await?)
             {
                 return Ok(());
@@ -233,8 +255,15 @@ async fn work(
                         let root = sync.data.root();
                         match landed {
                             Landed::Whole(flight, result) => {
-                                let objects = options.objects.as_deref();
-                                finish(pool, root, objects, (flight, result), summary).await?;
+                                let (pool, root) = (pool.clone(), root.to_path_buf());
+                                let objects = options.objects.clone();
+                                finishing.spawn(async move {
+                                    let mut tally = WorkerSummary::default();
+                                    let landed = (flight, result);
+                                    finish(&pool, &root, objects.as_deref(), landed, &mut tally)
+                                        .await
+                                        .map(|()| tally)
+                                });
                             }
                             Landed::Segment(landed) => {
                                 segment::finish(pool, root, landed, summary).await?;
@@ -243,12 +272,15 @@ async fn work(
                     }
                 }
             }
+            Some(finished) = finishing.join_next() => {
+                summary.absorb(finished.expect("a completion panicked")?);
+            }
             Ok(()) = held.changed() => {
                 let beat = held.borrow_and_update().clone();
                 abandon_lost(beat, &mut in_flight, worker, summary);
             }
-            () = tokio::time::sleep(options.poll), if running.len() < options.jobs
-                && deadline.is_none() => {}
+            () = tokio::time::sleep(options.poll),
+                if running.len() + finishing.len() < options.jobs && deadline.is_none() => {}
             () = drain.cancelled(), if deadline.is_none() => {}
             () = sleep_until(until), if until.is_some() && !stopping => {
                 // Out of time: the engine saves each transfer's state and ends it.
