@@ -79,17 +79,26 @@ pub async fn claim(
     limit: i64,
 ) -> Result<Vec<Claim>, FleetError> {
     let client = connection(pool).await?;
+    let statement = client
+        .prepare_cached(CLAIM)
+        .await
+        .map_err(sql("claiming work"))?;
     let rows = client
-        .query(CLAIM, &[&worker, &lease.as_secs_f64(), &limit])
+        .query(&statement, &[&worker, &lease.as_secs_f64(), &limit])
         .await
         .map_err(sql("claiming work"))?;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<String> = rows.iter().map(|row| row.get(3)).collect();
-    let sql_files = format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ANY($1)");
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE id = ANY($1)"
+        ))
+        .await
+        .map_err(sql("reading claimed files"))?;
     let files = client
-        .query(&sql_files, &[&ids])
+        .query(&statement, &[&ids])
         .await
         .map_err(sql("reading claimed files"))?;
     let mut claims = Vec::with_capacity(rows.len());
@@ -196,13 +205,16 @@ pub async fn complete(
     if !record_outcome(&tx, claim, outcome).await? {
         return Ok(Completion::PathTaken);
     }
-    tx.execute(
-        "UPDATE work_items SET state = 'done', done_at = now(), completed_by = worker, \
-         worker = NULL, lease_until = NULL, last_error = NULL, bytes = $2 WHERE id = $1",
-        &[&claim.item, &bytes],
-    )
-    .await
-    .map_err(sql("ending an item"))?;
+    let end = tx
+        .prepare_cached(
+            "UPDATE work_items SET state = 'done', done_at = now(), completed_by = worker, \
+             worker = NULL, lease_until = NULL, last_error = NULL, bytes = $2 WHERE id = $1",
+        )
+        .await
+        .map_err(sql("ending an item"))?;
+    tx.execute(&end, &[&claim.item, &bytes])
+        .await
+        .map_err(sql("ending an item"))?;
     install_and_commit(tx, claim, install).await
 }
 
@@ -310,13 +322,16 @@ pub async fn release_all(pool: &Pool, worker: &str) -> Result<u64, FleetError> {
 
 /// Whether `claim`'s lease still holds, locking its row until the transaction ends (so a sweep
 /// waits for this completion rather than racing it).
-async fn holds(tx: &tokio_postgres::Transaction<'_>, claim: &Claim) -> Result<bool, FleetError> {
-    let row = tx
-        .query_opt(
+async fn holds(tx: &deadpool_postgres::Transaction<'_>, claim: &Claim) -> Result<bool, FleetError> {
+    let statement = tx
+        .prepare_cached(
             "SELECT 1 FROM work_items WHERE id = $1 AND epoch = $2 AND state = 'leased' \
              FOR UPDATE",
-            &[&claim.item, &claim.epoch],
         )
+        .await
+        .map_err(sql("checking a lease"))?;
+    let row = tx
+        .query_opt(&statement, &[&claim.item, &claim.epoch])
         .await
         .map_err(sql("checking a lease"))?;
     Ok(row.is_some())
