@@ -67,9 +67,10 @@ const CLAIM: &str = "UPDATE work_items w SET state = 'leased', epoch = w.epoch +
     RETURNING w.id, w.epoch, w.attempts, w.file_id, w.part, w.range_start, w.range_end, \
         w.done_bytes";
 
-const FILE_COLUMNS: &str = "id, filename, mime_type, size_bytes, created_at, downloadable, \
-    expires_at, state, reason, path, sha256, etag, retries, first_seen_at, updated_at, \
-    downloaded_at, encrypted";
+/// The index entries of the files claimed (`pg_file_from_row`'s columns).
+const CLAIMED_FILES: &str = "SELECT id, filename, mime_type, size_bytes, created_at, \
+    downloadable, expires_at, state, reason, path, sha256, etag, retries, first_seen_at, \
+    updated_at, downloaded_at, encrypted FROM files WHERE id = ANY($1)";
 
 /// Claim up to `limit` ready items for `worker`, leased for `lease`.
 pub async fn claim(
@@ -92,9 +93,7 @@ pub async fn claim(
     }
     let ids: Vec<String> = rows.iter().map(|row| row.get(3)).collect();
     let statement = client
-        .prepare_cached(&format!(
-            "SELECT {FILE_COLUMNS} FROM files WHERE id = ANY($1)"
-        ))
+        .prepare_cached(CLAIMED_FILES)
         .await
         .map_err(sql("reading claimed files"))?;
     let files = client

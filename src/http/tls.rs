@@ -68,22 +68,16 @@ fn no_roots(error: rustls::Error) -> rustls::Error {
 }
 
 /// Printed in the error chain through rustls's `Debug` of [`CertificateError::Other`]: the
-/// text alone.
+/// text alone, as its `Display`.
+#[derive(thiserror::Error)]
+#[error("{0}")]
 struct NoRoots(String);
 
 impl std::fmt::Debug for NoRoots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        std::fmt::Display::fmt(self, f)
     }
 }
-
-impl std::fmt::Display for NoRoots {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NoRoots {}
 
 impl ServerCertVerifier for LazyVerifier {
     fn verify_server_cert(
