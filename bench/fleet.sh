@@ -5,6 +5,8 @@
 #   queue    claims + completions per second, 8 clients claiming 8 at a time (fleet::queue_throughput)
 #   scaling  1, 2, 4 `claudedl worker` processes (-j 2 each), 96 × 512 KiB, the mock sending each
 #            body at most 1 MiB/s: MiB/s and the ratio to one worker (bound: 2 MiB/s per worker)
+#   small    10,000 × 4 KiB with no budget: one `claudedl sync -j 16`, then 1 and 4 workers
+#            (-j 16 each): files/s, and the transactions that completed the workers' files
 #   budget   4 workers sharing 1,200/min (burst 4) against a mock enforcing 1,200/min: achieved ÷
 #            allowed from the first to the last content request, the busiest 1 s window, 429s
 #
@@ -24,5 +26,6 @@ run() { # test filter → its BENCH / items/s lines
 }
 echo "== queue";   run fleet::queue_throughput
 echo "== scaling"; run fleet::bench::bench_scaling
+echo "== small";   run fleet::bench::bench_small_files
 echo "== budget";  run fleet::bench::bench_budget_accuracy
 echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg)"

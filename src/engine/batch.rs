@@ -80,7 +80,7 @@ impl Engine {
                         let (engine, reporter) = (engine.clone(), Arc::clone(&reporter));
                         let batch = InBatch {
                             slot: slot.take().expect("a spec is taken with a slot"),
-                            seen: Arc::clone(&seen),
+                            seen: Some(Arc::clone(&seen)),
                         };
                         set.spawn(async move {
                             let result = engine.download_in(id, &spec, reporter, Some(batch)).await;
@@ -96,10 +96,10 @@ impl Engine {
 }
 
 /// What a transfer of a batch holds: its slot among the files at once, and the batch's view of
-/// its directories.
+/// its directories (none where other processes write into them meanwhile: a fleet's workers).
 pub(super) struct InBatch {
     pub slot: OwnedSemaphorePermit,
-    pub seen: Arc<DirsSeen>,
+    pub seen: Option<Arc<DirsSeen>>,
 }
 
 /// What each directory held when the batch first looked at it: one read of a directory

@@ -252,6 +252,13 @@ impl Engine {
         }
     }
 
+    /// Whether a file of `size` bytes goes by the small-file path: fetched whole by one
+    /// request, its body written in one go, its slot among the files at once given back before
+    /// its group commit.
+    pub fn fetches_whole(&self, size: u64, encrypted: bool) -> bool {
+        !encrypted && size <= self.config.min_split.max(1)
+    }
+
     /// Cancelling this token stops every transfer, saving its resume state.
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
@@ -269,6 +276,20 @@ impl Engine {
         reporter: Arc<dyn Reporter>,
     ) -> Result<TransferReport, TransferError> {
         self.download_in(id, spec, reporter, None).await
+    }
+
+    /// [`Engine::download`] as one of the caller's transfers at once, holding `slot` until its
+    /// request is over: a small file gives it back as soon as its body is written, before its
+    /// group commit, so that the caller's next transfer starts meanwhile.
+    pub async fn download_holding(
+        &self,
+        id: usize,
+        spec: &TransferSpec,
+        reporter: Arc<dyn Reporter>,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<TransferReport, TransferError> {
+        let batch = batch::InBatch { slot, seen: None };
+        self.download_in(id, spec, reporter, Some(batch)).await
     }
 
     /// [`Engine::download`] as one of a batch's files at once (`batch`): a small file gives its

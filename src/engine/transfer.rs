@@ -108,16 +108,16 @@ pub async fn download(
     batch: Option<InBatch>,
 ) -> Result<Downloaded, TransferError> {
     let mut job = Job::new(engine, id, spec, reporter, Arc::clone(counts));
-    let state_found = match &batch {
-        Some(batch) => batch.seen.state_exists(&job.paths.state),
+    let seen = batch.as_ref().and_then(|batch| batch.seen.clone());
+    let state_found = match &seen {
+        Some(seen) => seen.state_exists(&job.paths.state),
         None => job.paths.state.exists(),
     };
-    let output_found = || match &batch {
-        Some(batch) => batch.seen.output_exists(&spec.output),
+    let output_found = || match &seen {
+        Some(seen) => seen.output_exists(&spec.output),
         None => spec.output.exists(),
     };
     let present = !spec.overwrite && !state_found && output_found();
-    let seen = batch.as_ref().map(|batch| Arc::clone(&batch.seen));
     job.slot = Mutex::new(batch.map(|batch| batch.slot));
     let job = Arc::new(job);
     let started = Instant::now();
@@ -467,9 +467,8 @@ impl Job {
     /// Whether the probe fetched the whole file and it takes the small-file path: a fresh,
     /// plain download (an encrypted one needs its sealed `.part`).
     fn is_small(&self, total: u64, probed: &std::ops::Range<u64>) -> bool {
-        self.spec.encrypt.is_none()
-            && total <= self.engine.config.min_split.max(1)
-            && *probed == (0..total)
+        let encrypted = self.spec.encrypt.is_some();
+        self.engine.fetches_whole(total, encrypted) && *probed == (0..total)
     }
 
     /// Read the whole body (fetching it again from byte 0 after a cut), hash it, and hand it

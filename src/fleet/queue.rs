@@ -2,7 +2,9 @@
 //! completion in the index's transaction, retries with backoff, the sweep, the status.
 //!
 //! Every write that ends a lease names the epoch of its claim: a worker whose lease expired and
-//! was claimed again (a new epoch) changes nothing.
+//! was claimed again (a new epoch) changes nothing. Every statement that locks several items
+//! locks them in the order of their ids, so that two transactions (a heartbeat and a batch of
+//! completions, say) never wait for each other in a circle.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -14,7 +16,9 @@ use serde::Serialize;
 use tokio_postgres::Row;
 
 use super::{FleetError, connection, lock_file, sql};
-use crate::store::index::{FileEntry, FileOutcome, pg_file_from_row, pg_record_file};
+use crate::store::index::{
+    FileEntry, FileOutcome, pg_file_from_row, pg_record_completes, pg_record_file,
+};
 
 /// One claimed item: the file and the epoch its completion must name.
 #[derive(Debug, Clone)]
@@ -155,8 +159,10 @@ pub async fn heartbeat(
         .map_err(sql("recording a heartbeat"))?;
     let held = client
         .query(
-            "UPDATE work_items SET lease_until = now() + make_interval(secs => $2) \
-             WHERE worker = $1 AND state = 'leased' RETURNING id",
+            "UPDATE work_items w SET lease_until = now() + make_interval(secs => $2) \
+             FROM (SELECT id FROM work_items WHERE worker = $1 AND state = 'leased' \
+                   ORDER BY id FOR UPDATE) held \
+             WHERE w.id = held.id RETURNING w.id",
             &[&worker, &lease.as_secs_f64()],
         )
         .await
@@ -170,8 +176,10 @@ pub async fn sweep(pool: &Pool) -> Result<u64, FleetError> {
     connection(pool)
         .await?
         .execute(
-            "UPDATE work_items SET state = 'queued', worker = NULL, lease_until = NULL \
-             WHERE state = 'leased' AND lease_until < now()",
+            "UPDATE work_items w SET state = 'queued', worker = NULL, lease_until = NULL \
+             FROM (SELECT id FROM work_items WHERE state = 'leased' AND lease_until < now() \
+                   ORDER BY id FOR UPDATE) expired \
+             WHERE w.id = expired.id",
             &[],
         )
         .await
@@ -215,6 +223,138 @@ pub async fn complete(
         .await
         .map_err(sql("ending an item"))?;
     install_and_commit(tx, claim, install).await
+}
+
+/// [`complete`] for many downloaded whole files at once, in one transaction: the leases still
+/// held are locked, the files whose paths no other file holds are recorded complete and their
+/// items ended, and `install` (given each one's completion) moves the `Recorded` ones into
+/// place just before the commit. Returns each item's completion, in order (`Recorded`,
+/// `LeaseLost` or `PathTaken`); `None` when the database refuses the batch as a whole (two of
+/// it at one path, a path recorded meanwhile by another transaction, or a deadlock it broke):
+/// nothing was recorded or installed, and the caller completes them one by one.
+pub async fn complete_batch(
+    pool: &Pool,
+    batch: &[(&Claim, FileOutcome)],
+    install: impl FnOnce(&[Completion]) -> Result<(), FleetError>,
+) -> Result<Option<Vec<Completion>>, FleetError> {
+    match complete_together(pool, batch, install).await {
+        Err(FleetError::Sql { source, .. }) if is_deadlock(&source) => Ok(None),
+        completed => completed,
+    }
+}
+
+async fn complete_together(
+    pool: &Pool,
+    batch: &[(&Claim, FileOutcome)],
+    install: impl FnOnce(&[Completion]) -> Result<(), FleetError>,
+) -> Result<Option<Vec<Completion>>, FleetError> {
+    let mut client = connection(pool).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(sql("starting a completion"))?;
+    let held = held_of(&tx, batch).await?;
+    let taken = paths_taken(&tx, batch).await?;
+    let completions: Vec<Completion> = batch
+        .iter()
+        .map(|(claim, _)| match () {
+            () if !held.contains(&claim.item) => Completion::LeaseLost,
+            () if taken.contains(&claim.file.meta.id) => Completion::PathTaken,
+            () => Completion::Recorded,
+        })
+        .collect();
+    let recorded: Vec<&(&Claim, FileOutcome)> = batch
+        .iter()
+        .zip(&completions)
+        .filter(|(_, completion)| **completion == Completion::Recorded)
+        .map(|(item, _)| item)
+        .collect();
+    if !recorded.is_empty() {
+        let outcomes: Vec<(&str, &FileOutcome)> = recorded
+            .iter()
+            .map(|(claim, outcome)| (claim.file.meta.id.as_str(), outcome))
+            .collect();
+        match pg_record_completes(&tx, &outcomes).await {
+            Ok(_) => {}
+            Err(source) if is_unique_violation(&source) => return Ok(None),
+            Err(source) => {
+                return Err(FleetError::Sql {
+                    action: "recording completions",
+                    source,
+                });
+            }
+        }
+        let items: Vec<i64> = recorded.iter().map(|(claim, _)| claim.item).collect();
+        let bytes: Vec<i64> = recorded
+            .iter()
+            .map(|(claim, _)| claim.file.meta.size_bytes as i64)
+            .collect();
+        let end = tx
+            .prepare_cached(END_ITEMS)
+            .await
+            .map_err(sql("ending items"))?;
+        tx.execute(&end, &[&items, &bytes])
+            .await
+            .map_err(sql("ending items"))?;
+    }
+    install(&completions)?;
+    tx.commit().await.map_err(sql("committing completions"))?;
+    Ok(Some(completions))
+}
+
+/// End the items `$1` (done by their workers), each with its file's size `$2`.
+const END_ITEMS: &str = "UPDATE work_items w SET state = 'done', done_at = now(), \
+    completed_by = w.worker, worker = NULL, lease_until = NULL, last_error = NULL, \
+    bytes = n.bytes FROM unnest($1::int8[], $2::int8[]) AS n (id, bytes) WHERE w.id = n.id";
+
+/// The items of `batch` whose leases still hold, locked (in the order of their ids) until the
+/// transaction ends.
+async fn held_of(
+    tx: &deadpool_postgres::Transaction<'_>,
+    batch: &[(&Claim, FileOutcome)],
+) -> Result<HashSet<i64>, FleetError> {
+    let items: Vec<i64> = batch.iter().map(|(claim, _)| claim.item).collect();
+    let epochs: Vec<i64> = batch.iter().map(|(claim, _)| claim.epoch).collect();
+    let statement = tx
+        .prepare_cached(
+            "SELECT w.id FROM work_items w \
+             JOIN unnest($1::int8[], $2::int8[]) AS c (id, epoch) \
+               ON w.id = c.id AND w.epoch = c.epoch \
+             WHERE w.state = 'leased' ORDER BY w.id FOR UPDATE OF w",
+        )
+        .await
+        .map_err(sql("checking leases"))?;
+    let rows = tx
+        .query(&statement, &[&items, &epochs])
+        .await
+        .map_err(sql("checking leases"))?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// The files of `batch` whose paths another file is recorded at.
+async fn paths_taken(
+    tx: &deadpool_postgres::Transaction<'_>,
+    batch: &[(&Claim, FileOutcome)],
+) -> Result<HashSet<String>, FleetError> {
+    let (mut ids, mut paths) = (vec![], vec![]);
+    for (claim, outcome) in batch {
+        if let FileOutcome::Complete { path, .. } = outcome {
+            ids.push(claim.file.meta.id.as_str());
+            paths.push(path.as_str());
+        }
+    }
+    let statement = tx
+        .prepare_cached(
+            "SELECT n.id FROM unnest($1::text[], $2::text[]) AS n (id, path) \
+             JOIN files f ON f.path = n.path AND f.id <> n.id",
+        )
+        .await
+        .map_err(sql("checking paths"))?;
+    let rows = tx
+        .query(&statement, &[&ids, &paths])
+        .await
+        .map_err(sql("checking paths"))?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// Record `outcome` for `claim`'s file in the index; `false`: another file is recorded at its
@@ -302,9 +442,11 @@ pub async fn release_all(pool: &Pool, worker: &str) -> Result<u64, FleetError> {
     let client = connection(pool).await?;
     let released = client
         .execute(
-            "UPDATE work_items SET state = 'queued', worker = NULL, lease_until = NULL, \
-             attempts = greatest(attempts - 1, 0), not_before = now() \
-             WHERE worker = $1 AND state = 'leased'",
+            "UPDATE work_items w SET state = 'queued', worker = NULL, lease_until = NULL, \
+             attempts = greatest(w.attempts - 1, 0), not_before = now() \
+             FROM (SELECT id FROM work_items WHERE worker = $1 AND state = 'leased' \
+                   ORDER BY id FOR UPDATE) held \
+             WHERE w.id = held.id",
             &[&worker],
         )
         .await
@@ -593,8 +735,15 @@ pub async fn work_remains(pool: &Pool) -> Result<bool, FleetError> {
 }
 
 fn is_unique_violation(error: &crate::store::index::BoxError) -> bool {
+    sql_state(error) == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+fn is_deadlock(error: &crate::store::index::BoxError) -> bool {
+    sql_state(error) == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+fn sql_state(error: &crate::store::index::BoxError) -> Option<&tokio_postgres::error::SqlState> {
     error
         .downcast_ref::<tokio_postgres::Error>()
         .and_then(tokio_postgres::Error::code)
-        == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }

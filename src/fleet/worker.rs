@@ -13,13 +13,14 @@
 //! claim them at once. The engine's lock on a `.part` keeps a worker that lost its lease and
 //! the item's new claimer from writing it at once (the second fails as busy and retries later).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +31,15 @@ use crate::engine::{Silent, TransferError, TransferReport, TransferSpec};
 use crate::store::index::FileOutcome;
 use crate::sync::files::{UsualPaths, outcome_of, relative, spec_for};
 use crate::sync::{Sync, SyncOptions};
+
+/// Completion batches committing at once: while one waits for the database and the disk, the
+/// files that land meanwhile gather for the next.
+const BATCHES_AT_ONCE: usize = 2;
+
+/// Items a worker holds (leased) per transfer it runs at once (`-j`): besides the transfers,
+/// the small files whose bodies wait for their group commit, and the downloads waiting for
+/// their completion's transaction.
+const HELD_PER_TRANSFER: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -62,6 +72,9 @@ pub struct WorkerSummary {
     pub abandoned: u64,
     /// Segments of large files fetched and recorded done (see `super::segment`).
     pub segments: u64,
+    /// Transactions that completed downloaded whole files (those that land while one commits
+    /// are completed together in the next).
+    pub completion_batches: u64,
     pub bytes: u64,
     pub drained: bool,
     /// Why the worker stopped sending requests (the spend limit, here or in another worker).
@@ -79,6 +92,7 @@ impl WorkerSummary {
         self.released += other.released;
         self.abandoned += other.abandoned;
         self.segments += other.segments;
+        self.completion_batches += other.completion_batches;
         self.bytes += other.bytes;
     }
 }
@@ -189,13 +203,21 @@ async fn work(
     summary: &mut WorkerSummary,
 ) -> Result<(), FleetError> {
     let mut running: JoinSet<Landed> = JoinSet::new();
-    // Whole files' completions, each a transaction of its own on a pooled connection: the
-    // loop goes on claiming and starting transfers meanwhile. An item is held (leased) from its
-    // claim to the end of its completion, and a worker holds at most `jobs` items.
-    let mut finishing: JoinSet<Result<WorkerSummary, FleetError>> = JoinSet::new();
+    // A transfer holds one of `slots` until its request is over (a small file's until its body
+    // is written, before its group commit); an item is held (leased) from its claim to the end
+    // of its completion, at most `most_held` at once.
+    let slots = Arc::new(Semaphore::new(options.jobs));
+    let most_held = options.jobs * HELD_PER_TRANSFER;
+    let mut completions = Completions::default();
+    // Claimed items waiting for a slot: claims come in chunks (a round trip to the database
+    // for many), at most `jobs` beyond the slots free.
+    let mut ready = Ready::new();
+    // Set when the queue had fewer ready items than asked for: no claim before then.
+    let mut dry_until: Option<tokio::time::Instant> = None;
     let mut in_flight = InFlight::new();
     let mut deadline: Option<Instant> = None;
     let governor = sync.api.http().governor();
+    let root = sync.data.root().to_path_buf();
     loop {
         if let Some(halted) = governor.halted().filter(|_| summary.halted.is_none()) {
             // No request may be sent: stop as a drain does (leases released, state saved), and
@@ -213,27 +235,30 @@ async fn work(
                 "draining"
             );
         }
-        let holding = running.len() + finishing.len();
-        if deadline.is_none() && holding < options.jobs {
-            let room = (options.jobs - holding) as i64;
-            for claim in queue::claim(pool, worker, options.lease, room).await? {
-                let item = claim.item;
-                let claimed = Instant::now();
-                if let Some(handle) = start(
-                    pool,
-                    sync,
-                    (sync_options, options),
-                    claim,
-                    &mut running,
-                    summary,
-                )
-                .await?
-                {
-                    in_flight.insert(item, (claimed, handle));
-                }
-            }
+        completions.start_batch(pool, &root);
+        let dry = dry_until.is_some_and(|until| tokio::time::Instant::now() < until);
+        let holding = running.len() + completions.len() + ready.len();
+        let wanted = ready.wanted(slots.available_permits(), options.jobs);
+        let room = wanted.min(most_held.saturating_sub(holding));
+        if deadline.is_none() && !dry && room > 0 && (ready.is_empty() || room >= options.jobs) {
+            let claimed = ready
+                .claim(pool, (sync, sync_options), (options, worker), room, summary)
+                .await?;
+            dry_until = (claimed < room).then(|| tokio::time::Instant::now() + options.poll);
         }
-        if running.is_empty() && finishing.is_empty() {
+        while deadline.is_none()
+            && let Some(slot) = ready
+                .front()
+                .and_then(|_| slots.clone().try_acquire_owned().ok())
+        {
+            let (claimed, claim, spec) = ready.pop_front().expect("looked at the front");
+            let item = claim.item;
+            let run = (&mut running, slot);
+            let handle = start(pool, sync, options, (claim, spec), run)?;
+            in_flight.insert(item, (claimed, handle));
+        }
+        if running.is_empty() && completions.is_empty() && (ready.is_empty() || deadline.is_some())
+        {
             if deadline.is_some() || (options.exit_when_empty && !queue::work_remains(pool).await?)
             {
                 return Ok(());
@@ -244,6 +269,10 @@ async fn work(
             }
             continue;
         }
+        let holding = running.len() + completions.len() + ready.len();
+        let dry = dry_until.is_some_and(|until| tokio::time::Instant::now() < until);
+        let wants_work = deadline.is_none() && holding < most_held;
+        let wants_slot = (wants_work && !dry) || (deadline.is_none() && !ready.is_empty());
         let stopping = sync.engine.cancel_token().is_cancelled();
         let until = deadline.map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -252,41 +281,108 @@ async fn work(
                     in_flight.remove(&landed.item());
                     // A transfer the halt stopped is not a failure of its item.
                     if !(landed.failed() && governor.halted().is_some()) {
-                        let root = sync.data.root();
                         match landed {
                             Landed::Whole(flight, result) => {
-                                let (pool, root) = (pool.clone(), root.to_path_buf());
                                 let objects = options.objects.clone();
-                                finishing.spawn(async move {
-                                    let mut tally = WorkerSummary::default();
-                                    let landed = (flight, result);
-                                    finish(&pool, &root, objects.as_deref(), landed, &mut tally)
-                                        .await
-                                        .map(|()| tally)
-                                });
+                                completions.add(pool, &root, objects, (flight, result));
                             }
                             Landed::Segment(landed) => {
-                                segment::finish(pool, root, landed, summary).await?;
+                                segment::finish(pool, &root, landed, summary).await?;
                             }
                         }
                     }
                 }
             }
-            Some(finished) = finishing.join_next() => {
-                summary.absorb(finished.expect("a completion panicked")?);
-            }
+            Some(finished) = completions.next() => summary.absorb(finished?),
             Ok(()) = held.changed() => {
                 let beat = held.borrow_and_update().clone();
+                ready.forget_lost(&beat);
                 abandon_lost(beat, &mut in_flight, worker, summary);
             }
-            () = tokio::time::sleep(options.poll),
-                if running.len() + finishing.len() < options.jobs && deadline.is_none() => {}
+            // A transfer's request is over: its slot is free for the next item.
+            _ = Arc::clone(&slots).acquire_owned(), if wants_slot => {}
+            () = sleep_until(dry_until), if wants_work && dry => {}
             () = drain.cancelled(), if deadline.is_none() => {}
             () = sleep_until(until), if until.is_some() && !stopping => {
                 // Out of time: the engine saves each transfer's state and ends it.
                 sync.engine.cancel_token().cancel();
             }
         }
+    }
+}
+
+/// Whole files' completions. A failed transfer's, and a file's stored in object storage,
+/// complete one at a time on tasks of their own; files downloaded into the data directory
+/// gather in `downloaded` for the next batch (one transaction for many), which starts once
+/// fewer than `BATCHES_AT_ONCE` are committing. The loop goes on claiming and starting
+/// transfers meanwhile.
+#[derive(Default)]
+struct Completions {
+    one_by_one: JoinSet<Result<WorkerSummary, FleetError>>,
+    downloaded: Vec<(Flight, TransferReport)>,
+    /// Each batch's task returns how many items it held.
+    batches: JoinSet<(usize, Result<WorkerSummary, FleetError>)>,
+    in_batches: usize,
+}
+
+impl Completions {
+    /// The items held until their completions end.
+    fn len(&self) -> usize {
+        self.one_by_one.len() + self.downloaded.len() + self.in_batches
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Complete the landed transfer of `flight`.
+    fn add(
+        &mut self,
+        pool: &Pool,
+        root: &Path,
+        objects: Option<Arc<Objects>>,
+        (flight, result): (Flight, Result<TransferReport, TransferError>),
+    ) {
+        match result {
+            Ok(report) if objects.is_none() => self.downloaded.push((flight, report)),
+            result => {
+                let (pool, root) = (pool.clone(), root.to_path_buf());
+                self.one_by_one.spawn(async move {
+                    let mut tally = WorkerSummary::default();
+                    let landed = (flight, result);
+                    finish(&pool, &root, objects.as_deref(), landed, &mut tally)
+                        .await
+                        .map(|()| tally)
+                });
+            }
+        }
+    }
+
+    /// Start completing the files downloaded so far, unless there are none or enough batches
+    /// are committing.
+    fn start_batch(&mut self, pool: &Pool, root: &Path) {
+        if self.downloaded.is_empty() || self.batches.len() >= BATCHES_AT_ONCE {
+            return;
+        }
+        let landed = std::mem::take(&mut self.downloaded);
+        self.in_batches += landed.len();
+        let (pool, root) = (pool.clone(), root.to_path_buf());
+        self.batches.spawn(async move {
+            let (items, mut tally) = (landed.len(), WorkerSummary::default());
+            let finished = finish_batch(&pool, &root, landed, &mut tally).await;
+            (items, finished.map(|()| tally))
+        });
+    }
+
+    /// The counts of the next completion (or batch) to end; `None` when none is running.
+    async fn next(&mut self) -> Option<Result<WorkerSummary, FleetError>> {
+        let (items, finished) = tokio::select! {
+            Some(done) = self.one_by_one.join_next() => (0, done.expect("a completion panicked")),
+            Some(done) = self.batches.join_next() => done.expect("a completion batch panicked"),
+            else => return None,
+        };
+        self.in_batches -= items;
+        Some(finished)
     }
 }
 
@@ -318,34 +414,104 @@ async fn sleep_until(until: Option<tokio::time::Instant>) {
     }
 }
 
-/// Start the transfer of `claim` with sync's spec, its output moved to the claim's staging file.
-async fn start(
-    pool: &Pool,
-    sync: &mut Sync<'_>,
-    (sync_options, options): (&SyncOptions, &WorkerOptions),
-    claim: Claim,
-    running: &mut JoinSet<Landed>,
-    summary: &mut WorkerSummary,
-) -> Result<Option<tokio::task::AbortHandle>, FleetError> {
-    let staging_dir = sync.data.tmp().join("fleet");
-    let mut taken = HashSet::new();
-    let spec = tokio::task::block_in_place(|| {
-        spec_for(
-            sync,
-            sync_options,
-            &claim.file,
-            &mut UsualPaths::default(),
-            &mut taken,
-        )
-    })?;
-    let mut spec = match spec {
-        Ok(spec) => spec,
-        Err(reason) => {
-            // Both names are held by other files: nothing to download, ever.
-            give_up(pool, &claim, &reason, summary).await?;
-            return Ok(None);
+/// Items claimed and not started yet: when each was claimed, and its transfer's spec.
+struct Ready {
+    items: VecDeque<(Instant, Claim, TransferSpec)>,
+    /// Whether to claim ahead of the slots free (up to `-j` more): the last claim found only
+    /// small files, whose transfers give their slots back in moments. Large files and
+    /// segments are claimed only as slots free (another worker may be idle meanwhile).
+    ahead: bool,
+}
+
+impl Ready {
+    fn new() -> Ready {
+        Ready {
+            items: VecDeque::new(),
+            ahead: false,
         }
-    };
+    }
+
+    /// How many to claim: the slots free, and as many more as wait here when claiming ahead.
+    fn wanted(&self, free: usize, jobs: usize) -> usize {
+        let ahead = if self.ahead { jobs } else { 0 };
+        (free + ahead).saturating_sub(self.items.len())
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn front(&self) -> Option<&(Instant, Claim, TransferSpec)> {
+        self.items.front()
+    }
+
+    fn pop_front(&mut self) -> Option<(Instant, Claim, TransferSpec)> {
+        self.items.pop_front()
+    }
+
+    /// Claim up to `room` items and add each with its transfer's spec (the index asked once
+    /// for all of their usual paths); one whose names both belong to other files is given up.
+    /// Returns how many were claimed.
+    async fn claim(
+        &mut self,
+        pool: &Pool,
+        (sync, sync_options): (&Sync<'_>, &SyncOptions),
+        (options, worker): (&WorkerOptions, &str),
+        room: usize,
+        summary: &mut WorkerSummary,
+    ) -> Result<usize, FleetError> {
+        let claims = queue::claim(pool, worker, options.lease, room as i64).await?;
+        let claimed = (Instant::now(), claims.len());
+        let specs = tokio::task::block_in_place(|| {
+            let files: Vec<_> = claims.iter().map(|claim| claim.file.clone()).collect();
+            let mut usual = UsualPaths::of(sync, sync_options, &files)?;
+            let spec = |claim: &Claim| {
+                // Each on its own: the segments of one file go to one path.
+                let taken = &mut HashSet::new();
+                spec_for(sync, sync_options, &claim.file, &mut usual, taken)
+            };
+            claims.iter().map(spec).collect::<Result<Vec<_>, _>>()
+        })?;
+        self.ahead = !claims.is_empty()
+            && claims.iter().all(|claim| {
+                let size = claim.file.meta.size_bytes;
+                let encrypted = sync_options.encrypt.is_some();
+                claim.segment.is_none() && sync.engine.fetches_whole(size, encrypted)
+            });
+        for (claim, spec) in claims.into_iter().zip(specs) {
+            match spec {
+                Ok(spec) => self.items.push_back((claimed.0, claim, spec)),
+                // Both names are held by other files: nothing to download, ever.
+                Err(reason) => _ = give_up(pool, &claim, &reason, summary).await?,
+            }
+        }
+        Ok(claimed.1)
+    }
+
+    /// Drop the items claimed before the last heartbeat that it did not find held (their
+    /// leases expired and went back to the queue).
+    fn forget_lost(&mut self, beat: &Beat) {
+        if let Some((at, held)) = beat {
+            self.items
+                .retain(|(claimed, claim, _)| *claimed >= *at || held.contains(&claim.item));
+        }
+    }
+}
+
+/// Start the transfer of `claim` with sync's `spec`, holding `slot` (one of the `-j`), its
+/// output moved to the claim's staging file.
+fn start(
+    pool: &Pool,
+    sync: &Sync<'_>,
+    options: &WorkerOptions,
+    (claim, mut spec): (Claim, TransferSpec),
+    (running, slot): (&mut JoinSet<Landed>, OwnedSemaphorePermit),
+) -> Result<tokio::task::AbortHandle, FleetError> {
+    let staging_dir = sync.data.tmp().join("fleet");
     std::fs::create_dir_all(&staging_dir).map_err(|source| FleetError::Install {
         id: claim.file.meta.id.clone(),
         source,
@@ -364,9 +530,11 @@ async fn start(
         };
         let (engine, pool) = (sync.engine.clone(), pool.clone());
         let handle = running.spawn(async move {
-            Landed::Segment(segment::fetch(engine, pool, spec, flight).await)
+            let fetched = segment::fetch(engine, pool, spec, flight).await;
+            drop(slot);
+            Landed::Segment(fetched)
         });
-        return Ok(Some(handle));
+        return Ok(handle);
     }
     let staged = staging_dir.join(claim.item.to_string());
     let output = std::mem::replace(&mut spec.output, staged.clone());
@@ -381,18 +549,12 @@ async fn start(
     };
     let id = usize::try_from(flight.claim.item).unwrap_or(0);
     let handle = running.spawn(async move {
-        let result = download(&engine, id, &spec).await;
+        let result = engine
+            .download_holding(id, &spec, Arc::new(Silent), slot)
+            .await;
         Landed::Whole(flight, result)
     });
-    Ok(Some(handle))
-}
-
-async fn download(
-    engine: &crate::engine::Engine,
-    id: usize,
-    spec: &TransferSpec,
-) -> Result<TransferReport, TransferError> {
-    engine.download(id, spec, Arc::new(Silent)).await
+    Ok(handle)
 }
 
 /// Complete, retry later or give up a landed transfer.
@@ -403,58 +565,116 @@ async fn finish(
     (flight, result): (Flight, Result<TransferReport, TransferError>),
     summary: &mut WorkerSummary,
 ) -> Result<(), FleetError> {
-    let Flight {
-        claim,
-        staged,
-        output,
-    } = flight;
-    let id = claim.file.meta.id.clone();
     if matches!(&result, Err(error) if error.is_cancelled()) {
         return Ok(()); // Drained: the lease is released with the others.
     }
+    let claim = &flight.claim;
     let completion = match &result {
         Ok(report) => {
-            let outcome = FileOutcome::Complete {
-                path: relative(root, &output),
-                sha256: report.sha256.clone().unwrap_or_default(),
-                etag: None,
-                retries: report.retries,
-                encrypted: report.encrypted,
-            };
-            let place = relative(root, &output);
+            let outcome = complete_outcome(root, &flight.output, report);
             let completion = match objects {
                 Some(objects) => {
                     // Stored before the completion (an object replaced by its own bytes if the
                     // lease turns out lost), the staged file removed after it.
-                    if let Err(error) = store(objects, &staged, &place).await {
-                        retry_or_give_up(pool, &claim, &error.to_string(), summary).await?;
+                    let place = relative(root, &flight.output);
+                    if let Err(error) = store(objects, &flight.staged, &place).await {
+                        retry_or_give_up(pool, claim, &error.to_string(), summary).await?;
                         return Ok(());
                     }
-                    let remove = || std::fs::remove_file(&staged);
-                    queue::complete(pool, &claim, &outcome, remove).await?
+                    let remove = || std::fs::remove_file(&flight.staged);
+                    queue::complete(pool, claim, &outcome, remove).await?
                 }
                 None => {
-                    let install = || install(&staged, &output);
-                    queue::complete(pool, &claim, &outcome, install).await?
+                    let install = || install(&flight.staged, &flight.output);
+                    queue::complete(pool, claim, &outcome, install).await?
                 }
             };
-            match completion {
-                Completion::Recorded => {
-                    summary.completed += 1;
-                    summary.bytes += report.fetched;
-                    Completion::Recorded
-                }
-                Completion::PathTaken => {
-                    let _ = std::fs::remove_file(&staged);
-                    let place = relative(root, &output);
-                    let reason = format!("{place} is recorded for another file");
-                    give_up(pool, &claim, &reason, summary).await?
-                }
-                other => other,
-            }
+            settle_download(pool, root, &flight, report, completion, summary).await?
         }
-        Err(_) => failed(pool, root, &claim, &result, summary).await?,
+        Err(_) => failed(pool, root, claim, &result, summary).await?,
     };
+    log_end(claim, completion, summary);
+    Ok(())
+}
+
+/// Complete downloaded whole files together: one transaction, one `fsync` a directory. Refused
+/// as a whole by the index (two of them at one path), they are completed one by one.
+async fn finish_batch(
+    pool: &Pool,
+    root: &Path,
+    downloaded: Vec<(Flight, TransferReport)>,
+    summary: &mut WorkerSummary,
+) -> Result<(), FleetError> {
+    let batch: Vec<(&Claim, FileOutcome)> = downloaded
+        .iter()
+        .map(|(flight, report)| {
+            let outcome = complete_outcome(root, &flight.output, report);
+            (&flight.claim, outcome)
+        })
+        .collect();
+    let install = |completions: &[Completion]| {
+        let recorded = downloaded
+            .iter()
+            .zip(completions)
+            .filter(|(_, completion)| **completion == Completion::Recorded)
+            .map(|((flight, _), _)| flight);
+        install_all(recorded)
+    };
+    let Some(completions) = queue::complete_batch(pool, &batch, install).await? else {
+        drop(batch);
+        for (flight, report) in downloaded {
+            finish(pool, root, None, (flight, Ok(report)), summary).await?;
+        }
+        return Ok(());
+    };
+    summary.completion_batches += 1;
+    for ((flight, report), completion) in downloaded.iter().zip(completions) {
+        let completion = settle_download(pool, root, flight, report, completion, summary).await?;
+        log_end(&flight.claim, completion, summary);
+    }
+    Ok(())
+}
+
+/// What the index records of a whole file downloaded to `output`.
+fn complete_outcome(root: &Path, output: &Path, report: &TransferReport) -> FileOutcome {
+    FileOutcome::Complete {
+        path: relative(root, output),
+        sha256: report.sha256.clone().unwrap_or_default(),
+        etag: None,
+        retries: report.retries,
+        encrypted: report.encrypted,
+    }
+}
+
+/// Count a download's completion; one whose path another file holds is given up (its staged
+/// file removed).
+async fn settle_download(
+    pool: &Pool,
+    root: &Path,
+    flight: &Flight,
+    report: &TransferReport,
+    completion: Completion,
+    summary: &mut WorkerSummary,
+) -> Result<Completion, FleetError> {
+    match completion {
+        Completion::Recorded => {
+            summary.completed += 1;
+            summary.bytes += report.fetched;
+            Ok(completion)
+        }
+        Completion::PathTaken => {
+            let _ = std::fs::remove_file(&flight.staged);
+            let place = relative(root, &flight.output);
+            let reason = format!("{place} is recorded for another file");
+            give_up(pool, &flight.claim, &reason, summary).await
+        }
+        other => Ok(other),
+    }
+}
+
+/// Log how the item of `claim` ended (a lost lease counted).
+fn log_end(claim: &Claim, completion: Completion, summary: &mut WorkerSummary) {
+    let id = &claim.file.meta.id;
     if completion == Completion::LeaseLost {
         // The staged file is left alone: it may be the item's new claimer's by now.
         summary.lost += 1;
@@ -472,7 +692,6 @@ async fn finish(
             "item done"
         );
     }
-    Ok(())
 }
 
 /// Store the staged download as the object `place`.
@@ -542,6 +761,30 @@ pub(super) fn install(staged: &Path, output: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(parent)?;
     std::fs::rename(staged, output)?;
     std::fs::File::open(parent)?.sync_all()
+}
+
+/// [`install`] for many: each renamed into place, then each directory made durable once.
+fn install_all<'a>(flights: impl Iterator<Item = &'a Flight>) -> Result<(), FleetError> {
+    let mut parents = std::collections::BTreeSet::new();
+    for flight in flights {
+        let failed = |source| FleetError::Install {
+            id: flight.claim.file.meta.id.clone(),
+            source,
+        };
+        let parent = flight.output.parent().unwrap_or(Path::new("."));
+        if parents.insert(parent) {
+            std::fs::create_dir_all(parent).map_err(failed)?;
+        }
+        std::fs::rename(&flight.staged, &flight.output).map_err(failed)?;
+    }
+    for parent in parents {
+        let synced = std::fs::File::open(parent).and_then(|dir| dir.sync_all());
+        synced.map_err(|source| FleetError::Install {
+            id: parent.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Rewrite the health file (empty), which sets its modification time to now.

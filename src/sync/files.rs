@@ -565,7 +565,7 @@ pub(crate) struct UsualPaths {
 }
 
 impl UsualPaths {
-    fn of(
+    pub(crate) fn of(
         sync: &Sync<'_>,
         options: &SyncOptions,
         entries: &[FileEntry],

@@ -212,6 +212,48 @@ async fn enqueue_twice_creates_nothing_twice() {
     assert_eq!(narrow["queued"], 11, "part-1 and part-10..19");
 }
 
+/// Files that land while a completion waits for the database are completed together: with the
+/// index's table locked (a completion's write waits), a worker downloads all 16 small files;
+/// once the lock goes, they are recorded in fewer transactions than files, each with its hash,
+/// and no staging file is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_landing_together_are_completed_in_one_transaction() {
+    const FILES: usize = 16;
+    let files = account(FILES, 4096);
+    let (api, db) = fleet(files.clone()).await;
+    run_ok(&api, &db, &["enqueue"]).await;
+    let config: tokio_postgres::Config = db.url.parse().unwrap();
+    let pool = claudedl::fleet::pool(config, 1).unwrap();
+    let locker = pool.get().await.unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE files IN SHARE MODE")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let worker = spawn_worker(&api, &db, d, &["-j", "16", "--exit-when-empty"]);
+    let staging = dir.path().join("tmp/fleet");
+    let staged = || std::fs::read_dir(&staging).map_or(0, |entries| entries.count());
+    wait_for("every file downloaded", || staged() == FILES).await;
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE wait_event_type = 'Lock' AND datname = current_database()";
+    wait_for("a completion waiting for the lock", || {
+        count(&db, waiting) > 0
+    })
+    .await;
+    locker.batch_execute("COMMIT").await.unwrap();
+    let (status, summary, stderr) = finish(worker).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(summary["completed"], FILES, "{summary}");
+    let transactions = summary["completion_batches"].as_u64().unwrap();
+    assert!(
+        (1..FILES as u64).contains(&transactions),
+        "{transactions} transactions for {FILES} files"
+    );
+    assert_all_complete(&db, dir.path(), &files);
+    assert_eq!(staged(), 0, "no staging file is left");
+}
+
 /// Three workers over 240 files; one is killed with SIGKILL mid-run. Every file ends complete
 /// exactly once with the right hash; the killed worker's leases go back to the queue and are
 /// finished by the others; refetches are bounded by what it held.
@@ -511,6 +553,98 @@ async fn a_stale_lease_completes_nothing() {
         .unwrap();
     assert_eq!(taken, Completion::PathTaken);
     assert_eq!(index.file("file_b").unwrap().unwrap().sha256, None);
+}
+
+/// A batch of completions decides each item as one completion would: a stale lease records
+/// nothing, a path another file holds is refused, the rest are recorded and installed, in one
+/// transaction. Two of a batch at one path refuse it as a whole (nothing recorded or
+/// installed), and each can still complete alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_of_completions_decides_each_item_as_one_completion_would() {
+    use claudedl::fleet::queue::{self, Completion};
+    use claudedl::store::index::{FileMeta, FileOutcome, Index, PgIndex};
+
+    let db = postgres::database();
+    let config: tokio_postgres::Config = db.url.parse().unwrap();
+    let mut index = PgIndex::connect(&config, &db.name).unwrap();
+    let meta = |n: usize| FileMeta {
+        id: format!("file_{n}"),
+        filename: format!("{n}.bin"),
+        mime_type: "application/octet-stream".into(),
+        size_bytes: 3,
+        created_at: "2026-08-01T00:00:00Z".into(),
+        downloadable: Some(true),
+        expires_at: None,
+    };
+    index
+        .upsert_files(&(1..=7).map(meta).collect::<Vec<_>>())
+        .unwrap();
+    let pool = claudedl::fleet::pool(config, 2).unwrap();
+    let lease = Duration::from_secs(60);
+    let outcome = |path: &str| FileOutcome::Complete {
+        path: path.into(),
+        sha256: format!("sha of {path}"),
+        etag: None,
+        retries: 0,
+        encrypted: false,
+    };
+    // file_1: claimed by A with a lease over at once, swept, claimed by B.
+    queue::enqueue(&pool, &["file_1"]).await.unwrap();
+    let stale = queue::claim(&pool, "worker-a", Duration::ZERO, 1)
+        .await
+        .unwrap();
+    queue::sweep(&pool).await.unwrap();
+    queue::claim(&pool, "worker-b", lease, 1).await.unwrap();
+    // file_5 holds raw/taken.bin.
+    queue::enqueue(&pool, &["file_5"]).await.unwrap();
+    let five = queue::claim(&pool, "worker-b", lease, 1).await.unwrap();
+    let taken = outcome("raw/taken.bin");
+    let done = queue::complete(&pool, &five[0], &taken, || Ok(()));
+    assert_eq!(done.await.unwrap(), Completion::Recorded);
+    queue::enqueue(&pool, &["file_2", "file_3", "file_4"])
+        .await
+        .unwrap();
+    let mut claims = queue::claim(&pool, "worker-a", lease, 5).await.unwrap();
+    claims.sort_by(|a, b| a.file.meta.id.cmp(&b.file.meta.id));
+    let batch = [
+        (&stale[0], outcome("raw/1.bin")),
+        (&claims[0], outcome("raw/2.bin")),
+        (&claims[1], outcome("raw/taken.bin")),
+        (&claims[2], outcome("raw/4.bin")),
+    ];
+    let mut installed = Vec::new();
+    let completions = queue::complete_batch(&pool, &batch, |completions| {
+        installed.extend_from_slice(completions);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    use Completion::{LeaseLost, PathTaken, Recorded};
+    let decided = [LeaseLost, Recorded, PathTaken, Recorded];
+    assert_eq!(completions.as_deref(), Some(&decided[..]));
+    assert_eq!(installed, decided, "install was told the same");
+    let sha = |id: &str| index.file(id).unwrap().unwrap().sha256;
+    assert_eq!(sha("file_1"), None);
+    assert_eq!(sha("file_2").as_deref(), Some("sha of raw/2.bin"));
+    assert_eq!(sha("file_3"), None);
+    assert_eq!(sha("file_4").as_deref(), Some("sha of raw/4.bin"));
+    let done = "SELECT string_agg(file_id, ',' ORDER BY file_id) FROM work_items \
+                WHERE state = 'done' AND completed_by = 'worker-a'";
+    assert_eq!(psql(&db, done), "file_2,file_4");
+
+    queue::enqueue(&pool, &["file_6", "file_7"]).await.unwrap();
+    let pair = queue::claim(&pool, "worker-c", lease, 2).await.unwrap();
+    let same = [
+        (&pair[0], outcome("raw/same.bin")),
+        (&pair[1], outcome("raw/same.bin")),
+    ];
+    let refused = queue::complete_batch(&pool, &same, |_| panic!("installed"))
+        .await
+        .unwrap();
+    assert_eq!(refused, None);
+    assert_eq!((sha("file_6"), sha("file_7")), (None, None));
+    let alone = queue::complete(&pool, &pair[0], &same[0].1, || Ok(()));
+    assert_eq!(alone.await.unwrap(), Recorded);
 }
 
 /// The budget row's schedule on the database's clock: `burst + 1` at once, then one every

@@ -22,8 +22,8 @@ use serde::Serialize;
 
 pub use postgres::PgIndex;
 pub(crate) use postgres::{
-    file_from_row as pg_file_from_row, record_file_sql as pg_record_file,
-    want_again_sql as pg_want_again,
+    file_from_row as pg_file_from_row, record_completes_sql as pg_record_completes,
+    record_file_sql as pg_record_file, want_again_sql as pg_want_again,
 };
 pub use sqlite::SqliteIndex;
 

@@ -663,6 +663,53 @@ pub(crate) async fn record_file_sql(
     Ok(changed)
 }
 
+/// Record the complete downloads `completes` (a file id and its `FileOutcome::Complete`; any
+/// other outcome is left out) in one statement, as [`record_file_sql`] records each. A path
+/// that another file holds fails the whole statement. Returns how many rows changed.
+pub(crate) async fn record_completes_sql(
+    tx: &Transaction<'_>,
+    completes: &[(&str, &FileOutcome)],
+) -> PgResult<u64> {
+    let mut columns = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for &(id, outcome) in completes {
+        if let FileOutcome::Complete {
+            path,
+            sha256,
+            etag,
+            retries,
+            encrypted,
+        } = outcome
+        {
+            columns.0.push(id);
+            columns.1.push(path.as_str());
+            columns.2.push(sha256.as_str());
+            columns.3.push(etag.as_deref());
+            columns.4.push(i64::from(*retries));
+            columns.5.push(*encrypted);
+        }
+    }
+    let (ids, paths, sha256s, etags, retries, encrypted) = columns;
+    tx.execute(
+        "UPDATE files f SET state = 'complete', reason = NULL, path = n.path, \
+         sha256 = n.sha256, etag = n.etag, retries = n.retries, updated_at = $7, \
+         downloaded_at = $7, encrypted = n.encrypted \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::bool[]) \
+           AS n (id, path, sha256, etag, retries, encrypted) \
+         WHERE f.id = n.id",
+        &[
+            &ids,
+            &paths,
+            &sha256s,
+            &etags,
+            &retries,
+            &encrypted,
+            &now_rfc3339(),
+        ],
+    )
+    .await
+    .map_err(BoxError::from)
+}
+
 /// Each outcome behind a savepoint, so that a refused one is rolled back alone.
 async fn record_files_sql(
     tx: &Transaction<'_>,

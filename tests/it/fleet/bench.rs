@@ -1,6 +1,7 @@
 //! Fleet benchmarks (ignored; `bench/fleet.sh` runs them in a release build and prints
-//! `BENCH` lines): scaling over 1, 2 and 4 workers on a bandwidth-bound workload, and the
-//! shared budget's accuracy with 4 workers. The queue's own rate is `fleet::queue_throughput`.
+//! `BENCH` lines): scaling over 1, 2 and 4 workers on a bandwidth-bound workload, small files
+//! through 1 and 4 workers against one `sync`, and the shared budget's accuracy with 4 workers.
+//! The queue's own rate is `fleet::queue_throughput`.
 
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,71 @@ async fn bench_scaling() {
             workers * 2
         );
     }
+}
+
+/// 10,000 files of 4 KiB from the mock with no budget: one `claudedl sync -j 16`, then 1 and 4
+/// workers (`-j 16` each) on the same files: files/s, and the transactions that completed them.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn bench_small_files() {
+    const FILES: usize = 10_000;
+    let files = account(FILES, 4096);
+    let (api, db) = fleet(files.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let started = Instant::now();
+    let sync = ["sync", "-q", "--data-dir", d, "-j", "16"];
+    let out = unbudgeted(&api, &db).args(sync).output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wall = started.elapsed().as_secs_f64();
+    let mut synced: Vec<String> = crate::support::files_under(&dir.path().join("raw"))
+        .iter()
+        .map(|path| crate::support::sha256_file(path))
+        .collect();
+    synced.sort();
+    assert_eq!(synced, crate::support::expected_hashes(&files));
+    let files_s = FILES as f64 / wall;
+    eprintln!("BENCH small_files sync wall_s={wall:.2} files_s={files_s:.0}");
+    for workers in [1, 4] {
+        let (api, db) = fleet(files.clone()).await;
+        run_ok(&api, &db, &["enqueue", "--page-size", "1000"]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let args = [
+            "worker",
+            "--data-dir",
+            d,
+            "--json",
+            "-j",
+            "16",
+            "--exit-when-empty",
+        ];
+        let started = Instant::now();
+        let running: Vec<Child> = (0..workers)
+            .map(|_| unbudgeted(&api, &db).args(args).spawn().unwrap())
+            .collect();
+        let mut batches = 0;
+        for worker in running {
+            let (status, summary, stderr) = finish(worker).await;
+            assert!(status.success(), "{stderr}");
+            batches += summary["completion_batches"].as_i64().unwrap();
+        }
+        let wall = started.elapsed().as_secs_f64();
+        assert_all_complete(&db, dir.path(), &files);
+        let files_s = FILES as f64 / wall;
+        eprintln!(
+            "BENCH small_files workers={workers} wall_s={wall:.2} files_s={files_s:.0} \
+             completion_transactions={batches}"
+        );
+    }
+}
+
+/// `claudedl` on the fleet's database, paced at a million requests a minute (the tests'
+/// default, 60,000, would be the bound).
+fn unbudgeted(api: &MockApi, db: &TestDb) -> tokio::process::Command {
+    let mut command = claudedl(api, db);
+    command.env("CLAUDEDL_RPM", "1000000");
+    command
 }
 
 /// 4 workers (4 transfers each) share 1,200/min (burst 4) against an API enforcing 1,200/min

@@ -52,11 +52,12 @@ async fn four_workers_finish_10000_items_when_two_are_killed() {
         let mut victim = workers.remove(0);
         killed.push(kill(&db, &mut victim).await);
     }
-    let mut survivors = 0;
+    let (mut survivors, mut batches) = (0, 0);
     for worker in workers {
         let (status, summary, stderr) = finish(worker).await;
         assert!(status.success(), "{stderr}");
         survivors += summary["completed"].as_i64().unwrap();
+        batches += summary["completion_batches"].as_i64().unwrap();
     }
     let elapsed = run.elapsed();
     assert_all_complete(&db, dir.path(), &files);
@@ -90,7 +91,8 @@ async fn four_workers_finish_10000_items_when_two_are_killed() {
     let refetched = fetches.values().filter(|&&n| n > 1).count() as i64;
     eprintln!(
         "{FILES} items: enqueued in {enqueued:.1?}, done in {elapsed:.1?} ({:.0} items/s); \
-         {refetched} fetched twice, {held} leases held by the killed",
+         {refetched} fetched twice, {held} leases held by the killed; the survivors completed \
+         {survivors} in {batches} transactions",
         FILES as f64 / elapsed.as_secs_f64()
     );
     assert!(held > 0, "the killed workers held leases");
