@@ -212,16 +212,9 @@ pub async fn complete(
     if !record_outcome(&tx, claim, outcome).await? {
         return Ok(Completion::PathTaken);
     }
-    let end = tx
-        .prepare_cached(
-            "UPDATE work_items SET state = 'done', done_at = now(), completed_by = worker, \
-             worker = NULL, lease_until = NULL, last_error = NULL, bytes = $2 WHERE id = $1",
-        )
-        .await
-        .map_err(sql("ending an item"))?;
-    tx.execute(&end, &[&claim.item, &bytes])
-        .await
-        .map_err(sql("ending an item"))?;
+    let end = "UPDATE work_items SET state = 'done', done_at = now(), completed_by = worker, \
+        worker = NULL, lease_until = NULL, last_error = NULL, bytes = $2 WHERE id = $1";
+    query_in(&tx, end, &[&claim.item, &bytes], "ending an item").await?;
     install_and_commit(tx, claim, install).await
 }
 
@@ -289,13 +282,7 @@ async fn complete_together(
             .iter()
             .map(|(claim, _)| claim.file.meta.size_bytes as i64)
             .collect();
-        let end = tx
-            .prepare_cached(END_ITEMS)
-            .await
-            .map_err(sql("ending items"))?;
-        tx.execute(&end, &[&items, &bytes])
-            .await
-            .map_err(sql("ending items"))?;
+        query_in(&tx, END_ITEMS, &[&items, &bytes], "ending items").await?;
     }
     install(&completions)?;
     tx.commit().await.map_err(sql("committing completions"))?;
@@ -315,19 +302,10 @@ async fn held_of(
 ) -> Result<HashSet<i64>, FleetError> {
     let items: Vec<i64> = batch.iter().map(|(claim, _)| claim.item).collect();
     let epochs: Vec<i64> = batch.iter().map(|(claim, _)| claim.epoch).collect();
-    let statement = tx
-        .prepare_cached(
-            "SELECT w.id FROM work_items w \
-             JOIN unnest($1::int8[], $2::int8[]) AS c (id, epoch) \
-               ON w.id = c.id AND w.epoch = c.epoch \
-             WHERE w.state = 'leased' ORDER BY w.id FOR UPDATE OF w",
-        )
-        .await
-        .map_err(sql("checking leases"))?;
-    let rows = tx
-        .query(&statement, &[&items, &epochs])
-        .await
-        .map_err(sql("checking leases"))?;
+    let held = "SELECT w.id FROM work_items w \
+        JOIN unnest($1::int8[], $2::int8[]) AS c (id, epoch) ON w.id = c.id AND w.epoch = c.epoch \
+        WHERE w.state = 'leased' ORDER BY w.id FOR UPDATE OF w";
+    let rows = query_in(tx, held, &[&items, &epochs], "checking leases").await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
@@ -343,17 +321,9 @@ async fn paths_taken(
             paths.push(path.as_str());
         }
     }
-    let statement = tx
-        .prepare_cached(
-            "SELECT n.id FROM unnest($1::text[], $2::text[]) AS n (id, path) \
-             JOIN files f ON f.path = n.path AND f.id <> n.id",
-        )
-        .await
-        .map_err(sql("checking paths"))?;
-    let rows = tx
-        .query(&statement, &[&ids, &paths])
-        .await
-        .map_err(sql("checking paths"))?;
+    let taken = "SELECT n.id FROM unnest($1::text[], $2::text[]) AS n (id, path) \
+        JOIN files f ON f.path = n.path AND f.id <> n.id";
+    let rows = query_in(tx, taken, &[&ids, &paths], "checking paths").await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
@@ -464,18 +434,21 @@ pub async fn release_all(pool: &Pool, worker: &str) -> Result<u64, FleetError> {
 /// Whether `claim`'s lease still holds, locking its row until the transaction ends (so a sweep
 /// waits for this completion rather than racing it).
 async fn holds(tx: &deadpool_postgres::Transaction<'_>, claim: &Claim) -> Result<bool, FleetError> {
-    let statement = tx
-        .prepare_cached(
-            "SELECT 1 FROM work_items WHERE id = $1 AND epoch = $2 AND state = 'leased' \
-             FOR UPDATE",
-        )
-        .await
-        .map_err(sql("checking a lease"))?;
-    let row = tx
-        .query_opt(&statement, &[&claim.item, &claim.epoch])
-        .await
-        .map_err(sql("checking a lease"))?;
-    Ok(row.is_some())
+    let held = "SELECT 1 FROM work_items WHERE id = $1 AND epoch = $2 AND state = 'leased' \
+        FOR UPDATE";
+    let rows = query_in(tx, held, &[&claim.item, &claim.epoch], "checking a lease").await?;
+    Ok(!rows.is_empty())
+}
+
+/// Run `statement` in `tx`, prepared once a pooled connection; `action` names it in an error.
+async fn query_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    statement: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    action: &'static str,
+) -> Result<Vec<Row>, FleetError> {
+    let prepared = tx.prepare_cached(statement).await.map_err(sql(action))?;
+    tx.query(&prepared, params).await.map_err(sql(action))
 }
 
 /// Register `worker` (its host and process id) for `fleet status`.
