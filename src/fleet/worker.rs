@@ -38,8 +38,8 @@ const BATCHES_AT_ONCE: usize = 2;
 
 /// Items a worker holds (leased) per transfer it runs at once (`-j`): besides the transfers,
 /// the small files whose bodies wait for their group commit, and the downloads waiting for
-/// their completion's transaction.
-const HELD_PER_TRANSFER: usize = 8;
+/// their completion's transaction. 8 bound a worker's small files (docs/fleet.md, session 13).
+const HELD_PER_TRANSFER: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
