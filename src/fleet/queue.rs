@@ -250,10 +250,14 @@ async fn complete_together(
     let taken = paths_taken(&tx, batch).await?;
     let completions: Vec<Completion> = batch
         .iter()
-        .map(|(claim, _)| match () {
-            () if !held.contains(&claim.item) => Completion::LeaseLost,
-            () if taken.contains(&claim.file.meta.id) => Completion::PathTaken,
-            () => Completion::Recorded,
+        .map(|(claim, _)| {
+            if !held.contains(&claim.item) {
+                Completion::LeaseLost
+            } else if taken.contains(&claim.file.meta.id) {
+                Completion::PathTaken
+            } else {
+                Completion::Recorded
+            }
         })
         .collect();
     let recorded: Vec<&(&Claim, FileOutcome)> = batch

@@ -2,8 +2,10 @@
 //! into the item's staging file (`tmp/fleet/ITEM`, its `.part` and resume state beside it), and
 //! complete it in one transaction that checks the claim's epoch before recording it in the index
 //! and renaming the file into place. Completions run on tasks of their own (each on a pooled
-//! connection) while the worker goes on claiming and downloading; an item counts against the
-//! worker's `-j` from its claim to the end of its completion. A heartbeat extends the leases
+//! connection) while the worker goes on claiming and downloading; the whole files that land
+//! while one commits are completed together in the next (one transaction, one directory
+//! `fsync`). `-j` bounds the transfers in flight (a small file's until its body is written);
+//! small files are claimed in chunks, ahead of the free slots. A heartbeat extends the leases
 //! and sweeps expired ones back to the queue; a transfer whose lease the heartbeat no longer
 //! finds (expired and claimed by another) is abandoned at once rather than finished for nothing.
 //!
@@ -28,6 +30,7 @@ use super::objects::Objects;
 use super::queue::{self, Claim, Completion};
 use super::{FleetError, backoff, segment};
 use crate::engine::{Silent, TransferError, TransferReport, TransferSpec};
+use crate::store::atomic::{parent_dir, rename_durable, sync_dir};
 use crate::store::index::FileOutcome;
 use crate::sync::files::{UsualPaths, outcome_of, relative, spec_for};
 use crate::sync::{Sync, SyncOptions};
@@ -465,7 +468,7 @@ impl Ready {
         summary: &mut WorkerSummary,
     ) -> Result<usize, FleetError> {
         let claims = queue::claim(pool, worker, options.lease, room as i64).await?;
-        let claimed = (Instant::now(), claims.len());
+        let (claimed_at, claimed) = (Instant::now(), claims.len());
         let specs = tokio::task::block_in_place(|| {
             let files: Vec<_> = claims.iter().map(|claim| claim.file.clone()).collect();
             let mut usual = UsualPaths::of(sync, sync_options, &files)?;
@@ -484,12 +487,12 @@ impl Ready {
             });
         for (claim, spec) in claims.into_iter().zip(specs) {
             match spec {
-                Ok(spec) => self.items.push_back((claimed.0, claim, spec)),
+                Ok(spec) => self.items.push_back((claimed_at, claim, spec)),
                 // Both names are held by other files: nothing to download, ever.
                 Err(reason) => _ = give_up(pool, &claim, &reason, summary).await?,
             }
         }
-        Ok(claimed.1)
+        Ok(claimed)
     }
 
     /// Drop the items claimed before the last heartbeat that it did not find held (their
@@ -757,10 +760,8 @@ pub(super) async fn give_up(
 /// Rename the staged download into place (the parent made if needed), then make the rename
 /// durable.
 pub(super) fn install(staged: &Path, output: &Path) -> std::io::Result<()> {
-    let parent = output.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    std::fs::rename(staged, output)?;
-    std::fs::File::open(parent)?.sync_all()
+    std::fs::create_dir_all(parent_dir(output))?;
+    rename_durable(staged, output)
 }
 
 /// [`install`] for many: each renamed into place, then each directory made durable once.
@@ -771,15 +772,14 @@ fn install_all<'a>(flights: impl Iterator<Item = &'a Flight>) -> Result<(), Flee
             id: flight.claim.file.meta.id.clone(),
             source,
         };
-        let parent = flight.output.parent().unwrap_or(Path::new("."));
+        let parent = parent_dir(&flight.output);
         if parents.insert(parent) {
             std::fs::create_dir_all(parent).map_err(failed)?;
         }
         std::fs::rename(&flight.staged, &flight.output).map_err(failed)?;
     }
     for parent in parents {
-        let synced = std::fs::File::open(parent).and_then(|dir| dir.sync_all());
-        synced.map_err(|source| FleetError::Install {
+        sync_dir(parent).map_err(|source| FleetError::Install {
             id: parent.display().to_string(),
             source,
         })?;

@@ -621,29 +621,7 @@ pub(crate) async fn record_file_sql(
             )
             .await?
         }
-        FileOutcome::Complete {
-            path,
-            sha256,
-            etag,
-            retries,
-            encrypted,
-        } => {
-            tx.execute(
-                "UPDATE files SET state = 'complete', reason = NULL, path = $2, sha256 = $3, \
-                 etag = $4, retries = $5, updated_at = $6, downloaded_at = $6, encrypted = $7 \
-                 WHERE id = $1",
-                &[
-                    &id,
-                    path,
-                    sha256,
-                    etag,
-                    &i64::from(*retries),
-                    &now,
-                    encrypted,
-                ],
-            )
-            .await?
-        }
+        FileOutcome::Complete { .. } => record_completes_sql(tx, &[(id, outcome)]).await?,
         FileOutcome::Skipped { reason } => {
             tx.execute(
                 "UPDATE files SET state = 'skipped', reason = $2, updated_at = $3 WHERE id = $1",
@@ -664,8 +642,8 @@ pub(crate) async fn record_file_sql(
 }
 
 /// Record the complete downloads `completes` (a file id and its `FileOutcome::Complete`; any
-/// other outcome is left out) in one statement, as [`record_file_sql`] records each. A path
-/// that another file holds fails the whole statement. Returns how many rows changed.
+/// other outcome is left out) in one statement ([`record_file_sql`] records one this way). A
+/// path that another file holds fails the whole statement. Returns how many rows changed.
 pub(crate) async fn record_completes_sql(
     tx: &Transaction<'_>,
     completes: &[(&str, &FileOutcome)],

@@ -61,18 +61,21 @@ async fn bench_small_files() {
     let files = account(FILES, 4096);
     let (api, db) = fleet(files.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
+    let data = dir.path().join("data");
     let started = Instant::now();
-    let sync = ["sync", "-q", "--data-dir", d, "-j", "16"];
+    let sync = [
+        "sync",
+        "-q",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "-j",
+        "16",
+    ];
     let out = unbudgeted(&api, &db).args(sync).output().await.unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let wall = started.elapsed().as_secs_f64();
-    let mut synced: Vec<String> = crate::support::files_under(&dir.path().join("raw"))
-        .iter()
-        .map(|path| crate::support::sha256_file(path))
-        .collect();
-    synced.sort();
-    assert_eq!(synced, crate::support::expected_hashes(&files));
+    use crate::support::{expected_hashes, synced_hashes};
+    assert_eq!(synced_hashes(&dir), expected_hashes(&files));
     let files_s = FILES as f64 / wall;
     eprintln!("BENCH small_files sync wall_s={wall:.2} files_s={files_s:.0}");
     for workers in [1, 4] {
