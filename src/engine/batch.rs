@@ -47,51 +47,149 @@ impl Engine {
     /// its transfer ends: the caller plans more specs and records results while the others
     /// run. The caller tells the reporter what it queues. The results close after the feed
     /// closes and the last transfer ends.
+    ///
+    /// The files at once are shared out among lanes ([`lanes_for`]), each a thread with a
+    /// runtime of its own that takes the next spec fed whenever one of its slots frees: a
+    /// transfer's requests, its connection and its group commit never change thread.
     pub fn download_each(
         &self,
-        mut fed: mpsc::Receiver<(usize, TransferSpec)>,
+        fed: mpsc::Receiver<(usize, TransferSpec)>,
         files_at_once: usize,
         reporter: Arc<dyn Reporter>,
     ) -> mpsc::UnboundedReceiver<Landed> {
-        let slots = Arc::new(Semaphore::new(files_at_once.max(1)));
         let (send, receive) = mpsc::unbounded_channel();
-        let engine = self.clone();
+        let fed = Arc::new(tokio::sync::Mutex::new(fed));
         let seen = Arc::new(DirsSeen::default());
-        // A transfer's task is spawned once it has its slot: the tasks alive are those in
-        // flight (and small files waiting for their group), whatever the number of specs.
-        tokio::spawn(async move {
-            let mut set = JoinSet::new();
-            let (mut more, mut slot) = (true, None);
-            loop {
-                tokio::select! {
-                    biased;
-                    Some(joined) = set.join_next() => {
-                        // A receiver gone (its caller failed) leaves the rest to finish unheard.
-                        let _ = send.send(joined.expect("a transfer task panicked"));
-                    }
-                    free = Arc::clone(&slots).acquire_owned(), if more && slot.is_none() => {
-                        slot = Some(free.expect("the semaphore is never closed"));
-                    }
-                    next = fed.recv(), if more && slot.is_some() => {
-                        let Some((id, spec)) = next else {
-                            more = false;
-                            continue;
-                        };
-                        let (engine, reporter) = (engine.clone(), Arc::clone(&reporter));
-                        let batch = InBatch {
-                            slot: slot.take().expect("a spec is taken with a slot"),
-                            seen: Some(Arc::clone(&seen)),
-                        };
-                        set.spawn(async move {
-                            let result = engine.download_in(id, &spec, reporter, Some(batch)).await;
-                            (id, result)
-                        });
-                    }
-                    else => break,
-                }
+        let engines = self.lanes(lanes_for(files_at_once));
+        let lanes = engines.len();
+        for (at, engine) in engines.into_iter().enumerate() {
+            let lane = Lane {
+                engine,
+                fed: Arc::clone(&fed),
+                slots: share_of(files_at_once, lanes, at),
+                reporter: Arc::clone(&reporter),
+                seen: Arc::clone(&seen),
+                send: send.clone(),
+            };
+            if lanes == 1 {
+                tokio::spawn(lane.run());
+            } else {
+                lane.start(at);
             }
-        });
+        }
         receive
+    }
+
+    /// One engine for each of `lanes`; just this one when there is one lane, or when a
+    /// lane's client cannot be built.
+    fn lanes(&self, lanes: usize) -> Vec<Engine> {
+        if lanes <= 1 {
+            return vec![self.clone()];
+        }
+        match (0..lanes).map(|_| self.for_lane(lanes)).collect() {
+            Ok(engines) => engines,
+            Err(error) => {
+                tracing::warn!(%error, "a batch runs in one lane: a lane's HTTP client failed");
+                vec![self.clone()]
+            }
+        }
+    }
+}
+
+/// The most lanes a batch runs in.
+const MAX_LANES: usize = 8;
+/// The fewest files at once a lane has (more lanes would each hold too few transfers to keep
+/// their runtime busy).
+const MIN_SLOTS_PER_LANE: usize = 4;
+
+/// How many lanes a batch of `files_at_once` runs in: one per core (a runtime per core keeps
+/// a file's request, body and commit on one thread; get -i of 10,000 small files: 4–13 %
+/// faster than one runtime for all, docs/benchmarks-small.md, session 14).
+fn lanes_for(files_at_once: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    cores
+        .min(MAX_LANES)
+        .min(files_at_once / MIN_SLOTS_PER_LANE)
+        .max(1)
+}
+
+/// Lane `at`'s share of `files_at_once` among `lanes`.
+fn share_of(files_at_once: usize, lanes: usize, at: usize) -> usize {
+    (files_at_once / lanes + usize::from(at < files_at_once % lanes)).max(1)
+}
+
+/// A share of a batch's files at once, and the transfers it runs.
+struct Lane {
+    engine: Engine,
+    /// The batch's one feed, shared by its lanes.
+    fed: Arc<tokio::sync::Mutex<mpsc::Receiver<(usize, TransferSpec)>>>,
+    slots: usize,
+    reporter: Arc<dyn Reporter>,
+    seen: Arc<DirsSeen>,
+    send: mpsc::UnboundedSender<Landed>,
+}
+
+impl Lane {
+    /// Run on a thread of its own with a current-thread runtime; where either cannot be had,
+    /// as a task of the caller's runtime.
+    fn start(self, at: usize) {
+        let lane = Arc::new(Mutex::new(Some(self)));
+        let taken = Arc::clone(&lane);
+        let started = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|runtime| {
+                std::thread::Builder::new()
+                    .name(format!("claudedl-lane-{at}"))
+                    .spawn(move || {
+                        let lane = taken.lock().unwrap().take();
+                        if let Some(lane) = lane {
+                            runtime.block_on(lane.run());
+                        }
+                    })
+            });
+        if let Err(error) = started {
+            tracing::warn!(%error, lane = at, "a lane runs on the caller's runtime");
+            if let Some(lane) = lane.lock().unwrap().take() {
+                tokio::spawn(lane.run());
+            }
+        }
+    }
+
+    /// A transfer's task is spawned once it has its slot: the tasks alive are those in flight
+    /// (and small files waiting for their group), whatever the number of specs.
+    async fn run(self) {
+        let slots = Arc::new(Semaphore::new(self.slots));
+        let mut set = JoinSet::new();
+        let (mut more, mut slot) = (true, None);
+        loop {
+            tokio::select! {
+                biased;
+                Some(joined) = set.join_next() => {
+                    // A receiver gone (its caller failed) leaves the rest to finish unheard.
+                    let _ = self.send.send(joined.expect("a transfer task panicked"));
+                }
+                free = Arc::clone(&slots).acquire_owned(), if more && slot.is_none() => {
+                    slot = Some(free.expect("the semaphore is never closed"));
+                }
+                next = async { self.fed.lock().await.recv().await }, if more && slot.is_some() => {
+                    let Some((id, spec)) = next else {
+                        more = false;
+                        continue;
+                    };
+                    let (engine, reporter) = (self.engine.clone(), Arc::clone(&self.reporter));
+                    let batch = InBatch {
+                        slot: slot.take().expect("a spec is taken with a slot"),
+                        seen: Some(Arc::clone(&self.seen)),
+                    };
+                    set.spawn(async move {
+                        let result = engine.download_in(id, &spec, reporter, Some(batch)).await;
+                        (id, result)
+                    });
+                }
+                else => break,
+            }
+        }
     }
 }
 
@@ -179,4 +277,33 @@ fn listing_of(dir: &Path) -> Option<Listing> {
         }
     }
     Some(listing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lanes_share_the_files_at_once_out_evenly() {
+        for files_at_once in 1..=64 {
+            for lanes in 1..=MAX_LANES.min(files_at_once) {
+                let shares: Vec<usize> = (0..lanes)
+                    .map(|at| share_of(files_at_once, lanes, at))
+                    .collect();
+                assert_eq!(shares.iter().sum::<usize>(), files_at_once);
+                let (least, most) = (shares.iter().min(), shares.iter().max());
+                assert!(most.unwrap() - least.unwrap() <= 1, "{shares:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_lane_keeps_at_least_four_files_at_once_and_there_is_one_per_core_at_most() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(lanes_for(1), 1);
+        assert_eq!(lanes_for(7), 1);
+        assert_eq!(lanes_for(8), cores.min(2));
+        assert_eq!(lanes_for(16), cores.min(4));
+        assert_eq!(lanes_for(256), cores.min(MAX_LANES));
+    }
 }

@@ -84,13 +84,14 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Start the committing task (within a tokio runtime).
-    pub fn start() -> Committer {
+    /// Start the committing task (within a tokio runtime), for one of `committers` that run at
+    /// once (one per lane of a batch: `super::batch`), which share the open files.
+    pub fn start(committers: usize) -> Committer {
         let (queue, receive) = mpsc::unbounded_channel();
         tokio::spawn(run(receive));
         Committer {
             queue,
-            room: Arc::new(Semaphore::new(reserve_open_files())),
+            room: Arc::new(Semaphore::new(waiting_share(committers))),
             ahead: Arc::default(),
         }
     }
@@ -163,6 +164,14 @@ pub fn reserve_open_files() -> usize {
         grow_fd_table(waiting + FDS_KEPT as usize + AHEAD);
         waiting
     })
+}
+
+/// The staged files one of `committers` may keep waiting: each also makes [`AHEAD`] files
+/// ahead, all of them within what [`reserve_open_files`] keeps.
+fn waiting_share(committers: usize) -> usize {
+    let committers = committers.max(1);
+    let waiting = reserve_open_files().saturating_sub((committers - 1) * AHEAD);
+    (waiting / committers).max(1)
 }
 
 /// Grow the table of open files to `fds` entries: a descriptor duplicated near the top, then
@@ -401,7 +410,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn files_land_whole_under_their_names_and_no_temporary_is_left() {
         let dir = tempfile::tempdir().unwrap();
-        let committer = Arc::new(Committer::start());
+        let committer = Arc::new(Committer::start(1));
         let files = (0..200u8)
             .map(|i| {
                 let output = dir.path().join(format!("f{i}"));
@@ -426,7 +435,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("f");
         std::fs::write(&output, b"the previous, longer content").unwrap();
-        let committer = Arc::new(Committer::start());
+        let committer = Arc::new(Committer::start(1));
         commit_all(&committer, vec![(output.clone(), b"new".to_vec())]).await;
         assert_eq!(std::fs::read(&output).unwrap(), b"new");
         assert_eq!(

@@ -238,6 +238,9 @@ pub struct Engine {
     cancel: CancellationToken,
     /// The group committer of small files, started with the first one.
     committer: Arc<std::sync::OnceLock<commit::Committer>>,
+    /// How many engines share the process's open files for their group commits (more than
+    /// one: the lanes of a batch).
+    committers: usize,
 }
 
 impl Engine {
@@ -249,6 +252,7 @@ impl Engine {
             connections,
             cancel: CancellationToken::new(),
             committer: Arc::default(),
+            committers: 1,
         }
     }
 
@@ -265,7 +269,20 @@ impl Engine {
     }
 
     fn committer(&self) -> &commit::Committer {
-        self.committer.get_or_init(commit::Committer::start)
+        self.committer
+            .get_or_init(|| commit::Committer::start(self.committers))
+    }
+
+    /// This engine for one of `lanes` (`batch`), each on a runtime of its own: its own HTTP
+    /// client (a pooled connection belongs to the runtime that opened it) and group committer;
+    /// the same governor, connection cap, settings and cancellation.
+    fn for_lane(&self, lanes: usize) -> Result<Engine, crate::http::HttpError> {
+        Ok(Engine {
+            client: self.client.for_lane()?,
+            committer: Arc::default(),
+            committers: lanes,
+            ..self.clone()
+        })
     }
 
     /// Download one file; `id` identifies it to the reporter.

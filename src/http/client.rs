@@ -65,6 +65,8 @@ pub struct HttpClient {
     api: Arc<ApiClientSlot>,
     governor: Arc<Governor>,
     location_trusted: bool,
+    /// Whether `inner` may speak HTTP/2.
+    http2: bool,
 }
 
 #[derive(Debug)]
@@ -119,6 +121,16 @@ impl HttpClient {
             api: Arc::new(api),
             governor: Governor::new(config.governor.clone()),
             location_trusted: config.location_trusted,
+            http2: config.bulk_http2,
+        })
+    }
+
+    /// The same client (one governor, one budget, the same settings) with connections of its
+    /// own, for another runtime: a pooled connection is driven by the runtime that opened it.
+    pub fn for_lane(&self) -> Result<HttpClient, HttpError> {
+        Ok(HttpClient {
+            inner: build(&self.api.config, self.http2)?,
+            ..self.clone()
         })
     }
 
@@ -133,6 +145,7 @@ impl HttpClient {
         };
         Ok(HttpClient {
             inner: api.clone(),
+            http2: true,
             ..self.clone()
         })
     }

@@ -1,6 +1,8 @@
 //! Downloads from a real nginx: parallel ranges, resume with If-Range, a file that changed.
 
-use claudedl::engine::TransferStatus;
+use std::sync::{Arc, Mutex};
+
+use claudedl::engine::{Reporter, TransferError, TransferReport, TransferStatus};
 use claudedl::store::{ResumeState, StatePaths};
 
 use crate::support::nginx::Nginx;
@@ -174,6 +176,62 @@ async fn many_small_files_take_one_request_each() {
         assert_eq!(report.sha256.as_deref(), Some(sha256(&files[i]).as_str()));
     }
     assert_eq!(nginx.log().len(), files.len());
+}
+
+/// Records the thread each transfer ended on.
+#[derive(Default)]
+struct ThreadsSeen(Mutex<Vec<Option<String>>>);
+
+impl Reporter for ThreadsSeen {
+    fn finished(&self, _id: usize, _result: &Result<TransferReport, TransferError>) {
+        let name = std::thread::current().name().map(str::to_owned);
+        self.0.lock().unwrap().push(name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_runs_in_one_lane_per_core_each_on_a_thread_of_its_own() {
+    let nginx = Nginx::start();
+    let files: Vec<Vec<u8>> = (0..64).map(|i| data(2048, 100 + i as u64)).collect();
+    let out = tempfile::tempdir().unwrap();
+    let specs = files
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            nginx.put(&format!("l{i}.bin"), bytes);
+            spec(
+                &nginx.url(&format!("l{i}.bin")),
+                &out.path().join(format!("l{i}.bin")),
+            )
+        })
+        .collect();
+    let threads = Arc::new(ThreadsSeen::default());
+
+    let results = engine(test_config(8))
+        .download_all(specs, 16, threads.clone())
+        .await;
+
+    for (i, result) in results.iter().enumerate() {
+        let report = result.as_ref().unwrap();
+        assert_eq!(report.sha256.as_deref(), Some(sha256(&files[i]).as_str()));
+    }
+    assert_eq!(nginx.log().len(), files.len(), "one request a file");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let seen = threads.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), files.len());
+    if cores == 1 {
+        return; // one lane, on the caller's runtime
+    }
+    let lanes: std::collections::BTreeSet<String> = seen
+        .into_iter()
+        .map(|name| name.expect("a lane's thread has a name"))
+        .collect();
+    assert!(
+        lanes.iter().all(|name| name.starts_with("claudedl-lane-")),
+        "every transfer ran on a lane's thread: {lanes:?}"
+    );
+    // 16 files at once: one lane per core, at most 4 (each keeps at least 4 files at once).
+    assert_eq!(lanes.len(), cores.min(4), "{lanes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
