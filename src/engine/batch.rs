@@ -1,5 +1,8 @@
 //! Many files at once: up to `files_at_once` transfers run together, all drawing connections
-//! from the engine's one cap and reusing the one client's pooled connections.
+//! from the engine's one cap. They run in lanes, one per core: each lane a thread with a
+//! current-thread runtime, its own pooled connections and its own group committer, so that a
+//! small file's request, body and commit stay on one thread (on one multi-thread runtime they
+//! hop between workers, a wake-up of another CPU each time).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;

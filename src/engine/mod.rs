@@ -8,7 +8,7 @@
 //! - [`ledger`]: what is written, checkpointed and hashed; `window`: the content written ahead
 //!   of the hashed prefix, kept in memory for the hasher;
 //! - `writer`: the `.part` as is, or sealed into an age file when encrypting;
-//! - `transfer`: one file from probe to rename; `batch`: many files at once;
+//! - `transfer`: one file from probe to rename; `batch`: many files at once, in a lane per core;
 //! - `commit`: small files (fetched whole in one request) written and made durable in groups.
 //!
 //! The engine never prints: it tells a [`Reporter`].
