@@ -51,9 +51,9 @@ impl Engine {
     /// run. The caller tells the reporter what it queues. The results close after the feed
     /// closes and the last transfer ends.
     ///
-    /// The files at once are shared out among lanes ([`lanes_for`]), each a thread with a
-    /// runtime of its own that takes the next spec fed whenever one of its slots frees: a
-    /// transfer's requests, its connection and its group commit never change thread.
+    /// The files at once are shared out among lanes (one per core, `lanes_for`), each a
+    /// thread with a runtime of its own that takes the next spec fed whenever one of its slots
+    /// frees: a transfer's requests, its connection and its group commit never change thread.
     pub fn download_each(
         &self,
         fed: mpsc::Receiver<(usize, TransferSpec)>,
