@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use claudedl::engine::{Reporter, TransferError, TransferReport, TransferStatus};
+use claudedl::engine::{Reporter, TransferError, TransferReport, TransferSpec, TransferStatus};
 use claudedl::store::{ResumeState, StatePaths};
 
 use crate::support::nginx::Nginx;
@@ -155,27 +155,36 @@ async fn many_small_files_take_one_request_each() {
         .map(|i| data(4096 + i * 100, 10 + i as u64))
         .collect();
     let out = tempfile::tempdir().unwrap();
-    let specs = files
-        .iter()
-        .enumerate()
-        .map(|(i, bytes)| {
-            nginx.put(&format!("s{i}.bin"), bytes);
-            spec(
-                &nginx.url(&format!("s{i}.bin")),
-                &out.path().join(format!("s{i}.bin")),
-            )
-        })
-        .collect();
+    let specs = served(&nginx, &files, out.path());
 
     let results = engine(test_config(8))
         .download_all(specs, 4, Recorder::new())
         .await;
 
-    for (i, result) in results.iter().enumerate() {
-        let report = result.as_ref().unwrap();
-        assert_eq!(report.sha256.as_deref(), Some(sha256(&files[i]).as_str()));
-    }
+    assert_hashes(&results, &files);
     assert_eq!(nginx.log().len(), files.len());
+}
+
+/// Serve each of `files` as `fN.bin`; a spec for each into `dir`.
+fn served(nginx: &Nginx, files: &[Vec<u8>], dir: &std::path::Path) -> Vec<TransferSpec> {
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let name = format!("f{i}.bin");
+            nginx.put(&name, bytes);
+            spec(&nginx.url(&name), &dir.join(&name))
+        })
+        .collect()
+}
+
+/// Every transfer succeeded with the hash of its file.
+fn assert_hashes(results: &[Result<TransferReport, TransferError>], files: &[Vec<u8>]) {
+    assert_eq!(results.len(), files.len());
+    for (result, bytes) in results.iter().zip(files) {
+        let report = result.as_ref().unwrap();
+        assert_eq!(report.sha256.as_deref(), Some(sha256(bytes).as_str()));
+    }
 }
 
 /// Records the thread each transfer ended on.
@@ -194,27 +203,14 @@ async fn a_batch_runs_in_one_lane_per_core_each_on_a_thread_of_its_own() {
     let nginx = Nginx::start();
     let files: Vec<Vec<u8>> = (0..64).map(|i| data(2048, 100 + i as u64)).collect();
     let out = tempfile::tempdir().unwrap();
-    let specs = files
-        .iter()
-        .enumerate()
-        .map(|(i, bytes)| {
-            nginx.put(&format!("l{i}.bin"), bytes);
-            spec(
-                &nginx.url(&format!("l{i}.bin")),
-                &out.path().join(format!("l{i}.bin")),
-            )
-        })
-        .collect();
+    let specs = served(&nginx, &files, out.path());
     let threads = Arc::new(ThreadsSeen::default());
 
     let results = engine(test_config(8))
         .download_all(specs, 16, threads.clone())
         .await;
 
-    for (i, result) in results.iter().enumerate() {
-        let report = result.as_ref().unwrap();
-        assert_eq!(report.sha256.as_deref(), Some(sha256(&files[i]).as_str()));
-    }
+    assert_hashes(&results, &files);
     assert_eq!(nginx.log().len(), files.len(), "one request a file");
     let cores = std::thread::available_parallelism().unwrap().get();
     let seen = threads.0.lock().unwrap().clone();
