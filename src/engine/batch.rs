@@ -106,7 +106,7 @@ const MAX_LANES: usize = 8;
 const MIN_SLOTS_PER_LANE: usize = 4;
 
 /// How many lanes a batch of `files_at_once` runs in: one per core (a runtime per core keeps
-/// a file's request, body and commit on one thread; get -i of 10,000 small files: 4–13 %
+/// a file's request, body and commit on one thread; get -i of 10,000 small files: ~8 %
 /// faster than one runtime for all, docs/benchmarks-small.md, session 14).
 fn lanes_for(files_at_once: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
@@ -136,22 +136,27 @@ impl Lane {
     /// Run on a thread of its own with a current-thread runtime; where either cannot be had,
     /// as a task of the caller's runtime.
     fn start(self, at: usize) {
+        let caller = tokio::runtime::Handle::current();
         let lane = Arc::new(Mutex::new(Some(self)));
         let taken = Arc::clone(&lane);
-        let started = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .and_then(|runtime| {
-                std::thread::Builder::new()
-                    .name(format!("claudedl-lane-{at}"))
-                    .spawn(move || {
-                        let lane = taken.lock().unwrap().take();
-                        if let Some(lane) = lane {
-                            runtime.block_on(lane.run());
-                        }
-                    })
+        let spawned = std::thread::Builder::new()
+            .name(format!("claudedl-lane-{at}"))
+            .spawn(move || {
+                let Some(lane) = taken.lock().unwrap().take() else {
+                    return;
+                };
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(lane.run()),
+                    Err(error) => {
+                        tracing::warn!(%error, lane = at, "a lane runs on the caller's runtime");
+                        caller.spawn(lane.run());
+                    }
+                }
             });
-        if let Err(error) = started {
+        if let Err(error) = spawned {
             tracing::warn!(%error, lane = at, "a lane runs on the caller's runtime");
             if let Some(lane) = lane.lock().unwrap().take() {
                 tokio::spawn(lane.run());
