@@ -239,8 +239,8 @@ async fn work(
             );
         }
         completions.start_batch(pool, &root);
-        let dry = dry_until.is_some_and(|until| tokio::time::Instant::now() < until);
-        let holding = running.len() + completions.len() + ready.len();
+        let dry = is_dry(dry_until);
+        let holding = items_held(&running, &completions, &ready);
         let wanted = ready.wanted(slots.available_permits(), options.jobs);
         let room = wanted.min(most_held.saturating_sub(holding));
         if deadline.is_none() && !dry && room > 0 && (ready.is_empty() || room >= options.jobs) {
@@ -272,8 +272,11 @@ async fn work(
             }
             continue;
         }
-        let holding = running.len() + completions.len() + ready.len();
-        let dry = dry_until.is_some_and(|until| tokio::time::Instant::now() < until);
+        // Claims and starts above changed both.
+        let (holding, dry) = (
+            items_held(&running, &completions, &ready),
+            is_dry(dry_until),
+        );
         let wants_work = deadline.is_none() && holding < most_held;
         let wants_slot = (wants_work && !dry) || (deadline.is_none() && !ready.is_empty());
         let stopping = sync.engine.cancel_token().is_cancelled();
@@ -312,6 +315,16 @@ async fn work(
             }
         }
     }
+}
+
+/// The items a worker holds (leased): transfers running, completions, claims not started.
+fn items_held(running: &JoinSet<Landed>, completions: &Completions, ready: &Ready) -> usize {
+    running.len() + completions.len() + ready.len()
+}
+
+/// Whether the queue had too few items at the last claim for another claim yet.
+fn is_dry(dry_until: Option<tokio::time::Instant>) -> bool {
+    dry_until.is_some_and(|until| tokio::time::Instant::now() < until)
 }
 
 /// Whole files' completions. A failed transfer's, and a file's stored in object storage,
