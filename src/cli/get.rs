@@ -169,17 +169,28 @@ impl UrlList {
     }
 
     /// Every URL checked before anything is fetched: their number, and whether one is on the
-    /// origin of `api`.
+    /// origin of `api`. The downloads wait for it, so the list is checked in chunks, each
+    /// shared among the cores (URL parsing is most of its time: ~0.6 µs a URL).
     fn survey(&self, api: Option<&ApiConfig>) -> anyhow::Result<Survey> {
         let api_origin = api.map(|api| api.base_url.origin());
         let mut survey = Survey {
             count: 0,
             on_api: false,
         };
-        for url in self.urls()? {
-            let url = url?;
-            survey.count += 1;
-            survey.on_api |= api_origin.as_ref().is_some_and(|o| *o == url.origin());
+        let mut lines = self.lines()?;
+        loop {
+            let mut chunk = Vec::with_capacity(SURVEY_CHUNK);
+            let unread = lines
+                .by_ref()
+                .take(SURVEY_CHUNK)
+                .try_for_each(|line| line.map(|line| chunk.push(line)));
+            // A bad URL read before a failed read is the error told.
+            survey.on_api |= on_api(&chunk, api_origin.as_ref())?;
+            survey.count += chunk.len();
+            unread?;
+            if chunk.len() < SURVEY_CHUNK {
+                break;
+            }
         }
         if survey.count == 0 {
             bail!(usage("no URL given: pass URLs or -i FILE"));
@@ -189,6 +200,13 @@ impl UrlList {
 
     /// The URLs in order, each parsed and checked.
     fn urls(&self) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Url>> + '_> {
+        Ok(self
+            .lines()?
+            .map(|line| line.and_then(|line| parse_url(&line))))
+    }
+
+    /// The lines that give URLs, in order, trimmed (blank lines and `#` comments left out).
+    fn lines(&self) -> anyhow::Result<impl Iterator<Item = anyhow::Result<String>> + '_> {
         let listed: Box<dyn Iterator<Item = anyhow::Result<String>>> =
             match (&self.file, &self.stdin) {
                 (Some(file), _) => {
@@ -207,10 +225,53 @@ impl UrlList {
                 .map_or(true, |l| !l.trim().is_empty() && !l.trim().starts_with('#'))
         });
         let given = self.given.iter().map(|line| Ok(line.clone()));
-        Ok(given
-            .chain(listed)
-            .map(|line| line.and_then(|line| parse_url(line.trim()))))
+        Ok(given.chain(listed).map(|line| line.map(trimmed)))
     }
+}
+
+fn trimmed(line: String) -> String {
+    match line.trim() {
+        trim if trim.len() == line.len() => line,
+        trim => trim.to_owned(),
+    }
+}
+
+/// Lines the survey checks at once, shared among the cores.
+const SURVEY_CHUNK: usize = 16 * 1024;
+
+/// Whether one of `lines` is a URL on `api_origin`; the first that is no URL we fetch is the
+/// error. The lines are shared among the cores, each share checked on a thread of its own.
+fn on_api(lines: &[String], api_origin: Option<&url::Origin>) -> anyhow::Result<bool> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let share = lines.len().div_ceil(cores).max(1);
+    let check = |share: &[String]| -> anyhow::Result<bool> {
+        let mut on_api = false;
+        for line in share {
+            let url = parse_url(line)?;
+            on_api |= api_origin.is_some_and(|origin| *origin == url.origin());
+        }
+        Ok(on_api)
+    };
+    std::thread::scope(|scope| {
+        let mut shares = lines.chunks(share);
+        let first = shares.next().unwrap_or_default();
+        // A share whose thread cannot be had is checked here, in turn.
+        let others: Vec<_> = shares
+            .map(|share| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || check(share))
+                    .map_err(|_| share)
+            })
+            .collect();
+        let mut on_api = check(first)?;
+        for other in others {
+            on_api |= match other {
+                Ok(thread) => thread.join().expect("a URL check panicked")?,
+                Err(share) => check(share)?,
+            };
+        }
+        Ok(on_api)
+    })
 }
 
 fn parse_url(line: &str) -> anyhow::Result<Url> {

@@ -275,10 +275,13 @@ impl Engine {
 
     /// This engine for one of `lanes` (`batch`), each on a runtime of its own: its own HTTP
     /// client (a pooled connection belongs to the runtime that opened it) and group committer;
-    /// the same governor, connection cap, settings and cancellation.
+    /// the same governor, connection cap and settings; a child of its cancellation (cancelled
+    /// with it, and waited on by this lane's transfers alone: a file's every wait registers
+    /// with the token, and a token shared by the lanes' threads is a lock they contend for).
     fn for_lane(&self, lanes: usize) -> Result<Engine, crate::http::HttpError> {
         Ok(Engine {
             client: self.client.for_lane()?,
+            cancel: self.cancel.child_token(),
             committer: Arc::default(),
             committers: lanes,
             ..self.clone()

@@ -133,6 +133,47 @@ async fn a_list_file_downloads_every_url_into_the_directory() {
     );
 }
 
+/// The list is checked whole before the first request (in chunks of 16,384 lines, each shared
+/// among the cores): a bad line anywhere stops the run with nothing fetched, and the first bad
+/// line is the one named.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_url_late_in_a_long_list_stops_the_run_before_any_request() {
+    let origin = Origin::start(OriginConfig::new(Bytes::from_static(b"x"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Past two whole chunks, in the last share of the third.
+    let lines = 2 * 16_384 + 1_000;
+    let mut list = String::from("# a comment, then a blank line\n\n");
+    for i in 0..lines {
+        let line = match i {
+            i if i == lines - 2 => "ftp://127.0.0.1/first-bad".to_owned(),
+            i if i == lines - 1 => "not a url".to_owned(),
+            i => format!("  {}  ", origin.url(&format!("/f{i}"))),
+        };
+        list.push_str(&line);
+        list.push('\n');
+    }
+    let list_path = dir.path().join("urls.txt");
+    std::fs::write(&list_path, list).unwrap();
+    let downloads = dir.path().join("downloads");
+
+    let refused = run(&[
+        "get",
+        "-i",
+        list_path.to_str().unwrap(),
+        "-d",
+        downloads.to_str().unwrap(),
+    ])
+    .await;
+
+    let said = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(said.contains("unsupported scheme \"ftp\""), "{said}");
+    assert!(said.contains("first-bad"), "{said}");
+    assert!(!said.contains("not a url"), "{said}");
+    assert_eq!(origin.request_count(), 0);
+    assert!(!downloads.exists());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_codes_tell_usage_errors_from_failures() {
     let no_url = run(&["get"]).await;
