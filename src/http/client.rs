@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -188,8 +189,9 @@ impl HttpClient {
         endpoint: Option<usize>,
         headers: &HeaderMap,
     ) -> Result<Response, HttpError> {
-        let mut current = url.clone();
-        let mut headers = headers.clone();
+        // Owned once a redirect changes them.
+        let mut current = Cow::Borrowed(url);
+        let mut headers = Cow::Borrowed(headers);
         for _ in 0..=MAX_REDIRECTS {
             let halted = |halted: super::Halted| HttpError::Halted {
                 url: redact_url(&current),
@@ -203,9 +205,9 @@ impl HttpClient {
             };
             drop(response);
             if !same_origin(&current, &next) {
-                headers = cross_origin_headers(&headers, self.location_trusted);
+                headers = Cow::Owned(cross_origin_headers(&headers, self.location_trusted));
             }
-            current = next;
+            current = Cow::Owned(next);
         }
         Err(HttpError::TooManyRedirects {
             url: redact_url(url),
@@ -306,7 +308,10 @@ fn build(config: &ClientConfig, http2: bool) -> Result<reqwest::Client, HttpErro
         builder.tls_backend_preconfigured(super::tls::client_config(&config.ca_certificates, http2))
     };
     if !http2 {
-        builder = builder.http1_only();
+        // reqwest's own retries replay only HTTP/2's refusals (GOAWAY, REFUSED_STREAM), and
+        // its default policy copies every request to be ready for one: none over HTTP/1.1.
+        let no_replays = reqwest::retry::never().max_retries_per_request(0);
+        builder = builder.http1_only().retry(no_replays);
     }
     if let Some(proxy) = &config.proxy {
         builder = builder.proxy(reqwest::Proxy::all(proxy.as_str()).map_err(HttpError::Build)?);
