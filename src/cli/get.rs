@@ -185,7 +185,7 @@ impl UrlList {
                 .take(SURVEY_CHUNK)
                 .try_for_each(|line| line.map(|line| chunk.push(line)));
             // A bad URL read before a failed read is the error told.
-            survey.on_api |= on_api(&chunk, api_origin.as_ref())?;
+            survey.on_api |= check_chunk(&chunk, api_origin.as_ref())?;
             survey.count += chunk.len();
             unread?;
             if chunk.len() < SURVEY_CHUNK {
@@ -229,6 +229,7 @@ impl UrlList {
     }
 }
 
+/// `line` without the blanks around it (the same string when it has none).
 fn trimmed(line: String) -> String {
     match line.trim() {
         trim if trim.len() == line.len() => line,
@@ -239,9 +240,9 @@ fn trimmed(line: String) -> String {
 /// Lines the survey checks at once, shared among the cores.
 const SURVEY_CHUNK: usize = 16 * 1024;
 
-/// Whether one of `lines` is a URL on `api_origin`; the first that is no URL we fetch is the
-/// error. The lines are shared among the cores, each share checked on a thread of its own.
-fn on_api(lines: &[String], api_origin: Option<&url::Origin>) -> anyhow::Result<bool> {
+/// Check each of `lines` (the first that is no URL we fetch is the error), shared among the
+/// cores, each share on a thread of its own; whether one of them is on `api_origin`.
+fn check_chunk(lines: &[String], api_origin: Option<&url::Origin>) -> anyhow::Result<bool> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let share = lines.len().div_ceil(cores).max(1);
     let check = |share: &[String]| -> anyhow::Result<bool> {
