@@ -321,3 +321,57 @@ async fn ctrl_c_saves_state_and_exits_130() {
     assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun.stderr));
     assert_eq!(sha256_file(&output), sha256(&content));
 }
+
+/// Ctrl-C reaches every lane of a batch (each waits on a child of the engine's cancellation):
+/// the run stops with the files in flight unfinished, no final name holds a partial file, and
+/// the rerun fetches the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_every_lane_of_a_batch() {
+    let content = data(256 * 1024, 62);
+    let origin = slow_origin(&content).await;
+    let dir = tempfile::tempdir().unwrap();
+    // ~200 ms a file, 16 at once: ~3 s for all of them unless stopped.
+    let files = 256;
+    let list: String = (0..files)
+        .map(|i| format!("{}\n", origin.url(&format!("/f{i}.bin"))))
+        .collect();
+    let list_path = dir.path().join("urls.txt");
+    std::fs::write(&list_path, list).unwrap();
+    let downloads = dir.path().join("downloads");
+    let args = [
+        "get",
+        "-q",
+        "-i",
+        list_path.to_str().unwrap(),
+        "-d",
+        downloads.to_str().unwrap(),
+        "-j",
+        "16",
+    ];
+
+    let mut child = claudedl().args(args).spawn().unwrap();
+    // Every slot of both lanes has its body under way.
+    origin.wait_for_body_bytes(16 * 32 * 1024).await;
+    let pid = child.id().unwrap().to_string();
+    let signalled = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(signalled.success());
+    let status = wait_exit(&mut child).await;
+
+    assert_eq!(status.code(), Some(130));
+    let placed = crate::support::files_under(&downloads);
+    assert!(placed.len() < files, "{} of {files} placed", placed.len());
+    for path in &placed {
+        assert_eq!(sha256_file(path), sha256(&content), "{}", path.display());
+    }
+
+    let rerun = claudedl().args(args).output().await.unwrap();
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun.stderr));
+    for i in 0..files {
+        let path = downloads.join(format!("f{i}.bin"));
+        assert_eq!(sha256_file(&path), sha256(&content), "{}", path.display());
+    }
+}
