@@ -28,6 +28,31 @@ async fn run(args: &[&str]) -> Output {
     claudedl().args(args).output().await.unwrap()
 }
 
+/// `get -i` of a list file written into a temporary directory, into its `downloads/`.
+struct ListRun {
+    /// `get -i LIST -d DOWNLOADS`, then the extra arguments.
+    args: Vec<String>,
+    downloads: std::path::PathBuf,
+}
+
+impl ListRun {
+    fn new(dir: &Path, list: &str, extra: &[&str]) -> ListRun {
+        let list_path = dir.join("urls.txt");
+        std::fs::write(&list_path, list).unwrap();
+        let downloads = dir.join("downloads");
+        let mut args = vec!["get".to_owned(), "-i".to_owned()];
+        args.push(list_path.to_str().unwrap().to_owned());
+        args.push("-d".to_owned());
+        args.push(downloads.to_str().unwrap().to_owned());
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        ListRun { args, downloads }
+    }
+
+    async fn output(&self) -> Output {
+        claudedl().args(&self.args).output().await.unwrap()
+    }
+}
+
 /// A slow origin: about 1.3 MB/s per connection, paced smoothly (32 KiB every 25 ms).
 async fn slow_origin(content: &[u8]) -> Origin {
     let throttle = Throttle {
@@ -45,6 +70,18 @@ async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
         .await
         .expect("claudedl exits")
         .unwrap()
+}
+
+/// Ctrl-C (SIGINT) to `child`, and its exit.
+async fn interrupt(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().unwrap().to_string();
+    let signalled = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(signalled.success());
+    wait_exit(child).await
 }
 
 fn done_bytes(output: &Path) -> u64 {
@@ -107,20 +144,10 @@ async fn a_list_file_downloads_every_url_into_the_directory() {
         nginx.url("same.dat"),
         nginx.url("sub/same.dat")
     ));
-    let list_path = dir.path().join("urls.txt");
-    std::fs::write(&list_path, list).unwrap();
-    let downloads = dir.path().join("downloads");
+    let get = ListRun::new(dir.path(), &list, &["-j", "2"]);
+    let downloads = &get.downloads;
 
-    let result = run(&[
-        "get",
-        "-i",
-        list_path.to_str().unwrap(),
-        "-d",
-        downloads.to_str().unwrap(),
-        "-j",
-        "2",
-    ])
-    .await;
+    let result = get.output().await;
 
     assert_eq!(result.status.code(), Some(0), "{}", text(&result.stderr));
     for (name, content) in expected {
@@ -152,18 +179,9 @@ async fn a_bad_url_late_in_a_long_list_stops_the_run_before_any_request() {
         list.push_str(&line);
         list.push('\n');
     }
-    let list_path = dir.path().join("urls.txt");
-    std::fs::write(&list_path, list).unwrap();
-    let downloads = dir.path().join("downloads");
+    let get = ListRun::new(dir.path(), &list, &[]);
 
-    let refused = run(&[
-        "get",
-        "-i",
-        list_path.to_str().unwrap(),
-        "-d",
-        downloads.to_str().unwrap(),
-    ])
-    .await;
+    let refused = get.output().await;
 
     let said = text(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "{said}");
@@ -171,7 +189,7 @@ async fn a_bad_url_late_in_a_long_list_stops_the_run_before_any_request() {
     assert!(said.contains("first-bad"), "{said}");
     assert!(!said.contains("not a url"), "{said}");
     assert_eq!(origin.request_count(), 0);
-    assert!(!downloads.exists());
+    assert!(!get.downloads.exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -301,14 +319,7 @@ async fn ctrl_c_saves_state_and_exits_130() {
 
     let mut child = claudedl().args(args).spawn().unwrap();
     origin.wait_for_body_bytes(MIB as u64).await;
-    let pid = child.id().unwrap().to_string();
-    let signalled = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(signalled.success());
-    let status = wait_exit(&mut child).await;
+    let status = interrupt(&mut child).await;
 
     assert_eq!(status.code(), Some(130));
     assert!(
@@ -335,40 +346,22 @@ async fn ctrl_c_stops_every_lane_of_a_batch() {
     let list: String = (0..files)
         .map(|i| format!("{}\n", origin.url(&format!("/f{i}.bin"))))
         .collect();
-    let list_path = dir.path().join("urls.txt");
-    std::fs::write(&list_path, list).unwrap();
-    let downloads = dir.path().join("downloads");
-    let args = [
-        "get",
-        "-q",
-        "-i",
-        list_path.to_str().unwrap(),
-        "-d",
-        downloads.to_str().unwrap(),
-        "-j",
-        "16",
-    ];
+    let get = ListRun::new(dir.path(), &list, &["-q", "-j", "16"]);
+    let downloads = &get.downloads;
 
-    let mut child = claudedl().args(args).spawn().unwrap();
+    let mut child = claudedl().args(&get.args).spawn().unwrap();
     // Every slot of both lanes has its body under way.
     origin.wait_for_body_bytes(16 * 32 * 1024).await;
-    let pid = child.id().unwrap().to_string();
-    let signalled = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(signalled.success());
-    let status = wait_exit(&mut child).await;
+    let status = interrupt(&mut child).await;
 
     assert_eq!(status.code(), Some(130));
-    let placed = crate::support::files_under(&downloads);
+    let placed = crate::support::files_under(downloads);
     assert!(placed.len() < files, "{} of {files} placed", placed.len());
     for path in &placed {
         assert_eq!(sha256_file(path), sha256(&content), "{}", path.display());
     }
 
-    let rerun = claudedl().args(args).output().await.unwrap();
+    let rerun = get.output().await;
     assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun.stderr));
     for i in 0..files {
         let path = downloads.join(format!("f{i}.bin"));
