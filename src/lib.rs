@@ -57,3 +57,9 @@ pub mod store;
 pub mod sync;
 pub mod tls;
 pub mod verify;
+
+/// The cores this process may run on (1 when the system cannot say): what a batch's lanes,
+/// the check of a URL list and `verify` each spread their work over.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}

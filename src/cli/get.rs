@@ -243,8 +243,7 @@ const SURVEY_CHUNK: usize = 16 * 1024;
 /// Check each of `lines` (the first that is no URL we fetch is the error), shared among the
 /// cores, each share on a thread of its own; whether one of them is on `api_origin`.
 fn check_chunk(lines: &[String], api_origin: Option<&url::Origin>) -> anyhow::Result<bool> {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let share = lines.len().div_ceil(cores).max(1);
+    let share = lines.len().div_ceil(claudedl::cores()).max(1);
     let check = |share: &[String]| -> anyhow::Result<bool> {
         let mut on_api = false;
         for line in share {

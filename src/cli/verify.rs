@@ -9,7 +9,6 @@
 //! plain entry plain.
 
 use std::collections::{BTreeMap, HashSet};
-use std::num::NonZero;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +49,7 @@ pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<ExitSt
         .then(|| Fixer::new(&args, global, &data))
         .transpose()?;
     let visible = global.bars_visible(false);
-    let jobs = args.jobs.map_or_else(cpus, usize::from);
+    let jobs = args.jobs.map_or_else(claudedl::cores, usize::from);
     let report = tokio::task::block_in_place(|| {
         let bar = HashBar::new(visible);
         let files = DataFiles::new(data.root(), identities.as_ref());
@@ -67,10 +66,6 @@ pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<ExitSt
     }
     output.summary(&report, &repairs);
     Ok(exit_status(&report, &repairs, args.repair, interrupted))
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, NonZero::get)
 }
 
 /// Exit 0 when nothing is wrong, or when `--repair` repaired everything wrong and nothing

@@ -109,8 +109,7 @@ const MIN_SLOTS_PER_LANE: usize = 4;
 /// a file's request, body and commit on one thread; get -i of 10,000 small files: ~8 %
 /// faster than one runtime for all, docs/benchmarks-small.md, session 14).
 fn lanes_for(files_at_once: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    cores
+    crate::cores()
         .min(MAX_LANES)
         .min(files_at_once / MIN_SLOTS_PER_LANE)
         .max(1)
@@ -307,7 +306,7 @@ mod tests {
 
     #[test]
     fn a_lane_keeps_at_least_four_files_at_once_and_there_is_one_per_core_at_most() {
-        let cores = std::thread::available_parallelism().unwrap().get();
+        let cores = crate::cores();
         assert_eq!(lanes_for(1), 1);
         assert_eq!(lanes_for(7), 1);
         assert_eq!(lanes_for(8), cores.min(2));
